@@ -112,7 +112,8 @@ impl Layout {
     /// adjacent ranges merged. Concatenated, they are "the module" whose digest the
     /// manifest records.
     pub fn kept_ranges(&self) -> Vec<Range<u64>> {
-        let mut ranges: Vec<Range<u64>> = vec![0..PREAMBLE_LEN];
+        let mut ranges: Vec<Range<u64>> = Vec::with_capacity(self.sections.len() + 1);
+        ranges.push(0..PREAMBLE_LEN);
         for section in self.sections.iter().filter(|s| !s.is_cup()) {
             match ranges.last_mut() {
                 Some(last) if last.end == section.offset => last.end = section.end(),

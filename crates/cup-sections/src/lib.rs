@@ -22,6 +22,7 @@
 
 pub mod embed;
 mod error;
+pub mod info;
 pub mod layout;
 pub mod manifest;
 pub mod package;

@@ -1,0 +1,218 @@
+//! `cup controller …`: embed, inspect and verify controller packages.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use cup_sections::info::{Import, imports, read_definition_file};
+use cup_sections::{Integrity, Package, read_package};
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::{Output, table};
+
+/// WASI preview 1 import module name.
+const WASI_P1: &str = "wasi_snapshot_preview1";
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Embed ResourceDefinitions into a module (same as `cup-embed`).
+    #[command(
+        after_help = "Example:\n  cup controller embed -o flipt.cup.wasm defs/*.json flipt.wasm"
+    )]
+    Embed {
+        /// Write here instead of rewriting MODULE in place.
+        #[arg(short = 'O', long = "out", value_name = "OUT")]
+        out: Option<PathBuf>,
+        /// ResourceDefinition JSON files, then the module.
+        #[arg(value_name = "DEF.json... MODULE.wasm", num_args = 2.., required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show what a controller file carries: digest, kind, ABI, imports, definitions, integrity.
+    #[command(
+        after_help = "Examples:\n  cup controller inspect flipt.wasm\n  cup controller inspect -o json flipt.wasm | jq .definitions"
+    )]
+    Inspect {
+        /// The .wasm file.
+        file: PathBuf,
+    },
+    /// Exit 0 only when the file is an intact cup package (manifest, definitions and code
+    /// all match); otherwise print what is wrong and exit 1.
+    #[command(after_help = "Example:\n  cup controller verify flipt.wasm && echo intact")]
+    Verify {
+        /// The .wasm file.
+        file: PathBuf,
+    },
+}
+
+/// Runs a controller subcommand and returns the process exit code.
+pub fn run(cmd: Command, output: Output) -> Result<i32> {
+    match cmd {
+        Command::Embed { out, files } => embed(out, &files),
+        Command::Inspect { file } => {
+            let report = Report::of(&file)?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Output::Table => print!("{}", report.render()),
+            }
+            Ok(0)
+        }
+        Command::Verify { file } => {
+            let report = Report::of(&file)?;
+            let ok = report.integrity.is_ok();
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "file": report.file, "digest": report.digest, "integrity": report.integrity,
+                    }))?
+                ),
+                Output::Table => {
+                    let line = format!("{}: {}", report.file.display(), report.integrity.summary());
+                    if ok {
+                        println!("{line}")
+                    } else {
+                        eprintln!("{line}")
+                    }
+                }
+            }
+            Ok(if ok { 0 } else { 1 })
+        }
+    }
+}
+
+fn embed(out: Option<PathBuf>, files: &[PathBuf]) -> Result<i32> {
+    let (module, definition_paths) = files.split_last().context("no module given")?;
+    let definitions = definition_paths
+        .iter()
+        .map(|p| read_definition_file(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = out.as_deref().unwrap_or(module);
+    let report = cup_sections::embed_file(module, target, &definitions)
+        .with_context(|| format!("embedding into {}", module.display()))?;
+    println!(
+        "embedded {} definition(s) into {} ({} bytes)",
+        definitions.len(),
+        target.display(),
+        report.size
+    );
+    Ok(0)
+}
+
+/// Everything `inspect` prints.
+#[derive(Serialize)]
+struct Report {
+    file: PathBuf,
+    /// sha256 of the whole file: the OCI layer digest it would get.
+    digest: String,
+    size: u64,
+    encoding: cup_sections::Encoding,
+    abi: Option<String>,
+    module_sha256: Option<String>,
+    definitions_digest: Option<String>,
+    wasi_imports: Vec<String>,
+    other_imports: Vec<Import>,
+    definitions: Vec<DefinitionRow>,
+    integrity: Integrity,
+}
+
+#[derive(Serialize)]
+struct DefinitionRow {
+    name: String,
+    group: String,
+    kind: String,
+    plural: String,
+    versions: Vec<String>,
+}
+
+impl Report {
+    fn of(file: &Path) -> Result<Report> {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let package: Package =
+            read_package(&bytes).with_context(|| format!("reading {}", file.display()))?;
+        let (wasi, other): (Vec<Import>, Vec<Import>) = imports(&bytes)
+            .with_context(|| format!("reading the imports of {}", file.display()))?
+            .into_iter()
+            .partition(|i| i.module == WASI_P1);
+        Ok(Report {
+            file: file.to_owned(),
+            digest: format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),
+            size: package.size,
+            encoding: package.encoding,
+            abi: package.manifest.as_ref().map(|m| m.abi.clone()),
+            module_sha256: package.module_sha256.clone(),
+            definitions_digest: package.manifest.as_ref().map(|m| m.definitions_digest()),
+            wasi_imports: wasi.into_iter().map(|i| i.name).collect(),
+            other_imports: other,
+            definitions: package
+                .definitions
+                .iter()
+                .map(|d| DefinitionRow {
+                    name: d.definition.metadata.name.clone(),
+                    group: d.definition.spec.group.clone(),
+                    kind: d.definition.names.kind.clone(),
+                    plural: d.definition.names.plural.clone(),
+                    versions: d.definition.spec.versions.keys().cloned().collect(),
+                })
+                .collect(),
+            integrity: package.integrity,
+        })
+    }
+
+    fn render(&self) -> String {
+        let kind = match self.encoding {
+            cup_sections::Encoding::Module => "core module",
+            cup_sections::Encoding::Component => "component",
+        };
+        let other: Vec<String> = self
+            .other_imports
+            .iter()
+            .map(|i| format!("{}::{}", i.module, i.name))
+            .collect();
+        let fields = [
+            ("FILE", self.file.display().to_string()),
+            ("DIGEST", self.digest.clone()),
+            ("SIZE", format!("{} bytes", self.size)),
+            ("KIND", kind.to_owned()),
+            ("ABI", self.abi.clone().unwrap_or_else(|| "-".into())),
+            (
+                "WASI IMPORTS",
+                format!("{} functions of {WASI_P1}", self.wasi_imports.len()),
+            ),
+            (
+                "OTHER IMPORTS",
+                if other.is_empty() {
+                    "none".into()
+                } else {
+                    other.join(", ")
+                },
+            ),
+            ("INTEGRITY", self.integrity.summary()),
+        ];
+        let mut out: String = fields
+            .iter()
+            .map(|(k, v)| format!("{:<15}{v}\n", format!("{k}:")))
+            .collect();
+        if !self.definitions.is_empty() {
+            out.push('\n');
+            let rows: Vec<Vec<String>> = self
+                .definitions
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.name.clone(),
+                        d.group.clone(),
+                        d.kind.clone(),
+                        d.plural.clone(),
+                        d.versions.join(","),
+                    ]
+                })
+                .collect();
+            out.push_str(&table::render(
+                &["DEFINITION", "GROUP", "KIND", "PLURAL", "VERSIONS"],
+                &rows,
+            ));
+        }
+        out
+    }
+}

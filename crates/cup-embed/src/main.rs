@@ -1,0 +1,72 @@
+//! `cup-embed [-o OUT] DEF.json... MODULE.wasm`: make a controller self-describing.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+/// Embed ResourceDefinitions into a controller module as `cup.*` custom sections.
+///
+/// The module's own sections are copied byte for byte; any previous `cup.*` sections are
+/// replaced, so running it again with the same inputs gives identical bytes. Without `-o`
+/// the module is rewritten in place. The write is atomic: on any error the target file is
+/// left untouched.
+#[derive(Parser)]
+#[command(
+    version,
+    after_help = "Examples:\n  cup-embed defs/*.json target/wasm32-wasip1/release/flipt.wasm\n  cup-embed -o flipt.cup.wasm defs/flags.json defs/segments.json flipt.wasm"
+)]
+struct Args {
+    /// Write the result here instead of rewriting MODULE in place.
+    #[arg(short, long, value_name = "OUT")]
+    output: Option<PathBuf>,
+    /// Print a JSON report (manifest, size) instead of a summary line.
+    #[arg(long)]
+    json: bool,
+    /// ResourceDefinition JSON files, then the .wasm module (core module or component).
+    #[arg(value_name = "DEF.json... MODULE.wasm", num_args = 2.., required = true)]
+    files: Vec<PathBuf>,
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("cup-embed: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let (module, definition_paths) = args.files.split_last().context("no module given")?;
+    let definitions = definition_paths
+        .iter()
+        .map(|p| cup_sections::info::read_definition_file(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let output = args.output.as_deref().unwrap_or(module);
+    let report = cup_sections::embed_file(module, output, &definitions)
+        .with_context(|| format!("embedding into {}", module.display()))?;
+    if args.json {
+        let value = serde_json::json!({
+            "output": output,
+            "size": report.size,
+            "replaced_sections": report.replaced_sections,
+            "definitions_digest": report.manifest.definitions_digest(),
+            "manifest": report.manifest,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        let names: Vec<&str> = report
+            .manifest
+            .definitions
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        println!(
+            "embedded {} definition(s) into {} ({} bytes): {}",
+            names.len(),
+            output.display(),
+            report.size,
+            names.join(", ")
+        );
+    }
+    Ok(())
+}

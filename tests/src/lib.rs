@@ -1,0 +1,97 @@
+//! Shared helpers for the end-to-end tests: locating the workspace's binaries and building
+//! the real example controller for `wasm32-wasip1`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the repository root")
+}
+
+/// Path of a binary of this workspace (`cup`, `cup-embed`, `cupd`), built if missing.
+/// `cargo test --workspace` builds every binary before the tests run; a lone
+/// `cargo test -p cup-e2e` does not, hence the fallback build (once per process).
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+        .expect("test executables live in target/<profile>/deps");
+    let path = dir.join(name);
+    if !path.exists() {
+        BUILT.get_or_init(|| {
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "--bins", "--workspace"])
+                .current_dir(repo_root());
+            if dir.ends_with("release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("running cargo build");
+            assert!(status.success(), "cargo build --bins failed");
+        });
+    }
+    path
+}
+
+/// The example Flipt controller, compiled for wasm32-wasip1 in release mode (no cup
+/// sections yet). Built once per test process; cargo makes later builds no-ops.
+pub fn flipt_wasm() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let manifest = repo_root().join("examples/flipt/Cargo.toml");
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                "wasm32-wasip1",
+                "--manifest-path",
+            ])
+            .arg(&manifest)
+            .status()
+            .expect("running cargo build for the example");
+        assert!(
+            status.success(),
+            "building examples/flipt for wasm32-wasip1 failed"
+        );
+        repo_root().join("examples/flipt/target/wasm32-wasip1/release/flipt.wasm")
+    })
+}
+
+/// The example's definition files, sorted.
+pub fn flipt_definitions() -> Vec<PathBuf> {
+    let mut defs: Vec<PathBuf> = std::fs::read_dir(repo_root().join("examples/flipt/defs"))
+        .expect("examples/flipt/defs exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    defs.sort();
+    defs
+}
+
+/// A small WASI command module built from WAT, for tests that need "some module".
+pub fn wat_module() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+            (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start"))
+            (@custom "producers" "handmade"))"#,
+    )
+    .expect("valid WAT")
+}
+
+/// Every file name in a directory, sorted: to prove no temporary file was left behind.
+pub fn dir_listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("readable dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    names
+}
