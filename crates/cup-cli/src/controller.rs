@@ -36,6 +36,14 @@ pub enum Command {
         /// The .wasm file.
         file: PathBuf,
     },
+    /// Print the definitions embedded in a file. Reads only section headers and the
+    /// `cup.*` sections, so it is instant whatever the module size; checks the definitions
+    /// against the manifest but not the code (use `verify` for that).
+    #[command(after_help = "Example:\n  cup -o json controller definitions flipt.wasm > defs.json")]
+    Definitions {
+        /// The .wasm file.
+        file: PathBuf,
+    },
     /// Exit 0 only when the file is an intact cup package (manifest, definitions and code
     /// all match); otherwise print what is wrong and exit 1.
     #[command(after_help = "Example:\n  cup controller verify flipt.wasm && echo intact")]
@@ -57,6 +65,7 @@ pub fn run(cmd: Command, output: Output) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Definitions { file } => definitions(&file, output),
         Command::Verify { file } => {
             let report = Report::of(&file)?;
             let ok = report.integrity.is_ok();
@@ -96,6 +105,26 @@ fn embed(out: Option<PathBuf>, files: &[PathBuf]) -> Result<i32> {
         target.display(),
         report.size
     );
+    Ok(0)
+}
+
+fn definitions(file: &Path, output: Output) -> Result<i32> {
+    let package = cup_sections::read_definitions_file(file)
+        .with_context(|| format!("reading {}", file.display()))?;
+    let definitions = package.verified_definitions().with_context(|| format!("{}", file.display()))?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&definitions)?),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = definitions
+                .iter()
+                .map(|d| {
+                    let versions: Vec<&str> = d.spec.versions.keys().map(String::as_str).collect();
+                    vec![d.metadata.name.clone(), d.spec.group.clone(), d.names.kind.clone(), d.names.plural.clone(), versions.join(",")]
+                })
+                .collect();
+            print!("{}", table::render(&["DEFINITION", "GROUP", "KIND", "PLURAL", "VERSIONS"], &rows));
+        }
+    }
     Ok(0)
 }
 

@@ -6,10 +6,13 @@
 //! definitions always give the same bytes, and embedding an output again gives it back.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::Path;
 
 use cup_model::ResourceDefinition;
+use sha2::{Digest, Sha256};
 use wasm_encoder::{CustomSection, Section};
 
 use crate::limits::{MAX_CUP_BYTES, MAX_DEFINITION_BYTES, MAX_DEFINITIONS};
@@ -158,50 +161,73 @@ pub fn embed(module: &[u8], definitions: &[ResourceDefinition]) -> Result<(Vec<u
 /// output's directory, renamed into place), so on any error `output` is untouched and no
 /// temporary file is left. `input` and `output` may be the same path. The output keeps the
 /// input's permissions.
-pub fn embed_file(
-    input: &Path,
-    output: &Path,
-    definitions: &[ResourceDefinition],
-) -> Result<EmbedOutput> {
+///
+/// The module is never loaded whole: its headers are walked with seeks, its bytes are
+/// copied file-to-file by the kernel (`copy_file_range` where available) while a second
+/// thread hashes them through a small reused buffer. That keeps embedding within a small
+/// factor of `cp` on big modules.
+pub fn embed_file(input: &Path, output: &Path, definitions: &[ResourceDefinition]) -> Result<EmbedOutput> {
     let prepared = prepare(definitions)?;
-    let module = std::fs::read(input)?;
-    let layout = Layout::from_bytes(&module)?;
+    let mut source = File::open(input)?;
+    let layout = Layout::from_reader(&mut source)?;
     let kept = layout.kept_ranges();
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".cup-embed-")
-        .tempfile_in(dir)?;
+    let mut temp = tempfile::Builder::new().prefix(".cup-embed-").tempfile_in(dir)?;
 
-    // Hash on a second thread while the kept bytes are written: on big modules the two
-    // take similar time, and overlapping them keeps embedding close to a plain copy.
-    let (digest, written) = std::thread::scope(|scope| {
-        let hasher = scope.spawn(|| module_digest(&module, &layout));
-        let written: std::io::Result<()> = kept.iter().try_for_each(|r| {
-            temp.as_file_mut()
-                .write_all(&module[r.start as usize..r.end as usize])
-        });
-        (hasher.join(), written)
+    let (digest, copied) = std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| hash_ranges(input, &kept));
+        let copied = copy_ranges(&mut source, temp.as_file_mut(), &kept);
+        (hasher.join(), copied)
     });
-    written?;
-    let digest = digest.map_err(|_| Error::Io(std::io::Error::other("hashing thread panicked")))?;
-    let (manifest, sections) = cup_sections(
-        &prepared,
-        ModuleDigest {
-            sha256: digest,
-            size: module_size(&layout),
-        },
-    );
+    copied?;
+    let digest = digest.map_err(|_| Error::Io(std::io::Error::other("hashing thread panicked")))??;
+    let (manifest, sections) = cup_sections(&prepared, ModuleDigest { sha256: digest, size: module_size(&layout) });
     temp.as_file_mut().write_all(&sections)?;
     let size = temp.as_file().metadata()?.len();
-    temp.as_file()
-        .set_permissions(std::fs::metadata(input)?.permissions())?;
+    if size != layout.len - cup_bytes(&layout) + sections.len() as u64 {
+        // The input changed under us (another process rewrote it mid-copy).
+        return Err(Error::Io(std::io::Error::other(format!("{} changed while it was read", input.display()))));
+    }
+    temp.as_file().set_permissions(source.metadata()?.permissions())?;
     temp.persist(output).map_err(|e| Error::Io(e.error))?;
-    Ok(EmbedOutput {
-        manifest,
-        size,
-        replaced_sections: layout.cup_sections().count(),
-    })
+    Ok(EmbedOutput { manifest, size, replaced_sections: layout.cup_sections().count() })
+}
+
+fn cup_bytes(layout: &Layout) -> u64 {
+    layout.cup_sections().map(|s| s.end() - s.offset).sum()
+}
+
+/// Copies byte ranges of `source` to the end of `target`; `std::io::copy` between files
+/// lets the kernel move the bytes without a trip through this process.
+fn copy_ranges(source: &mut File, target: &mut File, ranges: &[Range<u64>]) -> Result<()> {
+    for range in ranges {
+        source.seek(SeekFrom::Start(range.start))?;
+        let want = range.end - range.start;
+        let copied = std::io::copy(&mut Read::by_ref(source).take(want), target)?;
+        if copied != want {
+            return Err(Error::Truncated(format!("input ended while copying bytes {range:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// `sha256:<hex>` of byte ranges of a file, read through one reused buffer.
+fn hash_ranges(path: &Path, ranges: &[Range<u64>]) -> Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for range in ranges {
+        file.seek(SeekFrom::Start(range.start))?;
+        let mut left = range.end - range.start;
+        while left > 0 {
+            let chunk = left.min(buf.len() as u64) as usize;
+            file.read_exact(&mut buf[..chunk])?;
+            hasher.update(&buf[..chunk]);
+            left -= chunk as u64;
+        }
+    }
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
