@@ -1,0 +1,91 @@
+//! Per-invocation cost: `cargo bench -p cup-runtime --bench invoke`.
+//!
+//! Measures what a request costs on a loaded controller (fresh WASI context, store and
+//! instance, `_start`, teardown) with the real probe guest, plus load times with a cold and a
+//! warm code cache. Prints medians; no assertions (speed is measured, not asserted).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cup_runtime::{Access, CodeCache, Invocation, Limits, Runtime};
+
+fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    (at(0.1), at(0.5), at(0.9))
+}
+
+fn measure(label: &str, n: usize, mut f: impl FnMut()) {
+    for _ in 0..n / 10 {
+        f();
+    }
+    let samples: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    let (p10, p50, p90) = percentiles(samples);
+    println!("{label:<44} median {p50:>10.1?}   p10 {p10:>10.1?}   p90 {p90:>10.1?}   (n={n})");
+}
+
+fn main() {
+    let wasm = common::probe_wasm();
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let cache = CodeCache::new(scratch.path().join("code")).expect("cache");
+    let root = scratch.path().join("root");
+    std::fs::create_dir_all(root.join("default")).expect("mkdir");
+    std::fs::write(
+        root.join("default/flag.json"),
+        br#"{"apiVersion":"flipt.io/v1alpha1","kind":"Flag","metadata":{"name":"demo"}}"#,
+    )
+    .expect("write");
+
+    println!("probe.wasm: {} bytes", wasm.len());
+    let t = Instant::now();
+    let runtime = Runtime::new(Limits::default()).expect("runtime");
+    let controller = runtime.load(wasm, Some(&cache)).expect("load");
+    println!(
+        "{:<44} {:>10.1?}   ({:?})",
+        "Runtime::new + load, cold cache",
+        t.elapsed(),
+        controller.load_info().cache
+    );
+    let t = Instant::now();
+    let warm = Runtime::new(Limits::default())
+        .expect("runtime")
+        .load(wasm, Some(&cache))
+        .expect("load");
+    println!(
+        "{:<44} {:>10.1?}   ({:?})",
+        "Runtime::new + load, warm cache",
+        t.elapsed(),
+        warm.load_info().cache
+    );
+
+    let invoke = |args: &[&str]| {
+        let mut argv = vec!["wasi".to_string()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let out = controller
+            .invoke(Invocation {
+                args: argv,
+                stdin: Vec::new(),
+                root: root.clone(),
+                access: Access::ReadOnly,
+            })
+            .expect("invoke");
+        assert_eq!(out.exit_code, 0);
+    };
+    measure("invoke `exit 0` (instantiate + run + drop)", 2000, || {
+        invoke(&["exit", "0"])
+    });
+    measure("invoke `echo Flag default demo`", 2000, || {
+        invoke(&["echo", "Flag", "default", "demo"])
+    });
+    measure("invoke `read /default/flag.json`", 2000, || {
+        invoke(&["read", "/default/flag.json"])
+    });
+}

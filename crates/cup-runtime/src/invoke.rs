@@ -1,0 +1,376 @@
+//! One request: a fresh WASI context, store and instance, run to completion, then dropped.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, WasmBacktrace};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{FsPerms, HostMonotonicClock, I32Exit, WasiCtxBuilder};
+
+use crate::output::{CappedOutput, Overflow};
+use crate::runtime::LoadedController;
+use crate::{InvokeError, Limits};
+
+/// How the directory mounted at `/` may be used by the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// get and list: every mutation (create, write, truncate, append, resize, mkdir, remove,
+    /// rename, link, set times) fails inside the guest with a permission error.
+    ReadOnly,
+    /// put and delete.
+    ReadWrite,
+}
+
+/// One request to a controller.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// argv as the guest sees it. cup passes `["wasi", verb, Kind, namespace, name?]`.
+    pub args: Vec<String>,
+    /// The guest's whole stdin (the resource JSON for put, empty otherwise).
+    pub stdin: Vec<u8>,
+    /// Host directory mounted at the guest's `/` (its working directory, too).
+    pub root: PathBuf,
+    pub access: Access,
+}
+
+/// How a request that ran to completion ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// 0 when `_start` returned, otherwise the code the guest passed to `proc_exit`.
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    /// The first [`Limits::stderr_bytes`] bytes of stderr.
+    pub stderr: Vec<u8>,
+    /// The guest wrote more to stderr than was kept.
+    pub stderr_truncated: bool,
+    /// Wall time of the whole invocation, instantiation included.
+    pub elapsed: Duration,
+}
+
+/// Everything a store owns for one request.
+pub(crate) struct HostState {
+    pub(crate) wasi: WasiP1Ctx,
+    limiter: Limiter,
+    /// When the request's time is up (for the sleep path; wasm code is stopped by the epoch).
+    pub(crate) deadline: Instant,
+    /// Zero of the guest's monotonic clock, so host-side sleeps can read absolute timeouts.
+    pub(crate) clock_base: Instant,
+    pub(crate) slept_past_deadline: bool,
+}
+
+/// `StoreLimits` does the accounting; this adds the policy. Growing past a cup limit traps at
+/// once instead of failing `memory.grow` softly: a guest that gets -1 reacts in its own way (Rust
+/// aborts, Go exits with code 2, which cup reads as "not found"), so a trap that the host can
+/// name is the only clear signal. Growth refused for other reasons (the module's own declared
+/// maximum) keeps wasm's normal -1 semantics.
+struct Limiter {
+    inner: StoreLimits,
+    memory_bytes: usize,
+    table_elements: usize,
+    memory_hit: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("growing {what} to {desired} exceeds the limit of {limit}")]
+struct LimitExceeded {
+    what: &'static str,
+    desired: usize,
+    limit: usize,
+}
+
+impl Limiter {
+    fn new(limits: &Limits) -> Self {
+        Limiter {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .table_elements(limits.table_elements)
+                // `memory_bytes` applies to each memory; a controller has exactly one.
+                .memories(1)
+                .trap_on_grow_failure(false)
+                .build(),
+            memory_bytes: limits.memory_bytes,
+            table_elements: limits.table_elements,
+            memory_hit: false,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if !allowed && desired > self.memory_bytes {
+            self.memory_hit = true;
+            return Err(wasmtime::Error::new(LimitExceeded {
+                what: "memory (bytes)",
+                desired,
+                limit: self.memory_bytes,
+            }));
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.table_growing(current, desired, maximum)?;
+        if !allowed && desired > self.table_elements {
+            return Err(wasmtime::Error::new(LimitExceeded {
+                what: "a table (elements)",
+                desired,
+                limit: self.table_elements,
+            }));
+        }
+        Ok(allowed)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// The guest's monotonic clock: nanoseconds since the request started. Shares its zero with
+/// [`HostState::clock_base`] so the sleep path agrees with what the guest reads.
+struct GuestMonotonicClock {
+    base: Instant,
+}
+
+impl HostMonotonicClock for GuestMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+impl LoadedController {
+    /// Runs one request in a fresh instance and waits for it to end.
+    ///
+    /// Blocking: call it from a thread that may block (in tokio, inside `spawn_blocking`; the
+    /// WASI implementation panics if called on an async worker thread). Concurrent calls on
+    /// the same (or cloned) controller are fine: they share nothing but the compiled code.
+    pub fn invoke(&self, invocation: Invocation) -> Result<Outcome, InvokeError> {
+        let started = Instant::now();
+        let limits = self.limits();
+        let Invocation {
+            args,
+            stdin,
+            root,
+            access,
+        } = invocation;
+        if let Some(index) = args.iter().position(|a| a.contains('\0')) {
+            return Err(InvokeError::BadArgument { index });
+        }
+
+        let stdout = CappedOutput::new(limits.stdout_bytes, Overflow::Trap);
+        let stderr = CappedOutput::new(limits.stderr_bytes, Overflow::Truncate);
+        let perms = match access {
+            Access::ReadOnly => FsPerms::ReadOnly,
+            Access::ReadWrite => FsPerms::ReadWrite,
+        };
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            // We are on a thread that may block, so let file I/O run inline instead of bouncing
+            // through a thread pool. Must come before `preopened_dir`, which reads it.
+            .allow_blocking_current_thread(true)
+            .args(&args)
+            .stdin(MemoryInputPipe::new(stdin))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .monotonic_clock(GuestMonotonicClock { base: started })
+            // Preview 1 has no way to open sockets and none are preopened; these close the
+            // preview 2 paths too, so nothing changes if the linker ever grows them.
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        // No env vars, no inherited stdio, no other preopens: the builder starts empty.
+        builder
+            .preopened_dir(&root, "/", perms)
+            .map_err(|e| InvokeError::Mount {
+                root: root.clone(),
+                reason: format!("{e:#}"),
+            })?;
+
+        let state = HostState {
+            wasi: builder.build_p1(),
+            limiter: Limiter::new(limits),
+            deadline: started + limits.deadline,
+            clock_base: started,
+            slept_past_deadline: false,
+        };
+        let mut store = Store::new(self.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(limits.deadline_ticks());
+        store.epoch_deadline_trap();
+
+        let run = match self.instance_pre().instantiate(&mut store) {
+            Err(e) => Err((Phase::Instantiate, e)),
+            Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+                Err(e) => Err((Phase::Instantiate, e)),
+                Ok(start) => start.call(&mut store, ()).map_err(|e| (Phase::Run, e)),
+            },
+        };
+
+        let memory_hit = store.data().limiter.memory_hit;
+        let slept_past_deadline = store.data().slept_past_deadline;
+        // The store holds WASI's clones of the output handles; drop it before reading them.
+        drop(store);
+        let elapsed = started.elapsed();
+        let stdout_overflowed = stdout.overflowed();
+        let stderr_truncated = stderr.overflowed();
+        let stderr = stderr.take();
+
+        let exit_code = match run {
+            Ok(()) => 0,
+            Err((phase, e)) => match e.downcast_ref::<I32Exit>() {
+                Some(I32Exit(code)) if !stdout_overflowed => *code,
+                _ => {
+                    let flags = Flags {
+                        stdout_overflowed,
+                        memory_hit,
+                        slept_past_deadline,
+                    };
+                    return Err(classify(phase, &e, flags, limits, stderr));
+                }
+            },
+        };
+        if stdout_overflowed {
+            // Cannot happen (the overflowing write traps), but never hand out a truncated
+            // response as complete.
+            return Err(InvokeError::OutputTooLarge {
+                limit: limits.stdout_bytes,
+                stderr,
+            });
+        }
+        Ok(Outcome {
+            exit_code,
+            stdout: stdout.take(),
+            stderr,
+            stderr_truncated,
+            elapsed,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Instantiate,
+    Run,
+}
+
+/// What the host observed while the guest ran. Flags, rather than downcasting the error,
+/// because WASI and wasmtime wrap errors in context layers of their own.
+struct Flags {
+    stdout_overflowed: bool,
+    memory_hit: bool,
+    slept_past_deadline: bool,
+}
+
+fn classify(
+    phase: Phase,
+    error: &wasmtime::Error,
+    flags: Flags,
+    limits: &Limits,
+    stderr: Vec<u8>,
+) -> InvokeError {
+    if flags.stdout_overflowed {
+        return InvokeError::OutputTooLarge {
+            limit: limits.stdout_bytes,
+            stderr,
+        };
+    }
+    if flags.slept_past_deadline || error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return InvokeError::Timeout {
+            after: limits.deadline,
+            stderr,
+        };
+    }
+    if flags.memory_hit {
+        return InvokeError::MemoryLimit {
+            limit: limits.memory_bytes,
+            stderr,
+        };
+    }
+    match phase {
+        Phase::Instantiate => InvokeError::Instantiate(describe_trap(error)),
+        Phase::Run => InvokeError::Trap {
+            message: describe_trap(error),
+            stderr,
+        },
+    }
+}
+
+/// Frames shown in a trap message; deep recursion would otherwise make it megabytes long.
+const BACKTRACE_LINES: usize = 16;
+
+/// The cause chain on one line, then a short wasm backtrace with runs of the same frame
+/// (recursion) folded into one line.
+fn describe_trap(error: &wasmtime::Error) -> String {
+    let backtrace = error.downcast_ref::<WasmBacktrace>();
+    // The backtrace is attached as a context layer of the chain; print it separately, shortened.
+    let backtrace_text = backtrace.map(|b| b.to_string());
+    let causes: Vec<String> = error
+        .chain()
+        .map(|cause| cause.to_string())
+        .filter(|cause| Some(cause) != backtrace_text.as_ref())
+        .collect();
+    let mut message = causes.join(": ");
+    let Some(backtrace) = backtrace else {
+        return message;
+    };
+    let frames = backtrace.frames();
+    if frames.is_empty() {
+        return message;
+    }
+    message.push_str("\nwasm backtrace (innermost first):");
+    let mut shown = 0;
+    let mut i = 0;
+    while i < frames.len() {
+        if shown == BACKTRACE_LINES {
+            message.push_str(&format!("\n  ... {} more frames", frames.len() - i));
+            break;
+        }
+        let frame = &frames[i];
+        let same = frames[i..]
+            .iter()
+            .take_while(|f| {
+                f.func_index() == frame.func_index() && f.module_offset() == frame.module_offset()
+            })
+            .count();
+        let name = match frame.func_name() {
+            Some(name) => name.to_string(),
+            None => format!("<wasm function {}>", frame.func_index()),
+        };
+        let offset = frame
+            .module_offset()
+            .map(|o| format!(" at {o:#x}"))
+            .unwrap_or_default();
+        let repeat = if same > 1 {
+            format!(" (x{same})")
+        } else {
+            String::new()
+        };
+        message.push_str(&format!("\n  {i}: {name}{offset}{repeat}"));
+        shown += 1;
+        i += same;
+    }
+    message
+}

@@ -1,0 +1,46 @@
+//! Runs cup controllers: WebAssembly modules that are WASI preview 1 *commands*, on wasmtime.
+//!
+//! A [`Runtime`] owns one wasmtime engine. [`Runtime::load`] compiles a module once (or takes
+//! it from a [`CodeCache`]), checks it and links it; [`LoadedController::invoke`] then runs one
+//! request in a **fresh instance** with its own WASI context, store and memory, mounts a host
+//! directory at the guest's `/`, and enforces the [`Limits`]. The API is blocking; an async
+//! server calls it inside `spawn_blocking`.
+//!
+//! ```no_run
+//! use cup_runtime::{Access, CodeCache, Invocation, Limits, Runtime};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Runtime::new(Limits::default())?;
+//! let cache = CodeCache::new("/var/cache/cup/code")?;
+//! let wasm = std::fs::read("flipt.wasm")?;
+//! let controller = runtime.load(&wasm, Some(&cache))?;
+//! let outcome = controller.invoke(Invocation {
+//!     args: ["wasi", "get", "Flag", "default", "my-flag"].map(String::from).to_vec(),
+//!     stdin: Vec::new(),
+//!     root: "/srv/config".into(),
+//!     access: Access::ReadOnly,
+//! })?;
+//! assert_eq!(outcome.exit_code, 0);
+//! println!("{}", String::from_utf8_lossy(&outcome.stdout));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! See the crate's README.md for the sandbox in detail: what a guest can reach, the limits
+//! and their defaults, and why every request gets a new instance.
+
+mod cache;
+mod command;
+mod error;
+mod invoke;
+mod limits;
+mod output;
+mod poll;
+mod runtime;
+
+pub use cache::CodeCache;
+pub use command::{WASI_P1_MODULE, ensure_wasi_command};
+pub use error::{CacheError, InvokeError, LoadError, RuntimeError};
+pub use invoke::{Access, Invocation, Outcome};
+pub use limits::Limits;
+pub use runtime::{CacheStatus, LoadInfo, LoadedController, Runtime};

@@ -1,0 +1,85 @@
+//! Per-request resource limits.
+
+use std::time::Duration;
+
+/// The limits every invocation of every controller of a [`Runtime`](crate::Runtime) runs under.
+///
+/// Each limit ends only the request that hit it, with its own [`InvokeError`](crate::InvokeError)
+/// variant; the host and the other requests are not affected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock budget of one invocation, instantiation included. Enforced with wasmtime's
+    /// epoch interruption for wasm code and by the host for sleeps (`poll_oneoff`), so a guest
+    /// can neither spin nor sleep past it. Precision: one [`epoch_tick`](Self::epoch_tick) late at
+    /// most, never early. Default 10 s.
+    pub deadline: Duration,
+    /// Largest size the guest's linear memory may grow to, in bytes. Growing past it traps the
+    /// guest at once (rather than returning -1 from `memory.grow`), see
+    /// [`InvokeError::MemoryLimit`](crate::InvokeError::MemoryLimit). Default 256 MiB.
+    pub memory_bytes: usize,
+    /// Largest number of elements a table may grow to. Tables hold function references; a hostile
+    /// guest could otherwise grow one to 2^32 entries of host memory. Default 1,000,000, far above
+    /// what compilers emit (Go puts one entry per function in its table).
+    pub table_elements: usize,
+    /// Largest stdout a request may produce, in bytes. Stdout is the response (get/list), so more
+    /// is an error of that request ([`InvokeError::OutputTooLarge`](crate::InvokeError::OutputTooLarge)),
+    /// never silently truncated. Default 16 MiB.
+    pub stdout_bytes: usize,
+    /// How much of stderr is kept, in bytes. Stderr is diagnostics only: the rest is dropped (the
+    /// guest is not told, so chatty logging never fails a request) and
+    /// [`Outcome::stderr_truncated`](crate::Outcome::stderr_truncated) is set. Default 64 KiB.
+    pub stderr_bytes: usize,
+    /// Period of the background thread that advances the engine's epoch. Smaller is a more
+    /// precise deadline at the cost of more wakeups. Default 10 ms.
+    pub epoch_tick: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline: Duration::from_secs(10),
+            memory_bytes: 256 << 20,
+            table_elements: 1_000_000,
+            stdout_bytes: 16 << 20,
+            stderr_bytes: 64 << 10,
+            epoch_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+impl Limits {
+    /// Epoch ticks to allow for one deadline: enough that the deadline can never fire early
+    /// (the first tick may come right after the deadline is set, so one extra), saturating for
+    /// absurdly long deadlines.
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        let tick = self.epoch_tick.as_nanos().max(1);
+        let whole = self.deadline.as_nanos().div_ceil(tick);
+        u64::try_from(whole).unwrap_or(u64::MAX).saturating_add(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_round_up_and_add_one() {
+        let l = Limits {
+            deadline: Duration::from_millis(200),
+            epoch_tick: Duration::from_millis(10),
+            ..Limits::default()
+        };
+        assert_eq!(l.deadline_ticks(), 21);
+        let l = Limits {
+            deadline: Duration::from_millis(201),
+            ..l
+        };
+        assert_eq!(l.deadline_ticks(), 22);
+        let l = Limits {
+            deadline: Duration::MAX,
+            epoch_tick: Duration::from_nanos(1),
+            ..l
+        };
+        assert_eq!(l.deadline_ticks(), u64::MAX);
+    }
+}

@@ -1,0 +1,475 @@
+//! The engine, the epoch thread, and loading modules.
+
+use std::collections::HashMap;
+use std::hash::Hasher;
+use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, WasmBacktraceDetails};
+
+use crate::invoke::HostState;
+use crate::{CodeCache, Limits, LoadError, RuntimeError, ensure_wasi_command};
+
+/// wasmtime's major version, for the readable part of the engine fingerprint. The exact
+/// version (and every code-relevant setting) is in the hashed part anyway: wasmtime puts its
+/// full version into `precompile_compatibility_hash`.
+const WASMTIME_MAJOR: &str = "48";
+
+/// Runs cup controllers. One wasmtime engine (with epoch interruption), the WASI preview 1
+/// imports, the limits, and a thread that advances the epoch every
+/// [`Limits::epoch_tick`].
+///
+/// Cheap to clone (all clones share the same engine), `Send + Sync`. The epoch thread stops
+/// when the last clone and the last [`LoadedController`] from it are gone: controllers keep the
+/// runtime alive because their deadlines depend on that thread.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    fingerprint: String,
+    /// Modules already compiled by this runtime, by wasm sha256, so loading the same bytes
+    /// twice (two config entries, a reload) shares one compiled copy.
+    loaded: Mutex<HashMap<String, Weak<Compiled>>>,
+    _epoch: EpochThread,
+}
+
+struct Compiled {
+    digest: String,
+    pre: InstancePre<HostState>,
+}
+
+/// Where a loaded module's machine code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Compiled; no cache was given.
+    Disabled,
+    /// Compiled and written to the cache (unless writing failed, see [`LoadInfo::cache_error`]).
+    Miss,
+    /// Loaded from the cache, nothing compiled.
+    Hit,
+    /// The cache file existed but was unusable (corrupt, or written with an incompatible
+    /// engine despite the name); it was deleted, and the module compiled and written again.
+    Replaced,
+    /// This runtime had already loaded the same bytes; the compiled module is shared.
+    Shared,
+}
+
+/// How a [`Runtime::load`] went, for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadInfo {
+    /// sha256 of the wasm bytes, lowercase hex.
+    pub digest: String,
+    pub cache: CacheStatus,
+    /// Wall time of the load (hashing, cache, compilation, checks, linking).
+    pub elapsed: Duration,
+    /// A cache problem that did not stop the load: why a cache file was [`CacheStatus::Replaced`],
+    /// or why writing the cache failed.
+    pub cache_error: Option<String>,
+}
+
+/// A compiled, checked and linked controller, ready to [`invoke`](Self::invoke).
+///
+/// Cheap to clone, `Send + Sync`; keeps its [`Runtime`] alive.
+#[derive(Clone)]
+pub struct LoadedController {
+    runtime: Arc<Inner>,
+    compiled: Arc<Compiled>,
+    info: LoadInfo,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("limits", &self.inner.limits)
+            .field("fingerprint", &self.inner.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for LoadedController {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedController")
+            .field("digest", &self.compiled.digest)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    pub fn new(limits: Limits) -> Result<Runtime, RuntimeError> {
+        if limits.epoch_tick.is_zero() {
+            return Err(RuntimeError::InvalidLimits(
+                "epoch_tick must be above zero".into(),
+            ));
+        }
+        if limits.deadline.is_zero() {
+            return Err(RuntimeError::InvalidLimits(
+                "deadline must be above zero".into(),
+            ));
+        }
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        // Backtraces with function names when the module has them; never let the
+        // WASMTIME_BACKTRACE_DETAILS environment variable change behaviour (or the
+        // fingerprint) behind our back.
+        config.wasm_backtrace_details(WasmBacktraceDetails::Disable);
+        let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
+            .and_then(|_| crate::poll::bound_sleeps(&mut linker))
+            .map_err(|e| RuntimeError::Linker(format!("{e:#}")))?;
+
+        let fingerprint = fingerprint(&engine);
+        let epoch = EpochThread::start(&engine, limits.epoch_tick)?;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                limits,
+                fingerprint,
+                loaded: Mutex::new(HashMap::new()),
+                _epoch: epoch,
+            }),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Identifies the compiled-code format of this engine: `wt<wasmtime major>-<16 hex>`, the
+    /// hex being a sha256 of wasmtime's `Engine::precompile_compatibility_hash` (target, CPU
+    /// features, compiler flags, wasm features, exact wasmtime version). Two engines with the
+    /// same fingerprint can load each other's code; it names files in a [`CodeCache`].
+    pub fn engine_fingerprint(&self) -> &str {
+        &self.inner.fingerprint
+    }
+
+    /// Compiles (or fetches from `cache`) a controller, checks that it is a WASI preview 1
+    /// command ([`ensure_wasi_command`]), and links it against the WASI imports, once: every
+    /// invocation then only instantiates.
+    ///
+    /// Blocking and CPU-heavy on a cache miss (compilation uses all cores).
+    ///
+    /// # Loading cached code
+    ///
+    /// A cache hit is read into memory and loaded with wasmtime's `unsafe` `Module::deserialize`,
+    /// which runs it as machine code without verifying it. That is sound here because:
+    /// the files are written only by [`CodeCache`] from `Module::serialize` of an engine with the
+    /// same fingerprint (the name binds both the wasm sha256 and the fingerprint); they are
+    /// written atomically (temp file + rename), so a reader never maps a half-written file and
+    /// no writer ever changes a mapped file in place; wasmtime itself checks the header
+    /// (version and engine settings) and refuses a mismatch, in which case the file is deleted
+    /// and the module recompiled; and the directory is the server's own, never exposed to
+    /// guests. What it does not defend against is someone with write access to the cache
+    /// directory, who could equally replace the server binary.
+    pub fn load(
+        &self,
+        wasm: &[u8],
+        cache: Option<&CodeCache>,
+    ) -> Result<LoadedController, LoadError> {
+        let started = Instant::now();
+        if wasmparser::Parser::is_component(wasm) {
+            return Err(LoadError::NotACommand {
+                reason:
+                    "it is a WebAssembly component; cup runs core WASI preview 1 command modules"
+                        .into(),
+            });
+        }
+        let digest = hex::encode(Sha256::digest(wasm));
+
+        if let Some(compiled) = self.shared(&digest) {
+            return Ok(self.controller(compiled, CacheStatus::Shared, started, None));
+        }
+
+        let mut cache_error = None;
+        let (module, mut status) = match cache {
+            None => (self.compile(wasm)?, CacheStatus::Disabled),
+            Some(cache) => {
+                let path = cache.path_for(&digest, &self.inner.fingerprint);
+                match self.read_cached(&path) {
+                    Ok(Some(module)) => (module, CacheStatus::Hit),
+                    Ok(None) => (self.compile(wasm)?, CacheStatus::Miss),
+                    Err(reason) => {
+                        cache_error = Some(reason);
+                        (self.compile(wasm)?, CacheStatus::Replaced)
+                    }
+                }
+            }
+        };
+
+        ensure_wasi_command(&module)?;
+        let pre =
+            self.inner
+                .linker
+                .instantiate_pre(&module)
+                .map_err(|e| LoadError::NotACommand {
+                    reason: format!("its imports do not match WASI preview 1: {e:#}"),
+                })?;
+
+        // Only modules that passed the checks are cached.
+        if let (Some(cache), CacheStatus::Miss | CacheStatus::Replaced) = (cache, status) {
+            let path = cache.path_for(&digest, &self.inner.fingerprint);
+            let written = module
+                .serialize()
+                .map_err(|e| format!("serializing the compiled module: {e:#}"))
+                .and_then(|bytes| {
+                    cache
+                        .write(&path, &bytes)
+                        .map_err(|e| format!("writing {}: {e}", path.display()))
+                });
+            if let Err(e) = written {
+                cache_error = Some(match cache_error {
+                    Some(before) => format!("{before}; then {e}"),
+                    None => e,
+                });
+                if status == CacheStatus::Replaced {
+                    // The bad file is gone but no good one replaced it.
+                    status = CacheStatus::Miss;
+                }
+            }
+        }
+
+        let compiled = Arc::new(Compiled { digest, pre });
+        self.inner
+            .loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(compiled.digest.clone(), Arc::downgrade(&compiled));
+        Ok(self.controller(compiled, status, started, cache_error))
+    }
+
+    fn shared(&self, digest: &str) -> Option<Arc<Compiled>> {
+        let mut loaded = self
+            .inner
+            .loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Forget controllers nobody holds any more, so the map does not grow with reloads.
+        loaded.retain(|_, weak| weak.strong_count() > 0);
+        loaded.get(digest).and_then(Weak::upgrade)
+    }
+
+    fn controller(
+        &self,
+        compiled: Arc<Compiled>,
+        cache: CacheStatus,
+        started: Instant,
+        cache_error: Option<String>,
+    ) -> LoadedController {
+        LoadedController {
+            runtime: self.inner.clone(),
+            info: LoadInfo {
+                digest: compiled.digest.clone(),
+                cache,
+                elapsed: started.elapsed(),
+                cache_error,
+            },
+            compiled,
+        }
+    }
+
+    fn compile(&self, wasm: &[u8]) -> Result<Module, LoadError> {
+        Module::new(&self.inner.engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))
+    }
+
+    /// `Ok(None)`: no cache file. `Err`: there was one but it was unusable; it has been
+    /// removed (the caller recompiles and writes a new one).
+    fn read_cached(&self, path: &Path) -> Result<Option<Module>, String> {
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+            Ok(meta) if !meta.is_file() => {
+                return Err(format!("{} is not a regular file", path.display()));
+            }
+            Ok(_) => {}
+        }
+        // SAFETY: see "Loading cached code" on `Runtime::load`: the file was written atomically
+        // by `CodeCache::write` from `Module::serialize` of an engine with this fingerprint, in
+        // a directory only the server writes, and wasmtime rejects version/config mismatches.
+        // The bytes are read into memory rather than mapped (`deserialize_file`): a mapped file
+        // truncated or overwritten in place by an operator would kill the whole server with
+        // SIGBUS, and one bad cache file must only cost a recompile.
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("reading cache file {}: {e}", path.display())),
+        };
+        let loaded = unsafe { Module::deserialize(&self.inner.engine, &bytes) };
+        match loaded {
+            Ok(module) => Ok(Some(module)),
+            Err(e) => {
+                let reason = format!("unusable cache file {}: {e:#}", path.display());
+                match std::fs::remove_file(path) {
+                    Ok(()) => Err(reason),
+                    Err(rm) if rm.kind() == std::io::ErrorKind::NotFound => Err(reason),
+                    Err(rm) => Err(format!("{reason}; removing it: {rm}")),
+                }
+            }
+        }
+    }
+}
+
+impl LoadedController {
+    /// sha256 of the module's wasm bytes, lowercase hex.
+    pub fn digest(&self) -> &str {
+        &self.compiled.digest
+    }
+
+    /// How this controller was loaded (cache hit or miss, time taken).
+    pub fn load_info(&self) -> &LoadInfo {
+        &self.info
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.runtime.limits
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.runtime.engine
+    }
+
+    pub(crate) fn instance_pre(&self) -> &InstancePre<HostState> {
+        &self.compiled.pre
+    }
+}
+
+/// Feeds `std::hash::Hash` output into sha256, so the fingerprint is stable across processes
+/// (unlike `DefaultHasher`, which is randomly keyed).
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        // Unused: the full digest is read with `finalize`. Returning its first bytes keeps the
+        // trait contract ("a hash of what was written") honest.
+        let digest = self.0.clone().finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_le_bytes(first)
+    }
+}
+
+fn fingerprint(engine: &Engine) -> String {
+    let mut hasher = Sha256Hasher(Sha256::new());
+    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+    let digest = hasher.0.finalize();
+    format!("wt{WASMTIME_MAJOR}-{}", hex::encode(&digest[..8]))
+}
+
+/// The thread that advances the engine's epoch: what turns `set_epoch_deadline` ticks into
+/// wall-clock time.
+struct EpochThread {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochThread {
+    fn start(engine: &Engine, tick: Duration) -> Result<Self, RuntimeError> {
+        // A weak handle, so the thread never keeps the engine alive on its own.
+        let engine = engine.weak();
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("cup-runtime-epoch".into())
+            .spawn(move || {
+                loop {
+                    match stopped.recv_timeout(tick) {
+                        Err(RecvTimeoutError::Timeout) => match engine.upgrade() {
+                            Some(engine) => engine.increment_epoch(),
+                            None => return,
+                        },
+                        // Told to stop, or the runtime is gone.
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            })
+            .map_err(RuntimeError::EpochThread)?;
+        Ok(EpochThread {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochThread {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the thread at once; joining makes "stops when dropped" true
+        // rather than eventual.
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // The thread cannot panic; if it somehow did, there is nothing left to clean up.
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads of this process named like the epoch thread (Linux truncates names to 15 bytes).
+    #[cfg(target_os = "linux")]
+    fn epoch_threads() -> usize {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0;
+        };
+        tasks
+            .filter_map(Result::ok)
+            .filter(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|name| name.trim() == "cup-runtime-epo")
+            })
+            .count()
+    }
+
+    // The only test of this binary that creates runtimes, so the thread count is its own.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn epoch_thread_lives_as_long_as_the_runtime_or_its_controllers() {
+        let runtime = Runtime::new(Limits::default()).expect("runtime");
+        // The new thread names itself once it runs; give it a moment.
+        let started = Instant::now();
+        while epoch_threads() == 0 && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(epoch_threads(), 1);
+        let wasm =
+            wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)
+                .expect("wat");
+        let controller = runtime.load(&wasm, None).expect("load");
+        drop(runtime);
+        assert_eq!(
+            epoch_threads(),
+            1,
+            "a controller keeps its deadlines working"
+        );
+        drop(controller);
+        assert_eq!(epoch_threads(), 0, "joined on drop");
+    }
+
+    #[test]
+    fn fingerprint_is_stable_and_readable() {
+        let a = fingerprint(&Engine::new(Config::new().epoch_interruption(true)).expect("engine"));
+        let b = fingerprint(&Engine::new(Config::new().epoch_interruption(true)).expect("engine"));
+        let other = fingerprint(&Engine::default());
+        assert_eq!(a, b);
+        assert_ne!(
+            a, other,
+            "epoch interruption changes the code, so the fingerprint"
+        );
+        assert!(a.starts_with("wt48-") && a.len() == 5 + 16, "{a}");
+    }
+}
