@@ -1,0 +1,24 @@
+# Task runner for cup. `just --list` shows the recipes.
+
+# Build the example Flipt controller for wasm32-wasip1 and embed its definitions.
+example:
+    cargo build --release --target wasm32-wasip1 --manifest-path examples/flipt/Cargo.toml
+    cargo run --quiet --release -p cup-embed -- -o target/flipt.wasm examples/flipt/defs/*.json examples/flipt/target/wasm32-wasip1/release/flipt.wasm
+    cargo run --quiet --release -p cup-cli -- controller inspect target/flipt.wasm
+
+# Run every test (the same command CI runs after installing prerequisites).
+test:
+    cargo test --workspace
+
+# fmt + clippy, as CI expects them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Embed/read benchmarks against wasm-tools and cp on esbuild.wasm; see docs/BENCHMARKS.md.
+bench:
+    bench/embed.sh
+
+# Fuzz the section reader and embedder (needs cargo-fuzz; stable toolchain via RUSTC_BOOTSTRAP).
+fuzz seconds="300":
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run sections corpus/sections seeds/sections -- -max_total_time={{seconds}}
