@@ -1,6 +1,9 @@
 //! Shared helpers for the end-to-end tests: locating the workspace's binaries and building
 //! the real example controller for `wasm32-wasip1`.
 
+pub mod oras;
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -12,29 +15,27 @@ pub fn repo_root() -> &'static Path {
         .expect("tests/ lives in the repository root")
 }
 
-/// Path of a binary of this workspace (`cup`, `cup-embed`, `cupd`), built if missing.
-/// `cargo test --workspace` builds every binary before the tests run; a lone
-/// `cargo test -p cup-e2e` does not, hence the fallback build (once per process).
+/// Path of a binary of this workspace (`cup`, `cup-embed`, `cupd`), brought up to date once
+/// per test process: `cargo test -p cup-e2e` alone does not rebuild the other packages'
+/// binaries, and a stale binary would test old code. Under `cargo test --workspace` the
+/// build is a no-op.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let dir = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
         .expect("test executables live in target/<profile>/deps");
-    let path = dir.join(name);
-    if !path.exists() {
-        BUILT.get_or_init(|| {
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "--bins", "--workspace"])
-                .current_dir(repo_root());
-            if dir.ends_with("release") {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().expect("running cargo build");
-            assert!(status.success(), "cargo build --bins failed");
-        });
-    }
-    path
+    BUILT.get_or_init(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "--bins", "--workspace"])
+            .current_dir(repo_root());
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build");
+        assert!(status.success(), "cargo build --bins failed");
+    });
+    dir.join(name)
 }
 
 /// The example Flipt controller, compiled for wasm32-wasip1 in release mode (no cup

@@ -1,4 +1,5 @@
-//! `cup controller …`: embed, inspect and verify controller packages.
+//! `cup controller …`: embed, inspect and verify controller packages; push, pull and store
+//! them as OCI artifacts (the OCI verbs live in `oci.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use cup_sections::{Integrity, Package, read_package};
 use serde::Serialize;
 use sha2::Digest;
 
+use crate::oci::{self, RegistryArgs};
 use crate::{Output, table};
 
 /// WASI preview 1 import module name.
@@ -28,13 +30,96 @@ pub enum Command {
         #[arg(value_name = "DEF.json... MODULE.wasm", num_args = 2.., required = true)]
         files: Vec<PathBuf>,
     },
-    /// Show what a controller file carries: digest, kind, ABI, imports, definitions, integrity.
+    /// Show what a controller carries. For a file: digest, kind, ABI, imports, definitions,
+    /// integrity. For a reference: the local store's copy when it has one (the module is
+    /// read and checked), else the registry's manifest and config only (no wasm download).
     #[command(
-        after_help = "Examples:\n  cup controller inspect flipt.wasm\n  cup controller inspect -o json flipt.wasm | jq .definitions"
+        after_help = "Examples:\n  cup controller inspect flipt.wasm\n  cup controller inspect -o json flipt.wasm | jq .definitions\n  cup controller inspect 127.0.0.1:5000/cup/flipt:v1\n  cup controller inspect 127.0.0.1:5000/cup/flipt@sha256:…"
     )]
     Inspect {
-        /// The .wasm file.
+        /// A .wasm file, or a reference (REGISTRY/REPO:TAG, …@sha256:…, or a local tag).
+        #[arg(value_name = "FILE|REF")]
         file: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Push a controller to a registry as a single-layer OCI artifact; prints
+    /// REGISTRY/REPO@sha256:… (the immutable reference) as the last line.
+    #[command(
+        after_help = "Examples:\n  cup controller push flipt.wasm 127.0.0.1:5000/cup/flipt:v1\n  echo \"$TOKEN\" | cup controller push --username me --password-stdin flipt.wasm ghcr.io/me/flipt:v1\n  cup -o json controller push flipt.wasm registry.lan:5000/cup/flipt:v1 --plain-http registry.lan\n\nThe same module always gives the same digest (SOURCE_DATE_EPOCH, when set, adds a\ncreation time). Credentials come from Docker's config.json unless --username is given."
+    )]
+    Push {
+        /// The controller .wasm (an intact cup package unless --force).
+        file: PathBuf,
+        /// Where to push: REGISTRY/REPO[:TAG] (TAG defaults to latest).
+        reference: String,
+        /// Push even if the module has no intact cup.* sections.
+        #[arg(long)]
+        force: bool,
+        /// File name recorded in the layer's title annotation.
+        #[arg(long, default_value = cup_oci::DEFAULT_TITLE)]
+        title: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Pull a controller into the local store, by tag or by digest; digests and sizes are
+    /// checked before anything is stored. Accepts artifacts pushed by other tools (see
+    /// docs/OCI.md).
+    #[command(
+        after_help = "Examples:\n  cup controller pull 127.0.0.1:5000/cup/flipt:v1\n  cup controller pull 127.0.0.1:5000/cup/flipt@sha256:… -O flipt.wasm\n  cup --store ./store controller pull registry.lan:5000/cup/flipt:v1 --plain-http registry.lan"
+    )]
+    Pull {
+        /// REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:….
+        reference: String,
+        /// Also write the wasm to this file (atomically).
+        #[arg(short = 'O', long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Put a local .wasm into the store (packaged as `push` would), optionally tagged:
+    /// for machines without a registry.
+    #[command(
+        after_help = "Examples:\n  cup controller add flipt.wasm --tag flipt:dev\n  cup --store ./store controller add flipt.wasm"
+    )]
+    Add {
+        /// The controller .wasm.
+        file: PathBuf,
+        /// A name to find it by (`cup controller inspect flipt:dev`).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Add it even if the module has no intact cup.* sections.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write store entries (all, or those named) and their blobs to an OCI layout tarball.
+    #[command(
+        after_help = "Examples:\n  cup controller save -O controllers.tar\n  cup controller save -O flipt.tar 127.0.0.1:5000/cup/flipt:v1"
+    )]
+    Save {
+        /// The tarball to write.
+        #[arg(short = 'O', long = "out", value_name = "ARCHIVE.tar", required = true)]
+        out: PathBuf,
+        /// References to include (tags or digests); none means the whole store.
+        references: Vec<String>,
+    },
+    /// Load an OCI layout tarball into the store; every blob is checked against its digest
+    /// before anything is stored.
+    #[command(
+        after_help = "Example:\n  cup --store /var/cache/cup controller load controllers.tar"
+    )]
+    Load {
+        /// The tarball (from `cup controller save`, or any OCI layout of controllers).
+        archive: PathBuf,
+    },
+    /// List what the store holds.
+    #[command(
+        after_help = "Examples:\n  cup controller list\n  cup controller list --verify   # re-hash every blob; exit 1 on a problem"
+    )]
+    List {
+        /// Check every blob against its digest and every entry's blobs.
+        #[arg(long)]
+        verify: bool,
     },
     /// Print the definitions embedded in a file. Reads only section headers and the
     /// `cup.*` sections, so it is instant whatever the module size; checks the definitions
@@ -54,10 +139,30 @@ pub enum Command {
 }
 
 /// Runs a controller subcommand and returns the process exit code.
-pub fn run(cmd: Command, output: Output) -> Result<i32> {
+pub fn run(cmd: Command, output: Output, store: Option<&Path>) -> Result<i32> {
     match cmd {
         Command::Embed { out, files } => embed(out, &files),
-        Command::Inspect { file } => {
+        Command::Inspect { file, registry } if !file.exists() => {
+            let reference = file.to_str().context("the reference is not valid UTF-8")?;
+            oci::inspect_reference(reference, store, &registry, output)
+        }
+        Command::Push {
+            file,
+            reference,
+            force,
+            title,
+            registry,
+        } => oci::push(&file, &reference, force, &title, &registry, output),
+        Command::Pull {
+            reference,
+            out,
+            registry,
+        } => oci::pull(&reference, out.as_deref(), store, &registry, output),
+        Command::Add { file, tag, force } => oci::add(&file, tag.as_deref(), force, store, output),
+        Command::Save { out, references } => oci::save(&out, &references, store, output),
+        Command::Load { archive } => oci::load(&archive, store, output),
+        Command::List { verify } => oci::list(verify, store, output),
+        Command::Inspect { file, .. } => {
             let report = Report::of(&file)?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -111,7 +216,9 @@ fn embed(out: Option<PathBuf>, files: &[PathBuf]) -> Result<i32> {
 fn definitions(file: &Path, output: Output) -> Result<i32> {
     let package = cup_sections::read_definitions_file(file)
         .with_context(|| format!("reading {}", file.display()))?;
-    let definitions = package.verified_definitions().with_context(|| format!("{}", file.display()))?;
+    let definitions = package
+        .verified_definitions()
+        .with_context(|| format!("{}", file.display()))?;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&definitions)?),
         Output::Table => {
@@ -119,10 +226,22 @@ fn definitions(file: &Path, output: Output) -> Result<i32> {
                 .iter()
                 .map(|d| {
                     let versions: Vec<&str> = d.spec.versions.keys().map(String::as_str).collect();
-                    vec![d.metadata.name.clone(), d.spec.group.clone(), d.names.kind.clone(), d.names.plural.clone(), versions.join(",")]
+                    vec![
+                        d.metadata.name.clone(),
+                        d.spec.group.clone(),
+                        d.names.kind.clone(),
+                        d.names.plural.clone(),
+                        versions.join(","),
+                    ]
                 })
                 .collect();
-            print!("{}", table::render(&["DEFINITION", "GROUP", "KIND", "PLURAL", "VERSIONS"], &rows));
+            print!(
+                "{}",
+                table::render(
+                    &["DEFINITION", "GROUP", "KIND", "PLURAL", "VERSIONS"],
+                    &rows
+                )
+            );
         }
     }
     Ok(0)

@@ -1,6 +1,7 @@
 //! `cup`: the command-line client.
 
 mod controller;
+mod oci;
 mod table;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -13,6 +14,10 @@ struct Cli {
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// The local controller store (an OCI image layout directory).
+    /// [default: $XDG_CACHE_HOME/cup, else ~/.cache/cup]
+    #[arg(long, global = true, value_name = "DIR", env = "CUP_STORE")]
+    store: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,7 +41,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Controller(cmd) => controller::run(cmd, cli.output),
+        Command::Controller(cmd) => controller::run(cmd, cli.output, cli.store.as_deref()),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -166,7 +166,11 @@ pub fn embed(module: &[u8], definitions: &[ResourceDefinition]) -> Result<(Vec<u
 /// copied file-to-file by the kernel (`copy_file_range` where available) while a second
 /// thread hashes them through a small reused buffer. That keeps embedding within a small
 /// factor of `cp` on big modules.
-pub fn embed_file(input: &Path, output: &Path, definitions: &[ResourceDefinition]) -> Result<EmbedOutput> {
+pub fn embed_file(
+    input: &Path,
+    output: &Path,
+    definitions: &[ResourceDefinition],
+) -> Result<EmbedOutput> {
     let prepared = prepare(definitions)?;
     let mut source = File::open(input)?;
     let layout = Layout::from_reader(&mut source)?;
@@ -175,7 +179,9 @@ pub fn embed_file(input: &Path, output: &Path, definitions: &[ResourceDefinition
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut temp = tempfile::Builder::new().prefix(".cup-embed-").tempfile_in(dir)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".cup-embed-")
+        .tempfile_in(dir)?;
 
     let (digest, copied) = std::thread::scope(|scope| {
         let hasher = scope.spawn(|| hash_ranges(input, &kept));
@@ -183,17 +189,32 @@ pub fn embed_file(input: &Path, output: &Path, definitions: &[ResourceDefinition
         (hasher.join(), copied)
     });
     copied?;
-    let digest = digest.map_err(|_| Error::Io(std::io::Error::other("hashing thread panicked")))??;
-    let (manifest, sections) = cup_sections(&prepared, ModuleDigest { sha256: digest, size: module_size(&layout) });
+    let digest =
+        digest.map_err(|_| Error::Io(std::io::Error::other("hashing thread panicked")))??;
+    let (manifest, sections) = cup_sections(
+        &prepared,
+        ModuleDigest {
+            sha256: digest,
+            size: module_size(&layout),
+        },
+    );
     temp.as_file_mut().write_all(&sections)?;
     let size = temp.as_file().metadata()?.len();
     if size != layout.len - cup_bytes(&layout) + sections.len() as u64 {
         // The input changed under us (another process rewrote it mid-copy).
-        return Err(Error::Io(std::io::Error::other(format!("{} changed while it was read", input.display()))));
+        return Err(Error::Io(std::io::Error::other(format!(
+            "{} changed while it was read",
+            input.display()
+        ))));
     }
-    temp.as_file().set_permissions(source.metadata()?.permissions())?;
+    temp.as_file()
+        .set_permissions(source.metadata()?.permissions())?;
     temp.persist(output).map_err(|e| Error::Io(e.error))?;
-    Ok(EmbedOutput { manifest, size, replaced_sections: layout.cup_sections().count() })
+    Ok(EmbedOutput {
+        manifest,
+        size,
+        replaced_sections: layout.cup_sections().count(),
+    })
 }
 
 fn cup_bytes(layout: &Layout) -> u64 {
@@ -208,7 +229,9 @@ fn copy_ranges(source: &mut File, target: &mut File, ranges: &[Range<u64>]) -> R
         let want = range.end - range.start;
         let copied = std::io::copy(&mut Read::by_ref(source).take(want), target)?;
         if copied != want {
-            return Err(Error::Truncated(format!("input ended while copying bytes {range:?}")));
+            return Err(Error::Truncated(format!(
+                "input ended while copying bytes {range:?}"
+            )));
         }
     }
     Ok(())

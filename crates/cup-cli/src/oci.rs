@@ -1,0 +1,540 @@
+//! `cup controller push|pull|add|save|load|list` and `inspect` of store and registry
+//! references: the OCI half of the CLI, on top of `cup-oci`.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use cup_oci::artifact::{annotation_mismatches, definition_keys};
+use cup_oci::{
+    ArtifactOptions, Credentials, NoProgress, Progress, Registry, RegistryOptions, Store,
+    annotations,
+};
+use serde::Serialize;
+
+use crate::{Output, table};
+
+/// How to reach registries (push, pull, inspect).
+#[derive(Args, Debug, Clone, Default)]
+pub struct RegistryArgs {
+    /// Reach HOST (or HOST:PORT) over plain HTTP. Loopback registries (127.0.0.0/8,
+    /// localhost, ::1) always are; every other host is HTTPS unless named here.
+    #[arg(
+        long = "plain-http",
+        value_name = "HOST",
+        env = "CUP_PLAIN_HTTP",
+        value_delimiter = ','
+    )]
+    pub plain_http: Vec<String>,
+    /// Registry user name (with --password-stdin); otherwise Docker's config.json is used.
+    #[arg(long, requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the registry password from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+}
+
+impl RegistryArgs {
+    fn registry(&self) -> Result<Registry> {
+        let credentials = match &self.username {
+            Some(username) => {
+                let mut password = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut password)
+                    .context("reading the password from standard input")?;
+                let password = password.trim_end_matches(['\n', '\r']).to_owned();
+                if password.is_empty() {
+                    bail!("--password-stdin: standard input was empty");
+                }
+                Credentials::Basic {
+                    username: username.clone(),
+                    password,
+                }
+            }
+            None => Credentials::DockerConfig,
+        };
+        Ok(Registry::new(RegistryOptions {
+            plain_http: self.plain_http.clone(),
+            credentials,
+        }))
+    }
+}
+
+/// The store named by `--store`/`CUP_STORE`, else the default cache directory.
+pub fn store_dir(flag: Option<&Path>) -> Result<PathBuf> {
+    match flag {
+        Some(dir) => Ok(dir.to_owned()),
+        None => Store::default_dir()
+            .context("no store directory: set HOME or XDG_CACHE_HOME, or pass --store DIR"),
+    }
+}
+
+pub fn open_store(flag: Option<&Path>) -> Result<Store> {
+    let dir = store_dir(flag)?;
+    Store::open(&dir).with_context(|| format!("opening the store {}", dir.display()))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+fn progress() -> Arc<dyn Progress> {
+    if std::io::stderr().is_terminal() {
+        Arc::new(Bar::default())
+    } else {
+        Arc::new(NoProgress)
+    }
+}
+
+#[derive(Default)]
+struct Bar(Mutex<Option<indicatif::ProgressBar>>);
+
+impl Progress for Bar {
+    fn start(&self, label: &str, total: u64) {
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(label.to_owned());
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(bar);
+        }
+    }
+    fn advance(&self, bytes: u64) {
+        if let Ok(slot) = self.0.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            bar.inc(bytes);
+        }
+    }
+    fn finish(&self) {
+        if let Ok(mut slot) = self.0.lock()
+            && let Some(bar) = slot.take()
+        {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Prints pretty JSON; a closed pipe (`| head`) is an error, not a panic as with `println!`.
+fn print_json(value: &impl Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out).context("writing to standard output")
+}
+
+// ---- push ----
+
+pub fn push(
+    file: &Path,
+    reference: &str,
+    force: bool,
+    title: &str,
+    args: &RegistryArgs,
+    output: Output,
+) -> Result<i32> {
+    let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let options = ArtifactOptions {
+        title: title.to_owned(),
+        force,
+        ..ArtifactOptions::from_env()?
+    };
+    let registry = args.registry()?;
+    let report = runtime()?
+        .block_on(registry.push(wasm.into(), reference, &options, progress()))
+        .with_context(|| format!("pushing {} to {reference}", file.display()))?;
+    match output {
+        Output::Json => print_json(&report)?,
+        Output::Table => {
+            eprintln!(
+                "pushed {} blob(s), {} already in the registry; wasm {} bytes",
+                report.pushed_blobs, report.skipped_blobs, report.size
+            );
+            println!("{}", report.reference);
+        }
+    }
+    Ok(0)
+}
+
+// ---- pull ----
+
+#[derive(Serialize)]
+struct PullOutput {
+    #[serde(flatten)]
+    report: cup_oci::PullReport,
+    integrity: cup_sections::Integrity,
+    definitions: Vec<String>,
+    annotation_problems: Vec<String>,
+    file: Option<PathBuf>,
+}
+
+pub fn pull(
+    reference: &str,
+    out: Option<&Path>,
+    store: Option<&Path>,
+    args: &RegistryArgs,
+    output: Output,
+) -> Result<i32> {
+    let store = open_store(store)?;
+    let registry = args.registry()?;
+    let report = runtime()?
+        .block_on(registry.pull(reference, &store, progress()))
+        .with_context(|| format!("pulling {reference}"))?;
+    // Only headers and the cup.* sections: instant whatever the module size.
+    let package = cup_sections::read_definitions_file(&store.blob_path(&report.wasm_digest)?)
+        .with_context(|| format!("reading the cup sections of {}", report.wasm_digest))?;
+    let manifest = store.manifest(&report.digest)?;
+    let result = PullOutput {
+        integrity: package.integrity.clone(),
+        definitions: definition_keys(&package),
+        annotation_problems: annotation_mismatches(&manifest, &package),
+        file: out.map(Path::to_owned),
+        report,
+    };
+    if let Some(out) = out {
+        let wasm = store.wasm_for(&result.report.digest)?;
+        write_atomic(out, &wasm)?;
+    }
+    warn_about(&result.integrity, &result.annotation_problems);
+    match output {
+        Output::Json => print_json(&result)?,
+        Output::Table => print!("{}", render_pull(&result)),
+    }
+    Ok(0)
+}
+
+fn warn_about(integrity: &cup_sections::Integrity, problems: &[String]) {
+    if !integrity.is_ok() {
+        eprintln!(
+            "warning: the module is not an intact cup package: {}",
+            integrity.summary()
+        );
+    }
+    for p in problems {
+        eprintln!("warning: the manifest annotations disagree with the module: {p}");
+    }
+}
+
+fn render_pull(r: &PullOutput) -> String {
+    let source = if r.report.from_store {
+        " (already in the store)"
+    } else {
+        ""
+    };
+    let layout = match &r.report.layout {
+        cup_oci::PulledLayout::WasmLayer(mt) => format!("wasm layer {mt}"),
+        cup_oci::PulledLayout::CompatImage(mt) => format!("compat image, wasm unpacked from {mt}"),
+    };
+    let mut fields = vec![
+        ("PULLED", format!("{}{source}", r.report.reference)),
+        ("DIGEST", r.report.digest.clone()),
+        (
+            "WASM",
+            format!(
+                "{} ({} bytes, {layout})",
+                r.report.wasm_digest, r.report.wasm_size
+            ),
+        ),
+        (
+            "BLOBS",
+            format!(
+                "{} fetched, {} already stored",
+                r.report.fetched_blobs, r.report.cached_blobs
+            ),
+        ),
+        ("DEFINITIONS", list_or_none(&r.definitions)),
+        ("INTEGRITY", r.integrity.summary()),
+    ];
+    if let Some(file) = &r.file {
+        fields.push(("WROTE", file.display().to_string()));
+    }
+    render_fields(&fields)
+}
+
+fn render_fields(fields: &[(&str, String)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{:<15}{v}\n", format!("{k}:")))
+        .collect()
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Writes a file by temp file + rename in its directory.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+// ---- add, save, load, list ----
+
+pub fn add(
+    file: &Path,
+    tag: Option<&str>,
+    force: bool,
+    store: Option<&Path>,
+    output: Output,
+) -> Result<i32> {
+    let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let store = open_store(store)?;
+    let options = ArtifactOptions {
+        force,
+        ..ArtifactOptions::from_env()?
+    };
+    let digest = store.import_wasm(&wasm, tag, &options).with_context(|| {
+        format!(
+            "adding {} to the store {}",
+            file.display(),
+            store.root().display()
+        )
+    })?;
+    match output {
+        Output::Json => {
+            print_json(&serde_json::json!({"digest": digest, "tag": tag, "store": store.root()}))?
+        }
+        Output::Table => {
+            if let Some(tag) = tag {
+                eprintln!("tagged {tag}");
+            }
+            println!("{digest}");
+        }
+    }
+    Ok(0)
+}
+
+pub fn save(
+    out: &Path,
+    references: &[String],
+    store: Option<&Path>,
+    output: Output,
+) -> Result<i32> {
+    let store = open_store(store)?;
+    let report = cup_oci::archive::save(&store, references, out)
+        .with_context(|| format!("saving {}", out.display()))?;
+    match output {
+        Output::Json => print_json(&report)?,
+        Output::Table => println!(
+            "saved {} manifest(s), {} blob(s) to {}",
+            report.manifests.len(),
+            report.blobs,
+            out.display()
+        ),
+    }
+    Ok(0)
+}
+
+pub fn load(archive: &Path, store: Option<&Path>, output: Output) -> Result<i32> {
+    let store = open_store(store)?;
+    let report = cup_oci::archive::load(&store, archive)
+        .with_context(|| format!("loading {}", archive.display()))?;
+    match output {
+        Output::Json => print_json(&report)?,
+        Output::Table => println!(
+            "loaded {} manifest(s): {} blob(s) added, {} already stored",
+            report.manifests.len(),
+            report.blobs,
+            report.present_blobs
+        ),
+    }
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct ListRow {
+    reference: Option<String>,
+    digest: String,
+    wasm_size: Option<u64>,
+    definitions: Vec<String>,
+}
+
+pub fn list(verify: bool, store: Option<&Path>, output: Output) -> Result<i32> {
+    let store = open_store(store)?;
+    let rows: Vec<ListRow> = store
+        .entries()?
+        .into_iter()
+        .map(|e| {
+            let manifest = store.manifest(&e.digest).ok();
+            ListRow {
+                reference: e.annotation(annotations::REF_NAME).map(str::to_owned),
+                wasm_size: manifest
+                    .as_ref()
+                    .and_then(|m| m.layers.first())
+                    .map(|l| l.size),
+                definitions: manifest.map(|m| m.definition_keys()).unwrap_or_default(),
+                digest: e.digest,
+            }
+        })
+        .collect();
+    let problems = if verify { store.verify()? } else { Vec::new() };
+    match output {
+        Output::Json => print_json(
+            &serde_json::json!({"store": store.root(), "entries": rows, "problems": problems}),
+        )?,
+        Output::Table => {
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.reference.clone().unwrap_or_else(|| "<none>".into()),
+                        r.digest.clone(),
+                        r.wasm_size.map_or("-".into(), |s| s.to_string()),
+                        list_or_none(&r.definitions),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table::render(&["REFERENCE", "DIGEST", "SIZE", "DEFINITIONS"], &cells)
+            );
+            for p in &problems {
+                eprintln!("problem: {p}");
+            }
+        }
+    }
+    Ok(if problems.is_empty() { 0 } else { 1 })
+}
+
+// ---- inspect of a reference ----
+
+#[derive(Serialize)]
+struct RefInspect {
+    reference: String,
+    /// "store" or "registry".
+    source: &'static str,
+    digest: String,
+    manifest: cup_oci::ImageManifest,
+    config: Option<serde_json::Value>,
+    /// From the module itself (store) or from the annotations (registry).
+    definitions: Vec<String>,
+    integrity: Option<cup_sections::Integrity>,
+    problems: Vec<String>,
+}
+
+/// `inspect` of something that is not a file: the store when it has it, else the registry
+/// (manifest and config only).
+pub fn inspect_reference(
+    reference: &str,
+    store: Option<&Path>,
+    args: &RegistryArgs,
+    output: Output,
+) -> Result<i32> {
+    let report = match local(reference, store)? {
+        Some(r) => r,
+        None => remote(reference, args)?,
+    };
+    match output {
+        Output::Json => print_json(&report)?,
+        Output::Table => print!("{}", render_inspect(&report)),
+    }
+    Ok(0)
+}
+
+fn local(reference: &str, store: Option<&Path>) -> Result<Option<RefInspect>> {
+    let dir = store_dir(store)?;
+    if !dir.join("index.json").exists() {
+        return Ok(None);
+    }
+    let store = open_store(Some(&dir))?;
+    let Some(digest) = store.resolve(reference)? else {
+        return Ok(None);
+    };
+    let manifest = store.manifest(&digest)?;
+    let wasm = store
+        .wasm_for(&digest)
+        .with_context(|| format!("reading {reference} from {}", dir.display()))?;
+    let package = cup_sections::read_package(&wasm)?;
+    let config = store
+        .read_blob(&manifest.config.digest)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    Ok(Some(RefInspect {
+        reference: reference.to_owned(),
+        source: "store",
+        digest,
+        problems: annotation_mismatches(&manifest, &package),
+        definitions: definition_keys(&package),
+        integrity: Some(package.integrity),
+        manifest,
+        config,
+    }))
+}
+
+fn remote(reference: &str, args: &RegistryArgs) -> Result<RefInspect> {
+    let registry = args.registry()?;
+    let r = runtime()?
+        .block_on(registry.inspect(reference))
+        .with_context(|| format!("inspecting {reference} (not a file, not in the store)"))?;
+    Ok(RefInspect {
+        reference: r.reference,
+        source: "registry",
+        digest: r.digest,
+        definitions: r.manifest.definition_keys(),
+        manifest: r.manifest,
+        config: r.config,
+        integrity: None,
+        problems: r.refused.into_iter().collect(),
+    })
+}
+
+fn render_inspect(r: &RefInspect) -> String {
+    let mut fields = vec![
+        ("REFERENCE", r.reference.clone()),
+        ("SOURCE", r.source.to_owned()),
+        ("DIGEST", r.digest.clone()),
+        (
+            "MEDIA TYPE",
+            r.manifest.media_type.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "CONFIG",
+            format!(
+                "{} ({} bytes)",
+                r.manifest.config.media_type, r.manifest.config.size
+            ),
+        ),
+    ];
+    for layer in &r.manifest.layers {
+        let title = layer
+            .annotation(annotations::TITLE)
+            .map(|t| format!(", {t}"))
+            .unwrap_or_default();
+        fields.push((
+            "LAYER",
+            format!("{} ({} bytes{title})", layer.media_type, layer.size),
+        ));
+    }
+    for (k, v) in &r.manifest.annotations {
+        fields.push(("ANNOTATION", format!("{k}={v}")));
+    }
+    fields.push(("DEFINITIONS", list_or_none(&r.definitions)));
+    if let Some(integrity) = &r.integrity {
+        fields.push(("INTEGRITY", integrity.summary()));
+    }
+    for p in &r.problems {
+        fields.push(("PROBLEM", p.clone()));
+    }
+    render_fields(&fields)
+}

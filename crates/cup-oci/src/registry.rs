@@ -1,0 +1,798 @@
+//! Push, pull and inspect against an OCI registry (oci-client underneath).
+//!
+//! * Plain HTTP only for loopback registries (127.0.0.0/8, `localhost`, `::1`) and for hosts
+//!   named in [`RegistryOptions::plain_http`]; everything else is HTTPS.
+//! * Push: refuses a module whose `cup.*` sections are not intact (unless forced), skips
+//!   blobs the registry already has (HEAD), uploads in chunks (4 MiB PATCHes, oci-client's
+//!   chunk size) and re-sends a blob in one PUT if the registry refuses chunked uploads.
+//! * Pull: accepted layouts are in [`crate::accept`]; sizes are checked against the
+//!   descriptors while streaming (the transfer stops at the first byte too many), digests
+//!   are checked before anything reaches the store, and blobs are committed before the
+//!   `index.json` entry that names them.
+//! * Inspect: the manifest (and a small config) only; the wasm is never downloaded.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde::Serialize;
+
+use crate::accept::{WasmSource, check_magic, classify, extract_wasm};
+use crate::artifact::{Artifact, ArtifactOptions};
+use crate::auth::{self, Credentials};
+use crate::manifest::{Descriptor, ImageManifest};
+use crate::progress::Progress;
+use crate::reference::ImageRef;
+use crate::store::{StagedBlob, Store};
+use crate::{
+    Error, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, MAX_WASM_BYTES, Result, annotations, digest, media,
+};
+
+/// How to reach registries.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Hosts (`host` or `host:port`) reached over plain HTTP besides loopback ones.
+    pub plain_http: Vec<String>,
+    pub credentials: Credentials,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushReport {
+    /// `registry/repository@sha256:…`: the immutable name of what was pushed.
+    pub reference: String,
+    /// The manifest digest.
+    pub digest: String,
+    /// Size of the wasm layer in bytes.
+    pub size: u64,
+    /// Blobs uploaded (layer, config); the others were already in the registry.
+    pub pushed_blobs: usize,
+    pub skipped_blobs: usize,
+}
+
+/// How the wasm was packaged in a pulled artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "mediaType")]
+pub enum PulledLayout {
+    /// A single wasm layer (ours or another tool's; the media type is given).
+    WasmLayer(String),
+    /// A docker-buildable image whose tar+gzip layer held the wasm.
+    CompatImage(String),
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PullReport {
+    /// The reference as pulled, normalized (`registry/repository:tag` or `…@sha256:…`).
+    pub reference: String,
+    /// The manifest digest (what the store and `cupd` load by).
+    pub digest: String,
+    /// Digest and size of the wasm module.
+    pub wasm_digest: String,
+    pub wasm_size: u64,
+    pub layout: PulledLayout,
+    /// Blobs downloaded, and blobs already in the store (verified, not downloaded again).
+    pub fetched_blobs: usize,
+    pub cached_blobs: usize,
+    /// The whole artifact was already in the store (a digest reference); no network used.
+    pub from_store: bool,
+}
+
+/// A remote manifest, looked at without downloading the wasm.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteInspect {
+    pub reference: String,
+    pub digest: String,
+    /// The manifest bytes' size.
+    pub size: u64,
+    pub manifest: ImageManifest,
+    /// The config, when it is small JSON.
+    pub config: Option<serde_json::Value>,
+    /// Why `pull` would refuse this manifest, if it would.
+    pub refused: Option<String>,
+}
+
+/// A registry client (one per command; it holds only options).
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    options: RegistryOptions,
+}
+
+/// A parsed reference with the names used in messages.
+struct Target {
+    reference: Reference,
+    registry: String,
+    whole: String,
+}
+
+impl Target {
+    fn parse(reference: &str) -> Result<Target> {
+        let parsed = ImageRef::parse(reference)?;
+        Ok(Target {
+            registry: parsed.registry.clone(),
+            whole: parsed.whole(),
+            reference: parsed.to_oci(),
+        })
+    }
+
+    fn what(&self, part: &str) -> String {
+        format!("registry {}: {}: {part}", self.registry, self.whole)
+    }
+
+    /// `registry/repository@digest`.
+    fn pinned(&self, digest: &str) -> String {
+        format!(
+            "{}/{}@{digest}",
+            self.reference.registry(),
+            self.reference.repository()
+        )
+    }
+}
+
+impl Registry {
+    pub fn new(options: RegistryOptions) -> Registry {
+        Registry { options }
+    }
+
+    /// Whether `registry` (`host[:port]`) is reached over plain HTTP.
+    pub fn allows_plain_http(&self, registry: &str) -> bool {
+        let host = host_of(registry);
+        is_loopback(host)
+            || self
+                .options
+                .plain_http
+                .iter()
+                .any(|h| h == registry || h == host)
+    }
+
+    fn client(&self, target: &Target, monolithic: bool) -> Client {
+        let protocol = if self.allows_plain_http(target.reference.resolve_registry()) {
+            ClientProtocol::HttpsExcept(vec![target.reference.resolve_registry().to_owned()])
+        } else {
+            ClientProtocol::Https
+        };
+        Client::new(ClientConfig {
+            protocol,
+            use_monolithic_push: monolithic,
+            connect_timeout: Some(Duration::from_secs(15)),
+            user_agent: concat!("cup/", env!("CARGO_PKG_VERSION")),
+            // A controller is one manifest; an index is refused, not resolved.
+            platform_resolver: None,
+            ..Default::default()
+        })
+    }
+
+    async fn connect(&self, target: &Target, monolithic: bool) -> Result<(Client, RegistryAuth)> {
+        let auth = auth::resolve(&self.options.credentials, &target.registry)?;
+        let client = self.client(target, monolithic);
+        // oci-client asks `GET /v2/` before every request when anonymous credentials are
+        // stored (it caches tokens only); storing none skips those round trips.
+        if auth != RegistryAuth::Anonymous {
+            client
+                .store_auth_if_needed(target.reference.resolve_registry(), &auth)
+                .await;
+        }
+        Ok((client, auth))
+    }
+
+    // ---- push ----
+
+    /// Pushes a module as a controller artifact to `reference` (a tag; `latest` when none;
+    /// or a digest, which must then be the artifact's own).
+    pub async fn push(
+        &self,
+        wasm: Bytes,
+        reference: &str,
+        options: &ArtifactOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<PushReport> {
+        let target = Target::parse(reference)?;
+        let artifact = Artifact::build(&wasm, options)?;
+        if let Some(d) = target.reference.digest()
+            && d != artifact.manifest_digest
+        {
+            return Err(Error::InvalidReference {
+                reference: reference.to_owned(),
+                reason: format!(
+                    "it names {d}, but the artifact's digest is {}",
+                    artifact.manifest_digest
+                ),
+            });
+        }
+        let (client, _) = self.connect(&target, false).await?;
+        let blobs = [
+            ("wasm layer", wasm, artifact.layer.digest.as_str()),
+            (
+                "config",
+                Bytes::from(artifact.config.clone()),
+                artifact.config_digest.as_str(),
+            ),
+        ];
+        let mut pushed = 0;
+        for (label, data, d) in blobs {
+            if self
+                .upload(&client, &target, label, data, d, progress.clone())
+                .await?
+            {
+                pushed += 1;
+            }
+        }
+        let content_type = media::OCI_MANIFEST.parse().map_err(|_| Error::Registry {
+            registry: target.registry.clone(),
+            reference: target.whole.clone(),
+            detail: "invalid manifest content type".into(),
+        })?;
+        client
+            .push_manifest_raw(&target.reference, artifact.manifest.clone(), content_type)
+            .await
+            .map_err(|e| map_error(&target, "pushing the manifest", e))?;
+        Ok(PushReport {
+            reference: target.pinned(&artifact.manifest_digest),
+            digest: artifact.manifest_digest,
+            size: artifact.layer.size,
+            pushed_blobs: pushed,
+            skipped_blobs: 2 - pushed,
+        })
+    }
+
+    /// Uploads one blob unless the registry has it; returns whether it was uploaded.
+    async fn upload(
+        &self,
+        client: &Client,
+        target: &Target,
+        label: &str,
+        data: Bytes,
+        blob: &str,
+        progress: Arc<dyn Progress>,
+    ) -> Result<bool> {
+        let r = &target.reference;
+        let exists = client
+            .blob_exists(r, blob)
+            .await
+            .map_err(|e| map_error(target, &format!("checking {label} {blob}"), e))?;
+        if exists {
+            return Ok(false);
+        }
+        progress.start(label, data.len() as u64);
+        let stream = progress_stream(data.clone(), progress.clone());
+        let result = client
+            .push_blob_stream(r, stream, blob, Some(data.len() as u64))
+            .await;
+        progress.finish();
+        match result {
+            Ok(_) => Ok(true),
+            // The registry does not do chunked uploads properly: send the blob in one PUT.
+            Err(OciDistributionError::SpecViolationError(_)) => {
+                let (mono, _) = self.connect(target, true).await?;
+                mono.push_blob(r, data, blob)
+                    .await
+                    .map_err(|e| map_error(target, &format!("uploading {label} {blob}"), e))?;
+                Ok(true)
+            }
+            Err(e) => Err(map_error(target, &format!("uploading {label} {blob}"), e)),
+        }
+    }
+
+    // ---- pull ----
+
+    /// Pulls `reference` (tag or digest) into `store` and returns what it found. A digest
+    /// reference whose artifact is already complete in the store needs no registry.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        store: &Store,
+        progress: Arc<dyn Progress>,
+    ) -> Result<PullReport> {
+        let target = Target::parse(reference)?;
+        if let Some(report) = self.pull_from_store(&target, store)? {
+            return Ok(report);
+        }
+        let (client, auth) = self.connect(&target, false).await?;
+        let (body, manifest_digest) = fetch_manifest(&client, &auth, &target).await?;
+        let what = target.what(&format!("manifest {manifest_digest}"));
+        let (manifest, source) = classify(&body, &what)?;
+        let mut fetch = Fetch {
+            client: &client,
+            target: &target,
+            store,
+            progress,
+            fetched: 0,
+            cached: 0,
+        };
+        let config = fetch
+            .blob(&manifest.config, "config", MAX_CONFIG_BYTES)
+            .await?;
+        let layer = fetch.blob(source.layer(), "layer", MAX_WASM_BYTES).await?;
+        let (wasm, layout, extra) = unpack(&source, &layer, store, &target)?;
+        let staged_manifest =
+            store.stage_bytes(&body, Some((&manifest_digest, body.len() as u64)), &what)?;
+        // Everything is verified: commit leaves first, the index entry last.
+        let wasm_digest = wasm
+            .as_ref()
+            .map_or(source.layer().digest.clone(), |w| w.digest.clone());
+        let wasm_size = wasm.as_ref().map_or(source.layer().size, |w| w.size);
+        for blob in [config, layer, wasm, Some(staged_manifest)]
+            .into_iter()
+            .flatten()
+        {
+            blob.commit()?;
+        }
+        let media_type = manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| media::OCI_MANIFEST.to_owned());
+        let entry = Descriptor::new(&media_type, manifest_digest.clone(), body.len() as u64);
+        store.add_entry(entry, tag_name(&target).as_deref(), extra)?;
+        Ok(PullReport {
+            reference: target.whole.clone(),
+            digest: manifest_digest,
+            wasm_digest,
+            wasm_size,
+            layout,
+            fetched_blobs: fetch.fetched,
+            cached_blobs: fetch.cached,
+            from_store: false,
+        })
+    }
+
+    /// A digest reference already complete in the store: verified locally, tagged if the
+    /// reference also has a tag.
+    fn pull_from_store(&self, target: &Target, store: &Store) -> Result<Option<PullReport>> {
+        let Some(d) = target.reference.digest() else {
+            return Ok(None);
+        };
+        if store.resolve(d)?.is_none() {
+            return Ok(None);
+        }
+        let Ok(wasm) = store.wasm_for(d) else {
+            // Incomplete or corrupt: fetch it again.
+            return Ok(None);
+        };
+        let (manifest, source) = classify(&store.read_blob(d)?, &target.what(d))?;
+        let entry = store.entry(d)?;
+        let media_type = manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| media::OCI_MANIFEST.to_owned());
+        let size = store.read_blob(d)?.len() as u64;
+        let extra = entry
+            .map(|e| without_ref_name(e.annotations))
+            .unwrap_or_default();
+        store.add_entry(
+            Descriptor::new(&media_type, d.to_owned(), size),
+            tag_name(target).as_deref(),
+            extra,
+        )?;
+        let layout = layout_of(&source);
+        Ok(Some(PullReport {
+            reference: target.whole.clone(),
+            digest: d.to_owned(),
+            wasm_digest: digest::of(&wasm),
+            wasm_size: wasm.len() as u64,
+            layout,
+            fetched_blobs: 0,
+            cached_blobs: 2,
+            from_store: true,
+        }))
+    }
+
+    // ---- inspect ----
+
+    /// The manifest (and small config) of a remote reference; the wasm is not downloaded.
+    pub async fn inspect(&self, reference: &str) -> Result<RemoteInspect> {
+        let target = Target::parse(reference)?;
+        let (client, auth) = self.connect(&target, false).await?;
+        let (body, manifest_digest) = fetch_manifest(&client, &auth, &target).await?;
+        let what = target.what(&format!("manifest {manifest_digest}"));
+        let (manifest, refused) = match classify(&body, &what) {
+            Ok((m, _)) => (m, None),
+            Err(e) => {
+                let m = serde_json::from_slice(&body).map_err(|_| e.to_string());
+                match m {
+                    Ok(m) => (m, Some(e.to_string())),
+                    Err(_) => return Err(e),
+                }
+            }
+        };
+        let config = fetch_small_config(&client, &target, &manifest.config).await?;
+        Ok(RemoteInspect {
+            reference: target.whole,
+            digest: manifest_digest,
+            size: body.len() as u64,
+            manifest,
+            config,
+            refused,
+        })
+    }
+}
+
+/// Blob downloads of one pull, counting fetched and cached blobs.
+struct Fetch<'a> {
+    client: &'a Client,
+    target: &'a Target,
+    store: &'a Store,
+    progress: Arc<dyn Progress>,
+    fetched: usize,
+    cached: usize,
+}
+
+impl Fetch<'_> {
+    /// Stages a blob from the registry, or returns `None` when the store already holds a
+    /// verified copy.
+    async fn blob(
+        &mut self,
+        desc: &Descriptor,
+        label: &str,
+        limit: u64,
+    ) -> Result<Option<StagedBlob>> {
+        let what = self.target.what(&format!("{label} {}", desc.digest));
+        if desc.size > limit {
+            return Err(Error::TooLarge {
+                what,
+                reason: format!("{} bytes, over the limit of {limit}", desc.size),
+            });
+        }
+        if self.store.has_verified_blob(&desc.digest, desc.size)? {
+            self.cached += 1;
+            return Ok(None);
+        }
+        self.progress.start(label, desc.size);
+        let staged = self.download(desc, &what).await;
+        self.progress.finish();
+        self.fetched += 1;
+        staged.map(Some)
+    }
+
+    async fn download(&self, desc: &Descriptor, what: &str) -> Result<StagedBlob> {
+        // The whole blob is asked for as a range (`bytes=0-`): a registry that honours it
+        // answers 206, which oci-client passes through without hashing it a second time (we
+        // hash every byte anyway, as we write it); one that ignores the range answers 200
+        // and oci-client checks the digest too.
+        let response = self
+            .client
+            .pull_blob_stream_partial(&self.target.reference, desc.digest.as_str(), 0, None)
+            .await
+            .map_err(|e| map_error(self.target, &format!("fetching blob {}", desc.digest), e))?;
+        let (BlobResponse::Full(mut stream) | BlobResponse::Partial(mut stream)) = response;
+        if let Some(announced) = stream.content_length
+            && announced != desc.size
+        {
+            return Err(Error::SizeMismatch {
+                what: what.to_owned(),
+                expected: desc.size,
+                actual: format!("{announced} (announced by the registry)"),
+            });
+        }
+        let mut writer = self
+            .store
+            .blob_writer(Some((&desc.digest, desc.size)), what)?;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    writer.write(&bytes)?;
+                    self.progress.advance(bytes.len() as u64);
+                }
+                // oci-client reports a digest mismatch as a stream error at the end; our
+                // own hash of what arrived gives the precise message.
+                Err(e) if writer.written() == desc.size => {
+                    return Err(writer
+                        .finish()
+                        .err()
+                        .unwrap_or_else(|| self.transfer_error(desc, &e)));
+                }
+                Err(e) => return Err(self.transfer_error(desc, &e)),
+            }
+        }
+        writer.finish()
+    }
+
+    fn transfer_error(&self, desc: &Descriptor, e: &std::io::Error) -> Error {
+        Error::Registry {
+            registry: self.target.registry.clone(),
+            reference: self.target.whole.clone(),
+            detail: format!(
+                "fetching blob {}: transfer failed: {}",
+                desc.digest,
+                chain(e)
+            ),
+        }
+    }
+}
+
+/// The unpacked wasm blob (compat images only), the layout, extra index annotations.
+type Unpacked = (Option<StagedBlob>, PulledLayout, BTreeMap<String, String>);
+
+/// Checks the layer is wasm (or unpacks the compat image's wasm into a staged blob).
+fn unpack(
+    source: &WasmSource,
+    staged: &Option<StagedBlob>,
+    store: &Store,
+    target: &Target,
+) -> Result<Unpacked> {
+    let layer = source.layer();
+    let what = target.what(&format!("layer {}", layer.digest));
+    let path = match staged {
+        Some(s) => s.path().to_owned(),
+        None => store.blob_path(&layer.digest)?,
+    };
+    match source {
+        WasmSource::Layer(_) => {
+            check_magic(&file_head(&path)?, &what, &layer.media_type)?;
+            Ok((None, layout_of(source), BTreeMap::new()))
+        }
+        WasmSource::TarGz(_) => {
+            let file = std::fs::File::open(&path).map_err(Error::io(&path))?;
+            let wasm = extract_wasm(std::io::BufReader::new(file), &what)?;
+            let blob = store.stage_bytes(&wasm, None, &what)?;
+            let extra =
+                BTreeMap::from([(annotations::WASM_DIGEST.to_owned(), blob.digest.clone())]);
+            Ok((Some(blob), layout_of(source), extra))
+        }
+    }
+}
+
+fn layout_of(source: &WasmSource) -> PulledLayout {
+    match source {
+        WasmSource::Layer(d) => PulledLayout::WasmLayer(d.media_type.clone()),
+        WasmSource::TarGz(d) => PulledLayout::CompatImage(d.media_type.clone()),
+    }
+}
+
+fn file_head(path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(4);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4).read_to_end(&mut head))
+        .map_err(Error::io(path))?;
+    Ok(head)
+}
+
+fn without_ref_name(mut annotations: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    annotations.remove(annotations::REF_NAME);
+    annotations
+}
+
+/// The tag to record for a pulled reference (`registry/repository:tag`), if it has one.
+fn tag_name(target: &Target) -> Option<String> {
+    let r = &target.reference;
+    r.tag()
+        .map(|t| format!("{}/{}:{t}", r.registry(), r.repository()))
+}
+
+/// Fetches a manifest, checks its size and digest, and returns it with its digest.
+async fn fetch_manifest(
+    client: &Client,
+    auth: &RegistryAuth,
+    target: &Target,
+) -> Result<(Vec<u8>, String)> {
+    let (body, _) = client
+        .pull_manifest_raw(&target.reference, auth, &media::ACCEPTED_MANIFESTS)
+        .await
+        .map_err(|e| map_error(target, "fetching the manifest", e))?;
+    if body.len() > MAX_MANIFEST_BYTES {
+        return Err(Error::TooLarge {
+            what: target.what("manifest"),
+            reason: format!(
+                "{} bytes, over the limit of {MAX_MANIFEST_BYTES}",
+                body.len()
+            ),
+        });
+    }
+    // The digest is our own hash of the bytes, whatever headers said.
+    let actual = digest::of(&body);
+    if let Some(expected) = target.reference.digest()
+        && expected != actual
+    {
+        return Err(Error::DigestMismatch {
+            what: target.what("manifest"),
+            expected: expected.to_owned(),
+            actual,
+        });
+    }
+    Ok((body.to_vec(), actual))
+}
+
+async fn fetch_small_config(
+    client: &Client,
+    target: &Target,
+    config: &Descriptor,
+) -> Result<Option<serde_json::Value>> {
+    const SMALL: u64 = 64 << 10;
+    if config.size > SMALL || digest::validate(&config.digest).is_err() {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    client
+        .pull_blob(&target.reference, config.digest.as_str(), &mut out)
+        .await
+        .map_err(|e| map_error(target, &format!("fetching config {}", config.digest), e))?;
+    digest::verify(
+        &target.what("config"),
+        &out,
+        &config.digest,
+        Some(config.size),
+    )?;
+    Ok(serde_json::from_slice(&out).ok())
+}
+
+/// A stream of the blob in 4 MiB slices (no copies) that reports progress as it goes.
+fn progress_stream(
+    data: Bytes,
+    progress: Arc<dyn Progress>,
+) -> impl futures_util::Stream<Item = oci_client::errors::Result<Bytes>> + Send + 'static {
+    // oci-client sends each stream item as its own PATCH (split at 4 MiB): slices of its
+    // chunk size keep the number of requests minimal.
+    const SLICE: usize = 4 << 20;
+    let slices: Vec<Bytes> = (0..data.len())
+        .step_by(SLICE)
+        .map(|start| data.slice(start..(start + SLICE).min(data.len())))
+        .collect();
+    futures_util::stream::iter(slices).map(move |slice| {
+        progress.advance(slice.len() as u64);
+        Ok(slice)
+    })
+}
+
+/// Turns an oci-client error into one that says which registry, which reference and what.
+fn map_error(target: &Target, doing: &str, e: OciDistributionError) -> Error {
+    let registry = target.registry.clone();
+    let reference = target.whole.clone();
+    let detail = format!("{doing}: {}", chain(&e));
+    match &e {
+        // `blob_exists` and a few others report HTTP statuses as request errors.
+        OciDistributionError::RequestError(re)
+            if matches!(re.status().map(|s| s.as_u16()), Some(401 | 403)) =>
+        {
+            Error::Unauthorized {
+                registry,
+                reference,
+                detail,
+            }
+        }
+        OciDistributionError::RequestError(re) if re.is_connect() || re.is_timeout() => {
+            Error::Unreachable {
+                registry,
+                reference,
+                detail,
+            }
+        }
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => Error::Unauthorized {
+            registry,
+            reference,
+            detail,
+        },
+        OciDistributionError::ImageManifestNotFoundError(_) => Error::NotFound {
+            registry,
+            reference,
+            detail,
+        },
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+            let any = |wanted: &[OciErrorCode]| codes.iter().any(|c| wanted.contains(c));
+            if any(&[OciErrorCode::Unauthorized, OciErrorCode::Denied]) {
+                Error::Unauthorized {
+                    registry,
+                    reference,
+                    detail,
+                }
+            } else if any(&[
+                OciErrorCode::ManifestUnknown,
+                OciErrorCode::NameUnknown,
+                OciErrorCode::BlobUnknown,
+                OciErrorCode::NotFound,
+            ]) {
+                Error::NotFound {
+                    registry,
+                    reference,
+                    detail,
+                }
+            } else {
+                Error::Registry {
+                    registry,
+                    reference,
+                    detail,
+                }
+            }
+        }
+        OciDistributionError::ServerError { code: 404, .. } => Error::NotFound {
+            registry,
+            reference,
+            detail,
+        },
+        OciDistributionError::ServerError {
+            code: 401 | 403, ..
+        } => Error::Unauthorized {
+            registry,
+            reference,
+            detail,
+        },
+        _ => Error::Registry {
+            registry,
+            reference,
+            detail,
+        },
+    }
+}
+
+/// An error and its sources, joined with ": ".
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// `host` of `host[:port]` (or of `[v6]:port`).
+fn host_of(registry: &str) -> &str {
+    if let Some(rest) = registry.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match registry.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => registry,
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_for_loopback_and_named_hosts() {
+        let r = Registry::new(RegistryOptions {
+            plain_http: vec!["reg.lan".into(), "other.lan:5000".into()],
+            ..Default::default()
+        });
+        for yes in [
+            "127.0.0.1:5000",
+            "127.8.9.10",
+            "localhost:5000",
+            "[::1]:5000",
+            "::1",
+            "reg.lan:5000",
+            "reg.lan",
+            "other.lan:5000",
+        ] {
+            assert!(r.allows_plain_http(yes), "{yes}");
+        }
+        for no in [
+            "128.0.0.1:5000",
+            "example.com",
+            "other.lan:5001",
+            "localhost.example.com",
+            "ghcr.io",
+        ] {
+            assert!(!r.allows_plain_http(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn pinned_reference_keeps_registry_and_repository() {
+        let t = Target::parse("127.0.0.1:5000/cup/flipt:v1").expect("parse");
+        assert_eq!(t.pinned("sha256:ab"), "127.0.0.1:5000/cup/flipt@sha256:ab");
+        assert_eq!(tag_name(&t).as_deref(), Some("127.0.0.1:5000/cup/flipt:v1"));
+        assert!(Target::parse("Bad Ref").is_err());
+    }
+}
