@@ -2,7 +2,7 @@
 
 # Build the example Flipt controller for wasm32-wasip1 and embed its definitions.
 example:
-    cargo build --release --target wasm32-wasip1 --manifest-path examples/flipt/Cargo.toml
+    cargo build --release --target wasm32-wasip1 --manifest-path examples/flipt/Cargo.toml --target-dir examples/flipt/target
     cargo run --quiet --release -p cup-embed -- -o target/flipt.wasm examples/flipt/defs/*.json examples/flipt/target/wasm32-wasip1/release/flipt.wasm
     cargo run --quiet --release -p cup-cli -- controller inspect target/flipt.wasm
 

@@ -44,6 +44,8 @@ pub fn flipt_wasm() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
         let manifest = repo_root().join("examples/flipt/Cargo.toml");
+        // An explicit target dir: a CARGO_TARGET_DIR in the environment must not move it.
+        let target_dir = repo_root().join("examples/flipt/target");
         let status = Command::new(env!("CARGO"))
             .args([
                 "build",
@@ -54,13 +56,15 @@ pub fn flipt_wasm() -> &'static Path {
                 "--manifest-path",
             ])
             .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target_dir)
             .status()
             .expect("running cargo build for the example");
         assert!(
             status.success(),
             "building examples/flipt for wasm32-wasip1 failed"
         );
-        repo_root().join("examples/flipt/target/wasm32-wasip1/release/flipt.wasm")
+        target_dir.join("wasm32-wasip1/release/flipt.wasm")
     })
 }
 
