@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: locating the workspace's binaries and building
 //! the real example controller for `wasm32-wasip1`.
 
+pub mod cupd;
 pub mod oras;
 pub mod registry;
 

@@ -1,0 +1,276 @@
+//! The resource API handlers (cup-reference §1): discovery, list, get, put, delete.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use cup_model::Resource;
+use cup_template::gojson;
+
+use crate::error::{ApiError, Violation, text};
+use crate::ops::Call;
+use crate::routes::{self, Route};
+use crate::state::{AppState, RouteLabel};
+
+/// Body of every accepted write on the local source: the zero ULID, no proposal.
+const LOCAL_RESULT: &str =
+    "{\"id\":\"00000000000000000000000000\",\"empty\":false,\"proposal\":null}\n";
+const JSON: &str = "application/json";
+const NDJSON: &str = "application/x-ndjson";
+
+/// `GET /apis`.
+pub async fn discovery(State(state): State<Arc<AppState>>) -> Response {
+    match state.served() {
+        Some(served) => body(StatusCode::OK, JSON, served.discovery.clone()),
+        None => loading(),
+    }
+}
+
+/// Everything under `/apis/`.
+pub async fn resource(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> Response {
+    let Some(path) = routes::parse(uri.path()) else {
+        return not_found_page();
+    };
+    let Some(served) = state.served() else {
+        return loading();
+    };
+    let Some(route) = served.routes.get(&path.group, &path.version, &path.plural) else {
+        return not_found_page();
+    };
+    let label = RouteLabel(route.template(path.name.is_some()));
+    let wants_json = accepts(&headers, JSON);
+    let mut response = match handle(&state, &route, &path, &method, &headers, payload).await {
+        Ok(response) => response,
+        Err(error) => error.into_response_for(wants_json),
+    };
+    response.extensions_mut().insert(label);
+    response
+}
+
+async fn handle(
+    state: &Arc<AppState>,
+    route: &Arc<Route>,
+    path: &routes::ApiPath<'_>,
+    method: &Method,
+    headers: &HeaderMap,
+    payload: Bytes,
+) -> Result<Response, ApiError> {
+    let namespace = routes::variable("namespace", path.namespace).map_err(ApiError::bad_request)?;
+    let call = Call {
+        route,
+        namespace: &namespace,
+        source: &state.source,
+        metrics: &state.metrics,
+    };
+    let Some(raw_name) = path.name else {
+        if method != Method::GET {
+            return Ok(method_not_allowed("GET"));
+        }
+        return Ok(list_response(call.list().await?, headers));
+    };
+    let name = routes::variable("name", raw_name).map_err(ApiError::bad_request)?;
+    match *method {
+        Method::GET => {
+            let resource = call.get(&name).await?;
+            let mut bytes = encode(&resource)?;
+            bytes.push(b'\n');
+            Ok(body(StatusCode::OK, JSON, bytes))
+        }
+        Method::PUT => {
+            let resource = decode_put(route, &namespace, &name, &payload)?;
+            call.put(&name, resource).await?;
+            Ok(accepted())
+        }
+        Method::DELETE => {
+            call.delete(&name).await?;
+            Ok(accepted())
+        }
+        _ => Ok(method_not_allowed("GET, PUT, DELETE")),
+    }
+}
+
+/// NDJSON (the original's format) unless the client asks for `application/json` and not
+/// for NDJSON: then one JSON array.
+fn list_response(resources: Vec<Resource>, headers: &HeaderMap) -> Response {
+    let array = accepts(headers, JSON) && !accepts(headers, NDJSON);
+    let mut out = Vec::new();
+    if array {
+        out.push(b'[');
+    }
+    for (i, r) in resources.iter().enumerate() {
+        let Ok(bytes) = encode(r) else { continue };
+        if array && i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&bytes);
+        if !array {
+            out.push(b'\n');
+        }
+    }
+    if array {
+        out.extend_from_slice(b"]\n");
+        body(StatusCode::OK, JSON, out)
+    } else {
+        body(StatusCode::OK, NDJSON, out)
+    }
+}
+
+/// The put body: valid JSON, valid against the route version's schema (the whole
+/// document), decodable as a resource, and about the resource the URL names.
+fn decode_put(
+    route: &Route,
+    namespace: &str,
+    name: &str,
+    payload: &[u8],
+) -> Result<Resource, ApiError> {
+    let document: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let violations: Vec<Violation> = route
+        .validator
+        .iter_errors(&document)
+        .map(|e| Violation {
+            path: dotted(e.instance_path().as_str()),
+            message: e.to_string(),
+        })
+        .collect();
+    if !violations.is_empty() {
+        return Err(ApiError::schema(violations));
+    }
+    let mut resource: Resource = serde_json::from_value(document)
+        .map_err(|e| ApiError::bad_request(format!("invalid resource: {e}")))?;
+    check_identity(&mut resource, route, namespace, name)?;
+    Ok(resource)
+}
+
+/// The body must be about the URL's resource. Empty fields are filled from the URL;
+/// different ones are refused (the original silently wrote the body's content at the URL's
+/// location).
+fn check_identity(
+    resource: &mut Resource,
+    route: &Route,
+    namespace: &str,
+    name: &str,
+) -> Result<(), ApiError> {
+    let api_version = format!("{}/{}", route.group, route.version);
+    let fields = [
+        (
+            "apiVersion",
+            &mut resource.api_version,
+            api_version.as_str(),
+        ),
+        ("kind", &mut resource.kind, route.kind.as_str()),
+        (
+            "metadata.namespace",
+            &mut resource.metadata.namespace,
+            namespace,
+        ),
+        ("metadata.name", &mut resource.metadata.name, name),
+    ];
+    for (field, value, want) in fields {
+        if value.is_empty() {
+            *value = want.to_owned();
+        } else if value != want {
+            return Err(ApiError::bad_request(format!(
+                "body {field} {value:?} does not match the URL ({want:?})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A JSON pointer as gojsonschema names fields: `/spec/foo` → `spec.foo`, root → `(root)`.
+fn dotted(pointer: &str) -> String {
+    if pointer.is_empty() {
+        return "(root)".into();
+    }
+    pointer
+        .trim_start_matches('/')
+        .split('/')
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A resource as compact Go JSON (HTML-escaped, `spec` compacted).
+fn encode(resource: &Resource) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(resource)
+        .map(|b| gojson::compact(&b))
+        .map_err(|e| ApiError::internal(format!("encoding the resource: {e}")))
+}
+
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| {
+            part.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case(media_type))
+        })
+}
+
+fn body(status: StatusCode, content_type: &'static str, bytes: Vec<u8>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        bytes,
+    )
+        .into_response()
+}
+
+fn accepted() -> Response {
+    body(StatusCode::ACCEPTED, JSON, LOCAL_RESULT.as_bytes().to_vec())
+}
+
+fn loading() -> Response {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "controllers are still loading; see /readyz",
+    )
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, HeaderValue::from_static(allow))],
+    )
+        .into_response()
+}
+
+/// chi's answer to an unknown path.
+pub fn not_found_page() -> Response {
+    text(StatusCode::NOT_FOUND, "404 page not found")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointers_become_gojsonschema_field_names() {
+        assert_eq!(dotted(""), "(root)");
+        assert_eq!(dotted("/spec/foo"), "spec.foo");
+        assert_eq!(dotted("/spec/items/0/a~1b"), "spec.items.0.a/b");
+    }
+
+    #[test]
+    fn accept_matching_ignores_parameters_and_case() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html, Application/JSON;q=0.9"),
+        );
+        assert!(accepts(&h, JSON));
+        assert!(!accepts(&h, NDJSON));
+    }
+}

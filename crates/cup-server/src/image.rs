@@ -1,0 +1,125 @@
+//! Controllers from OCI images: taken from the local store (an OCI image layout shared
+//! with `cup`) or pulled into it, every byte verified against its digest, the package's
+//! sections verified, and the manifest's annotations cross-checked against them.
+
+use std::sync::Arc;
+
+use cup_oci::{NoProgress, Registry, RegistryOptions, Store};
+use cup_sections::Integrity;
+
+/// A verified module from an image.
+pub struct FetchedImage {
+    pub wasm: Vec<u8>,
+    /// The manifest digest the reference resolved to.
+    pub manifest_digest: String,
+}
+
+/// Where images come from.
+#[derive(Clone)]
+pub struct ImageSource {
+    store: Result<Store, String>,
+    registry: Registry,
+    strict: bool,
+}
+
+impl ImageSource {
+    /// `store_dir` is opened now; if that fails every image controller fails with the reason.
+    pub fn new(store_dir: &std::path::Path, options: RegistryOptions, strict: bool) -> ImageSource {
+        let store = Store::open(store_dir)
+            .map_err(|e| format!("opening the OCI store {}: {e}", store_dir.display()));
+        ImageSource {
+            store,
+            registry: Registry::new(options),
+            strict,
+        }
+    }
+
+    /// Resolves, fetches and verifies `reference`.
+    pub async fn fetch(&self, reference: &str) -> Result<FetchedImage, String> {
+        let pinned = cup_oci::store::digest_of_reference(reference).is_some();
+        if self.strict && !pinned {
+            return Err(format!(
+                "image {reference:?} has no @sha256: digest and --strict-digests refuses tags"
+            ));
+        }
+        let store = self.store.clone()?;
+        let manifest_digest = self.resolve(reference, &store, pinned).await?;
+        let digest = manifest_digest.clone();
+        let wasm = tokio::task::spawn_blocking(move || read_verified(&store, &digest))
+            .await
+            .map_err(|e| format!("reading the image from the store: {e}"))??;
+        Ok(FetchedImage {
+            wasm,
+            manifest_digest,
+        })
+    }
+
+    /// The manifest digest: a pinned reference already in the store needs no registry
+    /// (the pull finds it there); a tag is asked of the registry, and only if that fails
+    /// is a tag recorded in the store used.
+    async fn resolve(
+        &self,
+        reference: &str,
+        store: &Store,
+        pinned: bool,
+    ) -> Result<String, String> {
+        match self
+            .registry
+            .pull(reference, store, Arc::new(NoProgress))
+            .await
+        {
+            Ok(report) => {
+                if !pinned {
+                    tracing::info!(image = reference, digest = %report.digest, "resolved image tag");
+                }
+                Ok(report.digest)
+            }
+            Err(pull_error) => match store.resolve(reference) {
+                Ok(Some(digest)) if !pinned => {
+                    tracing::warn!(image = reference, %digest, error = %pull_error,
+                        "registry unavailable; using the tag recorded in the local store");
+                    Ok(digest)
+                }
+                _ => Err(match stored_problem(store, reference) {
+                    // Say why the store's copy was not used before why the pull failed.
+                    Some(problem) => format!("{problem}; pulling it again failed: {pull_error}"),
+                    None => format!("pulling {reference}: {pull_error}"),
+                }),
+            },
+        }
+    }
+}
+
+/// Why a pinned reference present in the store could not be served from it, if so.
+fn stored_problem(store: &Store, reference: &str) -> Option<String> {
+    let digest = cup_oci::store::digest_of_reference(reference)?;
+    store.resolve(digest).ok()??;
+    store.wasm_for(digest).err().map(|e| e.to_string())
+}
+
+/// The wasm of a stored manifest, its package integrity and the manifest's annotations
+/// checked.
+fn read_verified(store: &Store, manifest_digest: &str) -> Result<Vec<u8>, String> {
+    let wasm = store
+        .wasm_for(manifest_digest)
+        .map_err(|e| format!("reading {manifest_digest} from the store: {e}"))?;
+    let package = cup_sections::read_package(&wasm)
+        .map_err(|e| format!("reading the controller package: {e}"))?;
+    if !matches!(package.integrity, Integrity::Ok | Integrity::NoCupSections) {
+        return Err(format!(
+            "controller package refused: {}",
+            package.integrity.summary()
+        ));
+    }
+    let manifest = store
+        .manifest(manifest_digest)
+        .map_err(|e| format!("reading manifest {manifest_digest}: {e}"))?;
+    let mismatches = cup_oci::artifact::annotation_mismatches(&manifest, &package);
+    if !mismatches.is_empty() {
+        return Err(format!(
+            "the image's annotations disagree with its embedded sections: {}",
+            mismatches.join("; ")
+        ));
+    }
+    Ok(wasm)
+}

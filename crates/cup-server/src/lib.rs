@@ -1,0 +1,173 @@
+//! cupd's server: turns a directory into cup's typed resource API, with controllers
+//! loaded from files or OCI images by digest.
+//!
+//! ```text
+//! Server::bind(Options)   config directory (fatal errors stop here), source, listener,
+//!                         wasmtime runtime + code cache, OCI store
+//!   └─ Server::run         serves at once (/healthz; /readyz 503) while controllers load in
+//!                          the background; then publishes routes and /apis (/readyz 200)
+//! ```
+//!
+//! Modules: [`config_dir`] (the `-api-resources` directory), `load` (controllers and
+//! routes), `image` (OCI), `routes`, `ops` (one verb on one controller), `source` (the
+//! local directory and its write guarantees), `api` and `http` (axum), `metrics`,
+//! `status`. The API and every difference from the original are in `docs/API.md`.
+
+mod api;
+pub mod config_dir;
+mod discovery;
+mod error;
+mod http;
+mod image;
+mod load;
+mod metrics;
+mod ops;
+mod routes;
+mod source;
+mod state;
+mod status;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cup_runtime::{CodeCache, Limits, Runtime};
+use tokio::net::TcpListener;
+
+pub use config_dir::{ConfigDir, ConfigError};
+pub use cup_oci::RegistryOptions;
+pub use source::LocalSource;
+
+/// How to run the server (already resolved from flags, environment and config file).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Listen address: `host:port`, or Go's `:port` for every interface.
+    pub address: String,
+    /// The config directory (`-api-resources`).
+    pub resources: PathBuf,
+    /// The local source directory (`-api-local-path`).
+    pub local_path: PathBuf,
+    /// The OCI image-layout store shared with `cup`.
+    pub store: PathBuf,
+    /// Compiled-code cache directory.
+    pub code_cache: PathBuf,
+    /// Refuse image references without `@sha256:`.
+    pub strict_digests: bool,
+    /// Per-invocation limits of wasm controllers.
+    pub limits: Limits,
+    pub registry: RegistryOptions,
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("local source {path}: {source}")]
+    Source {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("listening on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A bound server whose controllers are not loaded yet.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<state::AppState>,
+    loader: load::Loader,
+}
+
+impl Server {
+    /// Reads the config directory, opens the source and binds the listener. Problems with
+    /// a single controller are not errors here: they show up in `/status` and as 503s.
+    pub async fn bind(options: Options) -> Result<Server, ServerError> {
+        let config = config_dir::load(&options.resources)?;
+        let source =
+            LocalSource::open(&options.local_path).map_err(|source| ServerError::Source {
+                path: options.local_path.clone(),
+                source,
+            })?;
+        let address = listen_address(&options.address);
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|source| ServerError::Bind { address, source })?;
+        let status = Arc::new(status::StatusBoard::default());
+        let metrics = Arc::new(metrics::Metrics::default());
+        let loader = load::Loader {
+            config,
+            runtime: Runtime::new(options.limits.clone())
+                .map_err(|e| format!("starting the wasm runtime: {e}")),
+            cache: code_cache(&options.code_cache),
+            images: image::ImageSource::new(
+                &options.store,
+                options.registry.clone(),
+                options.strict_digests,
+            ),
+            metrics: metrics.clone(),
+            status: status.clone(),
+        };
+        loader.announce();
+        let state = Arc::new(state::AppState::new(source, status, metrics));
+        Ok(Server {
+            listener,
+            state,
+            loader,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Loads the controllers in the background and serves until `shutdown` completes;
+    /// in-flight requests are then allowed to finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            state,
+            loader,
+        } = self;
+        let publisher = state.clone();
+        tokio::spawn(async move {
+            let served = loader.load_all().await;
+            tracing::info!(routes = served.routes.len(), "controllers loaded; ready");
+            publisher.publish(served);
+        });
+        axum::serve(listener, http::router(state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServerError::Serve)
+    }
+}
+
+/// Go's `:8181` means every interface.
+fn listen_address(address: &str) -> String {
+    match address.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => address.to_owned(),
+    }
+}
+
+/// The code cache, or none (with a warning) if its directory is unusable: loads still
+/// work, they just compile every time.
+fn code_cache(dir: &std::path::Path) -> Option<CodeCache> {
+    match CodeCache::new(dir) {
+        Ok(cache) => Some(cache),
+        Err(error) => {
+            tracing::warn!(%error, "compiled-code cache disabled");
+            None
+        }
+    }
+}

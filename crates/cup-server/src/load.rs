@@ -1,0 +1,375 @@
+//! Loading controllers and building the routes (cup-reference §1.10, DESIGN "Loading by
+//! digest").
+//!
+//! For each Controller of the config directory, in name order: a template controller
+//! parses its templates; a wasm controller gets its module (a file under the config
+//! directory, or an OCI image from the store or a registry), checks the package's
+//! integrity, compares embedded definitions with config-directory ones, and compiles the
+//! module once (or reads the compiled code from the cache). A failure marks that
+//! controller failed; it never stops the others.
+//!
+//! Routes: each Binding binds the definitions it names (from the config directory or
+//! embedded in its controller's module) with every version; a wasm controller that no
+//! Binding names is bound to all of its embedded definitions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cup_model::{Implementation, ResourceDefinition, WasmSpec};
+use cup_runtime::{CacheStatus, CodeCache, Runtime};
+use cup_sections::Integrity;
+use cup_template::TemplateController;
+
+use crate::config_dir::{ConfigDir, ConfiguredController};
+use crate::discovery;
+use crate::image::ImageSource;
+use crate::metrics::Metrics;
+use crate::routes::{Backend, ControllerHandle, Route, RouteTable};
+use crate::status::{ControllerStatus, State, StatusBoard};
+
+/// What is served once loading is over.
+pub struct Served {
+    pub routes: RouteTable,
+    /// The `/apis` body.
+    pub discovery: Vec<u8>,
+}
+
+/// Everything loading needs.
+pub struct Loader {
+    pub config: ConfigDir,
+    pub runtime: Result<Runtime, String>,
+    pub cache: Option<CodeCache>,
+    pub images: ImageSource,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<StatusBoard>,
+}
+
+/// A controller after loading: its handle for routes, and its embedded definitions.
+struct Prepared {
+    handle: Arc<ControllerHandle>,
+    embedded: Vec<ResourceDefinition>,
+}
+
+impl Loader {
+    /// Records every controller as loading (so `/status` lists them from the start).
+    pub fn announce(&self) {
+        for c in self.config.controllers.values() {
+            self.status.set(initial_status(c));
+        }
+    }
+
+    /// Loads every controller, then builds the routes and the discovery document.
+    pub async fn load_all(self) -> Served {
+        let mut prepared = Vec::new();
+        for controller in self.config.controllers.values() {
+            prepared.push(self.prepare(controller).await);
+        }
+        self.build(&prepared)
+    }
+
+    async fn prepare(&self, c: &ConfiguredController) -> Prepared {
+        let started = Instant::now();
+        let result = match &c.implementation {
+            Implementation::Template(spec) => TemplateController::new(spec)
+                .map(|t| (Backend::Template(Arc::new(t)), Vec::new()))
+                .map_err(|e| format!("invalid template: {e}")),
+            Implementation::Wasm(spec) => self.prepare_wasm(&c.name, spec).await,
+        };
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        self.metrics.controller_loaded(&c.name, result.is_ok());
+        let (backend, embedded) = match result {
+            Ok((backend, embedded)) => {
+                tracing::info!(controller = %c.name, load_ms = elapsed, "controller loaded");
+                (Ok(backend), embedded)
+            }
+            Err(error) => {
+                tracing::error!(controller = %c.name, %error, "controller failed to load");
+                (Err(error), Vec::new())
+            }
+        };
+        self.status.update(&c.name, |s| {
+            s.state = if backend.is_ok() {
+                State::Loaded
+            } else {
+                State::Failed
+            };
+            s.error = backend.as_ref().err().cloned();
+            s.load_ms = Some(elapsed);
+            s.embedded_definitions = embedded.iter().map(|d| d.metadata.name.clone()).collect();
+        });
+        Prepared {
+            handle: Arc::new(ControllerHandle {
+                name: c.name.clone(),
+                backend,
+            }),
+            embedded,
+        }
+    }
+
+    async fn prepare_wasm(
+        &self,
+        name: &str,
+        spec: &WasmSpec,
+    ) -> Result<(Backend, Vec<ResourceDefinition>), String> {
+        let wasm = match (&spec.path, &spec.image) {
+            (Some(path), _) => read_module_file(&self.config.root, path).await?,
+            (None, Some(image)) => {
+                let fetched = self.images.fetch(image).await?;
+                let digest = fetched.manifest_digest.clone();
+                self.status
+                    .update(name, |s| s.manifest_digest = Some(digest));
+                fetched.wasm
+            }
+            (None, None) => return Err("wasm controller has neither path nor image".into()),
+        };
+        let embedded = embedded_definitions(&wasm)?;
+        self.check_agreement(&embedded)?;
+        let runtime = self.runtime.clone()?;
+        let cache = self.cache.clone();
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&wasm, cache.as_ref()))
+            .await
+            .map_err(|e| format!("loading the module: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let info = loaded.load_info().clone();
+        let cache = cache_label(info.cache);
+        self.metrics.code_cache(cache);
+        self.status.update(name, |s| {
+            s.digest = Some(format!("sha256:{}", info.digest));
+            s.cache = Some(cache);
+            s.cache_error = info.cache_error.clone();
+        });
+        Ok((Backend::Wasm(loaded), embedded))
+    }
+
+    /// A definition both in the config directory and in a module must be the same
+    /// definition (canonical JSON), or the controller is refused with the differing names.
+    fn check_agreement(&self, embedded: &[ResourceDefinition]) -> Result<(), String> {
+        let mut differ = Vec::new();
+        for def in embedded {
+            let configured = self.config.definitions.iter().find(|c| {
+                c.definition.metadata.name == def.metadata.name
+                    || def.keys().any(|k| c.definition.keys().any(|ck| ck == k))
+            });
+            if let Some(c) = configured {
+                let same = cup_model::canonical::to_vec(&c.definition).ok()
+                    == cup_model::canonical::to_vec(def).ok();
+                if !same {
+                    differ.push(format!("{} (config file {:?})", def.metadata.name, c.file));
+                }
+            }
+        }
+        if differ.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "definitions embedded in the module differ from the config directory's: {}",
+                differ.join(", ")
+            ))
+        }
+    }
+
+    fn build(&self, prepared: &[Prepared]) -> Served {
+        let mut build = Build::default();
+        for c in &self.config.definitions {
+            for key in c.definition.keys() {
+                build
+                    .definitions
+                    .insert(key, (c.definition.clone(), c.discovery.clone()));
+            }
+        }
+        for p in prepared.iter().filter(|p| p.handle.backend.is_ok()) {
+            for def in &p.embedded {
+                build.add_definition(def);
+            }
+        }
+        let by_name: HashMap<&str, &Prepared> = prepared
+            .iter()
+            .map(|p| (p.handle.name.as_str(), p))
+            .collect();
+        for b in self.config.bindings.values() {
+            let Some(p) = by_name.get(b.binding.spec.controller.as_str()) else {
+                continue;
+            };
+            for key in &b.binding.spec.resources {
+                match build.definitions.get(key).map(|(d, _)| d.clone()) {
+                    Some(def) => build.bind(&def, &p.handle),
+                    None => build.warn(
+                        &p.handle.name,
+                        format!(
+                            "binding {:?} names {key}, which no definition serves (neither in the config directory nor embedded in a module)",
+                            b.binding.metadata.name
+                        ),
+                    ),
+                }
+            }
+        }
+        for p in prepared {
+            if !self.config.is_bound(&p.handle.name) {
+                for def in &p.embedded {
+                    build.bind(def, &p.handle);
+                }
+            }
+        }
+        self.publish(&build);
+        Served {
+            discovery: discovery::body(
+                &build
+                    .definitions
+                    .iter()
+                    .map(|(k, (_, json))| (k.clone(), json.clone()))
+                    .collect(),
+            ),
+            routes: build.routes,
+        }
+    }
+
+    fn publish(&self, build: &Build) {
+        for (name, keys) in &build.served {
+            self.status.update(name, |s| s.definitions = keys.clone());
+        }
+        for (name, warnings) in &build.warnings {
+            for w in warnings {
+                tracing::warn!(controller = %name, warning = %w, "binding problem");
+            }
+            self.status.update(name, |s| s.warnings = warnings.clone());
+        }
+    }
+}
+
+/// Routes and definitions being assembled.
+#[derive(Default)]
+struct Build {
+    /// key → (definition, `/apis` JSON).
+    definitions: BTreeMap<String, (ResourceDefinition, String)>,
+    routes: RouteTable,
+    validators: HashMap<(String, String), Arc<jsonschema::Validator>>,
+    served: BTreeMap<String, Vec<String>>,
+    warnings: BTreeMap<String, Vec<String>>,
+}
+
+impl Build {
+    fn add_definition(&mut self, def: &ResourceDefinition) {
+        let Ok(json) = discovery::encode(def) else {
+            return;
+        };
+        for key in def.keys() {
+            self.definitions
+                .entry(key)
+                .or_insert_with(|| (def.clone(), json.clone()));
+        }
+    }
+
+    fn warn(&mut self, controller: &str, warning: String) {
+        self.warnings
+            .entry(controller.to_owned())
+            .or_default()
+            .push(warning);
+    }
+
+    /// Routes for every version of `def` to `handle`.
+    fn bind(&mut self, def: &ResourceDefinition, handle: &Arc<ControllerHandle>) {
+        for (version, schema) in &def.spec.versions {
+            let key = format!("{}/{version}/{}", def.spec.group, def.names.plural);
+            let validator = match self.validator(def, version, schema) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.warn(&handle.name, format!("{key}: schema does not compile: {e}"));
+                    continue;
+                }
+            };
+            let route = Route {
+                group: def.spec.group.clone(),
+                version: version.clone(),
+                plural: def.names.plural.clone(),
+                kind: def.names.kind.clone(),
+                validator,
+                controller: handle.clone(),
+            };
+            match self.routes.insert(route) {
+                Ok(()) => self
+                    .served
+                    .entry(handle.name.clone())
+                    .or_default()
+                    .push(key),
+                Err(owner) if owner == handle.name => {}
+                Err(owner) => self.warn(
+                    &handle.name,
+                    format!("{key} is already served by controller {owner:?}; not bound here"),
+                ),
+            }
+        }
+    }
+
+    fn validator(
+        &mut self,
+        def: &ResourceDefinition,
+        version: &str,
+        schema: &serde_json::Value,
+    ) -> Result<Arc<jsonschema::Validator>, String> {
+        let id = (def.metadata.name.clone(), version.to_owned());
+        if let Some(v) = self.validators.get(&id) {
+            return Ok(v.clone());
+        }
+        let compiled = Arc::new(cup_model::validate::compile_schema(schema)?);
+        self.validators.insert(id, compiled.clone());
+        Ok(compiled)
+    }
+}
+
+/// Reads `path` (relative to the config directory, never leaving it).
+async fn read_module_file(root: &Path, path: &str) -> Result<Vec<u8>, String> {
+    let full =
+        cup_template::paths::resolve(root, path).map_err(|e| format!("wasm path {path:?}: {e}"))?;
+    tokio::fs::read(&full)
+        .await
+        .map_err(|e| format!("reading {}: {e}", full.display()))
+}
+
+/// The verified embedded definitions; a plain module has none. A stripped or tampered
+/// package is refused.
+fn embedded_definitions(wasm: &[u8]) -> Result<Vec<ResourceDefinition>, String> {
+    let package =
+        cup_sections::read_package(wasm).map_err(|e| format!("reading the module: {e}"))?;
+    match package.integrity {
+        Integrity::NoCupSections => Ok(Vec::new()),
+        _ => package
+            .verified_definitions()
+            .map_err(|e| format!("controller package refused: {e}")),
+    }
+}
+
+fn cache_label(status: CacheStatus) -> &'static str {
+    match status {
+        CacheStatus::Disabled => "disabled",
+        CacheStatus::Miss => "miss",
+        CacheStatus::Hit => "hit",
+        CacheStatus::Replaced => "replaced",
+        CacheStatus::Shared => "shared",
+    }
+}
+
+fn initial_status(c: &ConfiguredController) -> ControllerStatus {
+    let (kind, path, image) = match &c.implementation {
+        Implementation::Template(_) => ("template", None, None),
+        Implementation::Wasm(w) => ("wasm", w.path.clone(), w.image.clone()),
+    };
+    ControllerStatus {
+        name: c.name.clone(),
+        kind,
+        file: c.file.clone(),
+        path,
+        image,
+        manifest_digest: None,
+        digest: None,
+        definitions: Vec::new(),
+        embedded_definitions: Vec::new(),
+        state: State::Loading,
+        error: None,
+        warnings: Vec::new(),
+        cache: None,
+        cache_error: None,
+        load_ms: None,
+    }
+}

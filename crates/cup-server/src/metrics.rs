@@ -1,0 +1,129 @@
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text).
+//!
+//! * `cupd_http_requests_total{method,route,code}` and
+//!   `cupd_http_request_duration_seconds{method,route}`: `route` is a template
+//!   (`/apis/flipt.io/v1alpha1/namespaces/{ns}/flags/{name}`), never the raw path, so
+//!   namespaces and names cannot blow up the series count; unknown paths are `unmatched`.
+//! * `cupd_controller_loads_total{controller,result}` (`loaded`/`failed`).
+//! * `cupd_code_cache_total{status}`: how each wasm load got its machine code (`hit`,
+//!   `miss`, `replaced`, `shared`, `disabled`).
+//! * `cupd_controller_invocations_total{controller,verb,outcome}` (`ok`, `not_found`,
+//!   `error`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels<const N: usize> = [(&'static str, String); N];
+
+/// All of cupd's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels<3>, Counter>,
+    latency: Family<Labels<2>, Histogram, fn() -> Histogram>,
+    loads: Family<Labels<2>, Counter>,
+    cache: Family<Labels<1>, Counter>,
+    invocations: Family<Labels<3>, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~13 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<Labels<3>, Counter>::default();
+        let latency: Family<Labels<2>, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let loads = Family::<Labels<2>, Counter>::default();
+        let cache = Family::<Labels<1>, Counter>::default();
+        let invocations = Family::<Labels<3>, Counter>::default();
+        registry.register(
+            "cupd_http_requests",
+            "HTTP requests by method, route template and status code",
+            requests.clone(),
+        );
+        registry.register(
+            "cupd_http_request_duration_seconds",
+            "HTTP request latency by method and route template",
+            latency.clone(),
+        );
+        registry.register(
+            "cupd_controller_loads",
+            "Controller loads by controller and result",
+            loads.clone(),
+        );
+        registry.register(
+            "cupd_code_cache",
+            "Compiled-code cache outcomes of wasm controller loads",
+            cache.clone(),
+        );
+        registry.register(
+            "cupd_controller_invocations",
+            "Controller invocations by controller, verb and outcome",
+            invocations.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            loads,
+            cache,
+            invocations,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_request(&self, method: &str, route: &str, code: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&[
+                ("method", method.to_owned()),
+                ("route", route.to_owned()),
+                ("code", code.to_string()),
+            ])
+            .inc();
+        self.latency
+            .get_or_create(&[("method", method.to_owned()), ("route", route.to_owned())])
+            .observe(seconds);
+    }
+
+    pub fn controller_loaded(&self, controller: &str, ok: bool) {
+        let result = if ok { "loaded" } else { "failed" };
+        self.loads
+            .get_or_create(&[
+                ("controller", controller.to_owned()),
+                ("result", result.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub fn code_cache(&self, status: &str) {
+        self.cache
+            .get_or_create(&[("status", status.to_owned())])
+            .inc();
+    }
+
+    pub fn invocation(&self, controller: &str, verb: &str, outcome: &str) {
+        self.invocations
+            .get_or_create(&[
+                ("controller", controller.to_owned()),
+                ("verb", verb.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,380 @@
+//! Running one verb on a route's controller, whatever its kind.
+//!
+//! Template controllers work on the source directory directly (writes are atomic per
+//! file). Wasm controllers follow the original's ABI: argv
+//! `["wasi", verb, Kind, namespace, name?]`, the resource on stdin for put (compact Go JSON
+//! and a newline), the source mounted at `/` read-only for get/list and writable for
+//! put/delete (on a scratch copy, see `source`), exit 0 ok, 2 not found, anything else an
+//! error whose message carries the guest's stderr.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cup_model::Resource;
+use cup_runtime::{Access, Invocation, InvokeError, LoadedController, Outcome};
+use cup_template::{Request, gojson};
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::routes::{Backend, Route};
+use crate::source::{LocalSource, ScratchError, with_scratch_copy};
+
+/// Longest piece of guest stderr put into an error message.
+const STDERR_IN_MESSAGE: usize = 1024;
+
+/// One request: the route, the namespace and where the data lives.
+pub struct Call<'a> {
+    pub route: &'a Arc<Route>,
+    pub namespace: &'a str,
+    pub source: &'a Arc<LocalSource>,
+    pub metrics: &'a Metrics,
+}
+
+#[derive(Clone, Copy)]
+enum Verb {
+    Get,
+    List,
+    Put,
+    Delete,
+}
+
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Put => "put",
+            Verb::Delete => "delete",
+        }
+    }
+}
+
+impl Call<'_> {
+    pub async fn get(&self, name: &str) -> Result<Resource, ApiError> {
+        match self.backend()? {
+            Backend::Template(t) => {
+                let (req, root) = (self.owned_request(), self.source.root().to_owned());
+                let n = name.to_owned();
+                let out = blocking(move || t.get(&root, &req.borrow(), &n)).await?;
+                self.template_result(Verb::Get, Some(name), out)
+            }
+            Backend::Wasm(c) => {
+                let out = self.invoke_read(c, Verb::Get, Some(name)).await?;
+                first_resource(&out.stdout).map_err(|e| self.failure(Verb::Get, Some(name), &e))
+            }
+        }
+    }
+
+    pub async fn list(&self) -> Result<Vec<Resource>, ApiError> {
+        match self.backend()? {
+            Backend::Template(t) => {
+                let (req, root) = (self.owned_request(), self.source.root().to_owned());
+                let out = blocking(move || t.list(&root, &req.borrow())).await?;
+                self.template_result(Verb::List, None, out)
+            }
+            Backend::Wasm(c) => {
+                let out = self.invoke_read(c, Verb::List, None).await?;
+                all_resources(&out.stdout).map_err(|e| self.failure(Verb::List, None, &e))
+            }
+        }
+    }
+
+    pub async fn put(&self, name: &str, resource: Resource) -> Result<(), ApiError> {
+        match self.backend()? {
+            Backend::Template(t) => {
+                let req = self.owned_request();
+                let n = name.to_owned();
+                let out = self
+                    .source
+                    .write(move |root| t.put(root, &req.borrow(), &n, &resource))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("put: {e}")))?;
+                self.template_result(Verb::Put, Some(name), out).map(drop)
+            }
+            Backend::Wasm(c) => {
+                let mut stdin = gojson::compact(
+                    &serde_json::to_vec(&resource)
+                        .map_err(|e| ApiError::internal(format!("encoding the resource: {e}")))?,
+                );
+                stdin.push(b'\n');
+                self.invoke_write(c, Verb::Put, name, stdin).await
+            }
+        }
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        match self.backend()? {
+            Backend::Template(t) => {
+                let req = self.owned_request();
+                let n = name.to_owned();
+                let out = self
+                    .source
+                    .write(move |root| t.delete(root, &req.borrow(), &n))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("delete: {e}")))?;
+                self.template_result(Verb::Delete, Some(name), out)
+                    .map(drop)
+            }
+            Backend::Wasm(c) => self.invoke_write(c, Verb::Delete, name, Vec::new()).await,
+        }
+    }
+
+    fn backend(&self) -> Result<Backend, ApiError> {
+        let handle = &self.route.controller;
+        handle.backend.clone().map_err(|reason| {
+            ApiError::unavailable(format!(
+                "controller {:?} is unavailable: {reason}",
+                handle.name
+            ))
+        })
+    }
+
+    fn owned_request(&self) -> OwnedRequest {
+        OwnedRequest {
+            group: self.route.group.clone(),
+            version: self.route.version.clone(),
+            kind: self.route.kind.clone(),
+            namespace: self.namespace.to_owned(),
+        }
+    }
+
+    /// `group/version/Kind/namespace[/name]`, the original's request string.
+    fn request_id(&self, name: Option<&str>) -> String {
+        let r = &self.route;
+        let mut id = format!("{}/{}/{}/{}", r.group, r.version, r.kind, self.namespace);
+        if let Some(n) = name {
+            id.push('/');
+            id.push_str(n);
+        }
+        id
+    }
+
+    fn failure(&self, verb: Verb, name: Option<&str>, why: &str) -> ApiError {
+        ApiError::internal(format!(
+            "wasm.{}: {}: {why}",
+            verb.as_str(),
+            self.request_id(name)
+        ))
+    }
+
+    fn template_result<T>(
+        &self,
+        verb: Verb,
+        name: Option<&str>,
+        out: Result<T, cup_template::Error>,
+    ) -> Result<T, ApiError> {
+        let outcome = match &out {
+            Ok(_) => "ok",
+            Err(cup_template::Error::NotFound { .. }) => "not_found",
+            Err(_) => "error",
+        };
+        self.metrics
+            .invocation(&self.route.controller.name, verb.as_str(), outcome);
+        out.map_err(|e| {
+            let message = format!("template.{}: {}: {e}", verb.as_str(), self.request_id(name));
+            match e {
+                cup_template::Error::NotFound { .. } => ApiError::not_found(message),
+                _ => ApiError::internal(message),
+            }
+        })
+    }
+
+    fn argv(&self, verb: Verb, name: Option<&str>) -> Vec<String> {
+        let mut args = vec![
+            "wasi".to_owned(),
+            verb.as_str().to_owned(),
+            self.route.kind.clone(),
+            self.namespace.to_owned(),
+        ];
+        args.extend(name.map(str::to_owned));
+        args
+    }
+
+    async fn invoke_read(
+        &self,
+        controller: LoadedController,
+        verb: Verb,
+        name: Option<&str>,
+    ) -> Result<Outcome, ApiError> {
+        let invocation = Invocation {
+            args: self.argv(verb, name),
+            stdin: Vec::new(),
+            root: self.source.root().to_owned(),
+            access: Access::ReadOnly,
+        };
+        let result = blocking(move || controller.invoke(invocation)).await?;
+        self.judge(verb, name, result)
+    }
+
+    async fn invoke_write(
+        &self,
+        controller: LoadedController,
+        verb: Verb,
+        name: &str,
+        stdin: Vec<u8>,
+    ) -> Result<(), ApiError> {
+        let args = self.argv(verb, Some(name));
+        let result = self
+            .source
+            .write(move |root| write_on_scratch(root, &controller, args, stdin))
+            .await
+            .map_err(|e| ApiError::internal(format!("{}: {e}", verb.as_str())))?;
+        let result = result.map_err(|e| self.failure(verb, Some(name), &e.to_string()))?;
+        self.judge(verb, Some(name), result).map(drop)
+    }
+
+    /// Maps an invocation's end to the API: exit 0 ok, 2 not found (404), anything else 500.
+    fn judge(
+        &self,
+        verb: Verb,
+        name: Option<&str>,
+        result: Result<Outcome, InvokeError>,
+    ) -> Result<Outcome, ApiError> {
+        let controller = &self.route.controller.name;
+        let (outcome_label, error) = match &result {
+            Ok(o) if o.exit_code == 0 => ("ok", None),
+            Ok(o) if o.exit_code == 2 => (
+                "not_found",
+                Some(ApiError::not_found(format!(
+                    "wasm.{}: {}: resource not found{}",
+                    verb.as_str(),
+                    self.request_id(name),
+                    with_stderr(&o.stderr)
+                ))),
+            ),
+            Ok(o) => (
+                "error",
+                Some(self.failure(
+                    verb,
+                    name,
+                    &format!(
+                        "controller exited with code {}{}",
+                        o.exit_code,
+                        with_stderr(&o.stderr)
+                    ),
+                )),
+            ),
+            Err(e) => (
+                "error",
+                Some(self.failure(verb, name, &format!("{e}{}", with_stderr(e.stderr())))),
+            ),
+        };
+        self.metrics
+            .invocation(controller, verb.as_str(), outcome_label);
+        match (result, error) {
+            (Ok(outcome), None) => Ok(outcome),
+            (_, Some(error)) => Err(error),
+            (Err(_), None) => Err(self.failure(verb, name, "invocation failed")),
+        }
+    }
+}
+
+/// `cup_template::Request` borrows; blocking closures need owned strings.
+struct OwnedRequest {
+    group: String,
+    version: String,
+    kind: String,
+    namespace: String,
+}
+
+impl OwnedRequest {
+    fn borrow(&self) -> Request<'_> {
+        Request {
+            group: &self.group,
+            version: &self.version,
+            kind: &self.kind,
+            namespace: &self.namespace,
+        }
+    }
+}
+
+/// Runs a put/delete on a scratch copy of `root`; changes reach `root` only on exit 0.
+/// A non-zero exit is returned as an `Outcome` (so 2 still means not found), but its
+/// changes are dropped.
+fn write_on_scratch(
+    root: &Path,
+    controller: &LoadedController,
+    args: Vec<String>,
+    stdin: Vec<u8>,
+) -> Result<Result<Outcome, InvokeError>, ScratchError> {
+    let run = |scratch: &Path| -> Result<Outcome, Result<Outcome, InvokeError>> {
+        let outcome = controller.invoke(Invocation {
+            args,
+            stdin,
+            root: scratch.to_owned(),
+            access: Access::ReadWrite,
+        });
+        match outcome {
+            Ok(o) if o.exit_code == 0 => Ok(o),
+            other => Err(other),
+        }
+    };
+    Ok(match with_scratch_copy(root, run)? {
+        Ok(outcome) => Ok(outcome),
+        Err(unapplied) => unapplied,
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal(format!("request worker failed: {e}")))
+}
+
+/// `": <stderr>"` with the guest's stderr trimmed to one line, or nothing.
+fn with_stderr(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        return String::new();
+    }
+    let cut: String = line.chars().take(STDERR_IN_MESSAGE).collect();
+    format!(": {cut}")
+}
+
+/// The first JSON value of a get's stdout (the rest is ignored, as in the original).
+fn first_resource(stdout: &[u8]) -> Result<Resource, String> {
+    match serde_json::Deserializer::from_slice(stdout)
+        .into_iter::<Resource>()
+        .next()
+    {
+        Some(Ok(r)) => Ok(r),
+        Some(Err(e)) => Err(format!("decoding the controller's output: {e}")),
+        None => Err("the controller wrote no resource to stdout".into()),
+    }
+}
+
+/// Every JSON value of a list's stdout.
+fn all_resources(stdout: &[u8]) -> Result<Vec<Resource>, String> {
+    serde_json::Deserializer::from_slice(stdout)
+        .into_iter::<Resource>()
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("decoding the controller's output: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_becomes_one_trimmed_line() {
+        assert_eq!(
+            with_stderr(b"  flag \"x\" not found\n  in file\n"),
+            ": flag \"x\" not found in file"
+        );
+        assert_eq!(with_stderr(b" \n"), "");
+    }
+
+    #[test]
+    fn outputs_decode_like_the_original() {
+        let one = br#"{"apiVersion":"a","kind":"K","metadata":{"name":"x"},"spec":{}} garbage"#;
+        assert_eq!(first_resource(one).unwrap().metadata.name, "x");
+        assert!(first_resource(b"").is_err());
+        let many = b"{\"metadata\":{\"name\":\"a\"}}\n{\"metadata\":{\"name\":\"b\"}}\n";
+        assert_eq!(all_resources(many).unwrap().len(), 2);
+        assert!(all_resources(b"").unwrap().is_empty());
+        assert!(all_resources(b"{} {").is_err());
+    }
+}

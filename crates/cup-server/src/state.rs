@@ -1,0 +1,47 @@
+//! State shared by every request.
+
+use std::sync::{Arc, RwLock};
+
+use crate::load::Served;
+use crate::metrics::Metrics;
+use crate::source::LocalSource;
+use crate::status::StatusBoard;
+
+/// The server's state: the source, what is served (once loaded), status and metrics.
+pub struct AppState {
+    pub source: Arc<LocalSource>,
+    served: RwLock<Option<Arc<Served>>>,
+    pub status: Arc<StatusBoard>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The route template of a response, for metrics (set by the resource handler).
+#[derive(Debug, Clone)]
+pub struct RouteLabel(pub String);
+
+impl AppState {
+    pub fn new(source: LocalSource, status: Arc<StatusBoard>, metrics: Arc<Metrics>) -> AppState {
+        AppState {
+            source: Arc::new(source),
+            served: RwLock::new(None),
+            status,
+            metrics,
+        }
+    }
+
+    /// What is served, or `None` while controllers are loading.
+    pub fn served(&self) -> Option<Arc<Served>> {
+        self.served
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Publishes the loaded routes: from now on the server is ready.
+    pub fn publish(&self, served: Served) {
+        *self
+            .served
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(served));
+    }
+}

@@ -1,0 +1,85 @@
+//! What `/status` reports about each controller, updated while controllers load.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// Where a controller is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Loading,
+    Loaded,
+    Failed,
+}
+
+/// One controller's entry in `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControllerStatus {
+    pub name: String,
+    /// `template` or `wasm`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The config file that defines it.
+    pub file: String,
+    /// `spec.path` of a wasm controller (relative to the config directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `spec.image` of a wasm controller, as configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The manifest digest an image resolved to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
+    /// `sha256:<hex>` of the wasm module that runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// `group/version/plural` keys this controller serves.
+    pub definitions: Vec<String>,
+    /// Definitions embedded in the module (`metadata.name`).
+    pub embedded_definitions: Vec<String>,
+    pub state: State,
+    /// Why it failed (its routes answer 503 with this).
+    pub error: Option<String>,
+    /// Problems that did not stop it (a binding naming an unknown definition, a route
+    /// already served by another controller).
+    pub warnings: Vec<String>,
+    /// How the compiled code was obtained: `hit`, `miss`, `replaced`, `shared`, `disabled`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_error: Option<String>,
+    /// Wall time of the load (fetch, verification, compilation or cache read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_ms: Option<f64>,
+}
+
+/// All controllers' statuses, by name.
+#[derive(Debug, Default)]
+pub struct StatusBoard {
+    controllers: Mutex<BTreeMap<String, ControllerStatus>>,
+}
+
+impl StatusBoard {
+    pub fn set(&self, status: ControllerStatus) {
+        self.lock().insert(status.name.clone(), status);
+    }
+
+    pub fn update(&self, name: &str, change: impl FnOnce(&mut ControllerStatus)) {
+        if let Some(status) = self.lock().get_mut(name) {
+            change(status);
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<ControllerStatus> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ControllerStatus>> {
+        // A panic while holding this lock leaves plain data behind; keep serving it.
+        self.controllers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

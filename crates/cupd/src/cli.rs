@@ -1,0 +1,359 @@
+//! The command line: the original's Go-style flags (`-api-address :8181` or
+//! `--api-address=:8181`), `CUPD_*` environment variables and a config file, with the
+//! precedence flag > environment > config file > default.
+//!
+//! clap parses GNU-style options, so single-dash long flags are rewritten to double-dash
+//! ones first ([`normalize`]); only names cupd knows are rewritten, so `-h` keeps working.
+//! The config file is merged by re-parsing with `--flag=value` appended for every key
+//! whose flag was neither given nor set by its environment variable.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::builder::BoolishValueParser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::units::{parse_duration, parse_size};
+
+/// cupd: serves a directory as cup's typed resource API.
+#[derive(Debug, Parser)]
+// Go's flag package lets a later occurrence of a flag replace an earlier one.
+#[command(
+    name = "cupd",
+    version,
+    subcommand_required = true,
+    arg_required_else_help = true,
+    args_override_self = true
+)]
+pub struct Cli {
+    /// Config file (YAML or JSON) with flag values: `api-address: ":8181"`, or nested
+    /// `api: {address: ":8181"}` (keys joined with '-'). Flags and CUPD_* variables win.
+    #[arg(long, global = true, env = "CUPD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the resource API.
+    #[command(args_override_self = true)]
+    Serve(Serve),
+}
+
+/// Flags of `cupd serve`. Every flag also reads `CUPD_<NAME>` (upper case, '-' → '_').
+#[derive(Debug, Args)]
+pub struct Serve {
+    /// Listen address (`:port` = every interface).
+    #[arg(
+        long,
+        env = "CUPD_API_ADDRESS",
+        default_value = ":8181",
+        value_name = "ADDR"
+    )]
+    pub api_address: String,
+    /// Source of the resources: `local` (a directory). `git` is not supported yet.
+    #[arg(
+        long,
+        env = "CUPD_API_SOURCE",
+        default_value = "local",
+        value_name = "TYPE"
+    )]
+    pub api_source: String,
+    /// Directory served by the local source.
+    #[arg(
+        long,
+        env = "CUPD_API_LOCAL_PATH",
+        default_value = ".",
+        value_name = "DIR"
+    )]
+    pub api_local_path: PathBuf,
+    /// Config directory: ResourceDefinition, Controller and Binding JSON files.
+    #[arg(
+        long,
+        env = "CUPD_API_RESOURCES",
+        default_value = ".",
+        value_name = "DIR"
+    )]
+    pub api_resources: PathBuf,
+    /// Git repository URL (git source; not supported yet).
+    #[arg(
+        long,
+        env = "CUPD_API_GIT_REPO",
+        default_value = "",
+        value_name = "URL"
+    )]
+    pub api_git_repo: String,
+    /// SCM of the git repository: github or gitea (git source; not supported yet).
+    #[arg(
+        long,
+        env = "CUPD_API_GIT_SCM",
+        default_value = "github",
+        value_name = "SCM"
+    )]
+    pub api_git_scm: String,
+    /// Tailscale hostname (not supported: refused when set).
+    #[arg(
+        long,
+        env = "CUPD_TAILSCALE_HOSTNAME",
+        default_value = "",
+        value_name = "NAME"
+    )]
+    pub tailscale_hostname: String,
+    /// Tailscale auth key (not supported: refused when set).
+    #[arg(
+        long,
+        env = "CUPD_TAILSCALE_AUTH_KEY",
+        default_value = "",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub tailscale_auth_key: String,
+    /// Tailscale ephemeral node (not supported: refused when true).
+    #[arg(long, env = "CUPD_TAILSCALE_EPHEMERAL", default_value = "false", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub tailscale_ephemeral: bool,
+    /// Local OCI store shared with `cup` [default: $XDG_CACHE_HOME/cup or ~/.cache/cup].
+    #[arg(long, env = "CUPD_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Compiled-code cache [default: <store>/code].
+    #[arg(long, env = "CUPD_CODE_CACHE", value_name = "DIR")]
+    pub code_cache: Option<PathBuf>,
+    /// Refuse controller images referenced by tag (only `…@sha256:…`).
+    #[arg(long, env = "CUPD_STRICT_DIGESTS", default_value = "false", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub strict_digests: bool,
+    /// Registries (host[:port]) reached over plain HTTP besides loopback ones (comma-separated).
+    #[arg(
+        long,
+        env = "CUPD_PLAIN_HTTP",
+        value_delimiter = ',',
+        value_name = "HOSTS"
+    )]
+    pub plain_http: Vec<String>,
+    /// Wall-clock limit of one controller invocation (Go duration: 10s, 500ms).
+    #[arg(long, env = "CUPD_CONTROLLER_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub controller_timeout: Duration,
+    /// Memory limit of one controller invocation (256MiB, 64MB, bytes).
+    #[arg(long, env = "CUPD_CONTROLLER_MEMORY", default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub controller_memory: usize,
+    /// Log level or tracing filter (RUST_LOG, when set, wins).
+    #[arg(
+        long,
+        env = "CUPD_LOG_LEVEL",
+        default_value = "info",
+        value_name = "LEVEL"
+    )]
+    pub log_level: String,
+}
+
+/// Parses the command line, environment and config file.
+pub fn parse(args: Vec<OsString>) -> anyhow::Result<Cli> {
+    let args = normalize(args);
+    let command = Cli::command();
+    let matches = match command.clone().try_get_matches_from(&args) {
+        Ok(m) => m,
+        Err(e) => e.exit(),
+    };
+    let Some(file) = matches.get_one::<PathBuf>("config").cloned() else {
+        return Ok(from_matches(&matches));
+    };
+    let values = read_config_file(&file)?;
+    let extra = file_arguments(&command, &matches, &values)
+        .with_context(|| format!("config file {}", file.display()))?;
+    let mut merged = args;
+    merged.extend(extra);
+    let matches = match command.try_get_matches_from(&merged) {
+        Ok(m) => m,
+        Err(e) => bail!("config file {}: {e}", file.display()),
+    };
+    Ok(from_matches(&matches))
+}
+
+fn from_matches(matches: &ArgMatches) -> Cli {
+    Cli::from_arg_matches(matches).unwrap_or_else(|e| e.exit())
+}
+
+/// Long names of every flag, by name → argument id.
+fn long_flags(command: &clap::Command) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let subcommands = command.get_subcommands();
+    for cmd in std::iter::once(command).chain(subcommands) {
+        for arg in cmd.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                out.insert(long.to_owned(), arg.get_id().to_string());
+            }
+        }
+    }
+    out.insert("help".into(), "help".into());
+    out.insert("version".into(), "version".into());
+    out
+}
+
+/// `-api-address x` / `-api-address=x` → `--api-address …`, for known names only, up to
+/// a `--` separator.
+pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
+    let known = long_flags(&Cli::command());
+    let mut done = false;
+    args.into_iter()
+        .map(|arg| {
+            if done {
+                return arg;
+            }
+            let Some(text) = arg.to_str() else {
+                return arg;
+            };
+            if text == "--" {
+                done = true;
+                return arg;
+            }
+            match text.strip_prefix('-') {
+                Some(rest) if !rest.starts_with('-') && rest.len() > 1 => {
+                    let name = rest.split('=').next().unwrap_or(rest);
+                    if known.contains_key(name) {
+                        OsString::from(format!("-{text}"))
+                    } else {
+                        arg
+                    }
+                }
+                _ => arg,
+            }
+        })
+        .collect()
+}
+
+/// The config file as flat `flag-name → value` (nested keys joined with '-').
+fn read_config_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let value: serde_json::Value = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("parsing config file {} (YAML or JSON)", path.display()))?;
+    let mut out = BTreeMap::new();
+    match value {
+        serde_json::Value::Object(map) => flatten("", map, &mut out)?,
+        serde_json::Value::Null => {}
+        _ => bail!(
+            "config file {} must hold a mapping of flag names to values",
+            path.display()
+        ),
+    }
+    Ok(out)
+}
+
+fn flatten(
+    prefix: &str,
+    map: serde_json::Map<String, serde_json::Value>,
+    out: &mut BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    for (key, value) in map {
+        let name = if prefix.is_empty() {
+            key
+        } else {
+            format!("{prefix}-{key}")
+        };
+        let text = match value {
+            serde_json::Value::Object(inner) => {
+                flatten(&name, inner, out)?;
+                continue;
+            }
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            serde_json::Value::Null => continue,
+            other => other.to_string(),
+        };
+        out.insert(name, text);
+    }
+    Ok(())
+}
+
+/// `--name=value` for each file value whose flag was not set on the command line or by
+/// its environment variable.
+fn file_arguments(
+    command: &clap::Command,
+    matches: &ArgMatches,
+    values: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<OsString>> {
+    let known = long_flags(command);
+    let serve = matches.subcommand_matches("serve");
+    let mut extra = Vec::new();
+    for (name, value) in values {
+        let Some(id) = known.get(name) else {
+            bail!("unknown key {name:?}: not a cupd flag (see cupd serve --help)");
+        };
+        if name == "config" {
+            continue;
+        }
+        let source = serve.and_then(|m| m.value_source(id));
+        if matches!(
+            source,
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        extra.push(OsString::from(format!("--{name}={value}")));
+    }
+    Ok(extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn go_style_flags_are_normalized() {
+        let out = normalize(args(&[
+            "cupd",
+            "serve",
+            "-api-address",
+            ":1",
+            "-api-resources=/x",
+            "-h",
+            "--",
+            "-api-source",
+        ]));
+        assert_eq!(
+            out,
+            args(&[
+                "cupd",
+                "serve",
+                "--api-address",
+                ":1",
+                "--api-resources=/x",
+                "-h",
+                "--",
+                "-api-source"
+            ])
+        );
+    }
+
+    #[test]
+    fn config_files_flatten_nested_keys() {
+        let dir = std::env::temp_dir().join(format!("cupd-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.yml");
+        std::fs::write(&file, "api:\n  address: \":9\"\n  local-path: /srv\nstrict-digests: true\nplain-http: [a, b]\n").unwrap();
+        let values = read_config_file(&file).unwrap();
+        assert_eq!(values["api-address"], ":9");
+        assert_eq!(values["api-local-path"], "/srv");
+        assert_eq!(values["strict-digests"], "true");
+        assert_eq!(values["plain-http"], "a,b");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,131 @@
+//! `cupd serve`: cup's API server. See `docs/API.md`.
+
+mod cli;
+mod units;
+
+use anyhow::{Context, bail};
+use cup_server::{Options, RegistryOptions, Server};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Command, Serve};
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::parse(std::env::args_os().collect())?;
+    let Command::Serve(serve) = cli.command;
+    init_logging(&serve.log_level)?;
+    let options = options(&serve)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(options))
+}
+
+async fn run(options: Options) -> anyhow::Result<()> {
+    let address = options.address.clone();
+    let server = Server::bind(options).await.context("starting cupd")?;
+    let bound = server
+        .local_addr()
+        .with_context(|| format!("reading the address bound for {address}"))?;
+    tracing::info!(address = %bound, "cupd listening");
+    server
+        .run(shutdown_signal())
+        .await
+        .context("cupd stopped")?;
+    tracing::info!("cupd stopped");
+    Ok(())
+}
+
+/// Checks the flags and turns them into server options.
+fn options(serve: &Serve) -> anyhow::Result<Options> {
+    match serve.api_source.as_str() {
+        "local" => {}
+        "git" => bail!(
+            "-api-source git is not supported yet by this cupd: only the local source is \
+             (serve a checked-out working copy with -api-source local -api-local-path DIR)"
+        ),
+        other => bail!("unknown -api-source {other:?} (expected \"local\" or \"git\")"),
+    }
+    if !serve.tailscale_hostname.is_empty()
+        || !serve.tailscale_auth_key.is_empty()
+        || serve.tailscale_ephemeral
+    {
+        bail!(
+            "Tailscale listeners (-tailscale-hostname, -tailscale-auth-key, \
+             -tailscale-ephemeral) are not supported by this cupd; listen on -api-address \
+             and put it behind your own network access control"
+        );
+    }
+    if !serve.api_git_repo.is_empty() {
+        tracing::warn!("-api-git-repo is ignored: the source is local");
+    }
+    let store = match &serve.store {
+        Some(dir) => dir.clone(),
+        None => cup_oci::Store::default_dir()
+            .context("no default OCI store directory (neither XDG_CACHE_HOME nor HOME is set); pass --store DIR")?,
+    };
+    let code_cache = serve
+        .code_cache
+        .clone()
+        .unwrap_or_else(|| store.join("code"));
+    Ok(Options {
+        address: serve.api_address.clone(),
+        resources: serve.api_resources.clone(),
+        local_path: serve.api_local_path.clone(),
+        store,
+        code_cache,
+        strict_digests: serve.strict_digests,
+        limits: cup_runtime::Limits {
+            deadline: serve.controller_timeout,
+            memory_bytes: serve.controller_memory,
+            ..cup_runtime::Limits::default()
+        },
+        registry: RegistryOptions {
+            plain_http: serve.plain_http.clone(),
+            ..RegistryOptions::default()
+        },
+    })
+}
+
+/// `RUST_LOG` when set, else `-log-level`. Logs go to stderr.
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => EnvFilter::try_new(env).context("invalid RUST_LOG")?,
+        _ => EnvFilter::try_new(level).with_context(|| format!("invalid -log-level {level:?}"))?,
+    };
+    // Colours only on a terminal: escape codes would litter log files and collectors.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM; the server then finishes in-flight requests.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutting down");
+}

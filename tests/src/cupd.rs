@@ -1,0 +1,317 @@
+//! The real `cupd` binary for tests: started on a free loopback port with a config
+//! directory, a source directory and a private OCI store, waited for until `/readyz` says
+//! ready, killed and reaped on drop. Includes a tiny blocking HTTP/1.1 client.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a start may take: a cold debug build compiles wasm modules slowly.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running cupd.
+pub struct Cupd {
+    child: Option<Child>,
+    port: u16,
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+/// An HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// What to start cupd with.
+pub struct CupdConfig<'a> {
+    pub config_dir: &'a Path,
+    pub source_dir: &'a Path,
+    pub store: &'a Path,
+    /// Extra arguments after the standard ones.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl<'a> CupdConfig<'a> {
+    pub fn new(config_dir: &'a Path, source_dir: &'a Path, store: &'a Path) -> Self {
+        CupdConfig {
+            config_dir,
+            source_dir,
+            store,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+impl Cupd {
+    /// Starts cupd and waits until it is ready; panics with its log if it is not.
+    pub fn start(config: &CupdConfig<'_>) -> Cupd {
+        for _ in 0..5 {
+            match Self::try_start(config) {
+                Ok(cupd) => return cupd,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("cupd did not become ready:\n{log}"),
+            }
+        }
+        panic!("cupd could not find a free port");
+    }
+
+    /// Starts cupd; `Err(log)` if it exits or is not ready in time.
+    pub fn try_start(config: &CupdConfig<'_>) -> Result<Cupd, String> {
+        let log_dir = tempfile::tempdir().expect("temp dir");
+        let log = log_dir.path().join("cupd.log");
+        let port = free_port();
+        let mut command = Command::new(crate::bin("cupd"));
+        command
+            .args(["serve", "-api-address"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-api-resources")
+            .arg(config.config_dir)
+            .arg("-api-local-path")
+            .arg(config.source_dir)
+            .arg("--store")
+            .arg(config.store)
+            .args(&config.args)
+            .env_remove("RUST_LOG")
+            .envs(config.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        let child = command.spawn().expect("spawning cupd");
+        let mut cupd = Cupd {
+            child: Some(child),
+            port,
+            log,
+            _log_dir: log_dir,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if cupd
+                .try_request("GET", "/readyz", &[], b"")
+                .is_some_and(|r| r.status == 200)
+            {
+                return Ok(cupd);
+            }
+            if let Some(status) = cupd
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                return Err(format!("cupd exited with {status}:\n{}", cupd.log()));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Err(format!(
+            "cupd was not ready after {READY_TIMEOUT:?}:\n{}",
+            cupd.log()
+        ))
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Everything cupd logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    pub fn put(&self, path: &str, body: &str) -> Response {
+        self.request(
+            "PUT",
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    }
+
+    pub fn delete(&self, path: &str) -> Response {
+        self.request("DELETE", path, &[], b"")
+    }
+
+    /// One request; panics (with the log) if there is no response.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        self.try_request(method, path, headers, body)
+            .unwrap_or_else(|| panic!("{method} {path}: no response from cupd\n{}", self.log()))
+    }
+
+    fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Option<Response> {
+        request(self.port, method, path, headers, body)
+    }
+
+    /// Sends SIGTERM and waits for the exit status code (None if killed by a signal).
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for Cupd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A free loopback port (it may be taken again before cupd binds it: callers retry).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a free port")
+        .port()
+}
+
+/// One HTTP/1.1 request with `Connection: close`, the whole response read.
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .ok()?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Option<Response> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Some(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let end = body.windows(2).position(|w| w == b"\r\n")?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&body[..end]).ok()?.trim(), 16).ok()?;
+        body = &body[end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(body.get(..size)?);
+        body = body.get(size + 2..)?;
+    }
+}
+
+/// Copies a directory tree (regular files and directories).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creating the copy");
+    for entry in std::fs::read_dir(from).expect("readable dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copying a file");
+        }
+    }
+}
+
+/// The example Flipt controller with its definitions embedded (built once per process).
+pub fn flipt_package() -> &'static [u8] {
+    static PACKAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PACKAGE.get_or_init(|| {
+        let plain = std::fs::read(crate::flipt_wasm()).expect("reading flipt.wasm");
+        let defs: Vec<_> = crate::flipt_definitions()
+            .iter()
+            .map(|p| cup_sections::info::read_definition_file(p).expect("example definition"))
+            .collect();
+        cup_sections::embed(&plain, &defs)
+            .expect("embedding the example's definitions")
+            .0
+    })
+}
+
+/// A code cache shared by the tests of a process, so each module compiles once.
+pub fn shared_code_cache() -> PathBuf {
+    crate::repo_root().join("target/cup-test-code-cache")
+}

@@ -1,0 +1,187 @@
+//! cupd's command line: Go-style flags, CUPD_* variables and a config file (YAML or JSON,
+//! nested keys joined with '-') with precedence flag > environment > file; sources and
+//! listeners it does not support are refused at startup with a clear message.
+
+use assert_cmd::Command;
+use cup_e2e::cupd::{Cupd, CupdConfig, free_port, request};
+use predicates::str::contains;
+
+fn cupd() -> Command {
+    let mut c = Command::new(cup_e2e::bin("cupd"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn template_config() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("def.json"), r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"ResourceDefinition","metadata":{"name":"resources.test.cup.flipt.io"},"names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object"}}}}"#).unwrap();
+    dir
+}
+
+#[test]
+fn unsupported_sources_and_tailscale_are_refused_at_startup() {
+    let config = template_config();
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "serve".to_owned(),
+            "-api-resources".into(),
+            config.path().display().to_string(),
+            "-api-address".into(),
+            "127.0.0.1:0".into(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    cupd()
+        .args(args(&["-api-source", "svn"]))
+        .assert()
+        .failure()
+        .stderr(contains("unknown -api-source \"svn\""));
+    cupd()
+        .args(args(&["-api-source=git"]))
+        .assert()
+        .failure()
+        .stderr(contains("git is not supported yet"));
+    cupd()
+        .args(args(&[]))
+        .env("CUPD_API_SOURCE", "git")
+        .assert()
+        .failure()
+        .stderr(contains("git is not supported yet"));
+    cupd()
+        .args(args(&["-tailscale-hostname", "cup"]))
+        .assert()
+        .failure()
+        .stderr(contains("Tailscale"));
+    cupd()
+        .args(args(&["-api-local-path", "/nonexistent/dir"]))
+        .assert()
+        .failure()
+        .stderr(contains("local source /nonexistent/dir"));
+    cupd().assert().failure().stderr(contains("Usage"));
+    cupd()
+        .args(["serve", "-h"])
+        .assert()
+        .success()
+        .stdout(contains("--api-address"));
+}
+
+#[test]
+fn a_bad_config_directory_stops_startup_naming_the_file() {
+    let config = template_config();
+    std::fs::write(
+        config.path().join("bad.json"),
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"x"}}"#,
+    )
+    .unwrap();
+    cupd()
+        .args(["serve", "-api-address", "127.0.0.1:0", "-api-resources"])
+        .arg(config.path())
+        .assert()
+        .failure()
+        .stderr(contains(
+            "parsing api resource \"bad.json\": unexpected APIVersion",
+        ));
+}
+
+#[test]
+fn config_file_and_environment_actually_work() {
+    let config = template_config();
+    let source = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file_dir = tempfile::tempdir().unwrap();
+    let file = file_dir.path().join("cupd.yml");
+    // Nested keys, YAML: the listen address, sources and store all come from the file.
+    std::fs::write(
+        &file,
+        format!(
+            "api:\n  address: \"127.0.0.1:{port}\"\n  resources: {}\n  local:\n    path: {}\nstore: {}\nlog-level: debug\n",
+            config.path().display(),
+            source.path().display(),
+            store.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(cup_e2e::bin("cupd"))
+        .args(["-config"])
+        .arg(&file)
+        .arg("serve")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = wait_ready(port);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        ready,
+        "cupd configured only by its config file did not serve on {port}"
+    );
+
+    // The environment beats the file; a flag beats both.
+    let env_port = free_port();
+    let mut cfg = CupdConfig::new(config.path(), source.path(), store.path());
+    cfg.env = vec![
+        ("CUPD_CONFIG".into(), file.display().to_string()),
+        ("CUPD_CONTROLLER_TIMEOUT".into(), "nonsense".into()),
+    ];
+    let refused = Cupd::try_start(&cfg)
+        .err()
+        .expect("a bad CUPD_CONTROLLER_TIMEOUT stops cupd");
+    assert!(
+        refused.contains("invalid duration"),
+        "env values are parsed: {refused}"
+    );
+    let mut child = std::process::Command::new(cup_e2e::bin("cupd"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("CUPD_API_ADDRESS", format!("127.0.0.1:{env_port}"))
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = wait_ready(env_port);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready, "CUPD_API_ADDRESS did not override the file");
+
+    let json_file = file_dir.path().join("cupd.json");
+    std::fs::write(&json_file, r#"{"no-such-flag": 1}"#).unwrap();
+    cupd()
+        .args(["serve", "-config"])
+        .arg(&json_file)
+        .assert()
+        .failure()
+        .stderr(contains("unknown key \"no-such-flag\""));
+}
+
+fn wait_ready(port: u16) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if request(port, "GET", "/readyz", &[], b"").is_some_and(|r| r.status == 200) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    false
+}
+
+#[test]
+fn strict_digests_refuse_tags() {
+    let config = template_config();
+    std::fs::write(config.path().join("ctl.json"), r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"tagged"},"spec":{"type":"wasm","spec":{"image":"127.0.0.1:9/cup/flipt:latest"}}}"#).unwrap();
+    let (source, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut cfg = CupdConfig::new(config.path(), source.path(), store.path());
+    cfg.args = vec!["--strict-digests".into()];
+    let cupd = Cupd::start(&cfg);
+    let tagged = &cupd.get("/status").json()["controllers"][0];
+    assert_eq!(tagged["state"], "failed");
+    assert!(
+        tagged["error"]
+            .as_str()
+            .unwrap()
+            .contains("--strict-digests"),
+        "{tagged}"
+    );
+}

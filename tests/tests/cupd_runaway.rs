@@ -1,0 +1,143 @@
+//! Controllers that misbehave at run time (loop forever, allocate without bound, flood
+//! stdout) are stopped by the runtime's limits: each request gets a 500 naming the limit,
+//! the controller stays loaded for the next request, and other routes keep serving.
+
+use std::time::{Duration, Instant};
+
+use cup_e2e::cupd::{Cupd, CupdConfig};
+
+/// Real WASI command modules, each misbehaving in one way.
+fn guests() -> [(&'static str, String); 3] {
+    [
+        ("spin", r#"(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))"#.to_owned()),
+        (
+            "grow",
+            r#"(module (memory (export "memory") 1)
+                 (func (export "_start") (loop (drop (memory.grow (i32.const 16))) (br 0))))"#
+                .to_owned(),
+        ),
+        (
+            "flood",
+            // One iovec at 0 (buf 16, len 65536), written to stdout forever.
+            r#"(module
+                 (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+                 (memory (export "memory") 2)
+                 (data (i32.const 0) "\10\00\00\00\00\00\01\00")
+                 (func (export "_start")
+                   (loop (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))) (br 0))))"#
+                .to_owned(),
+        ),
+    ]
+}
+
+fn object(kind: &str, name: &str, body: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"cup.flipt.io/v1alpha1","kind":"{kind}","metadata":{{"name":"{name}"}},{body}}}"#
+    )
+}
+
+#[test]
+fn runaway_controllers_are_stopped_per_request() {
+    let config = tempfile::tempdir().unwrap();
+    let c = config.path();
+    for (name, wat) in guests() {
+        std::fs::write(
+            c.join(format!("{name}.wasm")),
+            wat::parse_str(&wat).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            c.join(format!("{name}-def.json")),
+            object(
+                "ResourceDefinition",
+                &format!("{name}s.example.com"),
+                &format!(r#""names":{{"kind":"Thing","singular":"{name}","plural":"{name}s"}},"spec":{{"group":"example.com","versions":{{"v1":{{"type":"object"}}}}}}"#),
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            c.join(format!("{name}-ctl.json")),
+            object(
+                "Controller",
+                name,
+                &format!(r#""spec":{{"type":"wasm","spec":{{"path":"{name}.wasm"}}}}"#),
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            c.join(format!("{name}-bind.json")),
+            object(
+                "Binding",
+                name,
+                &format!(
+                    r#""spec":{{"controller":"{name}","resources":["example.com/v1/{name}s"]}}"#
+                ),
+            ),
+        )
+        .unwrap();
+    }
+    std::fs::write(c.join("tmpl-def.json"), object("ResourceDefinition", "resources.test.cup.flipt.io", r#""names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object"}}}"#)).unwrap();
+    std::fs::write(
+        c.join("tmpl-ctl.json"),
+        object("Controller", "template", r#""spec":{"type":"template"}"#),
+    )
+    .unwrap();
+    std::fs::write(c.join("tmpl-bind.json"), object("Binding", "template", r#""spec":{"controller":"template","resources":["test.cup.flipt.io/v1alpha1/resources"]}"#)).unwrap();
+    let (source, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut cfg = CupdConfig::new(c, source.path(), store.path());
+    cfg.args = [
+        "--controller-timeout",
+        "300ms",
+        "--controller-memory",
+        "32MiB",
+    ]
+    .map(String::from)
+    .to_vec();
+    let cupd = Cupd::start(&cfg);
+
+    let expectations = [
+        ("spin", "deadline"),
+        ("grow", "memory limit"),
+        ("flood", "stdout"),
+    ];
+    for round in 0..2 {
+        for (name, needle) in expectations {
+            let started = Instant::now();
+            let r = cupd.get(&format!(
+                "/apis/example.com/v1/namespaces/default/{name}s/x"
+            ));
+            assert_eq!(r.status, 500, "{name} (round {round}): {}", r.text());
+            assert!(r.text().contains(needle), "{name}: {}", r.text());
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{name} was stopped promptly"
+            );
+        }
+    }
+    let ok = cupd.put(
+        "/apis/test.cup.flipt.io/v1alpha1/namespaces/default/resources/ok",
+        r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{"namespace":"default","name":"ok"},"spec":{}}"#,
+    );
+    assert_eq!(ok.status, 202, "{}", ok.text());
+    // A write by a runaway controller changes nothing (it ran on a scratch copy).
+    let before: Vec<_> = std::fs::read_dir(source.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let r = cupd.put(
+        "/apis/example.com/v1/namespaces/default/spins/x",
+        r#"{"metadata":{"name":"x"}}"#,
+    );
+    assert_eq!(r.status, 500);
+    let after: Vec<_> = std::fs::read_dir(source.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(before, after);
+    let status = cupd.get("/status").json();
+    for c in status["controllers"].as_array().unwrap() {
+        assert_eq!(c["state"], "loaded", "{c}");
+    }
+}
