@@ -22,3 +22,9 @@ bench:
 # Fuzz the section reader and embedder (needs cargo-fuzz; stable toolchain via RUSTC_BOOTSTRAP).
 fuzz seconds="300":
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run sections corpus/sections seeds/sections -- -max_total_time={{seconds}}
+
+# (examples/quickstart.sh: wasm32-wasip1 build → cup-embed → local OCI store → cupd over a copy
+# of examples/flipt/repo → cup definitions/get/apply/delete → the diff; KEEP=1 keeps the files.)
+# The quick start: from the example controller's source to an applied change, in one command.
+demo:
+    examples/quickstart.sh

@@ -1,0 +1,193 @@
+//! The HTTP client of the resource commands.
+//!
+//! It is the reqwest that `cup` already links for registry access (through oci-client),
+//! driven by a current-thread tokio runtime as the OCI verbs are: no new crate, no second
+//! TLS stack, nothing extra to compile. A blocking client such as ureq would have added its
+//! own TLS provider (ring) beside the aws-lc-rs one already in the binary.
+//!
+//! The client only moves bytes: it returns every HTTP answer as a [`Reply`] and errs only
+//! when there is no answer (server unreachable, timeout). What a status means depends on
+//! the request (a 404 is "flag x not found" for a get), so `resources.rs` words the errors.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use reqwest::{Method, Url, header};
+
+use crate::log;
+
+/// How long to wait for a TCP connection: a wrong address should fail fast.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A whole request. Writes through a Git source may push and open a pull request, so this is
+/// generous; it only guards against a server that never answers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct Client {
+    runtime: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    base: Url,
+}
+
+/// An HTTP answer, whatever its status.
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub method: Method,
+    pub url: Url,
+}
+
+impl Reply {
+    /// The body as one line of text for an error message: lines joined with `; `, capped.
+    pub fn text(&self) -> String {
+        one_line(&String::from_utf8_lossy(&self.body))
+    }
+}
+
+/// Collapses text to one line (errors must stay on one line) and caps its length.
+pub fn one_line(text: &str) -> String {
+    const MAX: usize = 600;
+    let joined = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if joined.chars().count() > MAX {
+        let cut: String = joined.chars().take(MAX).collect();
+        format!("{cut}…")
+    } else {
+        joined
+    }
+}
+
+impl Client {
+    pub fn new(base: Url) -> Result<Client> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("cup/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("creating the HTTP client")?;
+        Ok(Client {
+            runtime,
+            http,
+            base,
+        })
+    }
+
+    /// The server address as the user gave it (for messages).
+    pub fn address(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    /// The URL of `segments` under the address (each segment percent-encoded, so a name
+    /// with `/` or `?` cannot change the route).
+    pub fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// Sends one request and waits for the whole answer. JSON is asked for, so list answers
+    /// come as one array from cupd (the original's NDJSON is handled by the caller too).
+    pub fn send(&self, method: Method, segments: &[&str], body: Option<Vec<u8>>) -> Result<Reply> {
+        let url = self.url(segments);
+        let mut request = self
+            .http
+            .request(method.clone(), url.clone())
+            .header(header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let started = Instant::now();
+        let answer = self.runtime.block_on(async {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let body = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, body.to_vec()))
+        });
+        let (status, body) = answer.map_err(|e| self.transport_error(&e))?;
+        log::debug(format_args!(
+            "{method} {url} -> {status} ({} bytes, {:.1} ms)",
+            body.len(),
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
+        Ok(Reply {
+            status,
+            body,
+            method,
+            url,
+        })
+    }
+
+    /// One line that names the address and the innermost cause (e.g. "Connection refused").
+    fn transport_error(&self, e: &reqwest::Error) -> anyhow::Error {
+        let reason = if e.is_timeout() {
+            format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
+        } else {
+            let mut cause: &dyn std::error::Error = e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            cause.to_string()
+        };
+        anyhow::anyhow!(
+            "cannot reach cupd at {}: {} (is it running? the address comes from -a or the context, see `cup config context`)",
+            self.address(),
+            one_line(&reason)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_encode_each_segment_and_keep_a_path_prefix() {
+        let c = Client::new(Url::parse("http://h:1/prefix/").unwrap()).unwrap();
+        assert_eq!(
+            c.url(&[
+                "apis",
+                "g.io",
+                "v1",
+                "namespaces",
+                "default",
+                "flags",
+                "a/b?c"
+            ])
+            .as_str(),
+            "http://h:1/prefix/apis/g.io/v1/namespaces/default/flags/a%2Fb%3Fc"
+        );
+        let c = Client::new(Url::parse("http://h:1").unwrap()).unwrap();
+        assert_eq!(c.url(&["apis"]).as_str(), "http://h:1/apis");
+        assert_eq!(c.address(), "http://h:1");
+    }
+
+    #[test]
+    fn unreachable_is_one_line_with_the_address() {
+        // Port 1 on loopback: nothing listens there.
+        let c = Client::new(Url::parse("http://127.0.0.1:1").unwrap()).unwrap();
+        let e = format!("{:#}", c.send(Method::GET, &["apis"], None).err().unwrap());
+        assert!(
+            e.starts_with("cannot reach cupd at http://127.0.0.1:1: "),
+            "{e}"
+        );
+        assert!(e.to_lowercase().contains("refused"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn bodies_become_one_capped_line() {
+        assert_eq!(one_line("a\n\n  b  \nc\n"), "a; b; c");
+        assert_eq!(one_line(&"x".repeat(700)).chars().count(), 601);
+    }
+}

@@ -1,0 +1,256 @@
+//! Bad input through the real `cup` against a real `cupd`: every failure is one clear line
+//! on stderr, exit status 1, nothing on stdout, and nothing changed on the server side.
+
+mod cli_common;
+
+use cli_common::*;
+use cup_e2e::cupd::free_port;
+
+/// Runs a failing command and checks the source tree is untouched; returns the error line.
+fn fails(f: &Fixture, args: &[&str], stdin: &str) -> String {
+    let before = snapshot(&f.source());
+    let line = f.cup_stdin(args, stdin).one_line_error().to_owned();
+    assert_eq!(snapshot(&f.source()), before, "{args:?} changed the source");
+    line
+}
+
+#[test]
+fn bad_documents_are_refused_before_anything_is_sent() {
+    let f = Fixture::start();
+    let file = f.path("bad.json");
+    let file_arg = file.to_string_lossy().into_owned();
+
+    std::fs::write(
+        &file,
+        "{\n  \"apiVersion\": \"test.cup.flipt.io/v1alpha1\",\n  \"kind\": }\n",
+    )
+    .expect("write");
+    assert_eq!(
+        fails(&f, &["apply", "-f", &file_arg], ""),
+        format!("cup: {file_arg}: invalid JSON: expected value at line 3 column 11")
+    );
+    assert_eq!(
+        fails(&f, &["apply"], ""),
+        "cup: standard input is empty: expected one JSON resource"
+    );
+    assert_eq!(
+        fails(&f, &["apply"], &format!("{BAZ}\n{FOO}")),
+        "cup: standard input: more than one JSON document (the next starts at line 2 column 1); apply takes one resource"
+    );
+    assert_eq!(
+        fails(&f, &["apply"], "[]"),
+        "cup: standard input: expected a JSON object (one resource), found an array"
+    );
+    assert_eq!(
+        fails(
+            &f,
+            &["apply"],
+            r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{}}"#
+        ),
+        "cup: standard input: missing metadata.name"
+    );
+    assert_eq!(
+        fails(&f, &["apply", "-f", "/nonexistent/x.json"], ""),
+        "cup: reading /nonexistent/x.json: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn wrong_kinds_list_what_the_server_has() {
+    let f = Fixture::start();
+    let wrong_kind = BAZ.replace("\"kind\":\"Resource\"", "\"kind\":\"Resorce\"");
+    assert_eq!(
+        fails(&f, &["apply"], &wrong_kind),
+        "cup: unknown kind \"Resorce\" in test.cup.flipt.io/v1alpha1 (the server has: test.cup.flipt.io/v1alpha1 Resource)"
+    );
+    let wrong_version = BAZ.replace("/v1alpha1\"", "/v2\"");
+    assert_eq!(
+        fails(&f, &["apply"], &wrong_version),
+        "cup: Resource has no version \"v2\" (apiVersions: test.cup.flipt.io/v1alpha1)"
+    );
+    for args in [
+        &["get", "flags"][..],
+        &["get", "flags", "x"],
+        &["delete", "flags", "x"],
+        &["edit", "flags", "x"],
+    ] {
+        assert_eq!(
+            fails(&f, args, ""),
+            "cup: unknown resource type \"flags\" (the server has: Resource (resources))",
+            "{args:?}"
+        );
+    }
+    assert_eq!(
+        fails(&f, &["get", "test.cup.flipt.io/v9/resources"], ""),
+        "cup: test.cup.flipt.io/resources has no version \"v9\" (versions: v1alpha1)"
+    );
+}
+
+#[test]
+fn schema_violations_name_each_field() {
+    let f = Fixture::start();
+    // spec.foo must be a string and spec allows no other key: two violations.
+    let bad = BAZ.replace(
+        r#""spec":{"foo":"baz"}"#,
+        r#""spec":{"foo":1,"extra":true}"#,
+    );
+    let e = fails(&f, &["apply"], &bad);
+    assert!(
+        e.starts_with("cup: resources \"baz\" was rejected by the server: "),
+        "{e}"
+    );
+    assert!(
+        e.contains("foo") && e.contains("extra"),
+        "each violation is listed: {e}"
+    );
+    assert!(
+        e.contains("; "),
+        "violations are separated on one line: {e}"
+    );
+}
+
+#[test]
+fn missing_resources_are_404s_worded_for_people() {
+    let f = Fixture::start();
+    for args in [
+        &["get", "resources", "nope"][..],
+        &["delete", "resources", "nope"],
+    ] {
+        assert_eq!(
+            fails(&f, args, ""),
+            "cup: resources \"nope\" not found in namespace \"default\"",
+            "{args:?}"
+        );
+    }
+    assert_eq!(
+        fails(&f, &["-n", "elsewhere", "get", "resource", "foo"], ""),
+        "cup: resources \"foo\" not found in namespace \"elsewhere\""
+    );
+}
+
+#[test]
+fn contexts_and_addresses_that_do_not_work() {
+    let f = Fixture::start();
+    let config = f.path("config.json").to_string_lossy().into_owned();
+    // Unknown context: nothing sent, and no config file created.
+    let run = f
+        .cup
+        .run(&["-c", &config, "--context", "nope", "get", "resources"]);
+    assert_eq!(
+        run.one_line_error(),
+        "cup: unknown context \"nope\" (contexts: default)"
+    );
+    let run = f
+        .cup
+        .run(&["-c", &config, "config", "context", "use", "nope"]);
+    assert_eq!(
+        run.one_line_error(),
+        "cup: unknown context \"nope\" (contexts: default)"
+    );
+    assert!(!f.path("config.json").exists());
+
+    // Unreachable server: the address is in the message.
+    let port = free_port();
+    let run = f.cup.run(&[
+        "-a",
+        &format!("http://127.0.0.1:{port}"),
+        "get",
+        "resources",
+    ]);
+    let e = run.one_line_error();
+    assert!(
+        e.starts_with(&format!(
+            "cup: cannot reach cupd at http://127.0.0.1:{port}: "
+        )),
+        "{e}"
+    );
+    assert!(e.to_lowercase().contains("connection refused"), "{e}");
+
+    // Not a URL.
+    let run = f.cup.run(&["-a", "localhost:8181", "get", "resources"]);
+    assert_eq!(
+        run.one_line_error(),
+        "cup: invalid address \"localhost:8181\": expected a URL such as http://localhost:8181"
+    );
+}
+
+#[test]
+fn a_controller_that_failed_to_load_is_a_503_with_its_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config");
+    let source = dir.path().join("source");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    std::fs::create_dir_all(&source).expect("mkdir");
+    std::fs::write(config.join("resources.json"), DEFINITION).expect("write");
+    std::fs::write(
+        config.join("broken.json"),
+        r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"broken"},"spec":{"type":"wasm","spec":{"path":"missing.wasm"}}}"#,
+    )
+    .expect("write");
+    std::fs::write(
+        config.join("binding.json"),
+        r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Binding","metadata":{"name":"b"},"spec":{"controller":"broken","resources":["test.cup.flipt.io/v1alpha1/resources"]}}"#,
+    )
+    .expect("write");
+    let store = dir.path().join("store");
+    let cupd =
+        cup_e2e::cupd::Cupd::start(&cup_e2e::cupd::CupdConfig::new(&config, &source, &store));
+    let cup = Cup::new(dir.path());
+    let a = cupd.base_url();
+    for args in [
+        &["-a", &a, "get", "resources"][..],
+        &["-a", &a, "get", "resources", "x"],
+        &["-a", &a, "delete", "resources", "x"],
+    ] {
+        let run = cup.run(args);
+        let line = run.one_line_error();
+        assert!(
+            line.starts_with(
+                "cup: resources (test.cup.flipt.io/v1alpha1) cannot be served (503): "
+            ) && line.contains("broken")
+                && line.contains("missing.wasm"),
+            "{line}"
+        );
+    }
+    let run = cup.run_stdin(&["-a", &a, "apply"], BAZ);
+    assert!(run.one_line_error().contains("(503)"), "{}", run.stderr);
+    // The definition is still listed: discovery works while the controller is down.
+    assert!(
+        cup.run(&["-a", &a, "definitions"])
+            .ok()
+            .contains("resources")
+    );
+    assert_eq!(snapshot(&source).len(), 0);
+}
+
+#[test]
+fn a_definition_no_controller_serves_is_not_a_missing_resource() {
+    // Listed by /apis (as the original lists unbound definitions) but without routes.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config");
+    let source = dir.path().join("source");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    std::fs::create_dir_all(&source).expect("mkdir");
+    std::fs::write(config.join("resources.json"), DEFINITION).expect("write");
+    let store = dir.path().join("store");
+    let cupd =
+        cup_e2e::cupd::Cupd::start(&cup_e2e::cupd::CupdConfig::new(&config, &source, &store));
+    let cup = Cup::new(dir.path());
+    let a = cupd.base_url();
+    for (args, stdin) in [
+        (&["-a", &a, "get", "resources"][..], ""),
+        (&["-a", &a, "get", "resources", "x"], ""),
+        (&["-a", &a, "get", "resources", "x", "y"], ""),
+        (&["-a", &a, "delete", "resources", "x"], ""),
+        (&["-a", &a, "apply"], BAZ),
+    ] {
+        let run = cup.run_stdin(args, stdin);
+        let line = run.one_line_error();
+        assert!(
+            line.starts_with("cup: the server has no route /apis/test.cup.flipt.io/v1alpha1/namespaces/default/resources")
+                && line.ends_with("(404): is test.cup.flipt.io/v1alpha1/resources bound to a controller?"),
+            "{args:?}: {line}"
+        );
+    }
+    assert_eq!(snapshot(&source).len(), 0);
+}
