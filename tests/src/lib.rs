@@ -69,6 +69,33 @@ pub fn flipt_wasm() -> &'static Path {
     })
 }
 
+/// The `probe` test/abuse guest of `tests/guests`, built for wasm32-wasip1 once per process.
+pub fn probe_wasm() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let target_dir = repo_root().join("tests/guests/target");
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                "wasm32-wasip1",
+                "--manifest-path",
+            ])
+            .arg(repo_root().join("tests/guests/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .status()
+            .expect("running cargo build for tests/guests");
+        assert!(
+            status.success(),
+            "building tests/guests for wasm32-wasip1 failed"
+        );
+        target_dir.join("wasm32-wasip1/release/probe.wasm")
+    })
+}
+
 /// The example's definition files, sorted.
 pub fn flipt_definitions() -> Vec<PathBuf> {
     let mut defs: Vec<PathBuf> = std::fs::read_dir(repo_root().join("examples/flipt/defs"))

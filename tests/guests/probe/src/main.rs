@@ -21,6 +21,10 @@
 //! - `recurse`             recurse without bound
 //! - `trap`                execute `unreachable`
 //! - `panic`               panic (message on stderr, then abort)
+//!
+//! Served through cupd (the cup ABI, argv `["wasi", verb, Kind, ns, name?]`) with Kind
+//! `Escape`, it tries to get out of its mount (see [`escape`]): a host that contains it
+//! answers 404/500; one that does not leaks the secret into the response.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -63,6 +67,9 @@ fn main() {
         }
         "trap" => core::arch::wasm32::unreachable(),
         "panic" => panic!("probe was asked to panic"),
+        "get" | "list" | "put" | "delete" if args.get(2).map(String::as_str) == Some("Escape") => {
+            escape(verb, args.get(3).map_or("default", String::as_str))
+        }
         other => {
             eprintln!("probe: unknown verb {other:?}");
             exit(64)
@@ -239,4 +246,54 @@ fn recurse(depth: u64) -> u64 {
     let local = std::hint::black_box([depth; 16]);
     let below = recurse(std::hint::black_box(depth + 1));
     below.wrapping_add(local[(depth % 16) as usize])
+}
+
+/// Paths that lead out of the mount if the host lets them: `..` above the root, a symlink
+/// to a file outside, a symlink to a directory outside (the test creates both links).
+const ESCAPES: [&str; 5] = [
+    "/../secret.txt",
+    "../secret.txt",
+    "/secret-link",
+    "/outside-link/secret.txt",
+    "/../../../../etc/hostname",
+];
+
+/// The cup-ABI abuse controller: `get`/`list` try to read outside the mount (and `list` to
+/// write inside its read-only mount); `put`/`delete` try to write outside it. Any success is
+/// reported as a resource on stdout with exit 0, so a leak shows in the HTTP response; when
+/// every attempt fails, the errors go to stderr and the exit code is 1.
+fn escape(verb: &str, namespace: &str) {
+    let mut errors = Vec::new();
+    let leak = |what: &str, detail: &str| -> ! {
+        println!(
+            "{{\"apiVersion\":\"example.com/v1\",\"kind\":\"Escape\",\"metadata\":{{\"namespace\":{namespace:?},\"name\":\"leak\"}},\"spec\":{{\"what\":{what:?},\"detail\":{detail:?}}}}}"
+        );
+        exit(0)
+    };
+    match verb {
+        "get" | "list" => {
+            for path in ESCAPES {
+                match fs::read_to_string(path) {
+                    Ok(content) => leak(path, &content),
+                    Err(e) => errors.push(format!("read {path}: {}", e.kind())),
+                }
+            }
+            if verb == "list" {
+                match fs::write("/written-during-list.txt", "x") {
+                    Ok(()) => leak("/written-during-list.txt", "written"),
+                    Err(e) => errors.push(format!("write during list: {}", e.kind())),
+                }
+            }
+        }
+        _ => {
+            for path in ["/../escaped.txt", "../escaped.txt", "/outside-link/escaped.txt"] {
+                match fs::write(path, "escaped") {
+                    Ok(()) => leak(path, "written"),
+                    Err(e) => errors.push(format!("write {path}: {}", e.kind())),
+                }
+            }
+        }
+    }
+    eprintln!("contained: {}", errors.join("; "));
+    exit(1)
 }
