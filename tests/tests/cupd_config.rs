@@ -41,13 +41,13 @@ fn unsupported_sources_and_tailscale_are_refused_at_startup() {
         .args(args(&["-api-source=git"]))
         .assert()
         .failure()
-        .stderr(contains("git is not supported yet"));
+        .stderr(contains("needs -api-git-repo"));
     cupd()
         .args(args(&[]))
         .env("CUPD_API_SOURCE", "git")
         .assert()
         .failure()
-        .stderr(contains("git is not supported yet"));
+        .stderr(contains("needs -api-git-repo"));
     cupd()
         .args(args(&["-tailscale-hostname", "cup"]))
         .assert()

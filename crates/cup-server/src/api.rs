@@ -10,8 +10,9 @@ use cup_model::Resource;
 use cup_template::gojson;
 
 use crate::error::{ApiError, Violation, text};
-use crate::ops::Call;
+use crate::ops::{Call, Written};
 use crate::routes::{self, Route};
+use crate::source::Source;
 use crate::state::{AppState, RouteLabel};
 
 /// Body of every accepted write on the local source: the zero ULID, no proposal.
@@ -47,7 +48,9 @@ pub async fn resource(
     };
     let label = RouteLabel(route.template(path.name.is_some()));
     let wants_json = accepts(&headers, JSON);
-    let mut response = match handle(&state, &route, &path, &method, &headers, payload).await {
+    let query = uri.query();
+    let mut response = match handle(&state, &route, &path, query, &method, &headers, payload).await
+    {
         Ok(response) => response,
         Err(error) => error.into_response_for(wants_json),
     };
@@ -59,15 +62,18 @@ async fn handle(
     state: &Arc<AppState>,
     route: &Arc<Route>,
     path: &routes::ApiPath<'_>,
+    query: Option<&str>,
     method: &Method,
     headers: &HeaderMap,
     payload: Bytes,
 ) -> Result<Response, ApiError> {
     let namespace = routes::variable("namespace", path.namespace).map_err(ApiError::bad_request)?;
+    let revision = query_param(query, "revision")?;
     let call = Call {
         route,
         namespace: &namespace,
         source: &state.source,
+        revision: revision.as_deref(),
         metrics: &state.metrics,
     };
     let Some(raw_name) = path.name else {
@@ -86,13 +92,9 @@ async fn handle(
         }
         Method::PUT => {
             let resource = decode_put(route, &namespace, &name, &payload)?;
-            call.put(&name, resource).await?;
-            Ok(accepted())
+            Ok(written(call.put(&name, resource).await?))
         }
-        Method::DELETE => {
-            call.delete(&name).await?;
-            Ok(accepted())
-        }
+        Method::DELETE => Ok(written(call.delete(&name).await?)),
         _ => Ok(method_not_allowed("GET, PUT, DELETE")),
     }
 }
@@ -228,8 +230,126 @@ fn body(status: StatusCode, content_type: &'static str, bytes: Vec<u8>) -> Respo
         .into_response()
 }
 
-fn accepted() -> Response {
-    body(StatusCode::ACCEPTED, JSON, LOCAL_RESULT.as_bytes().to_vec())
+/// 202 with the Result (§1.3; git proposals carry branch and commit), or 204 if nothing
+/// changed.
+fn written(outcome: Written) -> Response {
+    match outcome {
+        Written::Applied => body(StatusCode::ACCEPTED, JSON, LOCAL_RESULT.as_bytes().to_vec()),
+        Written::Unchanged => StatusCode::NO_CONTENT.into_response(),
+        Written::Proposed(p) => {
+            // Structs, not `json!`: the original's field order (id, empty, proposal).
+            #[derive(serde::Serialize)]
+            struct GitProposal {
+                source: &'static str,
+                branch: String,
+                commit: String,
+            }
+            #[derive(serde::Serialize)]
+            struct Result {
+                id: String,
+                empty: bool,
+                proposal: GitProposal,
+            }
+            let result = Result {
+                id: p.id,
+                empty: false,
+                proposal: GitProposal {
+                    source: "git",
+                    branch: p.branch,
+                    commit: p.commit,
+                },
+            };
+            json_response(StatusCode::ACCEPTED, &result)
+        }
+    }
+}
+
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(mut bytes) => {
+            bytes.push(b'\n');
+            body(status, JSON, bytes)
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("encoding: {e}")),
+    }
+}
+
+/// One query parameter, percent-decoded (`+` is not a space: revisions have none).
+fn query_param(query: Option<&str>, key: &str) -> Result<Option<String>, ApiError> {
+    let Some(query) = query else { return Ok(None) };
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == key {
+            let value = routes::decode(v).ok_or_else(|| {
+                ApiError::bad_request(format!("invalid ?{key}=: bad percent-encoding"))
+            })?;
+            if value.is_empty() {
+                return Err(ApiError::bad_request(format!("?{key}= is empty")));
+            }
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
+/// The git source, or the 404 every proposals endpoint gives on the local source.
+fn git_source(state: &AppState) -> Result<&crate::git::GitSource, ApiError> {
+    match &*state.source {
+        Source::Git(git) => Ok(git),
+        Source::Local(_) => Err(ApiError::not_found(
+            "proposals need the git source (-api-source git)",
+        )),
+    }
+}
+
+/// `GET /proposals[?revision=BASE]`: open proposals (not merged into the base branch).
+pub async fn proposals(State(state): State<Arc<AppState>>, uri: Uri) -> Response {
+    let result = async {
+        let base = query_param(uri.query(), "revision")?;
+        let list = git_source(&state)?.proposals(base.as_deref()).await?;
+        Ok::<_, ApiError>(json_response(StatusCode::OK, &list))
+    };
+    result.await.unwrap_or_else(|e| e.into_response_for(false))
+}
+
+/// `GET /proposals/{id}[?revision=BASE]`: one proposal and the files it changes.
+pub async fn proposal(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    uri: Uri,
+) -> Response {
+    let result = async {
+        let base = query_param(uri.query(), "revision")?;
+        let detail = git_source(&state)?.proposal(&id, base.as_deref()).await?;
+        Ok::<_, ApiError>(json_response(StatusCode::OK, &detail))
+    };
+    result.await.unwrap_or_else(|e| e.into_response_for(false))
+}
+
+/// `POST /proposals/{id}/merge[?revision=BASE][&strategy=merge]`: lands a proposal
+/// (fast-forward when possible unless `strategy=merge`) and pushes the base branch.
+pub async fn merge(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    uri: Uri,
+) -> Response {
+    let result = async {
+        let base = query_param(uri.query(), "revision")?;
+        let strategy = match query_param(uri.query(), "strategy")?.as_deref() {
+            None | Some("fast-forward") => cup_git::MergeStrategy::FastForwardOrMerge,
+            Some("merge") => cup_git::MergeStrategy::Merge,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown strategy {other:?} (expected \"fast-forward\" or \"merge\")"
+                )));
+            }
+        };
+        let merged = git_source(&state)?
+            .merge(&id, base.as_deref(), strategy)
+            .await?;
+        Ok(json_response(StatusCode::OK, &merged))
+    };
+    result.await.unwrap_or_else(|e| e.into_response_for(false))
 }
 
 fn loading() -> Response {

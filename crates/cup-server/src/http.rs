@@ -19,6 +19,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::api;
 use crate::error::text;
+use crate::source::Source;
 use crate::state::{AppState, RouteLabel};
 use crate::status::ControllerStatus;
 
@@ -40,6 +41,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/proposals", get(api::proposals))
+        .route("/proposals/{id}", get(api::proposal))
+        .route("/proposals/{id}/merge", axum::routing::post(api::merge))
         .route("/apis", get(api::discovery))
         .route("/apis/{*rest}", any(api::resource))
         .fallback(|| async { api::not_found_page() })
@@ -117,16 +121,27 @@ struct StatusDoc {
 struct SourceDoc {
     #[serde(rename = "type")]
     kind: &'static str,
+    /// The directory (local) or the remote URL without credentials (git).
     path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_branch: Option<String>,
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> Response {
     let served = state.served();
     let doc = StatusDoc {
         ready: served.is_some(),
-        source: SourceDoc {
-            kind: "local",
-            path: state.source.root().display().to_string(),
+        source: match &*state.source {
+            Source::Local(local) => SourceDoc {
+                kind: "local",
+                path: local.root().display().to_string(),
+                default_branch: None,
+            },
+            Source::Git(git) => SourceDoc {
+                kind: "git",
+                path: git.url().to_owned(),
+                default_branch: git.default_branch(),
+            },
         },
         routes: served.map_or(0, |s| s.routes.len()),
         controllers: state.status.snapshot(),

@@ -10,13 +10,15 @@
 //!
 //! Modules: [`config_dir`] (the `-api-resources` directory), `load` (controllers and
 //! routes), `image` (OCI), `routes`, `ops` (one verb on one controller), `source` (the
-//! local directory and its write guarantees), `api` and `http` (axum), `metrics`,
+//! local directory and its write guarantees), `git` (the Git source over `cup-git`),
+//! `api` and `http` (axum), `metrics`,
 //! `status`. The API and every difference from the original are in `docs/API.md`.
 
 mod api;
 pub mod config_dir;
 mod discovery;
 mod error;
+mod git;
 mod http;
 mod image;
 mod load;
@@ -36,7 +38,9 @@ use cup_runtime::{CodeCache, Limits, Runtime};
 use tokio::net::TcpListener;
 
 pub use config_dir::{ConfigDir, ConfigError};
+pub use cup_git::Author;
 pub use cup_oci::RegistryOptions;
+pub use git::GitOptions;
 pub use source::LocalSource;
 
 /// How to run the server (already resolved from flags, environment and config file).
@@ -48,6 +52,8 @@ pub struct Options {
     pub resources: PathBuf,
     /// The local source directory (`-api-local-path`).
     pub local_path: PathBuf,
+    /// The Git source (`-api-source git`); when set, `local_path` is not used.
+    pub git: Option<GitOptions>,
     /// The OCI image-layout store shared with `cup`.
     pub store: PathBuf,
     /// Compiled-code cache directory.
@@ -69,6 +75,10 @@ pub enum ServerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("git source: {0}")]
+    Git(#[from] cup_git::GitError),
+    #[error("opening the git source: {0}")]
+    GitTask(String),
     #[error("listening on {address}: {source}")]
     Bind {
         address: String,
@@ -91,10 +101,24 @@ impl Server {
     pub async fn bind(options: Options) -> Result<Server, ServerError> {
         let config = config_dir::load(&options.resources)?;
         let source =
-            LocalSource::open(&options.local_path).map_err(|source| ServerError::Source {
-                path: options.local_path.clone(),
-                source,
-            })?;
+            match &options.git {
+                None => source::Source::Local(LocalSource::open(&options.local_path).map_err(
+                    |source| ServerError::Source {
+                        path: options.local_path.clone(),
+                        source,
+                    },
+                )?),
+                Some(git) => {
+                    let opened = {
+                        let git = git.clone();
+                        tokio::task::spawn_blocking(move || git::GitSource::open(&git))
+                            .await
+                            .map_err(|e| ServerError::GitTask(e.to_string()))??
+                    };
+                    opened.spawn_fetcher(git.fetch_interval);
+                    source::Source::Git(opened)
+                }
+            };
         let address = listen_address(&options.address);
         let listener = TcpListener::bind(&address)
             .await

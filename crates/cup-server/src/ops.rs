@@ -7,7 +7,7 @@
 //! put/delete (on a scratch copy, see `source`), exit 0 ok, 2 not found, anything else an
 //! error whose message carries the guest's stderr.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cup_model::Resource;
@@ -15,9 +15,10 @@ use cup_runtime::{Access, Invocation, InvokeError, LoadedController, Outcome};
 use cup_template::{Request, gojson};
 
 use crate::error::ApiError;
+use crate::git::GitSource;
 use crate::metrics::Metrics;
 use crate::routes::{Backend, Route};
-use crate::source::{LocalSource, ScratchError, with_scratch_copy};
+use crate::source::{LocalSource, ScratchError, Source, with_scratch_copy};
 
 /// Longest piece of guest stderr put into an error message.
 const STDERR_IN_MESSAGE: usize = 1024;
@@ -26,8 +27,20 @@ const STDERR_IN_MESSAGE: usize = 1024;
 pub struct Call<'a> {
     pub route: &'a Arc<Route>,
     pub namespace: &'a str,
-    pub source: &'a Arc<LocalSource>,
+    pub source: &'a Arc<Source>,
+    /// `?revision=`: git source only (the default branch when `None`).
+    pub revision: Option<&'a str>,
     pub metrics: &'a Metrics,
+}
+
+/// What an accepted write did.
+pub enum Written {
+    /// Local source: applied in place.
+    Applied,
+    /// Git source: committed and pushed as a proposal branch.
+    Proposed(cup_git::Proposal),
+    /// Git source: the controller changed nothing.
+    Unchanged,
 }
 
 #[derive(Clone, Copy)]
@@ -53,7 +66,7 @@ impl Call<'_> {
     pub async fn get(&self, name: &str) -> Result<Resource, ApiError> {
         match self.backend()? {
             Backend::Template(t) => {
-                let (req, root) = (self.owned_request(), self.source.root().to_owned());
+                let (req, root) = (self.owned_request(), self.read_root().await?);
                 let n = name.to_owned();
                 let out = blocking(move || t.get(&root, &req.borrow(), &n)).await?;
                 self.template_result(Verb::Get, Some(name), out)
@@ -68,7 +81,7 @@ impl Call<'_> {
     pub async fn list(&self) -> Result<Vec<Resource>, ApiError> {
         match self.backend()? {
             Backend::Template(t) => {
-                let (req, root) = (self.owned_request(), self.source.root().to_owned());
+                let (req, root) = (self.owned_request(), self.read_root().await?);
                 let out = blocking(move || t.list(&root, &req.borrow())).await?;
                 self.template_result(Verb::List, None, out)
             }
@@ -79,44 +92,145 @@ impl Call<'_> {
         }
     }
 
-    pub async fn put(&self, name: &str, resource: Resource) -> Result<(), ApiError> {
+    pub async fn put(&self, name: &str, resource: Resource) -> Result<Written, ApiError> {
+        let local = match self.local_for_write()? {
+            Ok(local) => local,
+            Err(git) => return self.git_write(git, Verb::Put, name, Some(resource)).await,
+        };
         match self.backend()? {
             Backend::Template(t) => {
                 let req = self.owned_request();
                 let n = name.to_owned();
-                let out = self
-                    .source
+                let out = local
                     .write(move |root| t.put(root, &req.borrow(), &n, &resource))
                     .await
                     .map_err(|e| ApiError::internal(format!("put: {e}")))?;
-                self.template_result(Verb::Put, Some(name), out).map(drop)
+                self.template_result(Verb::Put, Some(name), out)
+                    .map(|_| Written::Applied)
             }
             Backend::Wasm(c) => {
-                let mut stdin = gojson::compact(
-                    &serde_json::to_vec(&resource)
-                        .map_err(|e| ApiError::internal(format!("encoding the resource: {e}")))?,
-                );
-                stdin.push(b'\n');
-                self.invoke_write(c, Verb::Put, name, stdin).await
+                let stdin = put_stdin(&resource)?;
+                self.invoke_write(local, c, Verb::Put, name, stdin)
+                    .await
+                    .map(|()| Written::Applied)
             }
         }
     }
 
-    pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn delete(&self, name: &str) -> Result<Written, ApiError> {
+        let local = match self.local_for_write()? {
+            Ok(local) => local,
+            Err(git) => return self.git_write(git, Verb::Delete, name, None).await,
+        };
         match self.backend()? {
             Backend::Template(t) => {
                 let req = self.owned_request();
                 let n = name.to_owned();
-                let out = self
-                    .source
+                let out = local
                     .write(move |root| t.delete(root, &req.borrow(), &n))
                     .await
                     .map_err(|e| ApiError::internal(format!("delete: {e}")))?;
                 self.template_result(Verb::Delete, Some(name), out)
-                    .map(drop)
+                    .map(|_| Written::Applied)
             }
-            Backend::Wasm(c) => self.invoke_write(c, Verb::Delete, name, Vec::new()).await,
+            Backend::Wasm(c) => self
+                .invoke_write(local, c, Verb::Delete, name, Vec::new())
+                .await
+                .map(|()| Written::Applied),
         }
+    }
+
+    /// The directory reads see: the local root, or the git snapshot of the revision.
+    async fn read_root(&self) -> Result<PathBuf, ApiError> {
+        match &**self.source {
+            Source::Local(local) => {
+                self.no_revision()?;
+                Ok(local.root().to_owned())
+            }
+            Source::Git(git) => git.view(self.revision).await,
+        }
+    }
+
+    /// `Ok(Ok(local))` or `Ok(Err(git))`, so each write path can pick its source.
+    fn local_for_write(&self) -> Result<Result<&LocalSource, &GitSource>, ApiError> {
+        match &**self.source {
+            Source::Local(local) => {
+                self.no_revision()?;
+                Ok(Ok(local))
+            }
+            Source::Git(git) => Ok(Err(git)),
+        }
+    }
+
+    fn no_revision(&self) -> Result<(), ApiError> {
+        match self.revision {
+            Some(_) => Err(ApiError::bad_request(
+                "?revision= needs the git source (-api-source git); the local source has one tree",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// A put (`resource` given) or delete on a fresh checkout of the revision; the
+    /// controller's changes are kept only if it succeeded, and become a proposal.
+    async fn git_write(
+        &self,
+        git: &GitSource,
+        verb: Verb,
+        name: &str,
+        resource: Option<Resource>,
+    ) -> Result<Written, ApiError> {
+        let route = self.route;
+        // cup-reference §1.7/§1.8: put names the body's kind, delete the route's plural.
+        let message = match &resource {
+            Some(r) => format!(
+                "feat: update {}/{} {}/{}",
+                r.api_version, r.kind, r.metadata.namespace, r.metadata.name
+            ),
+            None => format!(
+                "feat: delete {}/{}/{} {}/{name}",
+                route.group, route.version, route.plural, self.namespace
+            ),
+        };
+        let proposal = match self.backend()? {
+            Backend::Template(t) => {
+                let (req, n) = (self.owned_request(), name.to_owned());
+                let (out, proposal) = git
+                    .propose(self.revision, message, move |dir| {
+                        let out = match &resource {
+                            Some(r) => t.put(dir, &req.borrow(), &n, r).map(drop),
+                            None => t.delete(dir, &req.borrow(), &n).map(drop),
+                        };
+                        let ok = out.is_ok();
+                        (out, ok)
+                    })
+                    .await?;
+                self.template_result(verb, Some(name), out)?;
+                proposal
+            }
+            Backend::Wasm(c) => {
+                let args = self.argv(verb, Some(name));
+                let stdin = match &resource {
+                    Some(r) => put_stdin(r)?,
+                    None => Vec::new(),
+                };
+                let (out, proposal) = git
+                    .propose(self.revision, message, move |dir| {
+                        let out = c.invoke(Invocation {
+                            args,
+                            stdin,
+                            root: dir.to_owned(),
+                            access: Access::ReadWrite,
+                        });
+                        let ok = matches!(&out, Ok(o) if o.exit_code == 0);
+                        (out, ok)
+                    })
+                    .await?;
+                self.judge(verb, Some(name), out)?;
+                proposal
+            }
+        };
+        Ok(proposal.map_or(Written::Unchanged, Written::Proposed))
     }
 
     fn backend(&self) -> Result<Backend, ApiError> {
@@ -199,7 +313,7 @@ impl Call<'_> {
         let invocation = Invocation {
             args: self.argv(verb, name),
             stdin: Vec::new(),
-            root: self.source.root().to_owned(),
+            root: self.read_root().await?,
             access: Access::ReadOnly,
         };
         let result = blocking(move || controller.invoke(invocation)).await?;
@@ -208,14 +322,14 @@ impl Call<'_> {
 
     async fn invoke_write(
         &self,
+        local: &LocalSource,
         controller: LoadedController,
         verb: Verb,
         name: &str,
         stdin: Vec<u8>,
     ) -> Result<(), ApiError> {
         let args = self.argv(verb, Some(name));
-        let result = self
-            .source
+        let result = local
             .write(move |root| write_on_scratch(root, &controller, args, stdin))
             .await
             .map_err(|e| ApiError::internal(format!("{}: {e}", verb.as_str())))?;
@@ -267,6 +381,16 @@ impl Call<'_> {
             (Err(_), None) => Err(self.failure(verb, name, "invocation failed")),
         }
     }
+}
+
+/// A put's stdin: the resource as compact Go JSON and a newline.
+fn put_stdin(resource: &Resource) -> Result<Vec<u8>, ApiError> {
+    let mut stdin = gojson::compact(
+        &serde_json::to_vec(resource)
+            .map_err(|e| ApiError::internal(format!("encoding the resource: {e}")))?,
+    );
+    stdin.push(b'\n');
+    Ok(stdin)
 }
 
 /// `cup_template::Request` borrows; blocking closures need owned strings.

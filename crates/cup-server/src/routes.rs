@@ -130,7 +130,7 @@ pub fn variable(what: &str, raw: &str) -> Result<String, String> {
 }
 
 /// Percent-decoding of one path segment.
-fn decode(segment: &str) -> Option<String> {
+pub fn decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -20,6 +20,15 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::Mutex;
 
+use crate::git::GitSource;
+
+/// Where resources live: a local directory or a Git repository.
+#[derive(Debug)]
+pub enum Source {
+    Local(LocalSource),
+    Git(GitSource),
+}
+
 /// A local directory source.
 #[derive(Debug)]
 pub struct LocalSource {

@@ -4,12 +4,12 @@ use std::sync::{Arc, RwLock};
 
 use crate::load::Served;
 use crate::metrics::Metrics;
-use crate::source::LocalSource;
+use crate::source::Source;
 use crate::status::StatusBoard;
 
 /// The server's state: the source, what is served (once loaded), status and metrics.
 pub struct AppState {
-    pub source: Arc<LocalSource>,
+    pub source: Arc<Source>,
     served: RwLock<Option<Arc<Served>>>,
     pub status: Arc<StatusBoard>,
     pub metrics: Arc<Metrics>,
@@ -20,7 +20,7 @@ pub struct AppState {
 pub struct RouteLabel(pub String);
 
 impl AppState {
-    pub fn new(source: LocalSource, status: Arc<StatusBoard>, metrics: Arc<Metrics>) -> AppState {
+    pub fn new(source: Source, status: Arc<StatusBoard>, metrics: Arc<Metrics>) -> AppState {
         AppState {
             source: Arc::new(source),
             served: RwLock::new(None),

@@ -57,7 +57,8 @@ pub struct Serve {
         value_name = "ADDR"
     )]
     pub api_address: String,
-    /// Source of the resources: `local` (a directory). `git` is not supported yet.
+    /// Source of the resources: `local` (a directory) or `git` (a repository; writes become
+    /// proposal branches).
     #[arg(
         long,
         env = "CUPD_API_SOURCE",
@@ -81,7 +82,8 @@ pub struct Serve {
         value_name = "DIR"
     )]
     pub api_resources: PathBuf,
-    /// Git repository URL (git source; not supported yet).
+    /// Git repository URL: a path, file://, git:// or http(s):// with credentials in the URL
+    /// (git source).
     #[arg(
         long,
         env = "CUPD_API_GIT_REPO",
@@ -89,7 +91,8 @@ pub struct Serve {
         value_name = "URL"
     )]
     pub api_git_repo: String,
-    /// SCM of the git repository: github or gitea (git source; not supported yet).
+    /// SCM of the git repository: github or gitea (accepted; pull requests are not opened
+    /// yet: proposals are branches, merged with POST /proposals/{id}/merge).
     #[arg(
         long,
         env = "CUPD_API_GIT_SCM",
@@ -136,6 +139,20 @@ pub struct Serve {
         value_name = "HOSTS"
     )]
     pub plain_http: Vec<String>,
+    /// Git source: directory of the bare cache of the remote [default: <store>/git].
+    #[arg(long, env = "CUPD_GIT_CACHE", value_name = "DIR")]
+    pub git_cache: Option<PathBuf>,
+    /// Git source: how often to fetch from the remote (0 disables; writes always fetch).
+    #[arg(long, env = "CUPD_GIT_FETCH_INTERVAL", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub git_fetch_interval: Duration,
+    /// Git source: author and committer of proposals, "Name <email>".
+    #[arg(
+        long,
+        env = "CUPD_GIT_AUTHOR",
+        default_value = "cup <cup@localhost>",
+        value_name = "AUTHOR"
+    )]
+    pub git_author: String,
     /// Wall-clock limit of one controller invocation (Go duration: 10s, 500ms).
     #[arg(long, env = "CUPD_CONTROLLER_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub controller_timeout: Duration,

@@ -4,7 +4,7 @@ mod cli;
 mod units;
 
 use anyhow::{Context, bail};
-use cup_server::{Options, RegistryOptions, Server};
+use cup_server::{GitOptions, Options, RegistryOptions, Server};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Command, Serve};
@@ -38,14 +38,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
 
 /// Checks the flags and turns them into server options.
 fn options(serve: &Serve) -> anyhow::Result<Options> {
-    match serve.api_source.as_str() {
-        "local" => {}
-        "git" => bail!(
-            "-api-source git is not supported yet by this cupd: only the local source is \
-             (serve a checked-out working copy with -api-source local -api-local-path DIR)"
-        ),
+    let git_source = match serve.api_source.as_str() {
+        "local" => false,
+        "git" => true,
         other => bail!("unknown -api-source {other:?} (expected \"local\" or \"git\")"),
-    }
+    };
     if !serve.tailscale_hostname.is_empty()
         || !serve.tailscale_auth_key.is_empty()
         || serve.tailscale_ephemeral
@@ -56,8 +53,11 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
              and put it behind your own network access control"
         );
     }
-    if !serve.api_git_repo.is_empty() {
+    if !git_source && !serve.api_git_repo.is_empty() {
         tracing::warn!("-api-git-repo is ignored: the source is local");
+    }
+    if git_source && serve.api_git_repo.is_empty() {
+        bail!("-api-source git needs -api-git-repo URL");
     }
     let store = match &serve.store {
         Some(dir) => dir.clone(),
@@ -68,7 +68,25 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
         .code_cache
         .clone()
         .unwrap_or_else(|| store.join("code"));
+    let git = if git_source {
+        if serve.api_git_repo.starts_with("ssh://") || is_scp_like(&serve.api_git_repo) {
+            bail!("SSH remotes are not supported yet: use https://user:token@host/... or a path");
+        }
+        let author: cup_server::Author = serve
+            .git_author
+            .parse()
+            .map_err(|e| anyhow::anyhow!("invalid --git-author: {e}"))?;
+        Some(GitOptions {
+            url: serve.api_git_repo.clone(),
+            cache: serve.git_cache.clone().unwrap_or_else(|| store.join("git")),
+            author,
+            fetch_interval: serve.git_fetch_interval,
+        })
+    } else {
+        None
+    };
     Ok(Options {
+        git,
         address: serve.api_address.clone(),
         resources: serve.api_resources.clone(),
         local_path: serve.api_local_path.clone(),
@@ -85,6 +103,14 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
             ..RegistryOptions::default()
         },
     })
+}
+
+/// `user@host:path`, Git's scp-like SSH syntax (a path with a colon before any slash).
+fn is_scp_like(url: &str) -> bool {
+    !url.contains("://")
+        && url
+            .split_once(':')
+            .is_some_and(|(host, _)| !host.is_empty() && !host.contains('/') && host.len() > 1)
 }
 
 /// `RUST_LOG` when set, else `-log-level`. Logs go to stderr.

@@ -1,0 +1,921 @@
+//! cupd's Git plumbing (issue 6), on libgit2 through `git2`.
+//!
+//! ```text
+//! <cache>/<name>-<hash>.git     bare clone of the remote: refs/remotes/origin/*, refs/tags/*
+//!          ├── cup-snapshots/<commit>/   read-only view of one commit's tree (made once,
+//!          │                             temp dir + rename, so readers never see half a tree)
+//!          └── cup-work/cup-proposal-*   one fresh checkout per write, removed when it ends
+//! ```
+//!
+//! * Reads never check out the cache: a revision's tree is materialised once per commit
+//!   into a snapshot directory, because wasm controllers need a real directory to mount.
+//! * A write materialises the base tree into a temp dir, lets the caller change it, builds
+//!   a tree from the result with the object database (no index, no worktree state), and if
+//!   it differs from the base commits it and pushes it as `cup/proposal/<ULID>`. The local
+//!   ref used as the push source is not a branch and is removed whatever the outcome.
+//! * Writes are serialised per repository ([`GitRepo::propose`] and [`GitRepo::merge`] take
+//!   one lock); fetches and pushes share another, so ref updates never race.
+//! * Credentials come from the URL's userinfo (`https://user:token@host/...`); they are
+//!   never written to the cache's config (the remote is anonymous).
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use git2::{
+    AutotagOption, Cred, FetchOptions, FetchPrune, ObjectType, Oid, PushOptions, RemoteCallbacks,
+    Repository, Signature, Tree,
+};
+use serde::Serialize;
+use ulid::Ulid;
+
+/// Prefix of proposal branches on the remote.
+pub const PROPOSAL_PREFIX: &str = "cup/proposal/";
+const REMOTE_REFS: &str = "refs/remotes/origin/";
+const FETCH_REFSPECS: [&str; 2] = [
+    "+refs/heads/*:refs/remotes/origin/*",
+    "+refs/tags/*:refs/tags/*",
+];
+const MODE_TREE: i32 = 0o040000;
+const MODE_BLOB: i32 = 0o100644;
+const MODE_EXEC: i32 = 0o100755;
+
+/// Why a Git operation failed. [`GitError::kind`] says how an API should report it.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("git cache {path}: {source}")]
+    Cache { path: PathBuf, source: git2::Error },
+    #[error("fetching from {url}: {reason}")]
+    Fetch { url: String, reason: String },
+    #[error("invalid revision {revision:?}: {why}")]
+    InvalidRevision { revision: String, why: &'static str },
+    #[error("revision {revision:?} not found in {url} (not a branch, a tag or a commit)")]
+    RevisionNotFound { revision: String, url: String },
+    #[error("the default branch of {url} is unknown or missing ({why}); pass ?revision=BRANCH")]
+    NoDefaultBranch { url: String, why: String },
+    #[error("pushing changes to {url}: {reason}")]
+    Push { url: String, reason: String },
+    #[error("pushing changes to {url}: the remote rejected {refname}: {reason}")]
+    Rejected {
+        url: String,
+        refname: String,
+        reason: String,
+    },
+    #[error("proposal {0:?} not found")]
+    ProposalNotFound(String),
+    #[error("merging proposal {id}: {why}")]
+    MergeConflict { id: String, why: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+}
+
+/// How an API should classify a [`GitError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    NotFound,
+    Conflict,
+    Internal,
+}
+
+impl GitError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            GitError::InvalidRevision { .. } => ErrorKind::BadRequest,
+            GitError::RevisionNotFound { .. }
+            | GitError::NoDefaultBranch { .. }
+            | GitError::ProposalNotFound(_) => ErrorKind::NotFound,
+            GitError::MergeConflict { .. } => ErrorKind::Conflict,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> GitError + 'a {
+    move |source| GitError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Name and email of commits cupd makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    pub name: String,
+    pub email: String,
+}
+
+impl Default for Author {
+    fn default() -> Self {
+        Author {
+            name: "cup".into(),
+            email: "cup@localhost".into(),
+        }
+    }
+}
+
+impl std::str::FromStr for Author {
+    type Err = String;
+
+    /// `Name <email>`, as Git writes it.
+    fn from_str(s: &str) -> Result<Author, String> {
+        let bad = || format!("expected \"Name <email>\", got {s:?}");
+        let (name, rest) = s.split_once('<').ok_or_else(bad)?;
+        let email = rest.strip_suffix('>').ok_or_else(bad)?;
+        let (name, email) = (name.trim(), email.trim());
+        if name.is_empty() || email.is_empty() || email.contains(['<', '>']) {
+            return Err(bad());
+        }
+        Ok(Author {
+            name: name.into(),
+            email: email.into(),
+        })
+    }
+}
+
+/// A resolved revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved {
+    pub commit: Oid,
+}
+
+/// A pushed proposal.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Proposal {
+    pub id: String,
+    pub branch: String,
+    pub commit: String,
+}
+
+/// An open proposal, as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProposalSummary {
+    pub id: String,
+    pub branch: String,
+    pub commit: String,
+    pub message: String,
+}
+
+/// One proposal with what it changes relative to where it left the base.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProposalDetail {
+    pub id: String,
+    pub branch: String,
+    pub commit: String,
+    pub base: String,
+    pub merged: bool,
+    pub message: String,
+    pub files: Vec<ChangedFile>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChangedFile {
+    pub path: String,
+    /// `added`, `modified`, `deleted`, `renamed` or `typechange`.
+    pub status: &'static str,
+}
+
+/// How to land a proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MergeStrategy {
+    /// Fast-forward when the base has not moved, else a merge commit.
+    #[default]
+    FastForwardOrMerge,
+    /// Always a merge commit.
+    Merge,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Merged {
+    pub id: String,
+    pub base: String,
+    pub commit: String,
+    pub fast_forward: bool,
+}
+
+/// A remote repository and its local bare cache.
+pub struct GitRepo {
+    url: String,
+    display_url: String,
+    dir: PathBuf,
+    author: Author,
+    default_branch: Mutex<Option<String>>,
+    /// Fetches, pushes and ref updates: one at a time.
+    remote: Mutex<()>,
+    /// Whole writes (propose, merge): one at a time.
+    writes: Mutex<()>,
+}
+
+impl std::fmt::Debug for GitRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL with its credentials.
+        f.debug_struct("GitRepo")
+            .field("url", &self.display_url)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl GitRepo {
+    /// Opens (or creates) the bare cache of `url` under `cache_root` and fetches once: an
+    /// unreachable remote is an error here, not at the first request.
+    pub fn open(url: &str, cache_root: &Path, author: Author) -> Result<GitRepo, GitError> {
+        let display_url = redact(url);
+        let dir = cache_root.join(cache_name(&display_url));
+        std::fs::create_dir_all(&dir).map_err(io("creating the git cache", &dir))?;
+        if Repository::open_bare(&dir).is_err() {
+            Repository::init_bare(&dir).map_err(|source| GitError::Cache {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let repo = GitRepo {
+            url: url.to_owned(),
+            display_url,
+            dir,
+            author,
+            default_branch: Mutex::new(None),
+            remote: Mutex::new(()),
+            writes: Mutex::new(()),
+        };
+        // Leftovers of a crash: half-made snapshots and checkouts.
+        let work = repo.work_dir();
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).map_err(io("creating", &work))?;
+        let snapshots = repo.snapshot_dir();
+        std::fs::create_dir_all(&snapshots).map_err(io("creating", &snapshots))?;
+        if let Ok(entries) = std::fs::read_dir(&snapshots) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".tmp") {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        repo.fetch()?;
+        Ok(repo)
+    }
+
+    /// The URL without credentials.
+    pub fn redacted_url(&self) -> &str {
+        &self.display_url
+    }
+
+    /// The bare cache directory.
+    pub fn cache_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where write checkouts live (empty between writes).
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.join("cup-work")
+    }
+
+    fn snapshot_dir(&self) -> PathBuf {
+        self.dir.join("cup-snapshots")
+    }
+
+    /// The remote's default branch (its HEAD) as of the last fetch.
+    pub fn default_branch(&self) -> Option<String> {
+        lock(&self.default_branch).clone()
+    }
+
+    fn repo(&self) -> Result<Repository, GitError> {
+        Repository::open_bare(&self.dir).map_err(|source| GitError::Cache {
+            path: self.dir.clone(),
+            source,
+        })
+    }
+
+    fn callbacks(&self) -> RemoteCallbacks<'static> {
+        let mut callbacks = RemoteCallbacks::new();
+        let creds = userinfo(&self.url);
+        let mut tried = false;
+        callbacks.credentials(move |_, _, _| {
+            // libgit2 asks again after a refusal; asking forever would hang the request.
+            match (&creds, tried) {
+                (Some((user, pass)), false) => {
+                    tried = true;
+                    Cred::userpass_plaintext(user, pass)
+                }
+                _ => Err(git2::Error::from_str(
+                    "authentication failed (credentials are taken from the URL)",
+                )),
+            }
+        });
+        callbacks
+    }
+
+    /// Fetches every branch and tag from the remote and records its default branch.
+    pub fn fetch(&self) -> Result<(), GitError> {
+        let _remote = lock(&self.remote);
+        let repo = self.repo()?;
+        let fail = |e: git2::Error| GitError::Fetch {
+            url: self.display_url.clone(),
+            reason: e.message().to_owned(),
+        };
+        let mut remote = repo.remote_anonymous(&self.url).map_err(fail)?;
+        let mut options = FetchOptions::new();
+        options
+            .remote_callbacks(self.callbacks())
+            .prune(FetchPrune::On)
+            .download_tags(AutotagOption::None);
+        remote
+            .fetch(&FETCH_REFSPECS, Some(&mut options), None)
+            .map_err(fail)?;
+        let head = remote
+            .default_branch()
+            .ok()
+            .and_then(|b| b.as_str().ok().map(str::to_owned))
+            .and_then(|b| b.strip_prefix("refs/heads/").map(str::to_owned));
+        *lock(&self.default_branch) = head;
+        Ok(())
+    }
+
+    /// Resolves `revision` (a branch, a tag or a commit id; `None` = the default branch).
+    pub fn resolve(&self, revision: Option<&str>) -> Result<Resolved, GitError> {
+        let repo = self.repo()?;
+        let commit = match revision {
+            None => {
+                let branch = self
+                    .default_branch()
+                    .ok_or_else(|| GitError::NoDefaultBranch {
+                        url: self.display_url.clone(),
+                        why: "the remote has no HEAD".into(),
+                    })?;
+                let refname = format!("{REMOTE_REFS}{branch}");
+                repo.refname_to_id(&refname)
+                    .map_err(|_| GitError::NoDefaultBranch {
+                        url: self.display_url.clone(),
+                        why: format!("HEAD names {branch:?}, which does not exist"),
+                    })?
+            }
+            Some(rev) => self.resolve_named(&repo, rev)?,
+        };
+        Ok(Resolved { commit })
+    }
+
+    fn resolve_named(&self, repo: &Repository, rev: &str) -> Result<Oid, GitError> {
+        check_revision(rev)?;
+        let not_found = || GitError::RevisionNotFound {
+            revision: rev.to_owned(),
+            url: self.display_url.clone(),
+        };
+        for refname in [format!("{REMOTE_REFS}{rev}"), format!("refs/tags/{rev}")] {
+            if let Ok(reference) = repo.find_reference(&refname) {
+                let commit = reference.peel_to_commit().map_err(|_| not_found())?;
+                return Ok(commit.id());
+            }
+        }
+        let hex = (4..=40).contains(&rev.len()) && rev.bytes().all(|b| b.is_ascii_hexdigit());
+        if hex
+            && let Ok(object) = repo.revparse_single(rev)
+            && let Ok(commit) = object.peel_to_commit()
+        {
+            return Ok(commit.id());
+        }
+        Err(not_found())
+    }
+
+    /// A read-only directory holding the tree of `commit`, made once per commit.
+    pub fn snapshot(&self, commit: Oid) -> Result<PathBuf, GitError> {
+        let target = self.snapshot_dir().join(commit.to_string());
+        if target.is_dir() {
+            return Ok(target);
+        }
+        let repo = self.repo()?;
+        let tree = repo.find_commit(commit)?.tree()?;
+        let temp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempdir_in(self.snapshot_dir())
+            .map_err(io("creating a snapshot in", &self.snapshot_dir()))?;
+        materialise(&repo, &tree, temp.path())?;
+        let made = temp.keep();
+        if let Err(e) = std::fs::rename(&made, &target) {
+            let _ = std::fs::remove_dir_all(&made);
+            // Another reader made the same snapshot first: theirs is as good.
+            if !target.is_dir() {
+                return Err(io("publishing snapshot", &target)(e));
+            }
+        }
+        Ok(target)
+    }
+
+    /// Resolves `revision` and returns its snapshot directory.
+    pub fn view(&self, revision: Option<&str>) -> Result<PathBuf, GitError> {
+        let resolved = self.resolve(revision)?;
+        self.snapshot(resolved.commit)
+    }
+
+    /// Runs `change` on a fresh checkout of `revision` (fetched first). `change` returns
+    /// its own outcome and whether to keep its changes. If kept and the tree differs from
+    /// the base, the result is committed and pushed as a new proposal branch.
+    pub fn propose<T>(
+        &self,
+        revision: Option<&str>,
+        message: &str,
+        change: impl FnOnce(&Path) -> (T, bool),
+    ) -> Result<(T, Option<Proposal>), GitError> {
+        let _write = lock(&self.writes);
+        if let Err(error) = self.fetch() {
+            // Reads stay useful on a stale cache; the push below reports a dead remote.
+            tracing::warn!(%error, "fetch before write failed; using the cached revision");
+        }
+        let base = self.resolve(revision)?;
+        let repo = self.repo()?;
+        let base_commit = repo.find_commit(base.commit)?;
+        let base_tree = base_commit.tree()?;
+        let checkout = tempfile::Builder::new()
+            .prefix("cup-proposal-")
+            .tempdir_in(self.work_dir())
+            .map_err(io("creating a checkout in", &self.work_dir()))?;
+        materialise(&repo, &base_tree, checkout.path())?;
+        let (outcome, keep) = change(checkout.path());
+        if !keep {
+            return Ok((outcome, None));
+        }
+        let tree_id = build_tree(&repo, checkout.path(), Some(&base_tree))?;
+        drop(checkout);
+        if tree_id == base_tree.id() {
+            return Ok((outcome, None));
+        }
+        let tree = repo.find_tree(tree_id)?;
+        let signature = Signature::now(&self.author.name, &self.author.email)?;
+        let commit = repo.commit(
+            None,
+            &signature,
+            &signature,
+            message,
+            &tree,
+            &[&base_commit],
+        )?;
+        let id = Ulid::new().to_string();
+        let branch = format!("{PROPOSAL_PREFIX}{id}");
+        self.push(&repo, commit, &format!("refs/heads/{branch}"), false)?;
+        Ok((
+            outcome,
+            Some(Proposal {
+                id,
+                branch,
+                commit: commit.to_string(),
+            }),
+        ))
+    }
+
+    /// Pushes `commit` to `dest` on the remote and, on success, updates the matching
+    /// remote-tracking ref. The push source is a temporary non-branch ref, always removed.
+    fn push(
+        &self,
+        repo: &Repository,
+        commit: Oid,
+        dest: &str,
+        force: bool,
+    ) -> Result<(), GitError> {
+        let _remote = lock(&self.remote);
+        let temp = format!("refs/cup/push/{}", Ulid::new());
+        repo.reference(&temp, commit, true, "cup: push source")?;
+        let pushed = self.push_ref(repo, &temp, dest, force);
+        if let Ok(mut r) = repo.find_reference(&temp) {
+            let _ = r.delete();
+        }
+        pushed?;
+        if let Some(branch) = dest.strip_prefix("refs/heads/") {
+            repo.reference(
+                &format!("{REMOTE_REFS}{branch}"),
+                commit,
+                true,
+                "cup: pushed",
+            )?;
+        }
+        Ok(())
+    }
+
+    fn push_ref(
+        &self,
+        repo: &Repository,
+        src: &str,
+        dest: &str,
+        force: bool,
+    ) -> Result<(), GitError> {
+        let rejected: RefCell<Option<(String, String)>> = RefCell::new(None);
+        let mut callbacks = self.callbacks();
+        callbacks.push_update_reference(|refname, status| {
+            if let Some(reason) = status {
+                *rejected.borrow_mut() = Some((refname.to_owned(), reason.to_owned()));
+            }
+            Ok(())
+        });
+        let mut options = PushOptions::new();
+        options.remote_callbacks(callbacks);
+        let refspec = format!("{}{src}:{dest}", if force { "+" } else { "" });
+        let result = repo
+            .remote_anonymous(&self.url)
+            .and_then(|mut remote| remote.push(&[refspec.as_str()], Some(&mut options)));
+        drop(options);
+        if let Some((refname, reason)) = rejected.into_inner() {
+            return Err(GitError::Rejected {
+                url: self.display_url.clone(),
+                refname,
+                reason,
+            });
+        }
+        result.map_err(|e| GitError::Push {
+            url: self.display_url.clone(),
+            reason: e.message().to_owned(),
+        })
+    }
+
+    /// The base branch of proposal operations: `revision` if given (must be a branch),
+    /// else the default branch.
+    fn base_branch(
+        &self,
+        repo: &Repository,
+        revision: Option<&str>,
+    ) -> Result<(String, Oid), GitError> {
+        let branch = match revision {
+            Some(rev) => {
+                check_revision(rev)?;
+                rev.to_owned()
+            }
+            None => self
+                .default_branch()
+                .ok_or_else(|| GitError::NoDefaultBranch {
+                    url: self.display_url.clone(),
+                    why: "the remote has no HEAD".into(),
+                })?,
+        };
+        let oid = repo
+            .refname_to_id(&format!("{REMOTE_REFS}{branch}"))
+            .map_err(|_| GitError::RevisionNotFound {
+                revision: branch.clone(),
+                url: self.display_url.clone(),
+            })?;
+        Ok((branch, oid))
+    }
+
+    fn proposal_commit(&self, repo: &Repository, id: &str) -> Result<Oid, GitError> {
+        if Ulid::from_string(id).is_err() {
+            return Err(GitError::ProposalNotFound(id.to_owned()));
+        }
+        repo.refname_to_id(&format!("{REMOTE_REFS}{PROPOSAL_PREFIX}{id}"))
+            .map_err(|_| GitError::ProposalNotFound(id.to_owned()))
+    }
+
+    /// Open proposals: `cup/proposal/*` branches not merged into the base (fetches first).
+    pub fn proposals(&self, revision: Option<&str>) -> Result<Vec<ProposalSummary>, GitError> {
+        self.fetch()?;
+        let repo = self.repo()?;
+        let (_, base) = self.base_branch(&repo, revision)?;
+        let mut out = Vec::new();
+        for reference in repo.references_glob(&format!("{REMOTE_REFS}{PROPOSAL_PREFIX}*"))? {
+            let reference = reference?;
+            let (Ok(name), Some(oid)) = (reference.name(), reference.target()) else {
+                continue;
+            };
+            if is_merged(&repo, base, oid)? {
+                continue;
+            }
+            let Some(branch) = name.strip_prefix(REMOTE_REFS) else {
+                continue;
+            };
+            let message = repo
+                .find_commit(oid)
+                .map(|c| c.summary().ok().flatten().unwrap_or_default().to_owned())
+                .unwrap_or_default();
+            out.push(ProposalSummary {
+                id: branch.trim_start_matches(PROPOSAL_PREFIX).to_owned(),
+                branch: branch.to_owned(),
+                commit: oid.to_string(),
+                message,
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// One proposal and the files it changes since it left the base.
+    pub fn proposal(&self, id: &str, revision: Option<&str>) -> Result<ProposalDetail, GitError> {
+        self.fetch()?;
+        let repo = self.repo()?;
+        let (branch, base) = self.base_branch(&repo, revision)?;
+        let oid = self.proposal_commit(&repo, id)?;
+        let fork = repo.merge_base(base, oid)?;
+        let old = repo.find_commit(fork)?.tree()?;
+        let commit = repo.find_commit(oid)?;
+        let new = commit.tree()?;
+        let diff = repo.diff_tree_to_tree(Some(&old), Some(&new), None)?;
+        let files = diff
+            .deltas()
+            .map(|d| {
+                let file = if d.status() == git2::Delta::Deleted {
+                    d.old_file()
+                } else {
+                    d.new_file()
+                };
+                ChangedFile {
+                    path: file
+                        .path()
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    status: match d.status() {
+                        git2::Delta::Added => "added",
+                        git2::Delta::Deleted => "deleted",
+                        git2::Delta::Renamed => "renamed",
+                        git2::Delta::Typechange => "typechange",
+                        _ => "modified",
+                    },
+                }
+            })
+            .collect();
+        Ok(ProposalDetail {
+            id: id.to_owned(),
+            branch: format!("{PROPOSAL_PREFIX}{id}"),
+            commit: oid.to_string(),
+            base: branch,
+            merged: is_merged(&repo, base, oid)?,
+            message: commit.message().unwrap_or_default().to_owned(),
+            files,
+        })
+    }
+
+    /// Lands a proposal on the base branch and pushes the base.
+    pub fn merge(
+        &self,
+        id: &str,
+        revision: Option<&str>,
+        strategy: MergeStrategy,
+    ) -> Result<Merged, GitError> {
+        let _write = lock(&self.writes);
+        self.fetch()?;
+        let repo = self.repo()?;
+        let (branch, base) = self.base_branch(&repo, revision)?;
+        let proposal = self.proposal_commit(&repo, id)?;
+        let conflict = |why: String| GitError::MergeConflict {
+            id: id.to_owned(),
+            why,
+        };
+        if is_merged(&repo, base, proposal)? {
+            return Err(conflict(format!("already merged into {branch}")));
+        }
+        let fast_forward = strategy == MergeStrategy::FastForwardOrMerge
+            && repo.graph_descendant_of(proposal, base)?;
+        let commit = if fast_forward {
+            proposal
+        } else {
+            let ours = repo.find_commit(base)?;
+            let theirs = repo.find_commit(proposal)?;
+            let mut index = repo.merge_commits(&ours, &theirs, None)?;
+            if index.has_conflicts() {
+                let paths: Vec<String> = index
+                    .conflicts()?
+                    .flatten()
+                    .filter_map(|c| c.our.or(c.their).or(c.ancestor))
+                    .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+                    .collect();
+                return Err(conflict(format!(
+                    "conflicts with {branch} in {}",
+                    paths.join(", ")
+                )));
+            }
+            let tree = repo.find_tree(index.write_tree_to(&repo)?)?;
+            let signature = Signature::now(&self.author.name, &self.author.email)?;
+            let message = format!("Merge branch '{PROPOSAL_PREFIX}{id}' into {branch}");
+            repo.commit(
+                None,
+                &signature,
+                &signature,
+                &message,
+                &tree,
+                &[&ours, &theirs],
+            )?
+        };
+        // Not forced: if the base moved on the remote since the fetch, the push is refused
+        // and nothing is overwritten.
+        self.push(&repo, commit, &format!("refs/heads/{branch}"), false)
+            .map_err(|e| match e {
+                GitError::Rejected { reason, .. } => {
+                    conflict(format!("{branch} changed on the remote ({reason}); retry"))
+                }
+                other => other,
+            })?;
+        Ok(Merged {
+            id: id.to_owned(),
+            base: branch,
+            commit: commit.to_string(),
+            fast_forward,
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn is_merged(repo: &Repository, base: Oid, commit: Oid) -> Result<bool, GitError> {
+    Ok(base == commit || repo.graph_descendant_of(base, commit)?)
+}
+
+/// Plain names only: revision expressions (`a..b`, `x^`, `@{1}`) are not resolved.
+fn check_revision(rev: &str) -> Result<(), GitError> {
+    let bad = |why| {
+        Err(GitError::InvalidRevision {
+            revision: rev.to_owned(),
+            why,
+        })
+    };
+    if rev.is_empty() {
+        return bad("it is empty");
+    }
+    if rev.contains("..") || rev.contains("@{") || rev.starts_with(['/', '-']) || rev.ends_with('/')
+    {
+        return bad("not a branch, tag or commit name");
+    }
+    if rev
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c))
+    {
+        return bad("not a branch, tag or commit name");
+    }
+    Ok(())
+}
+
+/// Writes `tree` into `dir`: directories and regular files (executable bit kept). Symbolic
+/// links and submodules are not materialised: a controller must not follow a link out of
+/// the tree. [`build_tree`] carries them over unchanged.
+fn materialise(repo: &Repository, tree: &Tree<'_>, dir: &Path) -> Result<(), GitError> {
+    for entry in tree.iter() {
+        let Ok(name) = entry.name() else { continue };
+        if name == ".git" || name == "." || name == ".." || name.contains('/') {
+            continue;
+        }
+        let path = dir.join(name);
+        match (entry.kind(), entry.filemode()) {
+            (Some(ObjectType::Tree), _) => {
+                std::fs::create_dir(&path).map_err(io("creating", &path))?;
+                let sub = repo.find_tree(entry.id())?;
+                materialise(repo, &sub, &path)?;
+            }
+            (Some(ObjectType::Blob), mode @ (MODE_BLOB | MODE_EXEC)) => {
+                let blob = repo.find_blob(entry.id())?;
+                std::fs::write(&path, blob.content()).map_err(io("writing", &path))?;
+                if mode == MODE_EXEC {
+                    set_executable(&path)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn set_executable(path: &Path) -> Result<(), GitError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(io("setting the mode of", path))
+}
+
+#[cfg(not(unix))]
+fn set_executable(_: &Path) -> Result<(), GitError> {
+    Ok(())
+}
+
+#[cfg(unix)]
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// Builds the tree of `dir` in the object database. Empty directories vanish (Git cannot
+/// store them); entries of `base` that [`materialise`] left out are carried over.
+fn build_tree(repo: &Repository, dir: &Path, base: Option<&Tree<'_>>) -> Result<Oid, GitError> {
+    let mut builder = repo.treebuilder(None)?;
+    let mut seen = std::collections::HashSet::new();
+    let entries = std::fs::read_dir(dir).map_err(io("reading", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io("reading", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == ".git" {
+            continue;
+        }
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path).map_err(io("reading", &path))?;
+        if meta.is_dir() {
+            let sub_base = base
+                .and_then(|t| t.get_name(name))
+                .filter(|e| e.kind() == Some(ObjectType::Tree))
+                .and_then(|e| repo.find_tree(e.id()).ok());
+            let sub = build_tree(repo, &path, sub_base.as_ref())?;
+            if repo.find_tree(sub)?.is_empty() {
+                continue;
+            }
+            builder.insert(name, sub, MODE_TREE)?;
+        } else if meta.is_file() {
+            let blob = repo.blob_path(&path)?;
+            let mode = if is_executable(&meta) {
+                MODE_EXEC
+            } else {
+                MODE_BLOB
+            };
+            builder.insert(name, blob, mode)?;
+        } else {
+            continue;
+        }
+        seen.insert(name.to_owned());
+    }
+    if let Some(base) = base {
+        for entry in base.iter() {
+            let Ok(name) = entry.name() else { continue };
+            let kept =
+                matches!(entry.kind(), Some(ObjectType::Commit)) || entry.filemode() == 0o120000;
+            if kept && !seen.contains(name) {
+                builder.insert(name, entry.id(), entry.filemode())?;
+            }
+        }
+    }
+    Ok(builder.write()?)
+}
+
+/// `(user, password)` from `scheme://user:password@host/...`, percent-decoded.
+fn userinfo(url: &str) -> Option<(String, String)> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let (info, _) = authority.rsplit_once('@')?;
+    let (user, pass) = info.split_once(':').unwrap_or((info, ""));
+    Some((percent_decode(user), percent_decode(pass)))
+}
+
+/// The URL with any userinfo removed (for logs, errors and the cache name).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{host}{path}")
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = s
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A readable, collision-free directory name for a remote: its last path segment and an
+/// FNV-1a hash of the redacted URL.
+fn cache_name(url: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in url.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let last: String = url
+        .trim_end_matches('/')
+        .rsplit(['/', '\\', ':'])
+        .next()
+        .unwrap_or("repo")
+        .trim_end_matches(".git")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .take(40)
+        .collect();
+    format!(
+        "{}-{hash:016x}.git",
+        if last.is_empty() { "repo" } else { &last }
+    )
+}
+
+#[cfg(test)]
+mod tests;

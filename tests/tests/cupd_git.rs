@@ -1,0 +1,568 @@
+//! The Git source (issue 6) through the real cupd and real Git: a bare repository on disk
+//! (and one served by `git daemon` for the push-rejection case) as the remote, inspected
+//! with the `git` CLI. The original's source test, the flipt example over Git, revisions,
+//! 50 concurrent writes and the faults.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, flipt_package, shared_code_cache};
+use cup_e2e::repo_root;
+
+const FOO: &str = r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{"namespace":"default","name":"foo","labels":{"foo":"bar"},"annotations":{}},"spec":{"foo":"bar"}}"#;
+const BAR: &str = r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{"namespace":"default","name":"bar","labels":{"bar":"baz"},"annotations":{}},"spec":{"foo":"baz"}}"#;
+const BAZ_PAYLOAD: &str = r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{"name":"baz","namespace":"default","labels":{"foo":"bar"},"annotations":{}},"spec":{}}"#;
+const BAZ_FILE: &str = "{\n  \"apiVersion\": \"test.cup.flipt.io/v1alpha1\",\n  \"kind\": \"Resource\",\n  \"metadata\": {\n    \"namespace\": \"default\",\n    \"name\": \"baz\",\n    \"labels\": {\n      \"foo\": \"bar\"\n    },\n    \"annotations\": {}\n  },\n  \"spec\": {}\n}\n";
+const RESOURCES: &str = "/apis/test.cup.flipt.io/v1alpha1/namespaces/default/resources";
+const FLAGS: &str = "/apis/flipt.io/v1alpha1/namespaces/default/flags";
+const CHECKOUT: &str = r#"{"apiVersion":"flipt.io/v1alpha1","kind":"Flag","metadata":{"namespace":"default","name":"checkout-v2","labels":null,"annotations":null},"spec":{"name":"Checkout v2","type":"BOOLEAN_FLAG_TYPE","description":"new checkout","enabled":true}}"#;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "seed")
+        .env("GIT_AUTHOR_EMAIL", "seed@test")
+        .env("GIT_COMMITTER_NAME", "seed")
+        .env("GIT_COMMITTER_EMAIL", "seed@test")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+}
+
+/// A temp dir holding `remote.git` (bare, default branch `branch`) seeded with `files`,
+/// tagged `v1`; and the seed clone.
+struct Remote {
+    tmp: tempfile::TempDir,
+}
+
+impl Remote {
+    fn new(files: &Path, branch: &str) -> Remote {
+        let tmp = tempfile::tempdir().unwrap();
+        git(
+            tmp.path(),
+            &["init", "-q", "--bare", "-b", branch, "remote.git"],
+        );
+        git(tmp.path(), &["clone", "-q", "remote.git", "seed"]);
+        let seed = tmp.path().join("seed");
+        copy_tree(files, &seed);
+        git(&seed, &["add", "-A"]);
+        git(&seed, &["commit", "-q", "-m", "feat: initial commit"]);
+        git(&seed, &["tag", "v1"]);
+        git(&seed, &["push", "-q", "origin", branch, "v1"]);
+        Remote { tmp }
+    }
+
+    fn bare(&self) -> PathBuf {
+        self.tmp.path().join("remote.git")
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.tmp.path().join("cache")
+    }
+
+    /// The one bare cache under `--git-cache`.
+    fn cache_repo(&self) -> PathBuf {
+        std::fs::read_dir(self.cache())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "git"))
+            .expect("a cache repository")
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        git(&self.bare(), args)
+    }
+
+    fn proposal_branches(&self) -> Vec<String> {
+        self.git(&[
+            "for-each-ref",
+            "--format=%(refname:short)",
+            "refs/heads/cup/proposal/",
+        ])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    }
+}
+
+struct Fixture {
+    config: tempfile::TempDir,
+    unused_source: tempfile::TempDir,
+    store: tempfile::TempDir,
+}
+
+fn template_fixture() -> (Fixture, tempfile::TempDir) {
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("resources.json"),
+        r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"ResourceDefinition","metadata":{"name":"resources.test.cup.flipt.io"},"names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object","properties":{"spec":{"type":"object"}}}}}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        config.path().join("template.json"),
+        r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"template"},"spec":{"type":"template"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        config.path().join("api-binding.json"),
+        r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Binding","metadata":{"name":"template"},"spec":{"controller":"template","resources":["test.cup.flipt.io/v1alpha1/resources"]}}"#,
+    )
+    .unwrap();
+    let base = tempfile::tempdir().unwrap();
+    std::fs::create_dir(base.path().join("default")).unwrap();
+    for (name, json) in [("foo", FOO), ("bar", BAR)] {
+        std::fs::write(base.path().join(resource_path(name)), json).unwrap();
+    }
+    (
+        Fixture {
+            config,
+            unused_source: tempfile::tempdir().unwrap(),
+            store: tempfile::tempdir().unwrap(),
+        },
+        base,
+    )
+}
+
+fn resource_path(name: &str) -> String {
+    format!("default/test.cup.flipt.io-v1alpha1-Resource-{name}.json")
+}
+
+fn git_args(remote_url: &str, cache: &Path) -> Vec<String> {
+    vec![
+        "-api-source".into(),
+        "git".into(),
+        "-api-git-repo".into(),
+        remote_url.into(),
+        "--git-cache".into(),
+        cache.display().to_string(),
+        "--git-fetch-interval".into(),
+        "1s".into(),
+        "--code-cache".into(),
+        shared_code_cache().display().to_string(),
+    ]
+}
+
+fn config<'a>(f: &'a Fixture, url: &str, cache: &Path) -> CupdConfig<'a> {
+    let mut cfg = CupdConfig::new(f.config.path(), f.unused_source.path(), f.store.path());
+    cfg.args = git_args(url, cache);
+    cfg
+}
+
+fn start(f: &Fixture, remote: &Remote) -> Cupd {
+    Cupd::start(&config(f, remote.bare().to_str().unwrap(), &remote.cache()))
+}
+
+/// The 202 body of a git write: `(id, branch, commit)`.
+fn proposal(response: &cup_e2e::cupd::Response) -> (String, String, String) {
+    assert_eq!(response.status, 202, "{}", response.text());
+    let body = response.json();
+    assert!(
+        response.text().starts_with("{\"id\":"),
+        "Go field order: {}",
+        response.text()
+    );
+    assert_eq!(body["empty"], false);
+    assert_eq!(body["proposal"]["source"], "git");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 26);
+    let branch = body["proposal"]["branch"].as_str().unwrap().to_owned();
+    assert_eq!(branch, format!("cup/proposal/{id}"));
+    let commit = body["proposal"]["commit"].as_str().unwrap().to_owned();
+    (id, branch, commit)
+}
+
+fn no_local_branches(remote: &Remote) {
+    let refs = git(
+        &remote.cache_repo(),
+        &[
+            "for-each-ref",
+            "--format=%(refname)",
+            "refs/heads",
+            "refs/cup",
+        ],
+    );
+    assert_eq!(refs, "", "the cache keeps no local branches or push refs");
+    let work: Vec<_> = std::fs::read_dir(remote.cache_repo().join("cup-work"))
+        .unwrap()
+        .collect();
+    assert!(work.is_empty(), "no leftover checkouts: {work:?}");
+}
+
+#[test]
+fn the_original_source_scenario_on_a_master_repository() {
+    let (f, base) = template_fixture();
+    let remote = Remote::new(base.path(), "master");
+    let cupd = start(&f, &remote);
+
+    // View equals the seed.
+    assert_eq!(
+        cupd.get(&format!("{RESOURCES}/foo")).text(),
+        format!("{FOO}\n")
+    );
+    assert_eq!(cupd.get(RESOURCES).text(), format!("{BAR}\n{FOO}\n"));
+    let status = cupd.get("/status").json();
+    assert_eq!(status["source"]["type"], "git");
+    assert_eq!(status["source"]["default_branch"], "master");
+
+    // Update writes the new file on a proposal branch; the base is untouched.
+    let (id, branch, commit) = proposal(&cupd.put(&format!("{RESOURCES}/baz"), BAZ_PAYLOAD));
+    assert_eq!(remote.git(&["rev-parse", &branch]), commit);
+    assert_eq!(
+        remote.git(&["show", &format!("{branch}:{}", resource_path("baz"))]) + "\n",
+        BAZ_FILE
+    );
+    assert_eq!(
+        remote.git(&["diff", "--name-status", &format!("master..{branch}")]),
+        format!("A\t{}", resource_path("baz"))
+    );
+    assert_eq!(
+        remote.git(&["log", "-1", "--format=%an <%ae>|%s", &branch]),
+        "cup <cup@localhost>|feat: update test.cup.flipt.io/v1alpha1/Resource default/baz"
+    );
+    assert_eq!(cupd.get(&format!("{RESOURCES}/baz")).status, 404);
+    let at_branch = cupd.get(&format!("{RESOURCES}/baz?revision={branch}"));
+    assert_eq!(at_branch.status, 200, "{}", at_branch.text());
+    no_local_branches(&remote);
+
+    // Proposals: listed, shown, merged.
+    let list = cupd.get("/proposals").json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], id.as_str());
+    let detail = cupd.get(&format!("/proposals/{id}")).json();
+    assert_eq!(detail["files"][0]["path"], resource_path("baz"));
+    assert_eq!(detail["files"][0]["status"], "added");
+    assert_eq!(detail["merged"], false);
+    let merged = cupd.request("POST", &format!("/proposals/{id}/merge"), &[], b"");
+    assert_eq!(merged.status, 200, "{}", merged.text());
+    assert_eq!(merged.json()["fast_forward"], true);
+    assert_eq!(remote.git(&["rev-parse", "master"]), commit);
+    assert_eq!(cupd.get("/proposals").json(), serde_json::json!([]));
+    assert_eq!(
+        cupd.request("POST", &format!("/proposals/{id}/merge"), &[], b"")
+            .status,
+        409
+    );
+
+    // After a fetch the default branch shows it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let baz = cupd.get(&format!("{RESOURCES}/baz"));
+    assert_eq!(baz.status, 200, "{}", baz.text());
+
+    // The same put again changes nothing: 204, no new branch.
+    let again = cupd.put(&format!("{RESOURCES}/baz"), BAZ_PAYLOAD);
+    assert_eq!(again.status, 204, "{}", again.text());
+    assert!(again.body.is_empty());
+    assert_eq!(remote.proposal_branches().len(), 1);
+
+    // Delete: a proposal removing foo's file, with the §1.8 message.
+    let (_, del_branch, _) = proposal(&cupd.delete(&format!("{RESOURCES}/foo")));
+    assert_eq!(
+        remote.git(&["diff", "--name-status", &format!("master..{del_branch}")]),
+        format!("D\t{}", resource_path("foo"))
+    );
+    assert_eq!(
+        remote.git(&["log", "-1", "--format=%s", &del_branch]),
+        "feat: delete test.cup.flipt.io/v1alpha1/resources default/foo"
+    );
+    no_local_branches(&remote);
+}
+
+#[test]
+fn revisions_branch_tag_commit_and_missing() {
+    let (f, base) = template_fixture();
+    let remote = Remote::new(base.path(), "main");
+    let first = remote.git(&["rev-parse", "main"]);
+    // A later commit on main removes bar; a side branch adds qux.
+    let seed = remote.tmp.path().join("seed");
+    git(&seed, &["rm", "-q", &resource_path("bar")]);
+    git(&seed, &["commit", "-q", "-m", "drop bar"]);
+    git(&seed, &["push", "-q", "origin", "main"]);
+    git(&seed, &["checkout", "-q", "-b", "side", "v1"]);
+    std::fs::write(
+        seed.join(resource_path("qux")),
+        FOO.replace("\"foo\",\"labels", "\"qux\",\"labels"),
+    )
+    .unwrap();
+    git(&seed, &["add", "-A"]);
+    git(&seed, &["commit", "-q", "-m", "qux"]);
+    git(&seed, &["push", "-q", "origin", "side"]);
+    let cupd = start(&f, &remote);
+
+    let names = |query: &str| -> Vec<String> {
+        let r = cupd.get(&format!("{RESOURCES}{query}"));
+        assert_eq!(r.status, 200, "{query}: {}", r.text());
+        r.text()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(names(""), ["foo"]);
+    assert_eq!(names("?revision=main"), ["foo"]);
+    assert_eq!(names("?revision=v1"), ["bar", "foo"]);
+    assert_eq!(names(&format!("?revision={first}")), ["bar", "foo"]);
+    assert_eq!(
+        names(&format!("?revision={}", &first[..10])),
+        ["bar", "foo"]
+    );
+    assert_eq!(names("?revision=side"), ["bar", "foo", "qux"]);
+
+    let missing = cupd.get(&format!("{RESOURCES}?revision=nope"));
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.text().contains("revision \"nope\" not found"),
+        "{}",
+        missing.text()
+    );
+    let bad = cupd.get(&format!("{RESOURCES}/foo?revision=main..side"));
+    assert_eq!(bad.status, 400, "{}", bad.text());
+
+    // A write based on another branch proposes against it.
+    let (_, branch, _) =
+        proposal(&cupd.put(&format!("{RESOURCES}/baz?revision=side"), BAZ_PAYLOAD));
+    assert_eq!(
+        remote.git(&["diff", "--name-only", &format!("side..{branch}")]),
+        resource_path("baz")
+    );
+}
+
+#[test]
+fn flipt_over_git_gives_exact_diffs() {
+    let config = tempfile::tempdir().unwrap();
+    std::fs::create_dir(config.path().join("ctl")).unwrap();
+    std::fs::write(config.path().join("ctl/flipt.wasm"), flipt_package()).unwrap();
+    std::fs::write(
+        config.path().join("flipt.json"),
+        r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"flipt"},"spec":{"type":"wasm","spec":{"path":"ctl/flipt.wasm"}}}"#,
+    )
+    .unwrap();
+    let f = Fixture {
+        config,
+        unused_source: tempfile::tempdir().unwrap(),
+        store: tempfile::tempdir().unwrap(),
+    };
+    let remote = Remote::new(&repo_root().join("examples/flipt/repo"), "main");
+    let cupd = start(&f, &remote);
+
+    let list = cupd.get(FLAGS);
+    assert_eq!(list.status, 200, "{}", list.text());
+    assert!(list.text().contains("dark-mode"));
+
+    let (_, branch, _) = proposal(&cupd.put(&format!("{FLAGS}/checkout-v2"), CHECKOUT));
+    assert_eq!(
+        remote.git(&["diff", "--name-status", &format!("main..{branch}")]),
+        "M\tfeatures.yml"
+    );
+    let added = remote.git(&["show", &format!("{branch}:features.yml")]);
+    for key in ["checkout-v2", "new-login", "dark-mode", "beta-users"] {
+        assert!(added.contains(key), "{key} in\n{added}");
+    }
+    // The controller rewrites the file (its YAML, not the seed's comments): one file changed.
+    let base_yaml = remote.git(&["show", "main:features.yml"]);
+    assert_ne!(added, base_yaml);
+
+    let (_, del, _) = proposal(&cupd.delete(&format!("{FLAGS}/dark-mode")));
+    assert_eq!(
+        remote.git(&["diff", "--name-status", &format!("main..{del}")]),
+        "M\tfeatures.yml"
+    );
+    let shown = remote.git(&["show", &format!("{del}:features.yml")]);
+    assert!(
+        !shown.contains("dark-mode") && shown.contains("new-login"),
+        "{shown}"
+    );
+
+    // Not found on the base: 404, nothing proposed.
+    assert_eq!(cupd.delete(&format!("{FLAGS}/checkout-v2")).status, 404);
+    assert_eq!(remote.proposal_branches().len(), 2);
+    no_local_branches(&remote);
+}
+
+#[test]
+fn fifty_concurrent_puts_give_fifty_proposals() {
+    let (f, base) = template_fixture();
+    let remote = Remote::new(base.path(), "main");
+    let cupd = start(&f, &remote);
+    let cupd = &cupd;
+    let results: Vec<(String, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                s.spawn(move || {
+                    let name = format!("r{i:02}");
+                    let body = BAZ_PAYLOAD.replace("\"baz\"", &format!("\"{name}\""));
+                    let (_, branch, _) = proposal(&cupd.put(&format!("{RESOURCES}/{name}"), &body));
+                    (name, branch)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut branches = remote.proposal_branches();
+    branches.sort();
+    let mut expected: Vec<String> = results.iter().map(|(_, b)| b.clone()).collect();
+    expected.sort();
+    expected.dedup();
+    assert_eq!(expected.len(), 50);
+    assert_eq!(branches, expected);
+    for (name, branch) in &results {
+        assert_eq!(
+            remote.git(&["diff", "--name-status", &format!("main..{branch}")]),
+            format!("A\t{}", resource_path(name)),
+            "{branch} has exactly its own change"
+        );
+    }
+    assert_eq!(cupd.get("/proposals").json().as_array().unwrap().len(), 50);
+    no_local_branches(&remote);
+}
+
+#[test]
+fn unreachable_remote_fails_at_startup() {
+    let (f, _) = template_fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.git");
+    let err = Cupd::try_start(&config(
+        &f,
+        missing.to_str().unwrap(),
+        &tmp.path().join("c"),
+    ))
+    .err()
+    .expect("cupd must not start");
+    assert!(err.contains("fetching from"), "{err}");
+}
+
+#[test]
+fn missing_default_branch_is_a_clear_404() {
+    let (f, base) = template_fixture();
+    let remote = Remote::new(base.path(), "master");
+    // HEAD names a branch that does not exist.
+    remote.git(&["symbolic-ref", "HEAD", "refs/heads/main"]);
+    let cupd = start(&f, &remote);
+    let r = cupd.get(&format!("{RESOURCES}/foo"));
+    assert!(r.status == 404, "{} {}", r.status, r.text());
+    assert!(r.text().contains("default branch"), "{}", r.text());
+    assert_eq!(
+        cupd.get(&format!("{RESOURCES}/foo?revision=master")).status,
+        200
+    );
+    assert_eq!(cupd.get("/healthz").status, 200, "the server stays up");
+}
+
+/// `git daemon` serving a directory on 127.0.0.1 with push enabled; killed on drop.
+struct Daemon(Child, u16);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn daemon(base: &Path) -> Daemon {
+    let port = cup_e2e::cupd::free_port();
+    let child = Command::new("git")
+        .args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--enable=receive-pack",
+            "--listen=127.0.0.1",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", base.display()))
+        .arg(base)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("git daemon");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "git daemon did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Daemon(child, port)
+}
+
+#[test]
+fn a_rejected_push_is_a_500_naming_the_rejection_and_leaves_nothing() {
+    let (f, base) = template_fixture();
+    let remote = Remote::new(base.path(), "main");
+    let hook = remote.bare().join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'proposals are frozen' >&2\nexit 1\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let d = daemon(remote.tmp.path());
+    let url = format!("git://127.0.0.1:{}/remote.git", d.1);
+    let cupd = Cupd::start(&config(&f, &url, &remote.cache()));
+    assert_eq!(cupd.get(&format!("{RESOURCES}/foo")).status, 200);
+    let put = cupd.put(&format!("{RESOURCES}/baz"), BAZ_PAYLOAD);
+    assert_eq!(put.status, 500, "{}", put.text());
+    assert!(put.text().contains("pushing changes"), "{}", put.text());
+    assert!(
+        put.text().contains("reject") || put.text().contains("declined"),
+        "{}",
+        put.text()
+    );
+    assert!(remote.proposal_branches().is_empty());
+    no_local_branches(&remote);
+    assert_eq!(cupd.get("/healthz").status, 200, "the server stays up");
+}
+
+#[test]
+fn git_flags_are_checked_at_startup() {
+    let (f, _) = template_fixture();
+    let run = |extra: &[&str]| -> String {
+        let out = Command::new(cup_e2e::bin("cupd"))
+            .args(["serve", "-api-address", "127.0.0.1:0", "-api-resources"])
+            .arg(f.config.path())
+            .arg("--store")
+            .arg(f.store.path())
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("cupd runs");
+        assert!(!out.status.success(), "{extra:?} must be refused");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(run(&["-api-source", "git"]).contains("needs -api-git-repo"));
+    assert!(
+        run(&[
+            "-api-source",
+            "git",
+            "-api-git-repo",
+            "git@host:org/repo.git"
+        ])
+        .contains("SSH")
+    );
+    assert!(
+        run(&[
+            "-api-source",
+            "git",
+            "-api-git-repo",
+            "/x",
+            "--git-author",
+            "nobody"
+        ])
+        .contains("invalid --git-author")
+    );
+}
