@@ -15,9 +15,9 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Embed/read benchmarks against wasm-tools and cp on esbuild.wasm; see docs/BENCHMARKS.md.
+# All benchmarks against their peers; rewrites docs/BENCHMARKS.md (~4 min; first run installs peers, ~10 min more).
 bench:
-    bench/embed.sh
+    bench/run.sh
 
 # Fuzz the section reader and embedder (needs cargo-fuzz; stable toolchain via RUSTC_BOOTSTRAP).
 fuzz seconds="300":

@@ -80,16 +80,20 @@ py="$venv/bin/python"
 # Pushes go to a new repository each run (a registry skips blobs already linked to the
 # repository, so a fixed one would measure HEAD requests only).
 echo 0 > n
+l0=$(cut -d' ' -f1 /proc/loadavg)
 hyperfine --warmup 2 --runs "$runs" --export-json push.json \
   -n "cup controller push" "n=\$((\$(cat n)+1)); echo \$n > n; $bin/cup --store $b/pstore controller push ctl.wasm $host/bench/cup\$n:v1 >/dev/null" \
   -n "oras push (Python)" "n=\$((\$(cat n)+1)); echo \$n > n; $py oras_push.py $host $host/bench/oras\$n:v1 >/dev/null" \
   -n "cup controller push (blobs present)" "$bin/cup --store $b/pstore controller push ctl.wasm $host/bench/ctl:v1 >/dev/null" >/dev/null
 
+l1=$(cut -d' ' -f1 /proc/loadavg)
 hyperfine -N --warmup 2 --runs "$runs" --export-json pull.json \
   --prepare "rm -rf $b/store $b/skopeo $b/oras-out" \
   -n "cup controller pull" "$bin/cup --store $b/store controller pull $host/bench/ctl:v1" \
   -n "skopeo copy to oci:" "skopeo copy -q --src-tls-verify=false docker://$host/bench/ctl:v1 oci:$b/skopeo:ctl" \
   -n "oras pull (Python)" "$py oras_pull.py $host $host/bench/ctl:v1 $b/oras-out" >/dev/null
+
+l2=$(cut -d' ' -f1 /proc/loadavg)
 
 # Raw hashing speed of the machine (sha256 of the artifact, which cup does while streaming).
 hash_ms=$(python3 - ctl.wasm <<'PY'
@@ -99,9 +103,11 @@ t = time.perf_counter(); hashlib.sha256(data).hexdigest(); print((time.perf_coun
 PY
 )
 
-python3 - "$size" "$hash_ms" <<'PY'
+python3 - "$size" "$hash_ms" "$l0" "$l1" "$l2" <<'PY'
 import json, os, sys, platform
 size = int(sys.argv[1]); hash_ms = float(sys.argv[2])
+l = [float(x) for x in sys.argv[3:6]]
+loadr = {"push": f"{min(l[0], l[1]):.1f}–{max(l[0], l[1]):.1f}", "pull": f"{min(l[1], l[2]):.1f}–{max(l[1], l[2]):.1f}"}
 def load(name):
     return {r["command"]: r for r in json.load(open(name))["results"]}
 def ms(r): return r["median"] * 1000
@@ -109,14 +115,19 @@ def spread(r): return (max(r["times"]) - min(r["times"])) * 1000
 cpu = open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()
 lines = [f"Input: esbuild.wasm (npm esbuild-wasm) + a 6 MiB custom section + the example definitions: {size:,} bytes. "
          f"Registry: Debian docker-registry 2.8 on 127.0.0.1. Machine: {os.cpu_count()} cores, {platform.machine()}, {cpu}.",
-         "", "| figure | command | median ms | min–max spread ms | MB/s | ratio |", "|---|---|---|---|---|---|"]
+         "", "| figure | command | median ms | min–max spread ms | MB/s | ratio | load |", "|---|---|---|---|---|---|---|"]
 for fig, name, ours in (("push", "push.json", "cup controller push"), ("pull", "pull.json", "cup controller pull")):
     res = load(name); base = ms(res[ours])
     for cmd, r in res.items():
         if cmd == ours: ratio = "1.00"
         elif cmd.startswith("cup"): ratio = f"{base/ms(r):.2f}× faster than a first push (HEADs only)"
         else: ratio = f"cup is {ms(r)/base:.2f}× faster" if ms(r) > base else f"cup takes {base/ms(r):.2f}× as long"
-        lines.append(f"| {fig} | {cmd} | {ms(r):.1f} | {spread(r):.1f} | {size / ms(r) / 1000:.0f} | {ratio} |")
+        lines.append(f"| {fig} | {cmd} | {ms(r):.1f} | {spread(r):.1f} | {size / ms(r) / 1000:.0f} | {ratio} | {loadr[fig]} |")
+push, pull = load("push.json"), load("pull.json")
+r_push = ms(push["oras push (Python)"]) / ms(push["cup controller push"])
+r_pull = ms(pull["skopeo copy to oci:"]) / ms(pull["cup controller pull"])
+lines += ["", f"Targets: push {r_push:.2f}× faster than oras (≥ 3× {'✓' if r_push >= 3 else '✗'}); "
+          f"pull {r_pull:.2f}× faster than skopeo (≥ 1.5× {'✓' if r_pull >= 1.5 else '✗'})."]
 lines += ["", f"sha256 of the artifact in Python hashlib (OpenSSL) on this machine: {hash_ms:.1f} ms ({size / hash_ms / 1000:.0f} MB/s)."]
 out = "\n".join(lines) + "\n"
 open("../oci.md", "w").write(out)

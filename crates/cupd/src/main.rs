@@ -117,7 +117,22 @@ fn is_scp_like(url: &str) -> bool {
 fn init_logging(level: &str) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !env.is_empty() => EnvFilter::try_new(env).context("invalid RUST_LOG")?,
-        _ => EnvFilter::try_new(level).with_context(|| format!("invalid -log-level {level:?}"))?,
+        _ => {
+            let filter = EnvFilter::try_new(level)
+                .with_context(|| format!("invalid -log-level {level:?}"))?;
+            if level.contains("wasmtime_wasi") {
+                filter
+            } else {
+                // wasmtime-wasi opens an INFO span around every WASI call a guest makes;
+                // recording them costs ~45 µs per request (docs/BENCHMARKS.md) and tells an
+                // operator nothing. `-log-level info,wasmtime_wasi=info` brings them back.
+                filter.add_directive(
+                    "wasmtime_wasi=warn"
+                        .parse()
+                        .context("the built-in wasmtime_wasi log directive")?,
+                )
+            }
+        }
     };
     // Colours only on a terminal: escape codes would litter log files and collectors.
     tracing_subscriber::fmt()
