@@ -19,9 +19,10 @@ lint:
 bench:
     bench/run.sh
 
-# Fuzz the section reader and embedder (needs cargo-fuzz; stable toolchain via RUSTC_BOOTSTRAP).
-fuzz seconds="300":
-    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run sections corpus/sections seeds/sections -- -max_total_time={{seconds}}
+# Fuzz one target (sections, oci_manifest, oci_compat_layer, resource_schema, config_dir);
+# needs cargo-fuzz; stable toolchain via RUSTC_BOOTSTRAP. See fuzz/README.md.
+fuzz target="sections" seconds="300":
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {{ if target == "config_dir" { "" } else { "--no-default-features" } }} {{target}} corpus/{{target}} seeds/{{target}} -- -max_total_time={{seconds}}
 
 # (examples/quickstart.sh: wasm32-wasip1 build → cup-embed → local OCI store → cupd over a copy
 # of examples/flipt/repo → cup definitions/get/apply/delete → the diff; KEEP=1 keeps the files.)

@@ -22,10 +22,14 @@ fuzz_target!(|data: &[u8]| {
         r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"ResourceDefinition","metadata":{"name":"xs.fuzz"},"names":{"kind":"X","singular":"x","plural":"xs"},"spec":{"group":"fuzz","versions":{"v1":{"type":"object"}}}}"#,
     )
     .expect("fixed definition parses");
-    let (out, _) = cup_sections::embed(data, std::slice::from_ref(&definition)).expect("embedding into a scannable module");
+    let (out, _) = cup_sections::embed(data, std::slice::from_ref(&definition))
+        .expect("embedding into a scannable module");
     let package = cup_sections::read_package(&out).expect("reading what was embedded");
     assert!(package.integrity.is_ok(), "{:?}", package.integrity);
-    assert_eq!(package.verified_definitions().expect("ok package"), vec![definition.clone()]);
+    assert_eq!(
+        package.verified_definitions().expect("ok package"),
+        vec![definition.clone()]
+    );
     let (again, _) = cup_sections::embed(&out, &[definition]).expect("re-embedding");
     assert_eq!(again, out);
 });

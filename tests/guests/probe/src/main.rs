@@ -25,6 +25,16 @@
 //! Served through cupd (the cup ABI, argv `["wasi", verb, Kind, ns, name?]`) with Kind
 //! `Escape`, it tries to get out of its mount (see [`escape`]): a host that contains it
 //! answers 404/500; one that does not leaks the secret into the response.
+//!
+//! Other cup-ABI Kinds misbehave in one way each, for every verb (see [`abuse`]), so the
+//! server's handling of a hostile controller can be tested through HTTP:
+//! - `Exit`     exit with the code given as the resource name (list: the namespace)
+//! - `Garbage`  exit 0 after writing something that is not a resource stream to stdout;
+//!   the name picks what (`text`, `half`, `binary`, `array`, `tail` = a good resource then junk)
+//! - `Deep`     recurse without bound
+//! - `Flood`    write 100 MiB (or the name's number of bytes) to stdout, exit 0
+//! - `Spin`     loop forever
+//! - `Grow`     allocate without bound
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -70,6 +80,12 @@ fn main() {
         "get" | "list" | "put" | "delete" if args.get(2).map(String::as_str) == Some("Escape") => {
             escape(verb, args.get(3).map_or("default", String::as_str))
         }
+        "get" | "list" | "put" | "delete" if args.len() >= 4 => abuse(
+            arg(2),
+            arg(3),
+            // list has no name: the namespace selects the variant.
+            args.get(4).map_or(arg(3), String::as_str),
+        ),
         other => {
             eprintln!("probe: unknown verb {other:?}");
             exit(64)
@@ -248,6 +264,48 @@ fn recurse(depth: u64) -> u64 {
     below.wrapping_add(local[(depth % 16) as usize])
 }
 
+/// The cup-ABI abuse Kinds (module docs). `what` is the resource name, or the namespace for
+/// a list, and picks the variant.
+fn abuse(kind: &str, namespace: &str, what: &str) {
+    match kind {
+        "Exit" => exit(number(what) as i32),
+        "Garbage" => {
+            let mut out = io::stdout().lock();
+            let junk: &[u8] = match what {
+                "text" => b"this is not JSON\n",
+                "half" => b"{\"apiVersion\":\"example.com/v1\",\"kind\":",
+                "binary" => b"\xff\xfe\x00\x01garbage\x80",
+                "array" => b"[1,2,3]\n",
+                _ => {
+                    // A good resource first: a list must not come back as the good prefix.
+                    let _ = writeln!(
+                        out,
+                        "{{\"apiVersion\":\"example.com/v1\",\"kind\":\"Garbage\",\"metadata\":{{\"namespace\":{namespace:?},\"name\":\"good\"}},\"spec\":{{}}}}"
+                    );
+                    b"} not json {\n"
+                }
+            };
+            if out.write_all(junk).and_then(|()| out.flush()).is_err() {
+                exit(3);
+            }
+        }
+        "Deep" => {
+            let depth = recurse(0);
+            println!("{depth}");
+        }
+        "Flood" => {
+            let n = what.parse().unwrap_or(100 << 20);
+            flood(&mut io::stdout().lock(), n);
+        }
+        "Spin" => spin(),
+        "Grow" => grow(),
+        other => {
+            eprintln!("probe: unknown Kind {other:?}");
+            exit(64)
+        }
+    }
+}
+
 /// Paths that lead out of the mount if the host lets them: `..` above the root, a symlink
 /// to a file outside, a symlink to a directory outside (the test creates both links).
 const ESCAPES: [&str; 5] = [
@@ -258,8 +316,8 @@ const ESCAPES: [&str; 5] = [
     "/../../../../etc/hostname",
 ];
 
-/// The cup-ABI abuse controller: `get`/`list` try to read outside the mount (and `list` to
-/// write inside its read-only mount); `put`/`delete` try to write outside it. Any success is
+/// The cup-ABI abuse controller: `get`/`list` try to read outside the mount (and to write
+/// inside their read-only mount); `put`/`delete` try to write outside it. Any success is
 /// reported as a resource on stdout with exit 0, so a leak shows in the HTTP response; when
 /// every attempt fails, the errors go to stderr and the exit code is 1.
 fn escape(verb: &str, namespace: &str) {
@@ -278,15 +336,19 @@ fn escape(verb: &str, namespace: &str) {
                     Err(e) => errors.push(format!("read {path}: {}", e.kind())),
                 }
             }
-            if verb == "list" {
-                match fs::write("/written-during-list.txt", "x") {
-                    Ok(()) => leak("/written-during-list.txt", "written"),
-                    Err(e) => errors.push(format!("write during list: {}", e.kind())),
-                }
+            // The mount is read-only for both reads: a write must fail in the guest.
+            let path = format!("/written-during-{verb}.txt");
+            match fs::write(&path, "x") {
+                Ok(()) => leak(&path, "written"),
+                Err(e) => errors.push(format!("write during {verb}: {}", e.kind())),
             }
         }
         _ => {
-            for path in ["/../escaped.txt", "../escaped.txt", "/outside-link/escaped.txt"] {
+            for path in [
+                "/../escaped.txt",
+                "../escaped.txt",
+                "/outside-link/escaped.txt",
+            ] {
                 match fs::write(path, "escaped") {
                     Ok(()) => leak(path, "written"),
                     Err(e) => errors.push(format!("write {path}: {}", e.kind())),
