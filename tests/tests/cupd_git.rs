@@ -566,3 +566,82 @@ fn git_flags_are_checked_at_startup() {
         .contains("invalid --git-author")
     );
 }
+
+/// Runs the real `cup` binary against `cupd` with a config file that does not exist (so
+/// the built-in default context is used and nothing outside the temp dir is touched).
+fn cup_cli(cupd: &Cupd, home: &Path, args: &[&str], stdin: &str) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = Command::new(cup_e2e::bin("cup"))
+        .arg("-c")
+        .arg(home.join("config.json"))
+        .args(["-a", &cupd.base_url(), "-n", "default", "-o", "json"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cup runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("writing stdin");
+    let out = child.wait_with_output().expect("cup finishes");
+    assert!(
+        out.status.success(),
+        "cup {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("cup -o json prints one JSON document")
+}
+
+/// The original's integration scenario (cup-reference §5, "git" pipeline) through the real
+/// `cup` CLI against cupd over a Git source: definitions, list, get, apply on stdin and
+/// delete, where each write answers a proposal (non-zero id, source git) on its own branch.
+#[test]
+fn the_original_cli_scenario_over_git() {
+    let (f, base) = template_fixture();
+    let remote = Remote::new(base.path(), "main");
+    let cupd = start(&f, &remote);
+    let home = tempfile::tempdir().unwrap();
+
+    let defs = cup_cli(&cupd, home.path(), &["definitions"], "");
+    assert_eq!(defs.as_array().map(Vec::len), Some(1), "{defs}");
+    assert_eq!(defs[0]["metadata"]["name"], "resources.test.cup.flipt.io");
+
+    let list = cup_cli(&cupd, home.path(), &["get", "resources"], "");
+    let bar: serde_json::Value = serde_json::from_str(BAR).unwrap();
+    let foo: serde_json::Value = serde_json::from_str(FOO).unwrap();
+    assert_eq!(list, serde_json::Value::Array(vec![bar, foo.clone()]));
+    assert_eq!(
+        cup_cli(&cupd, home.path(), &["get", "resources", "foo"], ""),
+        foo
+    );
+
+    let applied = cup_cli(&cupd, home.path(), &["apply"], BAZ_PAYLOAD);
+    let id = applied["id"].as_str().expect("an id");
+    assert_ne!(id, "00000000000000000000000000");
+    assert_eq!(applied["proposal"]["source"], "git");
+    let branch = format!("cup/proposal/{id}");
+    assert_eq!(
+        remote.git(&["show", &format!("{branch}:{}", resource_path("baz"))]),
+        BAZ_FILE.trim_end()
+    );
+
+    let deleted = cup_cli(&cupd, home.path(), &["delete", "resources", "foo"], "");
+    let id = deleted["id"].as_str().expect("an id");
+    assert_eq!(deleted["proposal"]["source"], "git");
+    let changed = remote.git(&[
+        "diff",
+        "--name-status",
+        "main",
+        &format!("cup/proposal/{id}"),
+    ]);
+    assert_eq!(changed, format!("D\t{}", resource_path("foo")));
+    assert_eq!(remote.proposal_branches().len(), 2);
+    assert!(
+        !home.path().join("config.json").exists(),
+        "cup wrote no config file"
+    );
+}
