@@ -19,22 +19,8 @@ pub struct TestRegistry {
     port: u16,
 }
 
-/// A raw HTTP response.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
+pub use crate::http::Response;
+use crate::http::free_port;
 
 impl TestRegistry {
     /// Starts a registry on a free loopback port and waits until `GET /v2/` answers.
@@ -194,21 +180,7 @@ impl TestRegistry {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Option<Response> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            self.host(),
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).ok()?;
-        stream.write_all(body).ok()?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).ok()?;
-        parse_response(&raw)
+        crate::http::request(self.port, method, path, headers, body)
     }
 
     /// Uploads a blob (POST then PUT with the digest) and returns its digest.
@@ -249,13 +221,6 @@ impl Drop for TestRegistry {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding a free port")
-        .port()
-}
-
 fn config_yaml(data: &Path, port: u16) -> String {
     format!(
         "version: 0.1\n\
@@ -265,44 +230,6 @@ fn config_yaml(data: &Path, port: u16) -> String {
          http:\n  addr: 127.0.0.1:{port}\n  headers: {{ X-Content-Type-Options: [nosniff] }}\n",
         data.display()
     )
-}
-
-fn parse_response(raw: &[u8]) -> Option<Response> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..split]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    if chunked {
-        body = dechunk(&body)?;
-    }
-    Some(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let end = body.windows(2).position(|w| w == b"\r\n")?;
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&body[..end]).ok()?.trim(), 16).ok()?;
-        body = &body[end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
-    }
 }
 
 /// What a [`FaultyProxy`] does to a response once a connection has sent `after` bytes

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use cup_e2e::cupd::copy_tree;
 use cup_e2e::{flipt_definitions, flipt_wasm, repo_root};
 use cup_runtime::{Access, Invocation, Limits, LoadedController, Outcome, Runtime};
 use cup_sections::{Integrity, info::read_definition_file};
@@ -61,19 +62,6 @@ fn sample_repo() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_tree(&repo_root().join("examples/flipt/repo"), dir.path());
     dir
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]
