@@ -185,6 +185,14 @@ impl Drop for Cupd {
 }
 
 /// Copies a directory tree (regular files and directories).
+/// One object of the config directory (a resource definition or a controller) in the
+/// `cup.flipt.io/v1alpha1` API group; `body` is the JSON after `metadata`, without braces.
+pub fn config_object(kind: &str, name: &str, body: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"cup.flipt.io/v1alpha1","kind":"{kind}","metadata":{{"name":"{name}"}},{body}}}"#
+    )
+}
+
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("creating the copy");
     for entry in std::fs::read_dir(from).expect("readable dir").flatten() {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cup_e2e::cupd::{Cupd, CupdConfig};
+use cup_e2e::cupd::{Cupd, CupdConfig, config_object};
 use cup_e2e::probe_wasm;
 
 /// Deadline given to cupd: long enough for a debug build to instantiate the probe, short
@@ -19,12 +19,6 @@ use cup_e2e::probe_wasm;
 const DEADLINE: &str = "2s";
 const KINDS: [&str; 7] = ["Exit", "Garbage", "Deep", "Flood", "Spin", "Grow", "Escape"];
 const TEMPLATE: &str = "/apis/test.cup.flipt.io/v1alpha1/namespaces/default/resources";
-
-fn object(kind: &str, name: &str, body: &str) -> String {
-    format!(
-        r#"{{"apiVersion":"cup.flipt.io/v1alpha1","kind":"{kind}","metadata":{{"name":"{name}"}},{body}}}"#
-    )
-}
 
 fn plural(kind: &str) -> String {
     format!("{}s", kind.to_lowercase())
@@ -37,7 +31,7 @@ fn write_config(dir: &Path) {
         let plural = plural(kind);
         std::fs::write(
             dir.join(format!("{plural}-def.json")),
-            object(
+            config_object(
                 "ResourceDefinition",
                 &format!("{plural}.example.com"),
                 &format!(r#""names":{{"kind":"{kind}","singular":"{}","plural":"{plural}"}},"spec":{{"group":"example.com","versions":{{"v1":{{"type":"object"}}}}}}"#, kind.to_lowercase()),
@@ -49,7 +43,7 @@ fn write_config(dir: &Path) {
     let files = [
         (
             "probe-ctl.json",
-            object(
+            config_object(
                 "Controller",
                 "probe",
                 r#""spec":{"type":"wasm","spec":{"path":"probe.wasm"}}"#,
@@ -57,7 +51,7 @@ fn write_config(dir: &Path) {
         ),
         (
             "probe-bind.json",
-            object(
+            config_object(
                 "Binding",
                 "probe",
                 &format!(
@@ -68,7 +62,7 @@ fn write_config(dir: &Path) {
         ),
         (
             "tmpl-def.json",
-            object(
+            config_object(
                 "ResourceDefinition",
                 "resources.test.cup.flipt.io",
                 r#""names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object"}}}"#,
@@ -76,11 +70,11 @@ fn write_config(dir: &Path) {
         ),
         (
             "tmpl-ctl.json",
-            object("Controller", "template", r#""spec":{"type":"template"}"#),
+            config_object("Controller", "template", r#""spec":{"type":"template"}"#),
         ),
         (
             "tmpl-bind.json",
-            object(
+            config_object(
                 "Binding",
                 "template",
                 r#""spec":{"controller":"template","resources":["test.cup.flipt.io/v1alpha1/resources"]}"#,

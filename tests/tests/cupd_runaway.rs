@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use cup_e2e::cupd::{Cupd, CupdConfig};
+use cup_e2e::cupd::{Cupd, CupdConfig, config_object};
 
 /// Real WASI command modules, each misbehaving in one way.
 fn guests() -> [(&'static str, String); 3] {
@@ -30,12 +30,6 @@ fn guests() -> [(&'static str, String); 3] {
     ]
 }
 
-fn object(kind: &str, name: &str, body: &str) -> String {
-    format!(
-        r#"{{"apiVersion":"cup.flipt.io/v1alpha1","kind":"{kind}","metadata":{{"name":"{name}"}},{body}}}"#
-    )
-}
-
 #[test]
 fn runaway_controllers_are_stopped_per_request() {
     let config = tempfile::tempdir().unwrap();
@@ -48,7 +42,7 @@ fn runaway_controllers_are_stopped_per_request() {
         .unwrap();
         std::fs::write(
             c.join(format!("{name}-def.json")),
-            object(
+            config_object(
                 "ResourceDefinition",
                 &format!("{name}s.example.com"),
                 &format!(r#""names":{{"kind":"Thing","singular":"{name}","plural":"{name}s"}},"spec":{{"group":"example.com","versions":{{"v1":{{"type":"object"}}}}}}"#),
@@ -57,7 +51,7 @@ fn runaway_controllers_are_stopped_per_request() {
         .unwrap();
         std::fs::write(
             c.join(format!("{name}-ctl.json")),
-            object(
+            config_object(
                 "Controller",
                 name,
                 &format!(r#""spec":{{"type":"wasm","spec":{{"path":"{name}.wasm"}}}}"#),
@@ -66,7 +60,7 @@ fn runaway_controllers_are_stopped_per_request() {
         .unwrap();
         std::fs::write(
             c.join(format!("{name}-bind.json")),
-            object(
+            config_object(
                 "Binding",
                 name,
                 &format!(
@@ -76,13 +70,13 @@ fn runaway_controllers_are_stopped_per_request() {
         )
         .unwrap();
     }
-    std::fs::write(c.join("tmpl-def.json"), object("ResourceDefinition", "resources.test.cup.flipt.io", r#""names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object"}}}"#)).unwrap();
+    std::fs::write(c.join("tmpl-def.json"), config_object("ResourceDefinition", "resources.test.cup.flipt.io", r#""names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object"}}}"#)).unwrap();
     std::fs::write(
         c.join("tmpl-ctl.json"),
-        object("Controller", "template", r#""spec":{"type":"template"}"#),
+        config_object("Controller", "template", r#""spec":{"type":"template"}"#),
     )
     .unwrap();
-    std::fs::write(c.join("tmpl-bind.json"), object("Binding", "template", r#""spec":{"controller":"template","resources":["test.cup.flipt.io/v1alpha1/resources"]}"#)).unwrap();
+    std::fs::write(c.join("tmpl-bind.json"), config_object("Binding", "template", r#""spec":{"controller":"template","resources":["test.cup.flipt.io/v1alpha1/resources"]}"#)).unwrap();
     let (source, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut cfg = CupdConfig::new(c, source.path(), store.path());
     cfg.args = [

@@ -3,23 +3,17 @@
 //! outside during put/delete. Every attempt fails inside the guest, nothing leaks into a
 //! response, nothing appears outside the source, and the other routes keep serving.
 
-use cup_e2e::cupd::{Cupd, CupdConfig};
+use cup_e2e::cupd::{Cupd, CupdConfig, config_object};
 use cup_e2e::probe_wasm;
 
 const SECRET: &str = "TOP-SECRET-OUTSIDE-THE-MOUNT";
-
-fn object(kind: &str, name: &str, body: &str) -> String {
-    format!(
-        r#"{{"apiVersion":"cup.flipt.io/v1alpha1","kind":"{kind}","metadata":{{"name":"{name}"}},{body}}}"#
-    )
-}
 
 fn write_config(dir: &std::path::Path) {
     std::fs::copy(probe_wasm(), dir.join("probe.wasm")).unwrap();
     let files = [
         (
             "escape-def.json",
-            object(
+            config_object(
                 "ResourceDefinition",
                 "escapes.example.com",
                 r#""names":{"kind":"Escape","singular":"escape","plural":"escapes"},"spec":{"group":"example.com","versions":{"v1":{"type":"object"}}}"#,
@@ -27,7 +21,7 @@ fn write_config(dir: &std::path::Path) {
         ),
         (
             "escape-ctl.json",
-            object(
+            config_object(
                 "Controller",
                 "probe",
                 r#""spec":{"type":"wasm","spec":{"path":"probe.wasm"}}"#,
@@ -35,7 +29,7 @@ fn write_config(dir: &std::path::Path) {
         ),
         (
             "escape-bind.json",
-            object(
+            config_object(
                 "Binding",
                 "probe",
                 r#""spec":{"controller":"probe","resources":["example.com/v1/escapes"]}"#,
@@ -43,7 +37,7 @@ fn write_config(dir: &std::path::Path) {
         ),
         (
             "tmpl-def.json",
-            object(
+            config_object(
                 "ResourceDefinition",
                 "resources.test.cup.flipt.io",
                 r#""names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object"}}}"#,
@@ -51,11 +45,11 @@ fn write_config(dir: &std::path::Path) {
         ),
         (
             "tmpl-ctl.json",
-            object("Controller", "template", r#""spec":{"type":"template"}"#),
+            config_object("Controller", "template", r#""spec":{"type":"template"}"#),
         ),
         (
             "tmpl-bind.json",
-            object(
+            config_object(
                 "Binding",
                 "template",
                 r#""spec":{"controller":"template","resources":["test.cup.flipt.io/v1alpha1/resources"]}"#,
