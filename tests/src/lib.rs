@@ -2,9 +2,11 @@
 //! the real example controller for `wasm32-wasip1`.
 
 pub mod cupd;
+pub mod githttp;
 pub mod http;
 pub mod oras;
 pub mod registry;
+pub mod sshd;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

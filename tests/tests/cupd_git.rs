@@ -545,14 +545,18 @@ fn git_flags_are_checked_at_startup() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     assert!(run(&["-api-source", "git"]).contains("needs -api-git-repo"));
+    // A forge is refused, never accepted and ignored (tests/tests/cupd_git_auth.rs has
+    // the full message).
     assert!(
         run(&[
             "-api-source",
             "git",
             "-api-git-repo",
-            "git@host:org/repo.git"
+            "/x",
+            "-api-git-scm",
+            "gitea"
         ])
-        .contains("SSH")
+        .contains("not wired yet")
     );
     assert!(
         run(&[

@@ -15,19 +15,32 @@
 //!   ref used as the push source is not a branch and is removed whatever the outcome.
 //! * Writes are serialised per repository ([`GitRepo::propose`] and [`GitRepo::merge`] take
 //!   one lock); fetches and pushes share another, so ref updates never race.
-//! * Credentials come from the URL's userinfo (`https://user:token@host/...`); they are
-//!   never written to the cache's config (the remote is anonymous).
+//! * HTTP(S) credentials come from the URL's userinfo (`https://user:token@host/...`) or a
+//!   git-credential-store file ([`credentials`]); SSH remotes authenticate through the
+//!   ssh-agent after their host key is checked against known_hosts ([`ssh`]). Secrets are
+//!   never written to the cache's config (the remote is anonymous) nor logged.
+//! * After a proposal branch is pushed, a [`PullRequests`] implementation is told about it
+//!   and may return a pull request's URL ([`scm`]).
+
+pub mod credentials;
+pub mod scm;
+pub mod ssh;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use git2::{
-    AutotagOption, Cred, FetchOptions, FetchPrune, ObjectType, Oid, PushOptions, RemoteCallbacks,
-    Repository, Signature, Tree,
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, FetchOptions, FetchPrune,
+    ObjectType, Oid, PushOptions, RemoteCallbacks, Repository, Signature, Tree,
 };
 use serde::Serialize;
 use ulid::Ulid;
+
+pub use credentials::{CredentialOrigin, CredentialStore, CredentialsError};
+pub use scm::{BranchesOnly, NewProposal, PullRequests, ScmError};
+pub use ssh::{AgentProblem, HostKeyError};
 
 /// Prefix of proposal branches on the remote.
 pub const PROPOSAL_PREFIX: &str = "cup/proposal/";
@@ -47,6 +60,15 @@ pub enum GitError {
     Cache { path: PathBuf, source: git2::Error },
     #[error("fetching from {url}: {reason}")]
     Fetch { url: String, reason: String },
+    /// The remote or cupd refused to authenticate; says which credentials were used.
+    #[error("{operation} {url}: {problem}")]
+    Auth {
+        operation: &'static str,
+        url: String,
+        problem: Box<AuthProblem>,
+    },
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
     #[error("invalid revision {revision:?}: {why}")]
     InvalidRevision { revision: String, why: &'static str },
     #[error("revision {revision:?} not found in {url} (not a branch, a tag or a commit)")]
@@ -73,6 +95,78 @@ pub enum GitError {
     },
     #[error("git: {0}")]
     Git(#[from] git2::Error),
+}
+
+/// Why authenticating to the remote failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthProblem {
+    /// The server answered the credentials with another authentication request (HTTP 401).
+    Refused { origin: CredentialOrigin },
+    /// The server wants credentials and none match the URL.
+    NoCredentials { file: Option<PathBuf> },
+    /// The ssh-agent is missing, unreachable or empty.
+    Agent(AgentProblem),
+    /// The SSH server accepted none of the agent's keys.
+    KeyRefused { user: String, socket: String },
+    /// The SSH host key is not trusted.
+    HostKey(HostKeyError),
+}
+
+impl std::fmt::Display for AuthProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthProblem::Refused { origin } => write!(
+                f,
+                "authentication refused by the server (HTTP 401) for the {origin}"
+            ),
+            AuthProblem::NoCredentials { file: None } => write!(
+                f,
+                "the server requires authentication (HTTP 401) and no credentials are configured: \
+                 put USER:TOKEN@ in the URL or pass --api-git-credentials FILE"
+            ),
+            AuthProblem::NoCredentials { file: Some(file) } => write!(
+                f,
+                "the server requires authentication (HTTP 401) and no credentials match: \
+                 no USER:TOKEN@ in the URL and no line for this scheme and host in {}",
+                file.display()
+            ),
+            AuthProblem::Agent(problem) => write!(f, "{problem}"),
+            AuthProblem::KeyRefused { user, socket } => write!(
+                f,
+                "the SSH server accepted none of the keys in the ssh-agent at {socket} for user {user:?}"
+            ),
+            AuthProblem::HostKey(problem) => write!(f, "{problem}"),
+        }
+    }
+}
+
+/// How cupd reaches a remote and what it does with the proposals it pushes.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// HTTP(S) credentials for remotes whose URL has none.
+    pub credentials: Option<CredentialStore>,
+    /// known_hosts for SSH remotes; `None` = `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
+    /// Told about every pushed proposal.
+    pub pull_requests: Arc<dyn PullRequests>,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            credentials: None,
+            known_hosts: None,
+            pull_requests: Arc::new(BranchesOnly),
+        }
+    }
+}
+
+/// What the callbacks of one remote operation learnt about a failure.
+#[derive(Default)]
+struct AuthState {
+    problem: Option<AuthProblem>,
+    /// `(user, socket)` once the agent was offered to the server.
+    agent_offered: Option<(String, String)>,
 }
 
 /// How an API should classify a [`GitError`].
@@ -152,6 +246,9 @@ pub struct Proposal {
     pub id: String,
     pub branch: String,
     pub commit: String,
+    /// The pull request [`PullRequests`] opened for it, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// An open proposal, as listed.
@@ -207,6 +304,7 @@ pub struct GitRepo {
     display_url: String,
     dir: PathBuf,
     author: Author,
+    options: RemoteOptions,
     default_branch: Mutex<Option<String>>,
     /// Fetches, pushes and ref updates: one at a time.
     remote: Mutex<()>,
@@ -227,7 +325,12 @@ impl std::fmt::Debug for GitRepo {
 impl GitRepo {
     /// Opens (or creates) the bare cache of `url` under `cache_root` and fetches once: an
     /// unreachable remote is an error here, not at the first request.
-    pub fn open(url: &str, cache_root: &Path, author: Author) -> Result<GitRepo, GitError> {
+    pub fn open(
+        url: &str,
+        cache_root: &Path,
+        author: Author,
+        options: RemoteOptions,
+    ) -> Result<GitRepo, GitError> {
         let display_url = redact(url);
         let dir = cache_root.join(cache_name(&display_url));
         std::fs::create_dir_all(&dir).map_err(io("creating the git cache", &dir))?;
@@ -242,6 +345,7 @@ impl GitRepo {
             display_url,
             dir,
             author,
+            options,
             default_branch: Mutex::new(None),
             remote: Mutex::new(()),
             writes: Mutex::new(()),
@@ -294,37 +398,111 @@ impl GitRepo {
         })
     }
 
-    fn callbacks(&self) -> RemoteCallbacks<'static> {
+    /// Callbacks for one remote operation; what goes wrong is recorded in `state`.
+    fn callbacks(&self, state: &Rc<RefCell<AuthState>>) -> RemoteCallbacks<'static> {
         let mut callbacks = RemoteCallbacks::new();
-        let creds = userinfo(&self.url);
-        let mut tried = false;
-        callbacks.credentials(move |_, _, _| {
-            // libgit2 asks again after a refusal; asking forever would hang the request.
-            match (&creds, tried) {
-                (Some((user, pass)), false) => {
-                    tried = true;
-                    Cred::userpass_plaintext(user, pass)
-                }
-                _ => Err(git2::Error::from_str(
-                    "authentication failed (credentials are taken from the URL)",
-                )),
-            }
-        });
+        callbacks.credentials(self.credential_provider(state.clone()));
+        callbacks.certificate_check(self.host_key_checker(state.clone()));
         callbacks
+    }
+
+    /// Answers libgit2's credential requests: the ssh-agent for SSH; for HTTP(S) the URL's
+    /// userinfo, else the credentials file's matching line. Each is offered once: libgit2
+    /// asks again after a refusal, and answering forever would hang the request.
+    fn credential_provider(
+        &self,
+        state: Rc<RefCell<AuthState>>,
+    ) -> impl FnMut(&str, Option<&str>, CredentialType) -> Result<Cred, git2::Error> + 'static {
+        let store = self.options.credentials.as_ref();
+        let secret = credentials::from_url(&self.url)
+            .or_else(|| store.and_then(|store| store.lookup(&self.url)));
+        let file = store.map(|s| s.path().to_owned());
+        let (mut http_tried, mut ssh_tried) = (false, false);
+        move |_, url_user, allowed| {
+            let user = url_user.map_or_else(local_user, str::to_owned);
+            if allowed.contains(CredentialType::SSH_KEY) {
+                let offered = offer_agent(user, ssh_tried, &state);
+                ssh_tried = true;
+                offered
+            } else if allowed.contains(CredentialType::USERNAME) {
+                Cred::username(&user)
+            } else {
+                let offered = offer_secret(secret.as_ref(), http_tried, file.as_ref(), &state);
+                http_tried = true;
+                offered
+            }
+        }
+    }
+
+    /// Checks SSH host keys against known_hosts; TLS certificates are left to libgit2 and
+    /// OpenSSL (the system roots).
+    fn host_key_checker(
+        &self,
+        state: Rc<RefCell<AuthState>>,
+    ) -> impl FnMut(&git2::cert::Cert<'_>, &str) -> Result<CertificateCheckStatus, git2::Error> + 'static
+    {
+        let known_hosts = self
+            .options
+            .known_hosts
+            .clone()
+            .or_else(ssh::default_known_hosts);
+        let host_name = ssh::known_hosts_name(&self.url);
+        move |cert, host| {
+            let Some(hostkey) = cert.as_hostkey() else {
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            let name = host_name.clone().unwrap_or_else(|| host.to_owned());
+            let verdict = match (&known_hosts, hostkey.hostkey(), hostkey.hostkey_type()) {
+                (None, _, _) => Err(HostKeyError::NoFile { host: name }),
+                (Some(file), Some(key), Some(kind)) => {
+                    ssh::check_host_key(file, &name, kind.name(), key)
+                }
+                (Some(_), _, _) => Err(HostKeyError::NoKey { host: name }),
+            };
+            verdict
+                .map(|()| CertificateCheckStatus::CertificateOk)
+                .map_err(|problem| record(&state, AuthProblem::HostKey(problem)))
+        }
+    }
+
+    /// A failed fetch or push: the recorded authentication problem if there is one.
+    fn remote_error(
+        &self,
+        operation: &'static str,
+        error: &git2::Error,
+        state: &Rc<RefCell<AuthState>>,
+    ) -> Option<GitError> {
+        let mut state = state.borrow_mut();
+        let problem = state.problem.take().or_else(|| {
+            // libssh2 may give up on the agent's keys without asking for more credentials.
+            let refused =
+                error.class() == git2::ErrorClass::Ssh && error.code() == git2::ErrorCode::Auth;
+            let (user, socket) = state.agent_offered.take().filter(|_| refused)?;
+            Some(AuthProblem::KeyRefused { user, socket })
+        })?;
+        Some(GitError::Auth {
+            operation,
+            url: self.display_url.clone(),
+            problem: Box::new(problem),
+        })
     }
 
     /// Fetches every branch and tag from the remote and records its default branch.
     pub fn fetch(&self) -> Result<(), GitError> {
         let _remote = lock(&self.remote);
         let repo = self.repo()?;
-        let fail = |e: git2::Error| GitError::Fetch {
-            url: self.display_url.clone(),
-            reason: e.message().to_owned(),
+        let state = Rc::new(RefCell::new(AuthState::default()));
+        let fail = |e: git2::Error| {
+            self.remote_error("fetching from", &e, &state)
+                .unwrap_or_else(|| GitError::Fetch {
+                    url: self.display_url.clone(),
+                    reason: e.message().to_owned(),
+                })
         };
         let mut remote = repo.remote_anonymous(&self.url).map_err(fail)?;
         let mut options = FetchOptions::new();
         options
-            .remote_callbacks(self.callbacks())
+            .remote_callbacks(self.callbacks(&state))
             .prune(FetchPrune::On)
             .download_tags(AutotagOption::None);
         remote
@@ -459,14 +637,52 @@ impl GitRepo {
         let id = Ulid::new().to_string();
         let branch = format!("{PROPOSAL_PREFIX}{id}");
         self.push(&repo, commit, &format!("refs/heads/{branch}"), false)?;
+        let files = changed_files(&repo, &base_tree, &tree)?;
+        let base_branch = self.branch_of(&repo, revision);
+        let commit = commit.to_string();
+        let url = self.announce(&NewProposal {
+            id: &id,
+            branch: &branch,
+            base: base_branch.as_deref(),
+            commit: &commit,
+            message,
+            files: &files,
+            remote: &self.display_url,
+        });
         Ok((
             outcome,
             Some(Proposal {
                 id,
                 branch,
-                commit: commit.to_string(),
+                commit,
+                url,
             }),
         ))
+    }
+
+    /// The branch a write based on `revision` belongs to: the default branch, or
+    /// `revision` when it names a branch (not a tag or a commit).
+    fn branch_of(&self, repo: &Repository, revision: Option<&str>) -> Option<String> {
+        match revision {
+            None => self.default_branch(),
+            Some(rev) => repo
+                .find_reference(&format!("{REMOTE_REFS}{rev}"))
+                .ok()
+                .map(|_| rev.to_owned()),
+        }
+    }
+
+    /// Tells the pull-request interface; its failure does not undo the pushed branch.
+    fn announce(&self, proposal: &NewProposal<'_>) -> Option<String> {
+        let scm = &self.options.pull_requests;
+        match scm.proposed(proposal) {
+            Ok(url) => url,
+            Err(error) => {
+                tracing::warn!(%error, scm = scm.name(), branch = proposal.branch,
+                    "the proposal branch is pushed but no pull request was opened");
+                None
+            }
+        }
     }
 
     /// Pushes `commit` to `dest` on the remote and, on success, updates the matching
@@ -505,7 +721,8 @@ impl GitRepo {
         force: bool,
     ) -> Result<(), GitError> {
         let rejected: RefCell<Option<(String, String)>> = RefCell::new(None);
-        let mut callbacks = self.callbacks();
+        let state = Rc::new(RefCell::new(AuthState::default()));
+        let mut callbacks = self.callbacks(&state);
         callbacks.push_update_reference(|refname, status| {
             if let Some(reason) = status {
                 *rejected.borrow_mut() = Some((refname.to_owned(), reason.to_owned()));
@@ -526,9 +743,12 @@ impl GitRepo {
                 reason,
             });
         }
-        result.map_err(|e| GitError::Push {
-            url: self.display_url.clone(),
-            reason: e.message().to_owned(),
+        result.map_err(|e| {
+            self.remote_error("pushing to", &e, &state)
+                .unwrap_or_else(|| GitError::Push {
+                    url: self.display_url.clone(),
+                    reason: e.message().to_owned(),
+                })
         })
     }
 
@@ -610,30 +830,7 @@ impl GitRepo {
         let old = repo.find_commit(fork)?.tree()?;
         let commit = repo.find_commit(oid)?;
         let new = commit.tree()?;
-        let diff = repo.diff_tree_to_tree(Some(&old), Some(&new), None)?;
-        let files = diff
-            .deltas()
-            .map(|d| {
-                let file = if d.status() == git2::Delta::Deleted {
-                    d.old_file()
-                } else {
-                    d.new_file()
-                };
-                ChangedFile {
-                    path: file
-                        .path()
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    status: match d.status() {
-                        git2::Delta::Added => "added",
-                        git2::Delta::Deleted => "deleted",
-                        git2::Delta::Renamed => "renamed",
-                        git2::Delta::Typechange => "typechange",
-                        _ => "modified",
-                    },
-                }
-            })
-            .collect();
+        let files = changed_files(&repo, &old, &new)?;
         Ok(ProposalDetail {
             id: id.to_owned(),
             branch: format!("{PROPOSAL_PREFIX}{id}"),
@@ -712,6 +909,93 @@ impl GitRepo {
             fast_forward,
         })
     }
+}
+
+/// Records why authentication failed; returns the error handed back to libgit2.
+fn record(state: &Rc<RefCell<AuthState>>, problem: AuthProblem) -> git2::Error {
+    let error = git2::Error::from_str(&problem.to_string());
+    state.borrow_mut().problem = Some(problem);
+    error
+}
+
+/// Offers the ssh-agent's keys for `user`, or says why not.
+fn offer_agent(
+    user: String,
+    tried: bool,
+    state: &Rc<RefCell<AuthState>>,
+) -> Result<Cred, git2::Error> {
+    if tried {
+        let socket = std::env::var("SSH_AUTH_SOCK").unwrap_or_default();
+        return Err(record(state, AuthProblem::KeyRefused { user, socket }));
+    }
+    let socket = ssh::agent_socket().map_err(|p| record(state, AuthProblem::Agent(p)))?;
+    let credential = Cred::ssh_key_from_agent(&user);
+    state.borrow_mut().agent_offered = Some((user, socket));
+    credential
+}
+
+/// Offers the HTTP(S) user and password, or says why not.
+fn offer_secret(
+    secret: Option<&credentials::Secret>,
+    tried: bool,
+    file: Option<&PathBuf>,
+    state: &Rc<RefCell<AuthState>>,
+) -> Result<Cred, git2::Error> {
+    match (secret, tried) {
+        (Some(secret), false) => Cred::userpass_plaintext(&secret.username, &secret.password),
+        (Some(secret), true) => Err(record(
+            state,
+            AuthProblem::Refused {
+                origin: secret.origin.clone(),
+            },
+        )),
+        (None, _) => Err(record(
+            state,
+            AuthProblem::NoCredentials {
+                file: file.cloned(),
+            },
+        )),
+    }
+}
+
+/// The files that differ between two trees, as the API lists them.
+fn changed_files(
+    repo: &Repository,
+    old: &Tree<'_>,
+    new: &Tree<'_>,
+) -> Result<Vec<ChangedFile>, GitError> {
+    let diff = repo.diff_tree_to_tree(Some(old), Some(new), None)?;
+    Ok(diff
+        .deltas()
+        .map(|d| {
+            let file = if d.status() == git2::Delta::Deleted {
+                d.old_file()
+            } else {
+                d.new_file()
+            };
+            ChangedFile {
+                path: file
+                    .path()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                status: match d.status() {
+                    git2::Delta::Added => "added",
+                    git2::Delta::Deleted => "deleted",
+                    git2::Delta::Renamed => "renamed",
+                    git2::Delta::Typechange => "typechange",
+                    _ => "modified",
+                },
+            }
+        })
+        .collect())
+}
+
+/// The login name SSH uses when the URL names no user, like `ssh` does.
+fn local_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "git".to_owned())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -849,16 +1133,8 @@ fn build_tree(repo: &Repository, dir: &Path, base: Option<&Tree<'_>>) -> Result<
     Ok(builder.write()?)
 }
 
-/// `(user, password)` from `scheme://user:password@host/...`, percent-decoded.
-fn userinfo(url: &str) -> Option<(String, String)> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = rest.split('/').next()?;
-    let (info, _) = authority.rsplit_once('@')?;
-    let (user, pass) = info.split_once(':').unwrap_or((info, ""));
-    Some((percent_decode(user), percent_decode(pass)))
-}
-
-/// The URL with any userinfo removed (for logs, errors and the cache name).
+/// The URL without secrets (for logs, errors and the cache name): userinfo is removed,
+/// except an SSH login name, which is no secret and says who logged in.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
@@ -867,30 +1143,13 @@ pub fn redact(url: &str) -> String {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    format!("{scheme}://{host}{path}")
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = s
-            .get(i + 1..i + 3)
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        None if ssh::is_ssh_url(url) => format!("{scheme}://{userinfo}@{host}{path}"),
+        _ => format!("{scheme}://{host}{path}"),
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A readable, collision-free directory name for a remote: its last path segment and an

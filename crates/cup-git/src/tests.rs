@@ -59,12 +59,17 @@ fn author_and_urls() {
         redact("https://u:p%40ss@h.example/o/r.git"),
         "https://h.example/o/r.git"
     );
+    let secret = credentials::from_url("https://u:p%40ss@h/o").unwrap();
     assert_eq!(
-        userinfo("https://u:p%40ss@h/o").unwrap(),
+        (secret.username, secret.password),
         ("u".into(), "p@ss".into())
     );
-    assert_eq!(userinfo("/tmp/x"), None);
+    assert!(credentials::from_url("/tmp/x").is_none());
     assert_eq!(redact("/tmp/x"), "/tmp/x");
+    assert_eq!(redact("https://ghp_token@h/o"), "https://h/o");
+    assert_eq!(redact("ssh://git@h:22/o"), "ssh://git@h:22/o");
+    assert_eq!(redact("ssh://git:pw@h/o"), "ssh://h/o");
+    assert_eq!(redact("git@h:o/r.git"), "git@h:o/r.git");
     for bad in ["", "a..b", "x^", "x~1", "@{1}", "-x", "a b"] {
         assert!(check_revision(bad).is_err(), "{bad}");
     }
@@ -75,7 +80,13 @@ fn author_and_urls() {
 fn read_propose_list_show_merge() {
     let (tmp, bare) = remote();
     let cache = tmp.path().join("cache");
-    let repo = GitRepo::open(bare.to_str().unwrap(), &cache, Author::default()).unwrap();
+    let repo = GitRepo::open(
+        bare.to_str().unwrap(),
+        &cache,
+        Author::default(),
+        RemoteOptions::default(),
+    )
+    .unwrap();
     assert_eq!(repo.default_branch().as_deref(), Some("master"));
     let view = repo.view(None).unwrap();
     assert_eq!(
@@ -210,7 +221,107 @@ fn unreachable_remote_is_an_error() {
         tmp.path().join("missing.git").to_str().unwrap(),
         tmp.path(),
         Author::default(),
+        RemoteOptions::default(),
     )
     .unwrap_err();
     assert!(matches!(err, GitError::Fetch { .. }), "{err}");
+}
+
+/// What a [`RecordingScm`] was told: branch, base, message, files.
+type Told = (String, Option<String>, String, Vec<ChangedFile>);
+
+/// Records what it is told and answers with a URL, or fails.
+#[derive(Debug, Default)]
+struct RecordingScm {
+    fail: bool,
+    seen: Mutex<Vec<Told>>,
+}
+
+impl PullRequests for RecordingScm {
+    fn name(&self) -> &str {
+        "recording"
+    }
+
+    fn proposed(&self, p: &NewProposal<'_>) -> Result<Option<String>, ScmError> {
+        lock(&self.seen).push((
+            p.branch.to_owned(),
+            p.base.map(str::to_owned),
+            p.message.to_owned(),
+            p.files.to_vec(),
+        ));
+        if self.fail {
+            return Err(ScmError {
+                scm: "recording".into(),
+                reason: "forge down".into(),
+            });
+        }
+        Ok(Some(format!("https://forge.example/pr/{}", p.id)))
+    }
+}
+
+fn open_with(bare: &Path, cache: &Path, scm: Arc<RecordingScm>) -> GitRepo {
+    let options = RemoteOptions {
+        pull_requests: scm,
+        ..RemoteOptions::default()
+    };
+    GitRepo::open(bare.to_str().unwrap(), cache, Author::default(), options).unwrap()
+}
+
+#[test]
+fn the_pull_request_interface_is_told_about_each_proposal() {
+    let (tmp, bare) = remote();
+    let scm = Arc::new(RecordingScm::default());
+    let repo = open_with(&bare, &tmp.path().join("cache"), scm.clone());
+    let (_, proposal) = repo
+        .propose(None, "add b", |d| {
+            std::fs::write(d.join("d/b.txt"), "b\n").unwrap();
+            ((), true)
+        })
+        .unwrap();
+    let proposal = proposal.unwrap();
+    assert_eq!(
+        proposal.url.as_deref(),
+        Some(format!("https://forge.example/pr/{}", proposal.id).as_str())
+    );
+    let seen = lock(&scm.seen).clone();
+    assert_eq!(seen.len(), 1);
+    let (branch, base, message, files) = &seen[0];
+    assert_eq!(branch, &proposal.branch);
+    assert_eq!(base.as_deref(), Some("master"));
+    assert_eq!(message, "add b");
+    assert_eq!(
+        files,
+        &[ChangedFile {
+            path: "d/b.txt".into(),
+            status: "added"
+        }]
+    );
+    // Nothing changed: no proposal, nobody told.
+    let (_, none) = repo.propose(None, "noop", |_| ((), true)).unwrap();
+    assert!(none.is_none());
+    assert_eq!(lock(&scm.seen).len(), 1);
+}
+
+#[test]
+fn a_failing_pull_request_interface_keeps_the_pushed_branch() {
+    let (tmp, bare) = remote();
+    let scm = Arc::new(RecordingScm {
+        fail: true,
+        ..RecordingScm::default()
+    });
+    let repo = open_with(&bare, &tmp.path().join("cache"), scm);
+    let (_, proposal) = repo
+        .propose(Some("master"), "add c", |d| {
+            std::fs::write(d.join("c"), "c").unwrap();
+            ((), true)
+        })
+        .unwrap();
+    let proposal = proposal.unwrap();
+    assert_eq!(proposal.url, None);
+    assert_eq!(
+        git(&bare, &["rev-parse", &proposal.branch]),
+        proposal.commit
+    );
+    let json = serde_json::to_string(&proposal).unwrap_or_default();
+    assert!(!json.contains("url"), "{json}");
 }

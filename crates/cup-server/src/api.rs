@@ -243,6 +243,9 @@ fn written(outcome: Written) -> Response {
                 source: &'static str,
                 branch: String,
                 commit: String,
+                /// Where the pull-request interface opened a review, when it did.
+                #[serde(skip_serializing_if = "Option::is_none")]
+                url: Option<String>,
             }
             #[derive(serde::Serialize)]
             struct Result {
@@ -257,6 +260,7 @@ fn written(outcome: Written) -> Response {
                     source: "git",
                     branch: p.branch,
                     commit: p.commit,
+                    url: p.url,
                 },
             };
             json_response(StatusCode::ACCEPTED, &result)

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cup_git::{
-    Author, ErrorKind, GitError, GitRepo, MergeStrategy, Merged, Proposal, ProposalDetail,
-    ProposalSummary,
+    Author, BranchesOnly, CredentialStore, ErrorKind, GitError, GitRepo, MergeStrategy, Merged,
+    Proposal, ProposalDetail, ProposalSummary, PullRequests, RemoteOptions,
 };
 use tokio::sync::Mutex;
 
@@ -18,13 +18,37 @@ use crate::error::ApiError;
 /// How to open the Git source.
 #[derive(Debug, Clone)]
 pub struct GitOptions {
-    /// Remote URL: a path, `file://`, `git://`, `http(s)://` (credentials in the URL).
+    /// Remote URL: a path, `file://`, `git://`, `http(s)://` (credentials in the URL or
+    /// `credentials`), `ssh://` or scp-like `user@host:path` (through the ssh-agent).
     pub url: String,
     /// Parent directory of the bare cache.
     pub cache: PathBuf,
     pub author: Author,
     /// Background fetch period; zero disables it.
     pub fetch_interval: Duration,
+    /// A git-credential-store file for HTTP(S) remotes (read at startup).
+    pub credentials: Option<PathBuf>,
+    /// known_hosts for SSH remotes; `None` = `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
+    /// Told about every pushed proposal (`cup_git::BranchesOnly` opens nothing).
+    pub pull_requests: Arc<dyn PullRequests>,
+}
+
+impl GitOptions {
+    /// The pull-request interface `-api-git-scm` names: empty or `none` = proposals are
+    /// branches only. A forge name is refused, never accepted and silently ignored, until
+    /// its [`PullRequests`] implementation exists (see `cup_git::scm` for the drop-in).
+    pub fn pull_requests_for(scm: &str) -> Result<Arc<dyn PullRequests>, String> {
+        match scm {
+            "" | "none" => Ok(Arc::new(BranchesOnly)),
+            "github" | "gitea" => Err(format!(
+                "opening pull requests on {scm} is not wired yet; proposals are the \
+                 cup/proposal/* branches pushed to the remote and served under /proposals \
+                 (list, show, merge): use -api-git-scm none"
+            )),
+            _ => Err("unknown SCM (expected \"none\"; github and gitea are not wired yet)".into()),
+        }
+    }
 }
 
 /// An opened Git source.
@@ -37,11 +61,22 @@ pub struct GitSource {
 impl GitSource {
     /// Clones or updates the cache (blocking: called once at startup).
     pub fn open(options: &GitOptions) -> Result<GitSource, GitError> {
-        let repo = GitRepo::open(&options.url, &options.cache, options.author.clone())?;
+        let credentials = match &options.credentials {
+            Some(path) => Some(CredentialStore::load(path)?),
+            None => None,
+        };
+        let remote = RemoteOptions {
+            credentials,
+            known_hosts: options.known_hosts.clone(),
+            pull_requests: options.pull_requests.clone(),
+        };
+        let scm = options.pull_requests.name().to_owned();
+        let repo = GitRepo::open(&options.url, &options.cache, options.author.clone(), remote)?;
         tracing::info!(
             url = repo.redacted_url(),
             cache = %repo.cache_dir().display(),
             default_branch = repo.default_branch().as_deref().unwrap_or("<none>"),
+            scm,
             "git source ready"
         );
         Ok(GitSource {

@@ -82,8 +82,9 @@ pub struct Serve {
         value_name = "DIR"
     )]
     pub api_resources: PathBuf,
-    /// Git repository URL: a path, file://, git:// or http(s):// with credentials in the URL
-    /// (git source).
+    /// Git repository URL (git source): a path, file://, git://, http(s):// (credentials
+    /// in the URL or --api-git-credentials), ssh://user@host[:port]/path or user@host:path
+    /// (through the ssh-agent).
     #[arg(
         long,
         env = "CUPD_API_GIT_REPO",
@@ -91,12 +92,19 @@ pub struct Serve {
         value_name = "URL"
     )]
     pub api_git_repo: String,
-    /// SCM of the git repository: github or gitea (accepted; pull requests are not opened
-    /// yet: proposals are branches, merged with POST /proposals/{id}/merge).
+    /// Git source: credentials for http(s) remotes in git-credential-store format (lines
+    /// `https://user:token@host[/path]`); credentials in the URL win.
+    #[arg(long, env = "CUPD_API_GIT_CREDENTIALS", value_name = "FILE")]
+    pub api_git_credentials: Option<PathBuf>,
+    /// Git source: known_hosts checked for ssh remotes [default: ~/.ssh/known_hosts].
+    #[arg(long, env = "CUPD_API_GIT_KNOWN_HOSTS", value_name = "FILE")]
+    pub api_git_known_hosts: Option<PathBuf>,
+    /// Pull requests for proposals: none (proposals are cup/proposal/* branches, merged with
+    /// POST /proposals/{id}/merge). github and gitea are refused: not wired yet.
     #[arg(
         long,
         env = "CUPD_API_GIT_SCM",
-        default_value = "github",
+        default_value = "none",
         value_name = "SCM"
     )]
     pub api_git_scm: String,

@@ -56,6 +56,10 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
     if !git_source && !serve.api_git_repo.is_empty() {
         tracing::warn!("-api-git-repo is ignored: the source is local");
     }
+    let scm = serve.api_git_scm.as_str();
+    if !git_source && !matches!(scm, "" | "none") {
+        tracing::warn!("-api-git-scm {scm:?} is ignored: the source is local");
+    }
     if git_source && serve.api_git_repo.is_empty() {
         bail!("-api-source git needs -api-git-repo URL");
     }
@@ -69,9 +73,9 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
         .clone()
         .unwrap_or_else(|| store.join("code"));
     let git = if git_source {
-        if serve.api_git_repo.starts_with("ssh://") || is_scp_like(&serve.api_git_repo) {
-            bail!("SSH remotes are not supported yet: use https://user:token@host/... or a path");
-        }
+        // A forge name is refused, never accepted and silently ignored.
+        let pull_requests = GitOptions::pull_requests_for(scm)
+            .map_err(|why| anyhow::anyhow!("-api-git-scm {scm:?}: {why}"))?;
         let author: cup_server::Author = serve
             .git_author
             .parse()
@@ -81,6 +85,9 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
             cache: serve.git_cache.clone().unwrap_or_else(|| store.join("git")),
             author,
             fetch_interval: serve.git_fetch_interval,
+            credentials: serve.api_git_credentials.clone(),
+            known_hosts: serve.api_git_known_hosts.clone(),
+            pull_requests,
         })
     } else {
         None
@@ -103,14 +110,6 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
             ..RegistryOptions::default()
         },
     })
-}
-
-/// `user@host:path`, Git's scp-like SSH syntax (a path with a colon before any slash).
-fn is_scp_like(url: &str) -> bool {
-    !url.contains("://")
-        && url
-            .split_once(':')
-            .is_some_and(|(host, _)| !host.is_empty() && !host.contains('/') && host.len() > 1)
 }
 
 /// `RUST_LOG` when set, else `-log-level`. Logs go to stderr.
