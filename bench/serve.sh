@@ -8,6 +8,10 @@
 #          for the per-request overhead
 # Writes bench/work/serve.md (and serve.json) and prints it.
 #   BENCH_ROUNDS (3), BENCH_DURATION seconds per wrk run (3), BENCH_GUEST_N (300)
+# Before/after mode: BENCH_AB_BASE=/path/to/an/older/cupd runs only cupd, that binary against
+# the current release build, alternating run by run (same setup, same load), and prints p50 /
+# p99 / req/s per verb and concurrency (bench/work/serve-ab.md). Keep the old binary by
+# copying target/release/cupd before rebuilding.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 "$root/bench/prepare.sh"
@@ -45,6 +49,62 @@ QUIET_PID=$CUPD_PID quiet_port=$port CUPD_PID=''
 port=$(free_port)
 cupd_start "$port" "$b/config" "$b/source" "$b/store" "$b/code" "$b/cupd.log"
 echo "cupd ready on 127.0.0.1:$port (load $(loadavg))" >&2
+
+if [ -n "${BENCH_AB_BASE:-}" ]; then
+  cupd_stop
+  CUPD_PID=$QUIET_PID; cupd_stop; QUIET_PID=''
+  cp -R "$root/examples/flipt/repo" source-base
+  port_base=$(free_port)
+  bin_saved=$bin
+  bin=$(dirname "$BENCH_AB_BASE"); ab_base_name=$(basename "$BENCH_AB_BASE")
+  [ "$ab_base_name" = cupd ] || { echo "BENCH_AB_BASE must name a file called cupd" >&2; exit 2; }
+  cupd_start "$port_base" "$b/config" "$b/source-base" "$b/store" "$b/code-base" "$b/cupd-base.log"
+  BASE_PID=$CUPD_PID; bin=$bin_saved
+  port=$(free_port)
+  cupd_start "$port" "$b/config" "$b/source" "$b/store" "$b/code" "$b/cupd.log"
+  trap 'cupd_stop; CUPD_PID=$BASE_PID; cupd_stop' EXIT
+  python3 - "$port_base" "$port" "${BENCH_ROUNDS:-3}" "${BENCH_DURATION:-3}" "$b/put.json" "$root/bench/wrk.lua" <<'PY' | tee "$work/serve-ab.md"
+import json, os, statistics, subprocess, sys
+base_port, new_port, rounds, dur, put_body, lua = sys.argv[1:7]
+paths = {"get": "/apis/flipt.io/v1alpha1/namespaces/default/flags/new-login",
+         "list": "/apis/flipt.io/v1alpha1/namespaces/default/flags",
+         "put": "/apis/flipt.io/v1alpha1/namespaces/default/flags/bench"}
+builds = [("before", base_port), ("after", new_port)]
+def wrk(port, c, verb):
+    env = dict(os.environ, WRK_METHOD="PUT" if verb == "put" else "GET",
+               WRK_BODY=put_body if verb == "put" else "")
+    out = subprocess.run(["wrk", f"-t{min(c, 2)}", f"-c{c}", f"-d{dur}s", "-s", lua,
+                          f"http://127.0.0.1:{port}{paths[verb]}"],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    r = json.loads(next(l for l in out.splitlines() if l.startswith("BENCH-JSON "))[11:])
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    r["load"] = float(open("/proc/loadavg").read().split()[0])
+    return r
+res = {}
+for rnd in range(int(rounds)):
+    # Alternate which build goes first, so neither always runs on the warmer machine.
+    order = builds if rnd % 2 == 0 else builds[::-1]
+    for verb in paths:
+        for c in (1, 16):
+            for name, port in order:
+                r = wrk(port, c, verb)
+                res.setdefault((verb, c, name), []).append(r)
+                print(f"round {rnd + 1} {verb} c={c} {name}: p50 {r['p50_us']} µs", file=sys.stderr)
+med = statistics.median
+print(f"{rounds} alternating rounds of wrk {dur} s per build, verb and concurrency; medians over rounds.\n")
+print("| verb | c | build | p50 ms | p99 ms | req/s | p50 range ms | load |")
+print("|---|---|---|---|---|---|---|---|")
+for verb in paths:
+    for c in (1, 16):
+        for name, _ in builds:
+            rs = res[(verb, c, name)]
+            p50 = [r["p50_us"] / 1e3 for r in rs]
+            load = [r["load"] for r in rs]
+            print(f"| {verb} | {c} | {name} | {med(p50):.3f} | {med(r['p99_us'] for r in rs) / 1e3:.3f} | "
+                  f"{med(r['rps'] for r in rs):,.0f} | {min(p50):.3f}–{max(p50):.3f} | {min(load):.1f}–{max(load):.1f} |")
+PY
+  exit 0
+fi
 
 python3 "$root/bench/serve.py" "$(cat <<EOF
 {"port": $port, "quiet_port": $quiet_port, "rounds": ${BENCH_ROUNDS:-3}, "duration_s": ${BENCH_DURATION:-3},

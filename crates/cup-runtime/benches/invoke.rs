@@ -2,14 +2,17 @@
 //!
 //! Measures what a request costs on a loaded controller (fresh WASI context, store and
 //! instance, `_start`, teardown) with the real probe guest, plus load times with a cold and a
-//! warm code cache. Prints medians; no assertions (speed is measured, not asserted).
+//! warm code cache; then the same request with the instance pool and without it
+//! (`pooled_instances = 0`), alternating, on one thread and on two threads at once (where an
+//! `munmap` per request means TLB shootdowns). Prints medians; no assertions (speed is
+//! measured, not asserted).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
 
-use cup_runtime::{Access, CodeCache, Invocation, Limits, Runtime};
+use cup_runtime::{Access, CodeCache, Invocation, Limits, LoadedController, Runtime};
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration, Duration) {
     samples.sort();
@@ -88,4 +91,46 @@ fn main() {
     measure("invoke `read /default/flag.json`", 2000, || {
         invoke(&["read", "/default/flag.json"])
     });
+
+    let pooled = controller.clone();
+    let on_demand = Runtime::new(Limits {
+        pooled_instances: 0,
+        ..Limits::default()
+    })
+    .expect("runtime")
+    .load(wasm, Some(&cache))
+    .expect("load");
+    println!("pool: {:?}", pooled.pool_stats());
+    for round in 1..=3 {
+        for (name, c) in [("pooled", &pooled), ("on demand", &on_demand)] {
+            let read = || read_flag(c, &root);
+            measure(&format!("r{round} {name}: `read`, 1 thread"), 2000, read);
+            measure(
+                &format!("r{round} {name}: 2 threads x 20 `read`"),
+                300,
+                || {
+                    std::thread::scope(|s| {
+                        let other = s.spawn(|| (0..20).for_each(|_| read_flag(c, &root)));
+                        (0..20).for_each(|_| read_flag(c, &root));
+                        other.join().expect("second thread");
+                    })
+                },
+            );
+        }
+    }
+    println!("pool after: {:?}", pooled.pool_stats());
+}
+
+fn read_flag(c: &LoadedController, root: &std::path::Path) {
+    let out = c
+        .invoke(Invocation {
+            args: ["wasi", "read", "/default/flag.json"]
+                .map(String::from)
+                .to_vec(),
+            stdin: Vec::new(),
+            root: root.to_owned(),
+            access: Access::ReadOnly,
+        })
+        .expect("invoke");
+    assert_eq!(out.exit_code, 0);
 }

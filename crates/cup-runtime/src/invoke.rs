@@ -1,9 +1,14 @@
-//! One request: a fresh WASI context, store and instance, run to completion, then dropped.
+//! One request: a fresh WASI context, store and instance (in a pooled slot when one is free),
+//! run to completion, then dropped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, WasmBacktrace};
+use bytes::Bytes;
+use wasmtime::{
+    InstancePre, PoolConcurrencyLimitError, ResourceLimiter, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, WasmBacktrace,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, I32Exit, WasiCtxBuilder};
@@ -161,15 +166,32 @@ impl HostMonotonicClock for GuestMonotonicClock {
     }
 }
 
+/// One request's inputs, borrowed by each attempt to run it.
+struct Request<'a> {
+    args: &'a [String],
+    stdin: Bytes,
+    root: &'a Path,
+    access: Access,
+    started: Instant,
+}
+
+/// How one attempt to run a request ended.
+enum Attempt {
+    Finished(Result<Outcome, InvokeError>),
+    /// The pool had no slot after all; nothing ran.
+    NoSlot,
+}
+
 impl LoadedController {
     /// Runs one request in a fresh instance and waits for it to end.
     ///
-    /// Blocking: call it from a thread that may block (in tokio, inside `spawn_blocking`; the
-    /// WASI implementation panics if called on an async worker thread). Concurrent calls on
-    /// the same (or cloned) controller are fine: they share nothing but the compiled code.
+    /// Blocking: call it from a thread that may block (in tokio, inside `spawn_blocking` or a
+    /// thread of one's own; the WASI implementation panics if called on an async worker
+    /// thread). Concurrent calls on the same (or cloned) controller are fine: they share
+    /// nothing but the compiled code. The instance lives in a slot of the runtime's pool when
+    /// one is free, on freshly mapped memory otherwise; the guest cannot tell the difference.
     pub fn invoke(&self, invocation: Invocation) -> Result<Outcome, InvokeError> {
         let started = Instant::now();
-        let limits = self.limits();
         let Invocation {
             args,
             stdin,
@@ -179,10 +201,39 @@ impl LoadedController {
         if let Some(index) = args.iter().position(|a| a.contains('\0')) {
             return Err(InvokeError::BadArgument { index });
         }
+        let request = Request {
+            args: &args,
+            stdin: Bytes::from(stdin),
+            root: &root,
+            access,
+            started,
+        };
+        if let Some((pre, slot)) = self.pooled() {
+            let attempt = self.run(pre, &request);
+            // The store (and with it the slot's memory) is gone once `run` returns.
+            drop(slot);
+            match attempt {
+                Attempt::Finished(result) => return result,
+                Attempt::NoSlot => self.note_fallback(),
+            }
+        }
+        let pre = self.on_demand().map_err(InvokeError::Instantiate)?;
+        match self.run(pre, &request) {
+            Attempt::Finished(result) => result,
+            // The on-demand allocator has no slots to run out of.
+            Attempt::NoSlot => Err(InvokeError::Instantiate(
+                "no instance could be allocated".into(),
+            )),
+        }
+    }
 
+    /// One attempt on the engine `pre` belongs to.
+    fn run(&self, pre: &InstancePre<HostState>, request: &Request<'_>) -> Attempt {
+        let limits = self.limits();
+        let started = request.started;
         let stdout = CappedOutput::new(limits.stdout_bytes, Overflow::Trap);
         let stderr = CappedOutput::new(limits.stderr_bytes, Overflow::Truncate);
-        let perms = match access {
+        let perms = match request.access {
             Access::ReadOnly => FsPerms::ReadOnly,
             Access::ReadWrite => FsPerms::ReadWrite,
         };
@@ -191,8 +242,8 @@ impl LoadedController {
             // We are on a thread that may block, so let file I/O run inline instead of bouncing
             // through a thread pool. Must come before `preopened_dir`, which reads it.
             .allow_blocking_current_thread(true)
-            .args(&args)
-            .stdin(MemoryInputPipe::new(stdin))
+            .args(request.args)
+            .stdin(MemoryInputPipe::new(request.stdin.clone()))
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .monotonic_clock(GuestMonotonicClock { base: started })
@@ -202,12 +253,12 @@ impl LoadedController {
             .allow_udp(false)
             .allow_ip_name_lookup(false);
         // No env vars, no inherited stdio, no other preopens: the builder starts empty.
-        builder
-            .preopened_dir(&root, "/", perms)
-            .map_err(|e| InvokeError::Mount {
-                root: root.clone(),
+        if let Err(e) = builder.preopened_dir(request.root, "/", perms) {
+            return Attempt::Finished(Err(InvokeError::Mount {
+                root: request.root.to_owned(),
                 reason: format!("{e:#}"),
-            })?;
+            }));
+        }
 
         let state = HostState {
             wasi: builder.build_p1(),
@@ -216,12 +267,15 @@ impl LoadedController {
             clock_base: started,
             slept_past_deadline: false,
         };
-        let mut store = Store::new(self.engine(), state);
+        let mut store = Store::new(pre.module().engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(limits.deadline_ticks());
         store.epoch_deadline_trap();
 
-        let run = match self.instance_pre().instantiate(&mut store) {
+        let run = match pre.instantiate(&mut store) {
+            Err(e) if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
+                return Attempt::NoSlot;
+            }
             Err(e) => Err((Phase::Instantiate, e)),
             Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
                 Err(e) => Err((Phase::Instantiate, e)),
@@ -233,41 +287,61 @@ impl LoadedController {
         let slept_past_deadline = store.data().slept_past_deadline;
         // The store holds WASI's clones of the output handles; drop it before reading them.
         drop(store);
-        let elapsed = started.elapsed();
-        let stdout_overflowed = stdout.overflowed();
-        let stderr_truncated = stderr.overflowed();
-        let stderr = stderr.take();
-
-        let exit_code = match run {
-            Ok(()) => 0,
-            Err((phase, e)) => match e.downcast_ref::<I32Exit>() {
-                Some(I32Exit(code)) if !stdout_overflowed => *code,
-                _ => {
-                    let flags = Flags {
-                        stdout_overflowed,
-                        memory_hit,
-                        slept_past_deadline,
-                    };
-                    return Err(classify(phase, &e, flags, limits, stderr));
-                }
+        Attempt::Finished(finish(
+            run,
+            started.elapsed(),
+            Outputs { stdout, stderr },
+            Flags {
+                stdout_overflowed: false,
+                memory_hit,
+                slept_past_deadline,
             },
-        };
-        if stdout_overflowed {
-            // Cannot happen (the overflowing write traps), but never hand out a truncated
-            // response as complete.
-            return Err(InvokeError::OutputTooLarge {
-                limit: limits.stdout_bytes,
-                stderr,
-            });
-        }
-        Ok(Outcome {
-            exit_code,
-            stdout: stdout.take(),
-            stderr,
-            stderr_truncated,
-            elapsed,
-        })
+            limits,
+        ))
     }
+}
+
+/// The guest's output handles, read once its store is gone.
+struct Outputs {
+    stdout: CappedOutput,
+    stderr: CappedOutput,
+}
+
+/// Turns a finished run into the request's result.
+fn finish(
+    run: Result<(), (Phase, wasmtime::Error)>,
+    elapsed: Duration,
+    outputs: Outputs,
+    mut flags: Flags,
+    limits: &Limits,
+) -> Result<Outcome, InvokeError> {
+    let Outputs { stdout, stderr } = outputs;
+    flags.stdout_overflowed = stdout.overflowed();
+    let stderr_truncated = stderr.overflowed();
+    let stderr = stderr.take();
+
+    let exit_code = match run {
+        Ok(()) => 0,
+        Err((phase, e)) => match e.downcast_ref::<I32Exit>() {
+            Some(I32Exit(code)) if !flags.stdout_overflowed => *code,
+            _ => return Err(classify(phase, &e, flags, limits, stderr)),
+        },
+    };
+    if flags.stdout_overflowed {
+        // Cannot happen (the overflowing write traps), but never hand out a truncated
+        // response as complete.
+        return Err(InvokeError::OutputTooLarge {
+            limit: limits.stdout_bytes,
+            stderr,
+        });
+    }
+    Ok(Outcome {
+        exit_code,
+        stdout: stdout.take(),
+        stderr,
+        stderr_truncated,
+        elapsed,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

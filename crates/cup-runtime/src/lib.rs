@@ -3,8 +3,10 @@
 //! A [`Runtime`] owns one wasmtime engine. [`Runtime::load`] compiles a module once (or takes
 //! it from a [`CodeCache`]), checks it and links it; [`LoadedController::invoke`] then runs one
 //! request in a **fresh instance** with its own WASI context, store and memory, mounts a host
-//! directory at the guest's `/`, and enforces the [`Limits`]. The API is blocking; an async
-//! server calls it inside `spawn_blocking`.
+//! directory at the guest's `/`, and enforces the [`Limits`]. Instances are allocated in
+//! reused slots of wasmtime's pooling allocator when one is free (see [`Limits::pooled_instances`]),
+//! on freshly mapped memory otherwise. The API is blocking; an async server calls it on a
+//! thread that may block.
 //!
 //! ```no_run
 //! use cup_runtime::{Access, CodeCache, Invocation, Limits, Runtime};
@@ -36,6 +38,7 @@ mod invoke;
 mod limits;
 mod output;
 mod poll;
+mod pool;
 mod runtime;
 
 pub use cache::CodeCache;
@@ -43,4 +46,5 @@ pub use command::{WASI_P1_MODULE, ensure_wasi_command};
 pub use error::{CacheError, InvokeError, LoadError, RuntimeError};
 pub use invoke::{Access, Invocation, Outcome};
 pub use limits::Limits;
-pub use runtime::{CacheStatus, LoadInfo, LoadedController, Runtime};
+pub use pool::PoolStats;
+pub use runtime::{Allocation, CacheStatus, LoadInfo, LoadedController, Runtime};

@@ -32,6 +32,13 @@ pub struct Limits {
     /// Period of the background thread that advances the engine's epoch. Smaller is a more
     /// precise deadline at the cost of more wakeups. Default 10 ms.
     pub epoch_tick: Duration,
+    /// How many invocations at once run in reused instance slots of wasmtime's pooling
+    /// allocator (memory mapped once, reset in place between requests, so no `mmap`/`munmap`
+    /// and TLB shootdown per request). Invocations beyond it, and controllers that do not fit a
+    /// slot, run on freshly mapped memory as without a pool; nothing fails for lack of a slot.
+    /// Each slot reserves address space (not memory) for [`memory_bytes`](Self::memory_bytes)
+    /// plus guard pages. 0 turns the pool off. Default 16.
+    pub pooled_instances: u32,
 }
 
 impl Default for Limits {
@@ -43,6 +50,7 @@ impl Default for Limits {
             stdout_bytes: 16 << 20,
             stderr_bytes: 64 << 10,
             epoch_tick: Duration::from_millis(10),
+            pooled_instances: 16,
         }
     }
 }

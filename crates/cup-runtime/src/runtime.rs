@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::hash::Hasher;
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, InstancePre, Linker, Module, WasmBacktraceDetails};
 
 use crate::invoke::HostState;
+use crate::pool::{Pool, PoolStats, Slot};
 use crate::{CodeCache, Limits, LoadError, RuntimeError, ensure_wasi_command};
 
 /// wasmtime's major version, for the readable part of the engine fingerprint. The exact
@@ -32,8 +33,11 @@ pub struct Runtime {
 }
 
 struct Inner {
+    /// The on-demand engine: compiles, names the code cache, and runs what the pool cannot.
     engine: Engine,
     linker: Linker<HostState>,
+    /// The pooled engine, or why there is none.
+    pool: Result<Pool, String>,
     limits: Limits,
     fingerprint: String,
     /// Modules already compiled by this runtime, by wasm sha256, so loading the same bytes
@@ -42,9 +46,31 @@ struct Inner {
     _epoch: EpochThread,
 }
 
+/// One module's code, linked for the engine(s) that run it. Only one copy of the machine code
+/// is kept while nothing needs the other engine: the on-demand copy of a pooled module is made
+/// the first time every slot is taken.
 struct Compiled {
     digest: String,
-    pre: InstancePre<HostState>,
+    /// Linked on the pooled engine; `None` when there is no pool or the module does not fit.
+    pooled: Option<InstancePre<HostState>>,
+    on_demand: OnceLock<Result<InstancePre<HostState>, String>>,
+    allocation: Allocation,
+}
+
+/// A module placed on one of the two engines.
+enum Placed {
+    Pooled(Module),
+    /// With the reason it is not pooled.
+    OnDemand(Module, String),
+}
+
+/// Where a controller's instances are allocated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allocation {
+    /// In the pool's reused slots (on freshly mapped memory only when all slots are busy).
+    Pooled,
+    /// Always on freshly mapped memory, and why: no pool, or the module does not fit a slot.
+    OnDemand(String),
 }
 
 /// Where a loaded module's machine code came from.
@@ -74,6 +100,7 @@ pub struct LoadInfo {
     /// A cache problem that did not stop the load: why a cache file was [`CacheStatus::Replaced`],
     /// or why writing the cache failed.
     pub cache_error: Option<String>,
+    pub allocation: Allocation,
 }
 
 /// A compiled, checked and linked controller, ready to [`invoke`](Self::invoke).
@@ -123,18 +150,19 @@ impl Runtime {
         // fingerprint) behind our back.
         config.wasm_backtrace_details(WasmBacktraceDetails::Disable);
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-
-        let mut linker: Linker<HostState> = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
-            .and_then(|_| crate::poll::bound_sleeps(&mut linker))
-            .map_err(|e| RuntimeError::Linker(format!("{e:#}")))?;
+        let linker = wasi_linker(&engine).map_err(RuntimeError::Linker)?;
+        // Same settings but the allocator, so the same compiled code runs on both engines.
+        let pool = Pool::new(&config, &limits, wasi_linker);
 
         let fingerprint = fingerprint(&engine);
-        let epoch = EpochThread::start(&engine, limits.epoch_tick)?;
+        let mut engines = vec![engine.clone()];
+        engines.extend(pool.as_ref().ok().map(|p| p.engine.clone()));
+        let epoch = EpochThread::start(&engines, limits.epoch_tick)?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                pool,
                 limits,
                 fingerprint,
                 loaded: Mutex::new(HashMap::new()),
@@ -145,6 +173,12 @@ impl Runtime {
 
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// The pooling allocator's slots and use, or why this runtime has no pool (every instance
+    /// then runs on freshly mapped memory).
+    pub fn pool_stats(&self) -> Result<PoolStats, &str> {
+        self.inner.pool_stats()
     }
 
     /// Identifies the compiled-code format of this engine: `wt<wasmtime major>-<16 hex>`, the
@@ -193,12 +227,12 @@ impl Runtime {
         }
 
         let mut cache_error = None;
-        let (module, mut status) = match cache {
+        let (placed, mut status) = match cache {
             None => (self.compile(wasm)?, CacheStatus::Disabled),
             Some(cache) => {
                 let path = cache.path_for(&digest, &self.inner.fingerprint);
                 match self.read_cached(&path) {
-                    Ok(Some(module)) => (module, CacheStatus::Hit),
+                    Ok(Some(placed)) => (placed, CacheStatus::Hit),
                     Ok(None) => (self.compile(wasm)?, CacheStatus::Miss),
                     Err(reason) => {
                         cache_error = Some(reason);
@@ -208,14 +242,20 @@ impl Runtime {
             }
         };
 
-        ensure_wasi_command(&module)?;
-        let pre =
-            self.inner
-                .linker
-                .instantiate_pre(&module)
-                .map_err(|e| LoadError::NotACommand {
-                    reason: format!("its imports do not match WASI preview 1: {e:#}"),
-                })?;
+        let (module, linker) = match &placed {
+            Placed::Pooled(module) => match &self.inner.pool {
+                Ok(pool) => (module, &pool.linker),
+                // Cannot happen: only an existing pool places modules.
+                Err(_) => (module, &self.inner.linker),
+            },
+            Placed::OnDemand(module, _) => (module, &self.inner.linker),
+        };
+        ensure_wasi_command(module)?;
+        let pre = linker
+            .instantiate_pre(module)
+            .map_err(|e| LoadError::NotACommand {
+                reason: format!("its imports do not match WASI preview 1: {e:#}"),
+            })?;
 
         // Only modules that passed the checks are cached.
         if let (Some(cache), CacheStatus::Miss | CacheStatus::Replaced) = (cache, status) {
@@ -240,7 +280,20 @@ impl Runtime {
             }
         }
 
-        let compiled = Arc::new(Compiled { digest, pre });
+        let compiled = Arc::new(match placed {
+            Placed::Pooled(_) => Compiled {
+                digest,
+                pooled: Some(pre),
+                on_demand: OnceLock::new(),
+                allocation: Allocation::Pooled,
+            },
+            Placed::OnDemand(_, why) => Compiled {
+                digest,
+                pooled: None,
+                on_demand: OnceLock::from(Ok(pre)),
+                allocation: Allocation::OnDemand(why),
+            },
+        });
         self.inner
             .loaded
             .lock()
@@ -274,18 +327,39 @@ impl Runtime {
                 cache,
                 elapsed: started.elapsed(),
                 cache_error,
+                allocation: compiled.allocation.clone(),
             },
             compiled,
         }
     }
 
-    fn compile(&self, wasm: &[u8]) -> Result<Module, LoadError> {
-        Module::new(&self.inner.engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))
+    /// Compiles on the on-demand engine, then moves the code to the pool if it fits there.
+    fn compile(&self, wasm: &[u8]) -> Result<Placed, LoadError> {
+        let module = Module::new(&self.inner.engine, wasm)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let pool = match &self.inner.pool {
+            Ok(pool) => pool,
+            Err(why) => return Ok(Placed::OnDemand(module, format!("no pool: {why}"))),
+        };
+        let bytes = match module.serialize() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let why = format!("serializing it for the pool: {e:#}");
+                return Ok(Placed::OnDemand(module, why));
+            }
+        };
+        // SAFETY: `bytes` were just produced by `Module::serialize` on the on-demand engine,
+        // whose settings are the pool engine's but for the allocator, which does not change
+        // compiled code; wasmtime checks the header against the engine anyway.
+        match unsafe { Module::deserialize(&pool.engine, &bytes) } {
+            Ok(pooled) => Ok(Placed::Pooled(pooled)),
+            Err(e) => Ok(Placed::OnDemand(module, format!("{e:#}"))),
+        }
     }
 
     /// `Ok(None)`: no cache file. `Err`: there was one but it was unusable; it has been
     /// removed (the caller recompiles and writes a new one).
-    fn read_cached(&self, path: &Path) -> Result<Option<Module>, String> {
+    fn read_cached(&self, path: &Path) -> Result<Option<Placed>, String> {
         match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("reading {}: {e}", path.display())),
@@ -294,9 +368,6 @@ impl Runtime {
             }
             Ok(_) => {}
         }
-        // SAFETY: see "Loading cached code" on `Runtime::load`: the file was written atomically
-        // by `CodeCache::write` from `Module::serialize` of an engine with this fingerprint, in
-        // a directory only the server writes, and wasmtime rejects version/config mismatches.
         // The bytes are read into memory rather than mapped (`deserialize_file`): a mapped file
         // truncated or overwritten in place by an operator would kill the whole server with
         // SIGBUS, and one bad cache file must only cost a recompile.
@@ -305,9 +376,21 @@ impl Runtime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("reading cache file {}: {e}", path.display())),
         };
+        let not_pooled = match &self.inner.pool {
+            // SAFETY: see "Loading cached code" on `Runtime::load`: the file was written
+            // atomically by `CodeCache::write` from `Module::serialize` of an engine with this
+            // fingerprint (the pool engine's code is the same), in a directory only the server
+            // writes, and wasmtime rejects version/config mismatches.
+            Ok(pool) => match unsafe { Module::deserialize(&pool.engine, &bytes) } {
+                Ok(module) => return Ok(Some(Placed::Pooled(module))),
+                Err(e) => format!("{e:#}"),
+            },
+            Err(why) => format!("no pool: {why}"),
+        };
+        // SAFETY: as above.
         let loaded = unsafe { Module::deserialize(&self.inner.engine, &bytes) };
         match loaded {
-            Ok(module) => Ok(Some(module)),
+            Ok(module) => Ok(Some(Placed::OnDemand(module, not_pooled))),
             Err(e) => {
                 let reason = format!("unusable cache file {}: {e:#}", path.display());
                 match std::fs::remove_file(path) {
@@ -318,6 +401,21 @@ impl Runtime {
             }
         }
     }
+}
+
+impl Inner {
+    fn pool_stats(&self) -> Result<PoolStats, &str> {
+        self.pool.as_ref().map(Pool::stats).map_err(String::as_str)
+    }
+}
+
+/// The WASI preview 1 imports, with cup's bounded sleeps.
+fn wasi_linker(engine: &Engine) -> Result<Linker<HostState>, String> {
+    let mut linker: Linker<HostState> = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
+        .and_then(|_| crate::poll::bound_sleeps(&mut linker))
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(linker)
 }
 
 impl LoadedController {
@@ -335,12 +433,47 @@ impl LoadedController {
         &self.runtime.limits
     }
 
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.runtime.engine
+    /// The pool's statistics (see [`Runtime::pool_stats`]).
+    pub fn pool_stats(&self) -> Result<PoolStats, &str> {
+        self.runtime.pool_stats()
     }
 
-    pub(crate) fn instance_pre(&self) -> &InstancePre<HostState> {
-        &self.compiled.pre
+    /// The pooled code and a slot to run it in, when this module is pooled and a slot is free.
+    pub(crate) fn pooled(&self) -> Option<(&InstancePre<HostState>, Slot<'_>)> {
+        let pre = self.compiled.pooled.as_ref()?;
+        let pool = self.runtime.pool.as_ref().ok()?;
+        pool.try_slot().map(|slot| (pre, slot))
+    }
+
+    /// Counts an invocation of a pooled module that ran on freshly mapped memory after all.
+    pub(crate) fn note_fallback(&self) {
+        if let Ok(pool) = &self.runtime.pool {
+            pool.note_fallback();
+        }
+    }
+
+    /// The code linked on the on-demand engine; for a pooled module, made from the pooled
+    /// copy the first time it is needed.
+    pub(crate) fn on_demand(&self) -> Result<&InstancePre<HostState>, String> {
+        self.compiled
+            .on_demand
+            .get_or_init(|| {
+                let pooled = self.compiled.pooled.as_ref().ok_or("no compiled code")?;
+                let bytes = pooled
+                    .module()
+                    .serialize()
+                    .map_err(|e| format!("copying the code off the pool: {e:#}"))?;
+                // SAFETY: `bytes` were just serialized by the pool engine, whose settings are
+                // the on-demand engine's but for the allocator (no effect on code).
+                let module = unsafe { Module::deserialize(&self.runtime.engine, &bytes) }
+                    .map_err(|e| format!("copying the code off the pool: {e:#}"))?;
+                self.runtime
+                    .linker
+                    .instantiate_pre(&module)
+                    .map_err(|e| format!("linking the code off the pool: {e:#}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
@@ -378,19 +511,23 @@ struct EpochThread {
 }
 
 impl EpochThread {
-    fn start(engine: &Engine, tick: Duration) -> Result<Self, RuntimeError> {
-        // A weak handle, so the thread never keeps the engine alive on its own.
-        let engine = engine.weak();
+    fn start(engines: &[Engine], tick: Duration) -> Result<Self, RuntimeError> {
+        // Weak handles, so the thread never keeps an engine alive on its own.
+        let engines: Vec<_> = engines.iter().map(Engine::weak).collect();
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("cup-runtime-epoch".into())
             .spawn(move || {
                 loop {
                     match stopped.recv_timeout(tick) {
-                        Err(RecvTimeoutError::Timeout) => match engine.upgrade() {
-                            Some(engine) => engine.increment_epoch(),
-                            None => return,
-                        },
+                        Err(RecvTimeoutError::Timeout) => {
+                            for engine in &engines {
+                                match engine.upgrade() {
+                                    Some(engine) => engine.increment_epoch(),
+                                    None => return,
+                                }
+                            }
+                        }
                         // Told to stop, or the runtime is gone.
                         Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
                     }

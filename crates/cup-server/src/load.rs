@@ -133,6 +133,10 @@ impl Loader {
             .map_err(|e| format!("loading the module: {e}"))?
             .map_err(|e| e.to_string())?;
         let info = loaded.load_info().clone();
+        if let cup_runtime::Allocation::OnDemand(reason) = &info.allocation {
+            // Still served; only the per-request cost of fresh memory comes back.
+            tracing::info!(controller = %name, %reason, "instances not pooled");
+        }
         let cache = cache_label(info.cache);
         self.metrics.code_cache(cache);
         self.status.update(name, |s| {
