@@ -11,8 +11,8 @@
 //! Modules: [`config_dir`] (the `-api-resources` directory), `load` (controllers and
 //! routes), `image` (OCI), `routes`, `ops` (one verb on one controller), `source` (the
 //! local directory and its write guarantees), `git` (the Git source over `cup-git`),
-//! `api` and `http` (axum), `metrics`,
-//! `status`. The API and every difference from the original are in `docs/API.md`.
+//! `sweep` (what a killed cupd left behind, removed at start), `api` and `http` (axum),
+//! `metrics`, `status`. The API and every difference from the original are in `docs/API.md`.
 
 mod api;
 pub mod config_dir;
@@ -28,6 +28,7 @@ mod routes;
 mod source;
 mod state;
 mod status;
+mod sweep;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -119,16 +120,21 @@ impl Server {
                     source::Source::Git(opened)
                 }
             };
+        sweep_leftovers(&source).await;
         let address = listen_address(&options.address);
         let listener = TcpListener::bind(&address)
             .await
             .map_err(|source| ServerError::Bind { address, source })?;
         let status = Arc::new(status::StatusBoard::default());
         let metrics = Arc::new(metrics::Metrics::default());
+        let runtime = Runtime::new(options.limits.clone())
+            .map_err(|e| format!("starting the wasm runtime: {e}"));
+        if let Ok(runtime) = &runtime {
+            log_pool(runtime);
+        }
         let loader = load::Loader {
             config,
-            runtime: Runtime::new(options.limits.clone())
-                .map_err(|e| format!("starting the wasm runtime: {e}")),
+            runtime,
             cache: code_cache(&options.code_cache),
             images: image::ImageSource::new(
                 &options.store,
@@ -173,6 +179,34 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(ServerError::Serve)
+    }
+}
+
+/// Removes a killed cupd's scratch copies and, for the local source, its temp files, before
+/// serving (so no write of this process can be mistaken for debris).
+async fn sweep_leftovers(source: &source::Source) {
+    let root = match source {
+        source::Source::Local(local) => Some(local.root().to_owned()),
+        source::Source::Git(_) => None,
+    };
+    let tmp = std::env::temp_dir();
+    let swept = tokio::task::spawn_blocking(move || sweep::at_startup(&tmp, root.as_deref())).await;
+    match swept {
+        Ok(swept) if swept.scratch_dirs.len() + swept.temp_files.len() > 0 => tracing::info!(
+            scratch_dirs = swept.scratch_dirs.len(),
+            temp_files = swept.temp_files.len(),
+            "swept what a previous cupd left behind"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "the startup sweep failed"),
+    }
+}
+
+fn log_pool(runtime: &Runtime) {
+    match runtime.pool_stats() {
+        Ok(pool) => tracing::info!(slots = pool.capacity, "wasm instance pool ready"),
+        // Requests still run, each on freshly mapped memory.
+        Err(reason) => tracing::warn!(%reason, "no wasm instance pool"),
     }
 }
 

@@ -7,7 +7,7 @@
 //! put/delete (on a scratch copy, see `source`), exit 0 ok, 2 not found, anything else an
 //! error whose message carries the guest's stderr.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use cup_model::Resource;
@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::git::GitSource;
 use crate::metrics::Metrics;
 use crate::routes::{Backend, Route};
-use crate::source::{LocalSource, ScratchError, Source, with_scratch_copy};
+use crate::source::{LocalSource, ScratchError, Source, ViewLock, with_scratch_copy};
 
 /// Longest piece of guest stderr put into an error message.
 const STDERR_IN_MESSAGE: usize = 1024;
@@ -66,9 +66,10 @@ impl Call<'_> {
     pub async fn get(&self, name: &str) -> Result<Resource, ApiError> {
         match self.backend()? {
             Backend::Template(t) => {
-                let (req, root) = (self.owned_request(), self.read_root().await?);
-                let n = name.to_owned();
-                let out = blocking(move || t.get(&root, &req.borrow(), &n)).await?;
+                let (req, n) = (self.owned_request(), name.to_owned());
+                let out = self
+                    .read_in(move |root| t.get(root, &req.borrow(), &n))
+                    .await?;
                 self.template_result(Verb::Get, Some(name), out)
             }
             Backend::Wasm(c) => {
@@ -81,8 +82,10 @@ impl Call<'_> {
     pub async fn list(&self) -> Result<Vec<Resource>, ApiError> {
         match self.backend()? {
             Backend::Template(t) => {
-                let (req, root) = (self.owned_request(), self.read_root().await?);
-                let out = blocking(move || t.list(&root, &req.borrow())).await?;
+                let req = self.owned_request();
+                let out = self
+                    .read_in(move |root| t.list(root, &req.borrow()))
+                    .await?;
                 self.template_result(Verb::List, None, out)
             }
             Backend::Wasm(c) => {
@@ -102,7 +105,10 @@ impl Call<'_> {
                 let req = self.owned_request();
                 let n = name.to_owned();
                 let out = local
-                    .write(move |root| t.put(root, &req.borrow(), &n, &resource))
+                    .write(move |root, view| {
+                        let _exclusive = view.exclusive();
+                        t.put(root, &req.borrow(), &n, &resource)
+                    })
                     .await
                     .map_err(|e| ApiError::internal(format!("put: {e}")))?;
                 self.template_result(Verb::Put, Some(name), out)
@@ -127,7 +133,10 @@ impl Call<'_> {
                 let req = self.owned_request();
                 let n = name.to_owned();
                 let out = local
-                    .write(move |root| t.delete(root, &req.borrow(), &n))
+                    .write(move |root, view| {
+                        let _exclusive = view.exclusive();
+                        t.delete(root, &req.borrow(), &n)
+                    })
                     .await
                     .map_err(|e| ApiError::internal(format!("delete: {e}")))?;
                 self.template_result(Verb::Delete, Some(name), out)
@@ -140,14 +149,21 @@ impl Call<'_> {
         }
     }
 
-    /// The directory reads see: the local root, or the git snapshot of the revision.
-    async fn read_root(&self) -> Result<PathBuf, ApiError> {
+    /// Runs a blocking read on the directory reads see: the local root (while no write is
+    /// applied to it), or the git snapshot of the revision.
+    async fn read_in<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Path) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
         match &**self.source {
             Source::Local(local) => {
                 self.no_revision()?;
-                Ok(local.root().to_owned())
+                local.read(read).await.map_err(worker_failed)
             }
-            Source::Git(git) => git.view(self.revision).await,
+            Source::Git(git) => {
+                let root = git.view(self.revision).await?;
+                blocking(move || read(&root)).await
+            }
         }
     }
 
@@ -310,13 +326,17 @@ impl Call<'_> {
         verb: Verb,
         name: Option<&str>,
     ) -> Result<Outcome, ApiError> {
-        let invocation = Invocation {
-            args: self.argv(verb, name),
-            stdin: Vec::new(),
-            root: self.read_root().await?,
-            access: Access::ReadOnly,
-        };
-        let result = blocking(move || controller.invoke(invocation)).await?;
+        let args = self.argv(verb, name);
+        let result = self
+            .read_in(move |root| {
+                controller.invoke(Invocation {
+                    args,
+                    stdin: Vec::new(),
+                    root: root.to_owned(),
+                    access: Access::ReadOnly,
+                })
+            })
+            .await?;
         self.judge(verb, name, result)
     }
 
@@ -330,7 +350,7 @@ impl Call<'_> {
     ) -> Result<(), ApiError> {
         let args = self.argv(verb, Some(name));
         let result = local
-            .write(move |root| write_on_scratch(root, &controller, args, stdin))
+            .write(move |root, view| write_on_scratch(root, view, &controller, args, stdin))
             .await
             .map_err(|e| ApiError::internal(format!("{}: {e}", verb.as_str())))?;
         let result = result.map_err(|e| self.failure(verb, Some(name), &e.to_string()))?;
@@ -417,6 +437,7 @@ impl OwnedRequest {
 /// changes are dropped.
 fn write_on_scratch(
     root: &Path,
+    view: &ViewLock,
     controller: &LoadedController,
     args: Vec<String>,
     stdin: Vec<u8>,
@@ -433,7 +454,7 @@ fn write_on_scratch(
             other => Err(other),
         }
     };
-    Ok(match with_scratch_copy(root, run)? {
+    Ok(match with_scratch_copy(root, view, run)? {
         Ok(outcome) => Ok(outcome),
         Err(unapplied) => unapplied,
     })
@@ -444,7 +465,11 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ApiError::internal(format!("request worker failed: {e}")))
+        .map_err(worker_failed)
+}
+
+fn worker_failed(error: tokio::task::JoinError) -> ApiError {
+    ApiError::internal(format!("request worker failed: {error}"))
 }
 
 /// `": <stderr>"` with the guest's stderr trimmed to one line, or nothing.

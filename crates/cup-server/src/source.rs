@@ -12,11 +12,19 @@
 //!   the (short) apply step moves several files, which can leave some of them updated.
 //! * The copy leaves out the top-level `.git` directory, symbolic links and special files:
 //!   controllers never see them and they are never changed.
+//! * The scratch copy lives in `$TMPDIR/cupd-scratch-<pid>-<random>` (mode 0700), locked with
+//!   `flock` for as long as it exists; it is removed after the response, on a background
+//!   thread. A killed cupd's copies (and `.cup-*.tmp` files of an interrupted apply) are
+//!   removed by the next start (`sweep`).
 //!
-//! Reads take no lock: a reader sees each file either before or after a write.
+//! Reads share a [`ViewLock`] that the apply step takes alone: a reader sees the tree
+//! entirely before or entirely after a write, never a file mid-rename.
 
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::Mutex;
 
@@ -33,7 +41,11 @@ pub enum Source {
 #[derive(Debug)]
 pub struct LocalSource {
     root: PathBuf,
-    writes: Mutex<()>,
+    /// Serialises writes. Owned guards move into the blocking write, so a client that
+    /// disconnects (dropping its request future) cannot release the lock while its write
+    /// still runs.
+    writes: Arc<Mutex<()>>,
+    view: ViewLock,
 }
 
 impl LocalSource {
@@ -48,7 +60,8 @@ impl LocalSource {
         }
         Ok(LocalSource {
             root,
-            writes: Mutex::new(()),
+            writes: Arc::new(Mutex::new(())),
+            view: ViewLock::default(),
         })
     }
 
@@ -57,15 +70,55 @@ impl LocalSource {
         &self.root
     }
 
-    /// Runs a blocking write under this source's write lock.
-    pub async fn write<T, F>(&self, write: F) -> Result<T, tokio::task::JoinError>
+    /// Runs a blocking read of the tree while no write is being applied to it.
+    pub async fn read<T, F>(&self, read: F) -> Result<T, tokio::task::JoinError>
     where
         T: Send + 'static,
         F: FnOnce(&Path) -> T + Send + 'static,
     {
-        let _guard = self.writes.lock().await;
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || write(&root)).await
+        let (root, view) = (self.root.clone(), self.view.clone());
+        tokio::task::spawn_blocking(move || {
+            let _shared = view.shared();
+            read(&root)
+        })
+        .await
+    }
+
+    /// Runs a blocking write under this source's write lock. The write must take
+    /// [`ViewLock::exclusive`] while it changes files under the root.
+    pub async fn write<T, F>(&self, write: F) -> Result<T, tokio::task::JoinError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path, &ViewLock) -> T + Send + 'static,
+    {
+        let serialised = Arc::clone(&self.writes).lock_owned().await;
+        let (root, view) = (self.root.clone(), self.view.clone());
+        tokio::task::spawn_blocking(move || {
+            let _serialised = serialised;
+            write(&root, &view)
+        })
+        .await
+    }
+}
+
+/// Readers of the live tree share it; changing files under the root takes it alone.
+///
+/// Without it a guest listing a directory can meet an entry that a concurrent apply renames
+/// away between `readdir` and `stat` (wasmtime-wasi's `fd_readdir` stats every entry, and
+/// fails the whole call), and a read could see one file of a write applied and another not.
+#[derive(Debug, Clone, Default)]
+pub struct ViewLock(Arc<RwLock<()>>);
+
+impl ViewLock {
+    /// Held for a whole read.
+    pub fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        // The lock guards no data, so a panic while it was held leaves nothing inconsistent.
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Held while files under the root change (a short apply step, or a template write).
+    pub fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -81,22 +134,98 @@ pub enum ScratchError {
     },
 }
 
+/// Name prefix of scratch directories in `$TMPDIR` (the startup sweep looks for it).
+pub(crate) const SCRATCH_PREFIX: &str = "cupd-scratch-";
+
 /// Copies `root` to a scratch directory, runs `run` on it, and if it returns `Ok`, applies
 /// the differences to `root`. The inner result is the controller's own outcome.
 pub fn with_scratch_copy<T, E>(
     root: &Path,
+    view: &ViewLock,
     run: impl FnOnce(&Path) -> Result<T, E>,
 ) -> Result<Result<T, E>, ScratchError> {
-    let scratch = tempfile::Builder::new()
-        .prefix("cupd-scratch-")
-        .tempdir()
-        .map_err(ScratchError::Copy)?;
-    copy_tree(root, scratch.path(), true).map_err(ScratchError::Copy)?;
-    let outcome = run(scratch.path());
-    if outcome.is_ok() {
-        apply(scratch.path(), root)?;
+    let scratch = ScratchDir::create().map_err(ScratchError::Copy)?;
+    let prepared = copy_tree(root, &scratch.path, true).map_err(ScratchError::Copy);
+    let result = prepared.and_then(|()| {
+        let outcome = run(&scratch.path);
+        if outcome.is_ok() {
+            let _exclusive = view.exclusive();
+            apply(&scratch.path, root)?;
+        }
+        Ok(outcome)
+    });
+    discard(scratch);
+    result
+}
+
+/// A scratch directory, `flock`ed from its first moment until it is removed, so a starting
+/// cupd can tell a live write's scratch (locked) from a killed one's (the kernel dropped the
+/// lock with the process).
+struct ScratchDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl ScratchDir {
+    fn create() -> std::io::Result<ScratchDir> {
+        // Made and locked under a name the sweep ignores, then renamed into place, so no
+        // `cupd-scratch-*` directory is ever unlocked while its owner lives.
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".cupd-new-");
+        #[cfg(unix)]
+        builder.permissions(private_dir());
+        let staging = builder.tempdir()?;
+        let lock = File::open(staging.path())?;
+        lock.lock()?;
+        let unique = staging
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(".cupd-new-"))
+            .unwrap_or("x")
+            .to_owned();
+        let path =
+            std::env::temp_dir().join(format!("{SCRATCH_PREFIX}{}-{unique}", std::process::id()));
+        std::fs::rename(staging.path(), &path)?;
+        // Renamed away: nothing left for the guard to delete.
+        let _ = staging.keep();
+        Ok(ScratchDir { path, _lock: lock })
     }
-    Ok(outcome)
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        // Best effort: a copy that cannot be removed now is swept at the next start.
+        if let Err(error) = std::fs::remove_dir_all(&self.path) {
+            tracing::warn!(path = %self.path.display(), %error, "removing a scratch copy");
+        }
+    }
+}
+
+/// Other users must not read the copy of the source (nor swap files in it).
+#[cfg(unix)]
+fn private_dir() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o700)
+}
+
+/// Removes a finished scratch copy on a background thread: unlinking the tree was about a
+/// tenth of a put's time (docs/BENCHMARKS.md), and nothing waits for it. Inline when that
+/// thread cannot be started.
+fn discard(scratch: ScratchDir) {
+    static REMOVER: OnceLock<Option<Sender<ScratchDir>>> = OnceLock::new();
+    let remover = REMOVER.get_or_init(|| {
+        let (send, receive) = mpsc::channel::<ScratchDir>();
+        std::thread::Builder::new()
+            .name("cupd-scratch-rm".into())
+            .spawn(move || receive.into_iter().for_each(drop))
+            .ok()
+            .map(|_| send)
+    });
+    if let Some(remover) = remover {
+        // On failure the directory comes back in the error and is dropped (removed) here.
+        let _ = remover.send(scratch);
+    }
 }
 
 /// The entries a controller may see: regular files and directories, not `.git` at the top.
@@ -221,7 +350,7 @@ mod tests {
     #[test]
     fn success_applies_changes_creations_and_removals() {
         let dir = tree();
-        let out: Result<(), ()> = with_scratch_copy(dir.path(), |s| {
+        let out: Result<(), ()> = with_scratch_copy(dir.path(), &ViewLock::default(), |s| {
             assert!(!s.join(".git").exists(), "the guest does not see .git");
             std::fs::write(s.join("a/change.yml"), "new").unwrap();
             std::fs::remove_file(s.join("a/b/remove.yml")).unwrap();
@@ -255,10 +384,33 @@ mod tests {
         );
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn scratch_dirs_are_private_named_by_pid_locked_and_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let scratch = ScratchDir::create().expect("scratch dir");
+        let name = scratch.path.file_name().and_then(|n| n.to_str()).unwrap();
+        let prefix = format!("{SCRATCH_PREFIX}{}-", std::process::id());
+        assert!(name.starts_with(&prefix), "{name}");
+        let mode = std::fs::metadata(&scratch.path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let other = File::open(&scratch.path).unwrap();
+        assert!(
+            matches!(other.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+            "held by its owner"
+        );
+        let path = scratch.path.clone();
+        drop(scratch);
+        assert!(!path.exists());
+    }
+
     #[test]
     fn failure_changes_nothing() {
         let dir = tree();
-        let out: Result<(), &str> = with_scratch_copy(dir.path(), |s| {
+        let out: Result<(), &str> = with_scratch_copy(dir.path(), &ViewLock::default(), |s| {
             std::fs::write(s.join("a/change.yml"), "half").unwrap();
             std::fs::remove_file(s.join("keep.yml")).unwrap();
             Err("trap")
@@ -275,7 +427,7 @@ mod tests {
     #[test]
     fn file_replaced_by_directory_and_back() {
         let dir = tree();
-        let out: Result<(), ()> = with_scratch_copy(dir.path(), |s| {
+        let out: Result<(), ()> = with_scratch_copy(dir.path(), &ViewLock::default(), |s| {
             std::fs::remove_file(s.join("keep.yml")).unwrap();
             std::fs::create_dir(s.join("keep.yml")).unwrap();
             std::fs::remove_dir_all(s.join("a/b")).unwrap();
