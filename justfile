@@ -29,3 +29,9 @@ fuzz target="sections" seconds="300":
 # The quick start: from the example controller's source to an applied change, in one command.
 demo:
     examples/quickstart.sh
+
+# The load run (issue 7): 64 clients of mixed get/list/put/delete against a release cupd,
+# local source for LOAD_DURATION (10m) then Git for LOAD_GIT_DURATION (3m), every write
+# checked afterwards; writes bench/work/load.md. Example: LOAD_DURATION=60s just load
+load:
+    bench/load.sh

@@ -4,6 +4,11 @@
 pub mod cupd;
 pub mod githttp;
 pub mod http;
+pub mod load;
+pub mod load_client;
+pub mod load_model;
+pub mod load_report;
+pub mod load_verify;
 pub mod oras;
 pub mod registry;
 pub mod sshd;

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The load run of issue 7 (`just load`): release cupd with the example Flipt controller,
+# `cup-load` (tests/src/bin/cup-load.rs) with 64 clients of mixed get/list/put/delete,
+# every write checked afterwards. First the local source (a temp copy of
+# examples/flipt/repo) for $LOAD_DURATION, then the Git source (a temp bare repository
+# seeded with the same files) for $LOAD_GIT_DURATION. cupd's VmRSS is sampled every second.
+# Writes bench/work/load.md (tables, machine, load averages, the commands) and, under
+# bench/work/load/, each run's JSON report and cupd log. Exit status 1 if a run failed.
+#   LOAD_DURATION (10m)  LOAD_GIT_DURATION (3m)  LOAD_CLIENTS (64)
+#   LOAD_MIX (get=50,list=20,put=20,delete=10)  LOAD_WARMUP (60s)  LOAD_SEED (from the clock)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+duration="${LOAD_DURATION:-10m}"
+git_duration="${LOAD_GIT_DURATION:-3m}"
+clients="${LOAD_CLIENTS:-64}"
+mix="${LOAD_MIX:-get=50,list=20,put=20,delete=10}"
+warmup="${LOAD_WARMUP:-60s}"
+seed="${LOAD_SEED:-$(date +%s)}"
+b="$work/load"
+rm -rf "$b" && mkdir -p "$b/config/ctl" "$b/store" "$b/unused-source"
+cd "$root"
+trap cupd_stop EXIT
+
+echo "==> release builds (cupd, cup-embed, cup-load) and the example controller" >&2
+cargo build --quiet --release -p cupd -p cup-embed -p cup-e2e --bins
+cargo build --quiet --release --target wasm32-wasip1 --manifest-path examples/flipt/Cargo.toml \
+  --target-dir examples/flipt/target
+"$bin/cup-embed" -o "$b/config/ctl/flipt.wasm" examples/flipt/defs/*.json "$flipt_plain" >/dev/null
+echo '{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"flipt"},"spec":{"type":"wasm","spec":{"path":"ctl/flipt.wasm"}}}' \
+  >"$b/config/flipt.json"
+
+# start_cupd LOG ARGS...: a release cupd with the flipt config on a free port, waited for
+# until ready; sets CUPD_PID and PORT (cupd_stop in lib.sh stops it).
+start_cupd() {
+  local log=$1; shift
+  PORT=$(free_port)
+  "$bin/cupd" serve -api-address "127.0.0.1:$PORT" -api-resources "$b/config" --store "$b/store" \
+    --code-cache "$b/code-cache" "$@" >"$log" 2>&1 &
+  CUPD_PID=$!
+  for _ in $(seq 1 1200); do
+    if ! kill -0 "$CUPD_PID" 2>/dev/null; then
+      echo "cupd exited during start-up:" >&2; tail -20 "$log" >&2; CUPD_PID=''; return 1
+    fi
+    ready "$PORT" && return 0
+    sleep 0.05
+  done
+  echo "cupd not ready after 60 s" >&2; return 1
+}
+
+# run_load NAME DURATION ARGS...: cup-load against the running cupd; records the command,
+# the load average before and after and the exit status in $b/NAME.*.
+run_load() {
+  local name=$1 for=$2; shift 2
+  local cmd=("$bin/cup-load" --url "http://127.0.0.1:$PORT" --clients "$clients" --duration "$for"
+    --mix "$mix" --warmup "$warmup" --seed "$seed" --pid "$CUPD_PID"
+    --json "$b/$name.json" --markdown "$b/$name.md" "$@")
+  echo "${cmd[*]}" | sed "s|$root/||g" >"$b/$name.cmd"
+  loadavg >"$b/$name.load-before"
+  echo "==> $name: $clients clients for $for (load $(cat "$b/$name.load-before"))" >&2
+  local status=0
+  "${cmd[@]}" >&2 || status=$?
+  loadavg >"$b/$name.load-after"
+  echo "$status" >"$b/$name.status"
+}
+
+cp -R examples/flipt/repo "$b/local-source"
+start_cupd "$b/cupd-local.log" -api-local-path "$b/local-source"
+run_load local "$duration"
+cupd_stop
+
+git init -q --bare -b main "$b/remote.git"
+git clone -q "$b/remote.git" "$b/seed" 2>/dev/null
+cp -R examples/flipt/repo/. "$b/seed/"
+git -C "$b/seed" add -A
+git -C "$b/seed" -c user.name=seed -c user.email=seed@load commit -q -m "seed: examples/flipt/repo"
+git -C "$b/seed" push -q origin main
+start_cupd "$b/cupd-git.log" -api-local-path "$b/unused-source" -api-source git \
+  -api-git-repo "$b/remote.git" --git-cache "$b/git-cache"
+run_load git "$git_duration" --source git --git-remote "$b/remote.git"
+cupd_stop
+
+section() {
+  local name=$1 title=$2
+  echo "## $title"
+  echo
+  echo "Load average (1 min) before $(cat "$b/$name.load-before"), after $(cat "$b/$name.load-after"); exit status $(cat "$b/$name.status"); cupd log $(du -h "$b/cupd-$name.log" | cut -f1)."
+  echo
+  echo '```'
+  cat "$b/$name.cmd"
+  echo '```'
+  echo
+  if [ -f "$b/$name.md" ]; then cat "$b/$name.md"; else echo "(no report: cup-load failed before the end, see above)"; fi
+  echo
+}
+{
+  echo "# Load run ($(date -u +%Y-%m-%dT%H:%MZ))"
+  echo
+  echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"\
+    "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r);"\
+    "$(rustc --version | cut -d' ' -f1-2); commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')."
+  echo "Release builds; cup-load runs on the same machine as cupd (2 worker threads), so both share the cores."
+  echo "Command: \`LOAD_DURATION=$duration LOAD_GIT_DURATION=$git_duration LOAD_CLIENTS=$clients LOAD_SEED=$seed bench/load.sh\`."
+  echo
+  section local "Local source ($duration)"
+  section git "Git source ($git_duration)"
+} >"$work/load.md"
+echo "==> wrote bench/work/load.md" >&2
+[ "$(cat "$b/local.status")" = 0 ] && [ "$(cat "$b/git.status")" = 0 ]
