@@ -5,6 +5,8 @@
 #   push:  cup controller push (new repo)     vs  Python oras push (new repo)
 # Input: esbuild.wasm (npm esbuild-wasm, 13.9 MB) padded with a 6 MiB custom section, with
 # the example definitions embedded. Writes bench/work/oci.md (medians and ratios) and prints it.
+# CUP_BASELINE=/path/to/an/older/cup adds its push and pull to the same runs (before/after
+# figures measured under the same load).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$root/bench/work"
@@ -78,21 +80,58 @@ py="$venv/bin/python"
 "$bin/cup" --store "$b/seed" controller push ctl.wasm "$host/bench/ctl:v1" >/dev/null
 
 # Pushes go to a new repository each run (a registry skips blobs already linked to the
-# repository, so a fixed one would measure HEAD requests only).
-echo 0 > n
+# repository, so a fixed one would measure HEAD requests only). Commands are interleaved round
+# by round (hyperfine runs all of one command, then the next), so load that comes and goes on
+# a shared machine hits every command alike; push.json and pull.json have hyperfine's shape.
+cat > interleave.py <<'PY'
+import json, shutil, subprocess, sys, time
+out, runs, clean = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
+commands = json.loads(sys.stdin.read())  # name -> argv with {n} for the round number
+times = {name: [] for name in commands}
+for n in range(-2, runs):  # two warm-up rounds
+    for name, argv in commands.items():
+        for d in clean:
+            shutil.rmtree(d, ignore_errors=True)
+        start = time.perf_counter()
+        subprocess.run([a.replace("{n}", str(n + 2)) for a in argv], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if n >= 0:
+            times[name].append(time.perf_counter() - start)
+def median(xs):
+    xs = sorted(xs); m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+json.dump({"results": [{"command": k, "median": median(v), "times": v} for k, v in times.items()]}, open(out, "w"))
+PY
+push_cmds=$(python3 - "$bin/cup" "$py" "$host" "$b" "${CUP_BASELINE:-}" <<'PY'
+import json, sys
+cup, py, host, b, baseline = sys.argv[1:6]
+c = {
+    "cup controller push": [cup, "--store", f"{b}/pstore", "controller", "push", "ctl.wasm", f"{host}/bench/cup{{n}}:v1"],
+    "oras push (Python)": [py, "oras_push.py", host, f"{host}/bench/oras{{n}}:v1"],
+    "cup controller push (blobs present)": [cup, "--store", f"{b}/pstore", "controller", "push", "ctl.wasm", f"{host}/bench/ctl:v1"],
+}
+if baseline:
+    c["cup controller push (baseline)"] = [baseline, "--store", f"{b}/pstore", "controller", "push", "ctl.wasm", f"{host}/bench/base{{n}}:v1"]
+print(json.dumps(c))
+PY
+)
+pull_cmds=$(python3 - "$bin/cup" "$py" "$host" "$b" "${CUP_BASELINE:-}" <<'PY'
+import json, sys
+cup, py, host, b, baseline = sys.argv[1:6]
+c = {
+    "cup controller pull": [cup, "--store", f"{b}/store", "controller", "pull", f"{host}/bench/ctl:v1"],
+    "skopeo copy to oci:": ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{host}/bench/ctl:v1", f"oci:{b}/skopeo:ctl"],
+    "oras pull (Python)": [py, "oras_pull.py", host, f"{host}/bench/ctl:v1", f"{b}/oras-out"],
+}
+if baseline:
+    c["cup controller pull (baseline)"] = [baseline, "--store", f"{b}/store", "controller", "pull", f"{host}/bench/ctl:v1"]
+print(json.dumps(c))
+PY
+)
 l0=$(cut -d' ' -f1 /proc/loadavg)
-hyperfine --warmup 2 --runs "$runs" --export-json push.json \
-  -n "cup controller push" "n=\$((\$(cat n)+1)); echo \$n > n; $bin/cup --store $b/pstore controller push ctl.wasm $host/bench/cup\$n:v1 >/dev/null" \
-  -n "oras push (Python)" "n=\$((\$(cat n)+1)); echo \$n > n; $py oras_push.py $host $host/bench/oras\$n:v1 >/dev/null" \
-  -n "cup controller push (blobs present)" "$bin/cup --store $b/pstore controller push ctl.wasm $host/bench/ctl:v1 >/dev/null" >/dev/null
-
+echo "$push_cmds" | python3 interleave.py push.json "$runs" ""
 l1=$(cut -d' ' -f1 /proc/loadavg)
-hyperfine -N --warmup 2 --runs "$runs" --export-json pull.json \
-  --prepare "rm -rf $b/store $b/skopeo $b/oras-out" \
-  -n "cup controller pull" "$bin/cup --store $b/store controller pull $host/bench/ctl:v1" \
-  -n "skopeo copy to oci:" "skopeo copy -q --src-tls-verify=false docker://$host/bench/ctl:v1 oci:$b/skopeo:ctl" \
-  -n "oras pull (Python)" "$py oras_pull.py $host $host/bench/ctl:v1 $b/oras-out" >/dev/null
-
+echo "$pull_cmds" | python3 interleave.py pull.json "$runs" "$b/store $b/skopeo $b/oras-out"
 l2=$(cut -d' ' -f1 /proc/loadavg)
 
 # Raw hashing speed of the machine (sha256 of the artifact, which cup does while streaming).
@@ -120,6 +159,7 @@ for fig, name, ours in (("push", "push.json", "cup controller push"), ("pull", "
     res = load(name); base = ms(res[ours])
     for cmd, r in res.items():
         if cmd == ours: ratio = "1.00"
+        elif cmd.endswith("(baseline)"): ratio = f"baseline: {ms(r)/base:.2f}× the time of this build"
         elif cmd.startswith("cup"): ratio = f"{base/ms(r):.2f}× faster than a first push (HEADs only)"
         else: ratio = f"cup is {ms(r)/base:.2f}× faster" if ms(r) > base else f"cup takes {base/ms(r):.2f}× as long"
         lines.append(f"| {fig} | {cmd} | {ms(r):.1f} | {spread(r):.1f} | {size / ms(r) / 1000:.0f} | {ratio} | {loadr[fig]} |")

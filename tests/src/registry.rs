@@ -301,3 +301,421 @@ fn proxy_connection(mut client: TcpStream, upstream: u16, fault: Fault) {
         Fault::Stall { .. } => std::thread::sleep(Duration::from_secs(600)),
     }
 }
+
+// ---- a programmable HTTP proxy ----
+
+/// What a [`RegistryProxy`] does to a request that matches a [`Rule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Read the request, then close the connection without an answer.
+    Drop,
+    /// Read the request and hold the connection open, answering nothing.
+    Stall,
+    /// Answer this status (a 5xx, say) with a plain-text body; the registry never sees it.
+    Status(u16),
+    /// Answer 429 with `Retry-After: 1`.
+    TooManyRequests,
+    /// Forward, then send the response head and only `keep` body bytes, and close.
+    Truncate { keep: usize },
+    /// Forward, then announce `Content-Length` as the real length plus `extra` (which may
+    /// be negative), send what fits and close.
+    LieLength { extra: i64 },
+    /// Forward, then replace the `Docker-Content-Digest` header (and the digest in a
+    /// `Location`) with the digest of other bytes.
+    LieDigest,
+    /// Forward, then flip bits across the response body (same length: wrong bytes).
+    WrongBytes,
+    /// Forward a request body with bits flipped (an upload corrupted on the way).
+    CorruptUpload,
+    /// Answer 307 with the same path on the real registry.
+    Redirect,
+    /// Forward, then send the response body at about this many bytes per second.
+    Throttle { bytes_per_sec: usize },
+    /// Forward, then wait this long before answering (the registry has done the work).
+    Delay { ms: u64 },
+}
+
+/// Which requests a rule applies to, what it does, and to how many of them.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// `GET`, `PUT`, …, or `*` for any method.
+    pub method: &'static str,
+    /// A substring of the request target (`/blobs/sha256:`, `/manifests/`, `/blobs/uploads/`).
+    pub path: String,
+    pub action: Action,
+    /// The first this-many matching requests get the action; later ones pass through.
+    pub times: usize,
+    /// Only requests with a body of at least this many bytes match (0: any request).
+    pub body_at_least: usize,
+}
+
+impl Rule {
+    /// A rule for the first `times` requests matching `method` and `path`.
+    pub fn new(method: &'static str, path: &str, action: Action, times: usize) -> Rule {
+        Rule {
+            method,
+            path: path.to_owned(),
+            action,
+            times,
+            body_at_least: 0,
+        }
+    }
+
+    /// The same rule, for requests that carry a body only (an upload PUT with the blob,
+    /// not the empty PUT that closes a chunked upload).
+    pub fn with_body(mut self) -> Rule {
+        self.body_at_least = 1;
+        self
+    }
+
+    /// A rule for every matching request.
+    pub fn always(method: &'static str, path: &str, action: Action) -> Rule {
+        Self::new(method, path, action, usize::MAX)
+    }
+
+    fn matches(&self, method: &str, target: &str, body: usize) -> bool {
+        (self.method == "*" || self.method == method)
+            && target.contains(&self.path)
+            && body >= self.body_at_least
+    }
+}
+
+/// One request the proxy saw, and what it did to it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub action: Option<Action>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    rules: Vec<Rule>,
+    seen: Vec<Seen>,
+}
+
+/// An HTTP/1.1 proxy on 127.0.0.1 in front of a [`TestRegistry`] that applies [`Rule`]s to
+/// requests and counts every request, so tests can inject faults and assert retries. Every
+/// request is forwarded on its own upstream connection; responses go back with an exact
+/// `Content-Length` (keep-alive towards the client). Its threads end with the test process.
+pub struct RegistryProxy {
+    port: u16,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+impl RegistryProxy {
+    pub fn start(registry: &TestRegistry, rules: Vec<Rule>) -> RegistryProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState {
+            rules,
+            seen: Vec::new(),
+        }));
+        let upstream = registry.port;
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let state = shared.clone();
+                std::thread::spawn(move || serve_client(client, upstream, &state));
+            }
+        });
+        RegistryProxy { port, state }
+    }
+
+    /// `127.0.0.1:<proxy port>`: use it in references instead of the registry's host.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:<proxy port>/<name>`.
+    pub fn reference(&self, name: &str) -> String {
+        format!("{}/{name}", self.host())
+    }
+
+    /// Replaces the rules (the request log is kept).
+    pub fn set_rules(&self, rules: Vec<Rule>) {
+        self.lock().rules = rules;
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.lock().seen.clone()
+    }
+
+    /// Requests so far with this method (`*`: any) whose target contains `path`.
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        self.lock()
+            .seen
+            .iter()
+            .filter(|s| (method == "*" || s.method == method) && s.target.contains(path))
+            .count()
+    }
+
+    /// Requests so far that a rule acted on.
+    pub fn faults_injected(&self) -> usize {
+        self.lock()
+            .seen
+            .iter()
+            .filter(|s| s.action.is_some())
+            .count()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProxyState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A parsed HTTP message head and its (de-chunked) body.
+struct Message {
+    start: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Message {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn set_header(&mut self, name: &str, value: String) {
+        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        self.headers.push((name.to_owned(), value));
+    }
+
+    /// The head with hop-by-hop framing replaced by an exact `Content-Length`.
+    fn head(&self, content_length: i64, close: bool) -> Vec<u8> {
+        let mut out = format!("{}\r\n", self.start);
+        for (k, v) in &self.headers {
+            let framing = ["content-length", "transfer-encoding", "connection"];
+            if !framing.iter().any(|f| k.eq_ignore_ascii_case(f)) {
+                out.push_str(&format!("{k}: {v}\r\n"));
+            }
+        }
+        out.push_str(&format!("Content-Length: {content_length}\r\n"));
+        let connection = if close { "close" } else { "keep-alive" };
+        out.push_str(&format!("Connection: {connection}\r\n\r\n"));
+        out.into_bytes()
+    }
+}
+
+/// Reads one message; `has_body` says whether a body may follow (not for HEAD answers).
+fn read_message(
+    reader: &mut impl std::io::BufRead,
+    has_body: impl Fn(&str) -> bool,
+) -> Option<Message> {
+    let mut start = String::new();
+    if reader.read_line(&mut start).ok()? == 0 {
+        return None;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':')?;
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    let mut message = Message {
+        start: start.trim_end().to_owned(),
+        headers,
+        body: Vec::new(),
+    };
+    if !has_body(&message.start) {
+        return Some(message);
+    }
+    if message
+        .header("Transfer-Encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        message.body = read_chunked(reader)?;
+    } else if let Some(length) = message.header("Content-Length") {
+        let mut body = vec![0; length.parse().ok()?];
+        reader.read_exact(&mut body).ok()?;
+        message.body = body;
+    } else if !message.start.starts_with("HTTP/") {
+        // A request without framing has no body.
+    } else {
+        reader.read_to_end(&mut message.body).ok()?;
+    }
+    Some(message)
+}
+
+fn read_chunked(reader: &mut impl std::io::BufRead) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).ok()?;
+        let hex = size.trim().split(';').next()?;
+        let n = usize::from_str_radix(hex, 16).ok()?;
+        let mut chunk = vec![0; n + 2];
+        reader.read_exact(&mut chunk).ok()?;
+        if n == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn serve_client(client: TcpStream, upstream: u16, state: &std::sync::Mutex<ProxyState>) {
+    let Ok(read_half) = client.try_clone() else {
+        return;
+    };
+    let mut reader = std::io::BufReader::new(read_half);
+    let mut client = client;
+    while let Some(request) = read_message(&mut reader, |_| true) {
+        let action = note_request(state, &request);
+        if !answer(&mut client, request, action, upstream) {
+            return;
+        }
+    }
+}
+
+/// Logs the request and consumes one use of the first rule that matches it.
+fn note_request(state: &std::sync::Mutex<ProxyState>, request: &Message) -> Option<Action> {
+    let mut parts = request.start.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let target = parts.next().unwrap_or_default().to_owned();
+    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    let action = state
+        .rules
+        .iter_mut()
+        .find(|r| r.times > 0 && r.matches(&method, &target, request.body.len()))
+        .map(|rule| {
+            rule.times = rule.times.saturating_sub(1);
+            rule.action
+        });
+    state.seen.push(Seen {
+        method,
+        target,
+        action,
+    });
+    action
+}
+
+/// Answers one request; false when the connection must end.
+fn answer(client: &mut TcpStream, mut request: Message, action: Option<Action>, up: u16) -> bool {
+    let canned = |status: u16, reason: &str, extra: &str| {
+        format!(
+            "HTTP/1.1 {status} {reason}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{reason}",
+            reason.len()
+        )
+    };
+    let reply = match action {
+        Some(Action::Drop) => return false,
+        Some(Action::Stall) => {
+            std::thread::sleep(Duration::from_secs(300));
+            return false;
+        }
+        Some(Action::Status(code)) => Some(canned(code, "injected fault", "")),
+        Some(Action::TooManyRequests) => Some(canned(429, "slow down", "Retry-After: 1\r\n")),
+        Some(Action::Redirect) => {
+            let target = request.start.split_whitespace().nth(1).unwrap_or("/");
+            let location = format!("Location: http://127.0.0.1:{up}{target}\r\n");
+            Some(canned(307, "redirect", &location))
+        }
+        _ => None,
+    };
+    if let Some(reply) = reply {
+        return client.write_all(reply.as_bytes()).is_ok();
+    }
+    if action == Some(Action::CorruptUpload) {
+        flip_bits(&mut request.body);
+    }
+    let is_head = request.start.starts_with("HEAD ");
+    let Some(mut response) = forward(&request, up, is_head) else {
+        return false;
+    };
+    if let Some(Action::Delay { ms }) = action {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    send_response(client, &mut response, action, is_head)
+}
+
+/// Sends the request upstream on a fresh connection and reads the whole answer.
+fn forward(request: &Message, up: u16, is_head: bool) -> Option<Message> {
+    let mut server = TcpStream::connect(("127.0.0.1", up)).ok()?;
+    server
+        .write_all(&request.head(request.body.len() as i64, true))
+        .ok()?;
+    server.write_all(&request.body).ok()?;
+    let mut reader = std::io::BufReader::new(server);
+    read_message(&mut reader, |start| {
+        let status = start.split_whitespace().nth(1).unwrap_or("");
+        !is_head && status != "204" && status != "304"
+    })
+}
+
+fn send_response(
+    client: &mut TcpStream,
+    response: &mut Message,
+    action: Option<Action>,
+    is_head: bool,
+) -> bool {
+    let real = if is_head {
+        response
+            .header("Content-Length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0)
+    } else {
+        response.body.len() as i64
+    };
+    let (announced, send, close) = match action {
+        Some(Action::Truncate { keep }) => (real, keep.min(response.body.len()), true),
+        Some(Action::LieLength { extra }) => {
+            let announced = (real + extra).max(0);
+            (announced, response.body.len().min(announced as usize), true)
+        }
+        _ => (real, response.body.len(), false),
+    };
+    match action {
+        Some(Action::LieDigest) => lie_about_digest(response),
+        Some(Action::WrongBytes) => flip_bits(&mut response.body),
+        _ => {}
+    }
+    if client.write_all(&response.head(announced, close)).is_err() {
+        return false;
+    }
+    let body = &response.body[..send];
+    let written = match action {
+        Some(Action::Throttle { bytes_per_sec }) => write_slowly(client, body, bytes_per_sec),
+        _ => client.write_all(body).is_ok(),
+    };
+    written && !close
+}
+
+fn lie_about_digest(response: &mut Message) {
+    let other = cup_sections::sha256_digest(b"not what was sent");
+    if let Some(real) = response.header("Docker-Content-Digest").map(str::to_owned) {
+        response.set_header("Docker-Content-Digest", other.clone());
+        if let Some(location) = response.header("Location").map(str::to_owned) {
+            response.set_header("Location", location.replace(&real, &other));
+        }
+    }
+}
+
+/// Flips one bit every 4 KiB (and in the last byte): same length, other content.
+fn flip_bits(body: &mut [u8]) {
+    let len = body.len();
+    let last = len.checked_sub(1).filter(|l| l % 4096 != 0);
+    for at in (0..len).step_by(4096).chain(last) {
+        body[at] ^= 0x01;
+    }
+}
+
+fn write_slowly(client: &mut TcpStream, body: &[u8], bytes_per_sec: usize) -> bool {
+    const SLICE: usize = 16 << 10;
+    let pause = Duration::from_secs_f64(SLICE as f64 / bytes_per_sec.max(1) as f64);
+    for piece in body.chunks(SLICE) {
+        if client.write_all(piece).is_err() {
+            return false;
+        }
+        std::thread::sleep(pause);
+    }
+    true
+}

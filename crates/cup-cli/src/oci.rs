@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use cup_oci::artifact::{annotation_mismatches, definition_keys};
 use cup_oci::{
-    ArtifactOptions, Credentials, NoProgress, Progress, Registry, RegistryOptions, Store,
+    ArtifactOptions, Credentials, Progress, Registry, RegistryOptions, RetryPolicy, Store,
     annotations,
 };
 use serde::Serialize;
@@ -34,6 +34,24 @@ pub struct RegistryArgs {
     /// Read the registry password from standard input.
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
+    /// Attempts per registry request before giving up (transient failures only: network
+    /// errors, timeouts, 5xx, 429).
+    #[arg(long, value_name = "N", env = "CUP_REGISTRY_ATTEMPTS", default_value_t = RetryPolicy::default().attempts, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub attempts: u32,
+    /// Seconds a registry connection may stay silent before the request is abandoned
+    /// (and retried).
+    #[arg(long, value_name = "SECONDS", env = "CUP_REGISTRY_TIMEOUT", default_value_t = RetryPolicy::default().request_timeout.as_secs_f64(), value_parser = parse_timeout)]
+    pub registry_timeout: f64,
+}
+
+/// A timeout in seconds: positive, at most a day.
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds above 0 and at most 86400"
+        )),
+    }
 }
 
 impl RegistryArgs {
@@ -58,6 +76,11 @@ impl RegistryArgs {
         Ok(Registry::new(RegistryOptions {
             plain_http: self.plain_http.clone(),
             credentials,
+            retry: RetryPolicy {
+                attempts: self.attempts,
+                request_timeout: std::time::Duration::from_secs_f64(self.registry_timeout),
+                ..RetryPolicy::default()
+            },
         }))
     }
 }
@@ -83,20 +106,35 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// A progress bar on stderr, drawn only when stderr is a terminal.
+/// A progress bar on stderr, drawn only when stderr is a terminal; retries are always
+/// reported on stderr, one line each.
 fn progress() -> Arc<dyn Progress> {
-    if std::io::stderr().is_terminal() {
-        Arc::new(Bar::default())
-    } else {
-        Arc::new(NoProgress)
-    }
+    Arc::new(Bar {
+        slot: Mutex::default(),
+        draw: std::io::stderr().is_terminal(),
+    })
 }
 
-#[derive(Default)]
-struct Bar(Mutex<Option<indicatif::ProgressBar>>);
+struct Bar {
+    slot: Mutex<Option<indicatif::ProgressBar>>,
+    draw: bool,
+}
 
 impl Progress for Bar {
+    fn retry(&self, step: &str, error: &str, attempt: u32, of: u32, delay: std::time::Duration) {
+        let line = format!(
+            "cup: {step}: attempt {attempt} of {of} failed: {error}; retrying in {:.1}s",
+            delay.as_secs_f64()
+        );
+        match self.slot.lock().ok().as_ref().and_then(|s| s.as_ref()) {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
     fn start(&self, label: &str, total: u64) {
+        if !self.draw {
+            return;
+        }
         let bar = indicatif::ProgressBar::new(total);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
@@ -104,19 +142,19 @@ impl Progress for Bar {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(label.to_owned());
-        if let Ok(mut slot) = self.0.lock() {
+        if let Ok(mut slot) = self.slot.lock() {
             *slot = Some(bar);
         }
     }
     fn advance(&self, bytes: u64) {
-        if let Ok(slot) = self.0.lock()
+        if let Ok(slot) = self.slot.lock()
             && let Some(bar) = slot.as_ref()
         {
             bar.inc(bytes);
         }
     }
     fn finish(&self) {
-        if let Ok(mut slot) = self.0.lock()
+        if let Ok(mut slot) = self.slot.lock()
             && let Some(bar) = slot.take()
         {
             bar.finish_and_clear();

@@ -29,6 +29,7 @@ pub mod manifest;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod retry;
 pub mod store;
 
 pub use accept::{WasmSource, classify};
@@ -40,6 +41,7 @@ pub use progress::{NoProgress, Progress};
 pub use registry::{
     PullReport, PulledLayout, PushReport, Registry, RegistryOptions, RemoteInspect,
 };
+pub use retry::RetryPolicy;
 pub use store::{IndexEntry, Store};
 
 /// Media types this crate writes or recognises.

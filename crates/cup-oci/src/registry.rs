@@ -3,8 +3,12 @@
 //! * Plain HTTP only for loopback registries (127.0.0.0/8, `localhost`, `::1`) and for hosts
 //!   named in [`RegistryOptions::plain_http`]; everything else is HTTPS.
 //! * Push: refuses a module whose `cup.*` sections are not intact (unless forced), skips
-//!   blobs the registry already has (HEAD), uploads in chunks (4 MiB PATCHes, oci-client's
-//!   chunk size) and re-sends a blob in one PUT if the registry refuses chunked uploads.
+//!   blobs the registry already has (HEAD), uploads each blob in one request (POST for the
+//!   session, one PUT with the whole body: the fewest round trips) and falls back to
+//!   chunked PATCHes if the registry refuses that. The manifest goes last, so a tag never
+//!   names a manifest whose blobs are missing.
+//! * Every request step is retried when the failure is transient, bounded and with
+//!   backoff ([`crate::retry`]); a failed upload restarts with a fresh session.
 //! * Pull: accepted layouts are in [`crate::accept`]; sizes are checked against the
 //!   descriptors while streaming (the transfer stops at the first byte too many), digests
 //!   are checked before anything reaches the store, and blobs are committed before the
@@ -18,8 +22,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::client::{
+    BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
+};
+use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::Serialize;
@@ -30,6 +36,7 @@ use crate::auth::{self, Credentials};
 use crate::manifest::{Descriptor, ImageManifest};
 use crate::progress::Progress;
 use crate::reference::ImageRef;
+use crate::retry::{Failure, Retrier, RetryPolicy, verdict};
 use crate::store::{StagedBlob, Store};
 use crate::{
     Error, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, MAX_WASM_BYTES, Result, annotations, digest, media,
@@ -41,6 +48,8 @@ pub struct RegistryOptions {
     /// Hosts (`host` or `host:port`) reached over plain HTTP besides loopback ones.
     pub plain_http: Vec<String>,
     pub credentials: Credentials,
+    /// Retries and the per-request timeout.
+    pub retry: RetryPolicy,
 }
 
 /// What a push did.
@@ -153,15 +162,21 @@ impl Registry {
     }
 
     fn client(&self, target: &Target, monolithic: bool) -> Client {
-        let protocol = if self.allows_plain_http(target.reference.resolve_registry()) {
-            ClientProtocol::HttpsExcept(vec![target.reference.resolve_registry().to_owned()])
+        let registry = target.reference.resolve_registry();
+        let protocol = if self.allows_plain_http(registry) {
+            ClientProtocol::HttpsExcept(vec![registry.to_owned()])
         } else {
             ClientProtocol::Https
         };
         Client::new(ClientConfig {
             protocol,
+            tls_certs_only: loopback_trust_roots(registry),
             use_monolithic_push: monolithic,
             connect_timeout: Some(Duration::from_secs(15)),
+            // A stalled registry (connection open, nothing sent) fails the request after
+            // this long; the step is then retried. Not a total timeout: a big blob on a
+            // slow link may take longer as long as bytes keep arriving.
+            read_timeout: Some(self.options.retry.request_timeout),
             user_agent: concat!("cup/", env!("CARGO_PKG_VERSION")),
             // A controller is one manifest; an index is refused, not resolved.
             platform_resolver: None,
@@ -170,8 +185,13 @@ impl Registry {
     }
 
     async fn connect(&self, target: &Target, monolithic: bool) -> Result<(Client, RegistryAuth)> {
-        let auth = auth::resolve(&self.options.credentials, &target.registry)?;
         let client = self.client(target, monolithic);
+        self.authorise(target, client).await
+    }
+
+    /// Resolves the credentials for `target` and hands them to `client`.
+    async fn authorise(&self, target: &Target, client: Client) -> Result<(Client, RegistryAuth)> {
+        let auth = auth::resolve(&self.options.credentials, &target.registry)?;
         // oci-client asks `GET /v2/` before every request when anonymous credentials are
         // stored (it caches tokens only); storing none skips those round trips.
         if auth != RegistryAuth::Anonymous {
@@ -194,7 +214,15 @@ impl Registry {
         progress: Arc<dyn Progress>,
     ) -> Result<PushReport> {
         let target = Target::parse(reference)?;
-        let artifact = Artifact::build(&wasm, options)?;
+        // Building the HTTP client (oci-client always loads the system's TLS roots once)
+        // overlaps hashing the module.
+        let (artifact, client) = std::thread::scope(|s| {
+            let client = s.spawn(|| self.client(&target, true));
+            let artifact = Artifact::build(&wasm, options);
+            (artifact, client.join())
+        });
+        let artifact = artifact?;
+        let client = client.unwrap_or_else(|_| self.client(&target, true));
         if let Some(d) = target.reference.digest()
             && d != artifact.manifest_digest
         {
@@ -206,33 +234,51 @@ impl Registry {
                 ),
             });
         }
-        let (client, _) = self.connect(&target, false).await?;
-        let blobs = [
-            ("wasm layer", wasm, artifact.layer.digest.as_str()),
-            (
-                "config",
-                Bytes::from(artifact.config.clone()),
-                artifact.config_digest.as_str(),
-            ),
-        ];
-        let mut pushed = 0;
-        for (label, data, d) in blobs {
-            if self
-                .upload(&client, &target, label, data, d, progress.clone())
-                .await?
-            {
-                pushed += 1;
-            }
-        }
-        let content_type = media::OCI_MANIFEST.parse().map_err(|_| Error::Registry {
-            registry: target.registry.clone(),
-            reference: target.whole.clone(),
-            detail: "invalid manifest content type".into(),
-        })?;
-        client
-            .push_manifest_raw(&target.reference, artifact.manifest.clone(), content_type)
-            .await
-            .map_err(|e| map_error(&target, "pushing the manifest", e))?;
+        let (client, _) = self.authorise(&target, client).await?;
+        let retrier = Retrier {
+            policy: &self.options.retry,
+            progress: progress.as_ref(),
+        };
+        let layer = Upload {
+            label: "wasm layer",
+            data: wasm,
+            digest: &artifact.layer.digest,
+        };
+        let config = Upload {
+            label: "config",
+            data: Bytes::from(artifact.config.clone()),
+            digest: &artifact.config_digest,
+        };
+        // The small config goes up on a second connection while the layer streams (its
+        // round trips cost as much as a few MB of layer); it draws no progress bar.
+        let quiet: Arc<dyn Progress> = Arc::new(crate::NoProgress);
+        let (layer_pushed, config_pushed) = futures_util::future::try_join(
+            self.upload(&client, &target, &layer, &progress, &retrier),
+            self.upload(&client, &target, &config, &quiet, &retrier),
+        )
+        .await?;
+        let pushed = usize::from(layer_pushed) + usize::from(config_pushed);
+        let step = "pushing the manifest";
+        let (client, target_ref) = (&client, &target);
+        let location = retrier
+            .run(step, || {
+                let body = artifact.manifest.clone();
+                async move {
+                    let content_type = media::OCI_MANIFEST.parse().map_err(|_| {
+                        Failure::permanent(Error::Registry {
+                            registry: target_ref.registry.clone(),
+                            reference: target_ref.whole.clone(),
+                            detail: "invalid manifest content type".into(),
+                        })
+                    })?;
+                    client
+                        .push_manifest_raw(&target_ref.reference, body, content_type)
+                        .await
+                        .map_err(|e| oci_failure(target_ref, step, e))
+                }
+            })
+            .await?;
+        check_manifest_location(&target, &location, &artifact.manifest_digest)?;
         Ok(PushReport {
             reference: target.pinned(&artifact.manifest_digest),
             digest: artifact.manifest_digest,
@@ -247,36 +293,66 @@ impl Registry {
         &self,
         client: &Client,
         target: &Target,
-        label: &str,
-        data: Bytes,
-        blob: &str,
-        progress: Arc<dyn Progress>,
+        blob: &Upload<'_>,
+        progress: &Arc<dyn Progress>,
+        retrier: &Retrier<'_>,
     ) -> Result<bool> {
         let r = &target.reference;
-        let exists = client
-            .blob_exists(r, blob)
-            .await
-            .map_err(|e| map_error(target, &format!("checking {label} {blob}"), e))?;
+        let check = format!("checking {} {}", blob.label, blob.digest);
+        let exists = retrier
+            .run(&check, || async {
+                client
+                    .blob_exists(r, blob.digest)
+                    .await
+                    .map_err(|e| oci_failure(target, &check, e))
+            })
+            .await?;
         if exists {
             return Ok(false);
         }
-        progress.start(label, data.len() as u64);
-        let stream = progress_stream(data.clone(), progress.clone());
+        let step = format!("uploading {} {}", blob.label, blob.digest);
+        retrier
+            .run(&step, || {
+                self.upload_once(client, target, &step, blob, progress.clone())
+            })
+            .await?;
+        Ok(true)
+    }
+
+    /// One upload session from scratch: POST, then the whole blob in one PUT; chunked
+    /// PATCHes when the registry refuses the single PUT.
+    async fn upload_once(
+        &self,
+        client: &Client,
+        target: &Target,
+        step: &str,
+        blob: &Upload<'_>,
+        progress: Arc<dyn Progress>,
+    ) -> std::result::Result<(), Failure> {
+        let r = &target.reference;
+        let size = blob.data.len() as u64;
+        progress.start(blob.label, size);
+        let stream = progress_stream(blob.data.clone(), progress.clone());
         let result = client
-            .push_blob_stream(r, stream, blob, Some(data.len() as u64))
+            .push_blob_stream(r, stream, blob.digest, Some(size))
             .await;
         progress.finish();
         match result {
-            Ok(_) => Ok(true),
-            // The registry does not do chunked uploads properly: send the blob in one PUT.
-            Err(OciDistributionError::SpecViolationError(_)) => {
-                let (mono, _) = self.connect(target, true).await?;
-                mono.push_blob(r, data, blob)
+            Ok(_) => Ok(()),
+            Err(e) if refuses_monolithic(&e) => {
+                tracing::info!(
+                    step,
+                    error = %chain(&e),
+                    "the registry refused a single-request upload; uploading in chunks"
+                );
+                let (chunked, _) = self.connect(target, false).await?;
+                chunked
+                    .push_blob(r, blob.data.clone(), blob.digest)
                     .await
-                    .map_err(|e| map_error(target, &format!("uploading {label} {blob}"), e))?;
-                Ok(true)
+                    .map(|_| ())
+                    .map_err(|e| oci_failure(target, step, e))
             }
-            Err(e) => Err(map_error(target, &format!("uploading {label} {blob}"), e)),
+            Err(e) => Err(oci_failure(target, step, e)),
         }
     }
 
@@ -295,14 +371,19 @@ impl Registry {
             return Ok(report);
         }
         let (client, auth) = self.connect(&target, false).await?;
-        let (body, manifest_digest) = fetch_manifest(&client, &auth, &target).await?;
+        let retrier = Retrier {
+            policy: &self.options.retry,
+            progress: progress.as_ref(),
+        };
+        let (body, manifest_digest) = fetch_manifest(&client, &auth, &target, &retrier).await?;
         let what = target.what(&format!("manifest {manifest_digest}"));
         let (manifest, source) = classify(&body, &what)?;
         let mut fetch = Fetch {
             client: &client,
             target: &target,
             store,
-            progress,
+            progress: progress.clone(),
+            retrier,
             fetched: 0,
             cached: 0,
         };
@@ -389,7 +470,11 @@ impl Registry {
     pub async fn inspect(&self, reference: &str) -> Result<RemoteInspect> {
         let target = Target::parse(reference)?;
         let (client, auth) = self.connect(&target, false).await?;
-        let (body, manifest_digest) = fetch_manifest(&client, &auth, &target).await?;
+        let retrier = Retrier {
+            policy: &self.options.retry,
+            progress: &crate::NoProgress,
+        };
+        let (body, manifest_digest) = fetch_manifest(&client, &auth, &target, &retrier).await?;
         let what = target.what(&format!("manifest {manifest_digest}"));
         let (manifest, refused) = match classify(&body, &what) {
             Ok((m, _)) => (m, None),
@@ -401,7 +486,7 @@ impl Registry {
                 }
             }
         };
-        let config = fetch_small_config(&client, &target, &manifest.config).await?;
+        let config = fetch_small_config(&client, &target, &manifest.config, &retrier).await?;
         Ok(RemoteInspect {
             reference: target.whole,
             digest: manifest_digest,
@@ -413,12 +498,90 @@ impl Registry {
     }
 }
 
+/// The TLS trust roots for a loopback registry: only a certificate whose key was thrown
+/// away. A loopback registry is spoken to in plain HTTP, so the system's roots would never
+/// be used, yet loading them (~150 files, ≈ 6 ms) is a measurable part of a short `cup` run. A
+/// redirect from such a registry to an HTTPS host then fails verification: closed, not open.
+/// Other registries get the system's roots (empty list).
+fn loopback_trust_roots(registry: &str) -> Vec<Certificate> {
+    if !is_loopback(host_of(registry)) {
+        return Vec::new();
+    }
+    vec![Certificate {
+        encoding: CertificateEncoding::Pem,
+        data: include_bytes!("loopback-root.pem").to_vec(),
+    }]
+}
+
+/// One blob to upload.
+struct Upload<'a> {
+    label: &'a str,
+    data: Bytes,
+    digest: &'a str,
+}
+
+/// Whether a failed single-request upload means the registry does not take them (so
+/// chunked PATCHes may work), rather than a transient or a permanent failure. A registry
+/// that computed another digest than the one named (`DIGEST_INVALID`) received other bytes:
+/// sending them again in chunks would not help.
+fn refuses_monolithic(e: &OciDistributionError) -> bool {
+    if has_error_code(e, &[OciErrorCode::DigestInvalid]) {
+        return false;
+    }
+    match e {
+        OciDistributionError::SpecViolationError(_) => true,
+        OciDistributionError::ServerError {
+            code: 400 | 405 | 411 | 413 | 415 | 416,
+            ..
+        } => true,
+        _ => has_error_code(
+            e,
+            &[
+                OciErrorCode::Unsupported,
+                OciErrorCode::SizeInvalid,
+                OciErrorCode::BlobUploadInvalid,
+            ],
+        ),
+    }
+}
+
+/// Whether a registry answer carries one of these distribution-spec error codes.
+/// oci-client parses the error body only for some requests (`RegistryError`); for uploads
+/// it keeps the raw body (`ServerError`), which is parsed here with the same type.
+fn has_error_code(e: &OciDistributionError, wanted: &[OciErrorCode]) -> bool {
+    let any = |envelope: &OciEnvelope| envelope.errors.iter().any(|e| wanted.contains(&e.code));
+    match e {
+        OciDistributionError::RegistryError { envelope, .. } => any(envelope),
+        OciDistributionError::ServerError { message, .. } => {
+            serde_json::from_str::<OciEnvelope>(message).is_ok_and(|envelope| any(&envelope))
+        }
+        _ => false,
+    }
+}
+
+/// The registry answers a manifest PUT with its location, which names the digest it
+/// computed; one that differs from ours means the registry stored other bytes.
+fn check_manifest_location(target: &Target, location: &str, ours: &str) -> Result<()> {
+    let Some((_, named)) = location.rsplit_once("/manifests/") else {
+        return Ok(());
+    };
+    if !named.starts_with("sha256:") || named == ours {
+        return Ok(());
+    }
+    Err(Error::DigestMismatch {
+        what: target.what("manifest as stored by the registry"),
+        expected: ours.to_owned(),
+        actual: named.to_owned(),
+    })
+}
+
 /// Blob downloads of one pull, counting fetched and cached blobs.
 struct Fetch<'a> {
     client: &'a Client,
     target: &'a Target,
     store: &'a Store,
     progress: Arc<dyn Progress>,
+    retrier: Retrier<'a>,
     fetched: usize,
     cached: usize,
 }
@@ -443,14 +606,27 @@ impl Fetch<'_> {
             self.cached += 1;
             return Ok(None);
         }
-        self.progress.start(label, desc.size);
-        let staged = self.download(desc, &what).await;
-        self.progress.finish();
+        let step = format!("fetching {label} {}", desc.digest);
+        let this = &*self;
+        let staged = this
+            .retrier
+            .run(&step, || async {
+                this.progress.start(label, desc.size);
+                let staged = this.download(desc, &what).await;
+                this.progress.finish();
+                staged
+            })
+            .await?;
         self.fetched += 1;
-        staged.map(Some)
+        Ok(Some(staged))
     }
 
-    async fn download(&self, desc: &Descriptor, what: &str) -> Result<StagedBlob> {
+    /// One download attempt into a fresh temp file (dropped, so deleted, on failure).
+    async fn download(
+        &self,
+        desc: &Descriptor,
+        what: &str,
+    ) -> std::result::Result<StagedBlob, Failure> {
         // The whole blob is asked for as a range (`bytes=0-`): a registry that honours it
         // answers 206, which oci-client passes through without hashing it a second time (we
         // hash every byte anyway, as we write it); one that ignores the range answers 200
@@ -459,16 +635,17 @@ impl Fetch<'_> {
             .client
             .pull_blob_stream_partial(&self.target.reference, desc.digest.as_str(), 0, None)
             .await
-            .map_err(|e| map_error(self.target, &format!("fetching blob {}", desc.digest), e))?;
+            .map_err(|e| oci_failure(self.target, &format!("fetching blob {}", desc.digest), e))?;
         let (BlobResponse::Full(mut stream) | BlobResponse::Partial(mut stream)) = response;
+        // A wrong Content-Length may come from a broken hop on the way: worth a retry.
         if let Some(announced) = stream.content_length
             && announced != desc.size
         {
-            return Err(Error::SizeMismatch {
+            return Err(Failure::transient(Error::SizeMismatch {
                 what: what.to_owned(),
                 expected: desc.size,
                 actual: format!("{announced} (announced by the registry)"),
-            });
+            }));
         }
         let mut writer = self
             .store
@@ -480,17 +657,24 @@ impl Fetch<'_> {
                     self.progress.advance(bytes.len() as u64);
                 }
                 // oci-client reports a digest mismatch as a stream error at the end; our
-                // own hash of what arrived gives the precise message.
+                // own hash of what arrived gives the precise message. Complete but wrong
+                // bytes would arrive wrong again: permanent.
                 Err(e) if writer.written() == desc.size => {
-                    return Err(writer
-                        .finish()
-                        .err()
-                        .unwrap_or_else(|| self.transfer_error(desc, &e)));
+                    return Err(match writer.finish() {
+                        Err(mismatch) => Failure::permanent(mismatch),
+                        Ok(_) => Failure::transient(self.transfer_error(desc, &e)),
+                    });
                 }
-                Err(e) => return Err(self.transfer_error(desc, &e)),
+                // Cut short (reset, timeout): the next attempt starts over.
+                Err(e) => return Err(Failure::transient(self.transfer_error(desc, &e))),
             }
         }
-        writer.finish()
+        // A body that ended early without a transport error is a truncation (retry); a
+        // complete one that hashes wrong is not.
+        writer.finish().map_err(|e| match e {
+            Error::SizeMismatch { .. } => Failure::transient(e),
+            e => Failure::permanent(e),
+        })
     }
 
     fn transfer_error(&self, desc: &Descriptor, e: &std::io::Error) -> Error {
@@ -571,11 +755,17 @@ async fn fetch_manifest(
     client: &Client,
     auth: &RegistryAuth,
     target: &Target,
+    retrier: &Retrier<'_>,
 ) -> Result<(Vec<u8>, String)> {
-    let (body, _) = client
-        .pull_manifest_raw(&target.reference, auth, &media::ACCEPTED_MANIFESTS)
-        .await
-        .map_err(|e| map_error(target, "fetching the manifest", e))?;
+    let step = "fetching the manifest";
+    let (body, _) = retrier
+        .run(step, || async {
+            client
+                .pull_manifest_raw(&target.reference, auth, &media::ACCEPTED_MANIFESTS)
+                .await
+                .map_err(|e| oci_failure(target, step, e))
+        })
+        .await?;
     if body.len() > MAX_MANIFEST_BYTES {
         return Err(Error::TooLarge {
             what: target.what("manifest"),
@@ -603,16 +793,23 @@ async fn fetch_small_config(
     client: &Client,
     target: &Target,
     config: &Descriptor,
+    retrier: &Retrier<'_>,
 ) -> Result<Option<serde_json::Value>> {
     const SMALL: u64 = 64 << 10;
     if config.size > SMALL || digest::validate(&config.digest).is_err() {
         return Ok(None);
     }
-    let mut out = Vec::new();
-    client
-        .pull_blob(&target.reference, config.digest.as_str(), &mut out)
-        .await
-        .map_err(|e| map_error(target, &format!("fetching config {}", config.digest), e))?;
+    let step = format!("fetching config {}", config.digest);
+    let out = retrier
+        .run(&step, || async {
+            let mut out = Vec::new();
+            client
+                .pull_blob(&target.reference, config.digest.as_str(), &mut out)
+                .await
+                .map_err(|e| oci_failure(target, &step, e))?;
+            Ok(out)
+        })
+        .await?;
     digest::verify(
         &target.what("config"),
         &out,
@@ -627,9 +824,8 @@ fn progress_stream(
     data: Bytes,
     progress: Arc<dyn Progress>,
 ) -> impl futures_util::Stream<Item = oci_client::errors::Result<Bytes>> + Send + 'static {
-    // oci-client sends each stream item as its own PATCH (split at 4 MiB): slices of its
-    // chunk size keep the number of requests minimal.
-    const SLICE: usize = 4 << 20;
+    // The body of the single PUT (no copies); 1 MiB slices keep the progress bar moving.
+    const SLICE: usize = 1 << 20;
     let slices: Vec<Bytes> = (0..data.len())
         .step_by(SLICE)
         .map(|start| data.slice(start..(start + SLICE).min(data.len())))
@@ -638,6 +834,14 @@ fn progress_stream(
         progress.advance(slice.len() as u64);
         Ok(slice)
     })
+}
+
+/// A failed attempt from an oci-client error: classified for retry, then described.
+fn oci_failure(target: &Target, doing: &str, e: OciDistributionError) -> Failure {
+    Failure {
+        verdict: verdict(&e),
+        error: map_error(target, doing, e),
+    }
 }
 
 /// Turns an oci-client error into one that says which registry, which reference and what.
