@@ -58,6 +58,10 @@ const MODE_EXEC: i32 = 0o100755;
 pub enum GitError {
     #[error("git cache {path}: {source}")]
     Cache { path: PathBuf, source: git2::Error },
+    #[error(
+        "git cache {path} is in use by another cupd (its lock file {lock} is held); give each cupd its own cache"
+    )]
+    CacheInUse { path: PathBuf, lock: PathBuf },
     #[error("fetching from {url}: {reason}")]
     Fetch { url: String, reason: String },
     /// The remote or cupd refused to authenticate; says which credentials were used.
@@ -298,6 +302,25 @@ pub struct Merged {
     pub fast_forward: bool,
 }
 
+/// Takes the cache's lock file, or says which cupd-wide mistake (a shared cache) it is.
+fn lock_cache(dir: &Path) -> Result<std::fs::File, GitError> {
+    let path = dir.join("cup.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("opening the cache lock", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(GitError::CacheInUse {
+            path: dir.to_owned(),
+            lock: path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io("locking", &path)(e)),
+    }
+}
+
 /// A remote repository and its local bare cache.
 pub struct GitRepo {
     url: String,
@@ -310,6 +333,9 @@ pub struct GitRepo {
     remote: Mutex<()>,
     /// Whole writes (propose, merge): one at a time.
     writes: Mutex<()>,
+    /// Held (flock) for the life of this value: the startup sweep below removes checkouts
+    /// and half-made snapshots, which is only safe when no other process uses the cache.
+    _cache_lock: std::fs::File,
 }
 
 impl std::fmt::Debug for GitRepo {
@@ -334,6 +360,7 @@ impl GitRepo {
         let display_url = redact(url);
         let dir = cache_root.join(cache_name(&display_url));
         std::fs::create_dir_all(&dir).map_err(io("creating the git cache", &dir))?;
+        let cache_lock = lock_cache(&dir)?;
         if Repository::open_bare(&dir).is_err() {
             Repository::init_bare(&dir).map_err(|source| GitError::Cache {
                 path: dir.clone(),
@@ -349,6 +376,7 @@ impl GitRepo {
             default_branch: Mutex::new(None),
             remote: Mutex::new(()),
             writes: Mutex::new(()),
+            _cache_lock: cache_lock,
         };
         // Leftovers of a crash: half-made snapshots and checkouts.
         let work = repo.work_dir();

@@ -325,3 +325,26 @@ fn a_failing_pull_request_interface_keeps_the_pushed_branch() {
     let json = serde_json::to_string(&proposal).unwrap_or_default();
     assert!(!json.contains("url"), "{json}");
 }
+
+#[test]
+fn a_cache_is_used_by_one_repo_at_a_time() {
+    let (tmp, bare) = remote();
+    let cache = tmp.path().join("cache");
+    let url = bare.to_str().unwrap();
+    let open = || GitRepo::open(url, &cache, Author::default(), RemoteOptions::default());
+    let first = open().unwrap();
+    // A checkout the first holder might be writing in: the second open must not sweep it.
+    let checkout = first.work_dir().join("cup-proposal-live");
+    std::fs::create_dir_all(&checkout).unwrap();
+    let second = open().unwrap_err();
+    assert!(matches!(second, GitError::CacheInUse { .. }), "{second}");
+    assert!(
+        second.to_string().contains("in use by another cupd"),
+        "{second}"
+    );
+    assert!(checkout.is_dir(), "the live holder's checkout was swept");
+    drop(first);
+    let reopened = open().unwrap();
+    assert!(!checkout.exists(), "a dead holder's checkout is swept");
+    drop(reopened);
+}
