@@ -4,8 +4,8 @@
 //! on the same source, and so on. After every kill the source must still be readable by the
 //! controller, every write that was acknowledged (202) must be there, the flags the source
 //! started with must be there, and the next run must accept writes. Leftovers are counted
-//! and reported, not asserted (cupd does not sweep them at startup): `.cup-*.tmp` files in
-//! the source and `cupd-scratch-*` copies of the source in cupd's TMPDIR.
+//! and reported, not asserted (each restart sweeps the previous run's; `cupd_sweep` tests
+//! that): `.cup-*.tmp` files in the source and `cupd-scratch-*` copies in cupd's TMPDIR.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
