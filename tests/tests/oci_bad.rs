@@ -220,3 +220,28 @@ fn a_pull_killed_midway_leaves_a_consistent_store_and_the_next_pull_succeeds() {
     assert_eq!(std::fs::read(out).expect("pulled"), flipt_package());
     ok(w.cup(&["controller", "list", "--verify"]));
 }
+
+/// oci-client builds a default HTTPS client that panics when the machine has no CA
+/// certificates; cup must say so in one line, not crash with a backtrace.
+#[test]
+fn no_ca_certificates_is_a_clear_error_not_a_panic() {
+    let registry = TestRegistry::start();
+    let w = Work::new();
+    let env: &[(&str, &std::ffi::OsStr)] = &[
+        ("SSL_CERT_FILE", "/dev/null".as_ref()),
+        ("SSL_CERT_DIR", "/nonexistent".as_ref()),
+        ("RUST_BACKTRACE", "1".as_ref()),
+    ];
+    let wasm = w.wasm().to_string_lossy().into_owned();
+    let reference = registry.reference("cup/flipt:v1");
+    for args in [
+        vec!["controller", "push", wasm.as_str(), reference.as_str()],
+        vec!["controller", "pull", reference.as_str()],
+    ] {
+        let err = fails(w.cup_with(&args, env, ""));
+        says(&err, &["cannot set up the HTTPS client", "ca-certificates"]);
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    assert_empty_store(&w.store());
+}

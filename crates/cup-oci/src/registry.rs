@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,14 +162,14 @@ impl Registry {
                 .any(|h| h == registry || h == host)
     }
 
-    fn client(&self, target: &Target, monolithic: bool) -> Client {
+    fn client(&self, target: &Target, monolithic: bool) -> Result<Client> {
         let registry = target.reference.resolve_registry();
         let protocol = if self.allows_plain_http(registry) {
             ClientProtocol::HttpsExcept(vec![registry.to_owned()])
         } else {
             ClientProtocol::Https
         };
-        Client::new(ClientConfig {
+        let config = ClientConfig {
             protocol,
             tls_certs_only: loopback_trust_roots(registry),
             use_monolithic_push: monolithic,
@@ -181,11 +182,22 @@ impl Registry {
             // A controller is one manifest; an index is refused, not resolved.
             platform_resolver: None,
             ..Default::default()
+        };
+        // oci-client 0.18 also builds a default reqwest client, which panics when the
+        // machine has no usable CA certificates (reqwest's `Client::default`). That is an
+        // environment problem to report, not a crash.
+        quiet_catch_unwind(AssertUnwindSafe(|| Client::new(config))).map_err(|panic| Error::Registry {
+            registry: registry.to_owned(),
+            reference: target.whole.clone(),
+            detail: format!(
+                "cannot set up the HTTPS client ({}); is the ca-certificates package installed, or SSL_CERT_FILE set to a readable bundle?",
+                panic_message(&panic)
+            ),
         })
     }
 
     async fn connect(&self, target: &Target, monolithic: bool) -> Result<(Client, RegistryAuth)> {
-        let client = self.client(target, monolithic);
+        let client = self.client(target, monolithic)?;
         self.authorise(target, client).await
     }
 
@@ -222,7 +234,11 @@ impl Registry {
             (artifact, client.join())
         });
         let artifact = artifact?;
-        let client = client.unwrap_or_else(|_| self.client(&target, true));
+        // The thread itself does not panic: `client` catches oci-client's panic.
+        let client = match client {
+            Ok(built) => built?,
+            Err(_) => self.client(&target, true)?,
+        };
         if let Some(d) = target.reference.digest()
             && d != artifact.manifest_digest
         {
@@ -496,6 +512,37 @@ impl Registry {
             refused,
         })
     }
+}
+
+thread_local! {
+    static PANIC_EXPECTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `catch_unwind` without the panic hook's report (and backtrace) on stderr: the caller turns
+/// the panic into an error message of its own. Other threads' panics are reported as before.
+fn quiet_catch_unwind<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> std::thread::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !PANIC_EXPECTED.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    PANIC_EXPECTED.with(|expected| expected.set(true));
+    let result = std::panic::catch_unwind(f);
+    PANIC_EXPECTED.with(|expected| expected.set(false));
+    result
+}
+
+/// The text of a caught panic, when it has one.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("panicked")
 }
 
 /// The TLS trust roots for a loopback registry: only a certificate whose key was thrown
