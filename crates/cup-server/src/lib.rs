@@ -40,7 +40,7 @@ use tokio::net::TcpListener;
 
 pub use config_dir::{ConfigDir, ConfigError};
 pub use cup_git::Author;
-pub use cup_oci::RegistryOptions;
+pub use cup_oci::{RegistryOptions, RetryPolicy};
 pub use git::GitOptions;
 pub use source::LocalSource;
 

@@ -167,6 +167,18 @@ pub struct Serve {
     /// Memory limit of one controller invocation (256MiB, 64MB, bytes).
     #[arg(long, env = "CUPD_CONTROLLER_MEMORY", default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
     pub controller_memory: usize,
+    /// Controller instances kept in reusable, pre-reserved slots (wasmtime's pooling
+    /// allocator); requests beyond it run on freshly mapped memory. 0 turns the pool off.
+    #[arg(long, env = "CUPD_CONTROLLER_POOL", default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=1000), value_name = "N")]
+    pub controller_pool: u32,
+    /// Attempts per registry request when pulling controller images, before giving up
+    /// (transient failures only: network errors, timeouts, 5xx, 429).
+    #[arg(long, env = "CUPD_REGISTRY_ATTEMPTS", default_value_t = cup_server::RetryPolicy::default().attempts, value_parser = clap::value_parser!(u32).range(1..=20), value_name = "N")]
+    pub registry_attempts: u32,
+    /// How long a registry connection may stay silent before the request is abandoned (and
+    /// retried) (Go duration: 30s, 1m).
+    #[arg(long, env = "CUPD_REGISTRY_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub registry_timeout: Duration,
     /// Log level or tracing filter (RUST_LOG, when set, wins).
     #[arg(
         long,
@@ -380,5 +392,32 @@ mod tests {
         assert_eq!(values["strict-digests"], "true");
         assert_eq!(values["plain-http"], "a,b");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn registry_retries_and_the_instance_pool_are_settable() {
+        let serve = |extra: &[&str]| {
+            let mut all = vec!["cupd", "serve"];
+            all.extend_from_slice(extra);
+            let Command::Serve(serve) = parse(args(&all)).unwrap().command;
+            serve
+        };
+        let default = serve(&[]);
+        assert_eq!(
+            default.registry_attempts,
+            cup_server::RetryPolicy::default().attempts
+        );
+        assert_eq!(default.registry_timeout, Duration::from_secs(30));
+        assert_eq!(default.controller_pool, 16);
+        let set = serve(&[
+            "-registry-attempts",
+            "1",
+            "-registry-timeout=2s",
+            "--controller-pool",
+            "0",
+        ]);
+        assert_eq!(set.registry_attempts, 1);
+        assert_eq!(set.registry_timeout, Duration::from_secs(2));
+        assert_eq!(set.controller_pool, 0);
     }
 }

@@ -4,7 +4,7 @@ mod cli;
 mod units;
 
 use anyhow::{Context, bail};
-use cup_server::{GitOptions, Options, RegistryOptions, Server};
+use cup_server::{GitOptions, Options, RegistryOptions, RetryPolicy, Server};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Command, Serve};
@@ -103,10 +103,16 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
         limits: cup_runtime::Limits {
             deadline: serve.controller_timeout,
             memory_bytes: serve.controller_memory,
+            pooled_instances: serve.controller_pool,
             ..cup_runtime::Limits::default()
         },
         registry: RegistryOptions {
             plain_http: serve.plain_http.clone(),
+            retry: RetryPolicy {
+                attempts: serve.registry_attempts,
+                request_timeout: serve.registry_timeout,
+                ..RetryPolicy::default()
+            },
             ..RegistryOptions::default()
         },
     })
