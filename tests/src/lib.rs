@@ -136,3 +136,24 @@ pub fn dir_listing(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// `git -C dir args…` with a fixed identity (the machine may have none configured); panics
+/// with git's stderr on failure; stdout without trailing whitespace.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "seed")
+        .env("GIT_AUTHOR_EMAIL", "seed@test")
+        .env("GIT_COMMITTER_NAME", "seed")
+        .env("GIT_COMMITTER_EMAIL", "seed@test")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+}

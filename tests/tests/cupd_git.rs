@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, flipt_package, shared_code_cache};
+use cup_e2e::git;
 use cup_e2e::repo_root;
 
 const FOO: &str = r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{"namespace":"default","name":"foo","labels":{"foo":"bar"},"annotations":{}},"spec":{"foo":"bar"}}"#;
@@ -18,25 +19,6 @@ const BAZ_FILE: &str = "{\n  \"apiVersion\": \"test.cup.flipt.io/v1alpha1\",\n  
 const RESOURCES: &str = "/apis/test.cup.flipt.io/v1alpha1/namespaces/default/resources";
 const FLAGS: &str = "/apis/flipt.io/v1alpha1/namespaces/default/flags";
 const CHECKOUT: &str = r#"{"apiVersion":"flipt.io/v1alpha1","kind":"Flag","metadata":{"namespace":"default","name":"checkout-v2","labels":null,"annotations":null},"spec":{"name":"Checkout v2","type":"BOOLEAN_FLAG_TYPE","description":"new checkout","enabled":true}}"#;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "seed")
-        .env("GIT_AUTHOR_EMAIL", "seed@test")
-        .env("GIT_COMMITTER_NAME", "seed")
-        .env("GIT_COMMITTER_EMAIL", "seed@test")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
-}
 
 /// A temp dir holding `remote.git` (bare, default branch `branch`) seeded with `files`,
 /// tagged `v1`; and the seed clone.

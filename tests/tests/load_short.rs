@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, flipt_package, shared_code_cache};
+use cup_e2e::git;
 use cup_e2e::repo_root;
 use serde_json::Value;
 
@@ -143,26 +144,6 @@ fn sixteen_clients_on_the_local_source_lose_and_mix_nothing() {
     let yaml = std::fs::read_to_string(f.source.path().join("features.yml")).unwrap();
     let on_disk = yaml.matches("key: load-c").count() as u64;
     assert_eq!(on_disk, v["present"].as_u64().unwrap(), "{yaml}");
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        // A fixed identity: the machine may have none configured.
-        .env("GIT_AUTHOR_NAME", "seed")
-        .env("GIT_AUTHOR_EMAIL", "seed@test")
-        .env("GIT_COMMITTER_NAME", "seed")
-        .env("GIT_COMMITTER_EMAIL", "seed@test")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// A bare repository with default branch `main` seeded with the example's files.

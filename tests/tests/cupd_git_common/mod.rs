@@ -3,8 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use cup_e2e::cupd::{Cupd, CupdConfig, shared_code_cache};
 
@@ -13,26 +12,7 @@ pub const BAZ_PAYLOAD: &str = r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kin
 pub const RESOURCES: &str = "/apis/test.cup.flipt.io/v1alpha1/namespaces/default/resources";
 pub const BAZ_FILE: &str = "default/test.cup.flipt.io-v1alpha1-Resource-baz.json";
 
-/// `git -C dir args…` with a fixed identity; panics with stderr on failure.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "seed")
-        .env("GIT_AUTHOR_EMAIL", "seed@test")
-        .env("GIT_COMMITTER_NAME", "seed")
-        .env("GIT_COMMITTER_EMAIL", "seed@test")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
-}
-
+pub use cup_e2e::git;
 /// The config directory (template controller), a private store and git cache, and
 /// `root/remote.git`: a bare repository (default branch `main`) holding resource `foo`.
 pub struct Fixture {
