@@ -133,12 +133,7 @@ fn a_push_killed_anywhere_leaves_no_half_tag_and_a_rerun_succeeds() {
             200 => assert_registry_serves_the_package(&registry, &name),
             other => panic!("after a kill at {delay:?}: tag answers {other}"),
         }
-        ok(w.cup(&[
-            "controller",
-            "push",
-            &w.wasm().to_string_lossy(),
-            &proxy.reference(&name),
-        ]));
+        w.push(&proxy.reference(&name));
         assert_registry_serves_the_package(&registry, &name);
     }
     assert!(mid_push > 0, "no kill landed mid-push: slow the proxy down");
@@ -148,12 +143,7 @@ fn a_push_killed_anywhere_leaves_no_half_tag_and_a_rerun_succeeds() {
 fn a_pull_killed_anywhere_leaves_a_consistent_store_and_the_next_pull_succeeds() {
     let registry = TestRegistry::start();
     let seed = Work::new();
-    ok(seed.cup(&[
-        "controller",
-        "push",
-        &seed.wasm().to_string_lossy(),
-        &registry.reference("cup/flipt:v1"),
-    ]));
+    seed.push(&registry.reference("cup/flipt:v1"));
     // The ~0.5 MB layer trickles at 1 MB/s: the pull takes about half a second.
     let layer = format!("/blobs/{}", cup_sections::sha256_digest(flipt_package()));
     let proxy = RegistryProxy::start(
@@ -227,12 +217,7 @@ fn spawn_cupd(cfg: &CupdConfig<'_>) -> Child {
 fn cupd_killed_while_pulling_its_controller_restarts_and_serves() {
     let registry = TestRegistry::start();
     let seed = Work::new();
-    ok(seed.cup(&[
-        "controller",
-        "push",
-        &seed.wasm().to_string_lossy(),
-        &registry.reference("cup/flipt:v1"),
-    ]));
+    seed.push(&registry.reference("cup/flipt:v1"));
     let layer = format!("/blobs/{}", cup_sections::sha256_digest(flipt_package()));
     // Slow enough that cupd is surely mid-layer when the temp file appears.
     let proxy = RegistryProxy::start(

@@ -20,12 +20,7 @@ fn pull_fails(registry: &TestRegistry, w: &Work, name: &str) -> String {
 fn tampered_blob_in_the_registry_is_a_digest_mismatch() {
     let registry = TestRegistry::start();
     let w = Work::new();
-    ok(w.cup(&[
-        "controller",
-        "push",
-        &w.wasm().to_string_lossy(),
-        &registry.reference("cup/flipt:v1"),
-    ]));
+    w.push(&registry.reference("cup/flipt:v1"));
     let layer = cup_sections::sha256_digest(flipt_package());
     let file = registry.blob_file(&layer);
     let mut bytes = std::fs::read(&file).expect("registry blob");
@@ -117,18 +112,8 @@ fn an_image_index_is_refused() {
     let registry = TestRegistry::start();
     let w = Work::new();
     let repo = "cup/index";
-    ok(w.cup(&[
-        "controller",
-        "push",
-        &w.wasm().to_string_lossy(),
-        &registry.reference(&format!("{repo}:v1")),
-    ]));
-    let pushed = ok(w.cup(&[
-        "controller",
-        "push",
-        &w.wasm().to_string_lossy(),
-        &registry.reference(&format!("{repo}:v1")),
-    ]));
+    w.push(&registry.reference(&format!("{repo}:v1")));
+    let pushed = w.push(&registry.reference(&format!("{repo}:v1")));
     let digest = pushed_digest(&pushed);
     let index = serde_json::json!({
         "schemaVersion": 2,
@@ -152,12 +137,7 @@ fn an_image_index_is_refused() {
 fn a_transfer_cut_mid_blob_fails_and_stores_nothing() {
     let registry = TestRegistry::start();
     let w = Work::new();
-    ok(w.cup(&[
-        "controller",
-        "push",
-        &w.wasm().to_string_lossy(),
-        &registry.reference("cup/flipt:v1"),
-    ]));
+    w.push(&registry.reference("cup/flipt:v1"));
     // Manifest and config answers are small; the connection breaks inside the wasm layer.
     let proxy = FaultyProxy::start(&registry, Fault::Cut { after: 200_000 });
     let err = fails(w.cup(&[
@@ -173,12 +153,7 @@ fn a_transfer_cut_mid_blob_fails_and_stores_nothing() {
 fn a_pull_killed_midway_leaves_a_consistent_store_and_the_next_pull_succeeds() {
     let registry = TestRegistry::start();
     let w = Work::new();
-    ok(w.cup(&[
-        "controller",
-        "push",
-        &w.wasm().to_string_lossy(),
-        &registry.reference("cup/flipt:v1"),
-    ]));
+    w.push(&registry.reference("cup/flipt:v1"));
     let proxy = FaultyProxy::start(&registry, Fault::Stall { after: 200_000 });
     let mut child = std::process::Command::new(cup_e2e::bin("cup"))
         .arg("--store")

@@ -276,12 +276,7 @@ fn a_registry_refusing_single_request_uploads_gets_chunks() {
 /// Pushes the package straight to the registry as `name`.
 fn seed(registry: &TestRegistry, name: &str) {
     let w = Work::new();
-    ok(w.cup(&[
-        "controller",
-        "push",
-        &w.wasm().to_string_lossy(),
-        &registry.reference(name),
-    ]));
+    w.push(&registry.reference(name));
 }
 
 fn transient_pull_rules() -> Vec<(&'static str, Rule, &'static str, usize)> {

@@ -91,12 +91,7 @@ fn what_cup_pushes_oras_pulls_byte_identical() {
     let registry = TestRegistry::start();
     let w = Work::new();
     let reference = registry.reference("cup/flipt:v1");
-    ok(w.cup(&[
-        "controller",
-        "push",
-        &w.wasm().to_string_lossy(),
-        &reference,
-    ]));
+    w.push(&reference);
     let outdir = w.path("oras-out");
     std::fs::create_dir(&outdir).expect("outdir");
     let files = oras::pull(&registry.host(), &reference, &outdir);

@@ -20,12 +20,7 @@ fn push_then_pull_by_tag_and_by_digest_gives_identical_bytes() {
     let registry = TestRegistry::start();
     let w = Work::new();
     let reference = registry.reference("cup/flipt:v1");
-    let pushed = ok(w.cup(&[
-        "controller",
-        "push",
-        &w.wasm().to_string_lossy(),
-        &reference,
-    ]));
+    let pushed = w.push(&reference);
     let digest = pushed_digest(&pushed);
     assert_eq!(
         pushed.lines().last(),
@@ -137,12 +132,7 @@ fn remote_inspect_reads_the_manifest_only() {
     let registry = TestRegistry::start();
     let w = Work::new();
     let reference = registry.reference("cup/flipt:v1");
-    ok(w.cup(&[
-        "controller",
-        "push",
-        &w.wasm().to_string_lossy(),
-        &reference,
-    ]));
+    w.push(&reference);
     let report = json(&ok(w.cup(&[
         "-o",
         "json",
@@ -189,12 +179,7 @@ fn remote_inspect_reads_the_manifest_only() {
 fn digest_in_the_store_works_offline_and_a_stopped_registry_is_named() {
     let mut registry = TestRegistry::start();
     let w = Work::new();
-    let pushed = ok(w.cup(&[
-        "controller",
-        "push",
-        &w.wasm().to_string_lossy(),
-        &registry.reference("cup/flipt:v1"),
-    ]));
+    let pushed = w.push(&registry.reference("cup/flipt:v1"));
     let pinned = pushed.lines().last().expect("pinned").to_owned();
     ok(w.cup(&["controller", "pull", &pinned]));
     ok(w.cup(&["controller", "pull", &registry.reference("cup/flipt:v1")]));
@@ -245,12 +230,7 @@ fn digest_in_the_store_works_offline_and_a_stopped_registry_is_named() {
 fn unknown_tag_is_not_found_and_stores_nothing() {
     let registry = TestRegistry::start();
     let w = Work::new();
-    ok(w.cup(&[
-        "controller",
-        "push",
-        &w.wasm().to_string_lossy(),
-        &registry.reference("cup/flipt:v1"),
-    ]));
+    w.push(&registry.reference("cup/flipt:v1"));
     for missing in ["cup/flipt:nope", "cup/other:v1"] {
         let err = fails(w.cup(&["controller", "pull", &registry.reference(missing)]));
         says(&err, &["not found", &registry.host(), missing]);
@@ -318,12 +298,7 @@ fn corrupted_store_blob_is_detected_on_read_and_repaired_by_pull() {
     let registry = TestRegistry::start();
     let w = Work::new();
     let reference = registry.reference("cup/flipt:v1");
-    ok(w.cup(&[
-        "controller",
-        "push",
-        &w.wasm().to_string_lossy(),
-        &reference,
-    ]));
+    w.push(&reference);
     let pulled = json(&ok(w.cup(&[
         "-o",
         "json",

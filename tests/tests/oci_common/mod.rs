@@ -45,6 +45,16 @@ impl Work {
         self.path("ctl.wasm")
     }
 
+    /// `cup controller push` of this work's package to `reference`; must succeed. Its stdout.
+    pub fn push(&self, reference: &str) -> String {
+        ok(self.cup(&[
+            "controller",
+            "push",
+            &self.wasm().to_string_lossy(),
+            reference,
+        ]))
+    }
+
     pub fn store(&self) -> PathBuf {
         self.path("store")
     }
