@@ -4,6 +4,11 @@
 #   embed:  cup-embed  vs  wasm-tools metadata add  vs  cp
 #   read:   cup controller definitions  vs  wasm-tools metadata show  vs  wasm-tools validate
 #           (and /bin/true: what starting any process costs on this machine right now)
+# Ours and the peers alternate: BENCH_ROUNDS rounds (default 5), each running every command
+# BENCH_RUNS / BENCH_ROUNDS times in turn, so a burst of load on this shared machine lands on
+# all of them rather than on one; the medians are over all runs pooled. Before every timed
+# embed run the three outputs are synced (untimed), so each run starts with none of the
+# previous runs' 14 MB still being written back, as a single embed on a quiet disk would.
 # Writes bench/work/embed.md (a table with medians and ratios) and prints it.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -14,22 +19,54 @@ wt="$root/.venv/bin/wasm-tools"
 defs=("$root"/examples/flipt/defs/*.json)
 in="$work/esbuild.wasm"
 runs="${BENCH_RUNS:-30}"
+rounds="${BENCH_ROUNDS:-5}"
+per_round=$(( (runs + rounds - 1) / rounds ))
+
+# alternate OUT.json PREPARE NAME CMD [NAME CMD]...: the rounds described above, PREPARE
+# run (untimed) before each run; OUT.json has hyperfine's shape
+# (results[].command/median/times) with every round's times pooled.
+alternate() {
+  local out=$1 prepare=$2; shift 2
+  local parts; parts=$(mktemp -d)
+  local args=("$@") r i
+  for r in $(seq 1 "$rounds"); do
+    i=0
+    while [ $i -lt ${#args[@]} ]; do
+      hyperfine -N --warmup 2 --runs "$per_round" --prepare "$prepare" --export-json "$parts/$r-$i.json" \
+        -n "${args[$i]}" "${args[$((i + 1))]}" >/dev/null
+      i=$((i + 2))
+    done
+  done
+  python3 - "$parts" "$out" <<'PY'
+import json, os, statistics, sys
+parts, out = sys.argv[1], sys.argv[2]
+pooled = {}
+for name in sorted(os.listdir(parts), key=lambda n: [int(x) for x in n[:-5].split("-")]):
+    for r in json.load(open(os.path.join(parts, name)))["results"]:
+        pooled.setdefault(r["command"], []).extend(r["times"])
+results = [{"command": c, "median": statistics.median(t), "mean": statistics.fmean(t),
+            "min": min(t), "max": max(t), "times": t} for c, t in pooled.items()]
+json.dump({"results": results}, open(out, "w"), indent=1)
+PY
+  rm -rf "$parts"
+}
 
 cd "$work"
 "$bin/cup-embed" -o embedded.wasm "${defs[@]}" "$in" >/dev/null
+for out in out-cp.wasm out-cup.wasm out-wt.wasm; do [ -f "$out" ] || cp "$in" "$out"; done
 
 l0=$(cut -d' ' -f1 /proc/loadavg)
-hyperfine -N --warmup 5 --runs "$runs" --export-json embed.json \
-  -n "cp" "cp $in out-cp.wasm" \
-  -n "cup-embed" "$bin/cup-embed -o out-cup.wasm ${defs[*]} $in" \
-  -n "wasm-tools metadata add" "$wt metadata add --name cup $in -o out-wt.wasm" >/dev/null
+alternate embed.json "sync out-cp.wasm out-cup.wasm out-wt.wasm" \
+  "cp" "cp $in out-cp.wasm" \
+  "cup-embed" "$bin/cup-embed -o out-cup.wasm ${defs[*]} $in" \
+  "wasm-tools metadata add" "$wt metadata add --name cup $in -o out-wt.wasm"
 
 l1=$(cut -d' ' -f1 /proc/loadavg)
-hyperfine -N --warmup 5 --runs "$runs" --export-json read.json \
-  -n "cup controller definitions" "$bin/cup -o json controller definitions embedded.wasm" \
-  -n "wasm-tools metadata show" "$wt metadata show embedded.wasm" \
-  -n "wasm-tools validate" "$wt validate embedded.wasm" \
-  -n "/bin/true (process start floor)" "/bin/true" >/dev/null
+alternate read.json true \
+  "cup controller definitions" "$bin/cup -o json controller definitions embedded.wasm" \
+  "wasm-tools metadata show" "$wt metadata show embedded.wasm" \
+  "wasm-tools validate" "$wt validate embedded.wasm" \
+  "/bin/true (process start floor)" "/bin/true"
 
 l2=$(cut -d' ' -f1 /proc/loadavg)
 

@@ -270,3 +270,45 @@ fn verify_catches_flipped_removed_and_doubled_sections() {
         .failure()
         .stderr(contains("no cup sections"));
 }
+
+/// `cup controller embed` is the same operation as `cup-embed` (one `cup_sections`
+/// helper): the same bytes, and bad input changes nothing.
+#[test]
+fn cup_controller_embed_writes_the_same_bytes_as_cup_embed() {
+    let f = Fixture::new();
+    let by_cup_embed = f.path("by-cup-embed.wasm");
+    f.embed(&[
+        &f.path("flags.json"),
+        &f.path("segments.json"),
+        &f.path("ctl.wasm"),
+        Path::new("-o"),
+        &by_cup_embed,
+    ])
+    .success();
+    let by_cup = f.path("by-cup.wasm");
+    Command::new(bin("cup"))
+        .args(["controller", "embed", "-O"])
+        .arg(&by_cup)
+        .arg(f.path("segments.json"))
+        .arg(f.path("flags.json"))
+        .arg(f.path("ctl.wasm"))
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(&by_cup).unwrap(),
+        std::fs::read(&by_cup_embed).unwrap()
+    );
+
+    let bad = f.write("bad.json", "{\"apiVersion\": ");
+    let before = dir_listing(f.dir.path());
+    let module = std::fs::read(f.path("ctl.wasm")).unwrap();
+    Command::new(bin("cup"))
+        .args(["controller", "embed"])
+        .arg(&bad)
+        .arg(f.path("ctl.wasm"))
+        .assert()
+        .failure()
+        .stderr(contains("bad.json"));
+    assert_eq!(dir_listing(f.dir.path()), before, "no file added");
+    assert_eq!(std::fs::read(f.path("ctl.wasm")).unwrap(), module);
+}

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use cup_sections::info::{Import, imports, read_definition_file};
+use cup_sections::info::{Import, imports};
 use cup_sections::{Integrity, Package, read_package};
 use serde::Serialize;
 use sha2::Digest;
@@ -197,16 +197,12 @@ pub fn run(cmd: Command, output: Output, store: Option<&Path>) -> Result<i32> {
 
 fn embed(out: Option<PathBuf>, files: &[PathBuf]) -> Result<i32> {
     let (module, definition_paths) = files.split_last().context("no module given")?;
-    let definitions = definition_paths
-        .iter()
-        .map(|p| read_definition_file(p))
-        .collect::<Result<Vec<_>, _>>()?;
     let target = out.as_deref().unwrap_or(module);
-    let report = cup_sections::embed_file(module, target, &definitions)
+    let report = cup_sections::embed_files(definition_paths, module, target)
         .with_context(|| format!("embedding into {}", module.display()))?;
     println!(
         "embedded {} definition(s) into {} ({} bytes)",
-        definitions.len(),
+        report.manifest.definitions.len(),
         target.display(),
         report.size
     );

@@ -37,12 +37,8 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     let (module, definition_paths) = args.files.split_last().context("no module given")?;
-    let definitions = definition_paths
-        .iter()
-        .map(|p| cup_sections::info::read_definition_file(p))
-        .collect::<Result<Vec<_>, _>>()?;
     let output = args.output.as_deref().unwrap_or(module);
-    let report = cup_sections::embed_file(module, output, &definitions)
+    let report = cup_sections::embed_files(definition_paths, module, output)
         .with_context(|| format!("embedding into {}", module.display()))?;
     if args.json {
         let value = serde_json::json!({

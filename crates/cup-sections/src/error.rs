@@ -43,6 +43,9 @@ pub enum Error {
     },
     #[error("no definitions to embed")]
     NoDefinitions,
+    /// A definition file that cannot be read, parsed or validated (the message names it).
+    #[error(transparent)]
+    DefinitionFile(#[from] crate::info::DefinitionFileError),
     #[error("integrity check failed: {0}")]
     Integrity(String),
     #[error("I/O error: {0}")]

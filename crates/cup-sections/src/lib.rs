@@ -14,7 +14,8 @@
 //!   never decoding or copying code. Reading the definitions of a 14 MB module touches only
 //!   its headers and its `cup.*` payloads.
 //! * [`embed`]: drop any old `cup.*` sections, copy every other section byte for byte, append
-//!   the new ones. Deterministic and idempotent.
+//!   the new ones. Deterministic and idempotent. [`embed_files`] is the whole command: read
+//!   definition files, embed into a file, write atomically.
 //! * [`package`]: read the `cup.*` sections back and judge their integrity
 //!   ([`Integrity`]): ok, no cup sections, stripped, or tampered (with what differs).
 //!
@@ -27,7 +28,7 @@ pub mod layout;
 pub mod manifest;
 pub mod package;
 
-pub use embed::{EmbedOutput, embed, embed_file};
+pub use embed::{EmbedOutput, embed, embed_file, embed_files};
 pub use error::{Error, Result};
 pub use layout::{Encoding, Layout, SectionHeader};
 pub use manifest::ControllerManifest;
