@@ -4,19 +4,33 @@
 //! * `invoke`: cup-runtime's `LoadedController::invoke`, what cupd does per request minus
 //!   HTTP (fresh WASI context, store, instance, `_start`, teardown);
 //! * `start`: the guest's own work: the `_start` call alone, on the same wasmtime 48 engine
-//!   configuration (epoch interruption) and WASI p1 host, instantiation outside the timer;
+//!   configuration as cupd's (epoch interruption, the pooling allocator with the same slot
+//!   settings, so linear memory is a reused slot as in cupd, not fresh pages that fault in)
+//!   and WASI p1 host, instantiation outside the timer;
 //! * `instantiate`: the fresh context + store + instance before it.
+//!
 //! put runs on a private copy of the tree (cupd's put runs on a scratch copy too).
+//!
+//! For profiling: `GUEST_TIMER_VERBS=get,list` times only those verbs;
+//! `RUST_LOG=wasmtime_wasi=trace` logs every WASI call the guest makes to stderr (with N=1:
+//! what the guest asks of the host); `GUEST_TIMER_PERFMAP=1` writes /tmp/perf-PID.map so
+//! `perf record` names the guest's frames (build the module unstripped to get its names).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cup_runtime::{Access, Invocation, Limits, Runtime};
-use wasmtime::{Config, Engine, Linker, Module, Store, WasmBacktraceDetails};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
+    ProfilingStrategy, Store, WasmBacktraceDetails,
+};
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+/// One timed operation: verb, argv, source tree, stdin, access to the tree.
+type Case<'a> = (&'a str, Vec<&'a str>, &'a Path, &'a [u8], Access);
 
 fn stats(mut v: Vec<Duration>) -> String {
     v.sort();
@@ -44,11 +58,38 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// cup-runtime's pool settings (crates/cup-runtime/src/pool.rs) for the default limits, with
+/// one slot: cupd runs a request in a reused slot whose dirtied pages are reset in place, so
+/// timing `_start` on fresh on-demand memory would count page faults cupd does not pay.
+fn pooling_like_cupd() -> PoolingAllocationConfig {
+    const WASM_PAGE: usize = 64 << 10;
+    let limits = Limits::default();
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_core_instances(1)
+        .total_memories(1)
+        .total_tables(1)
+        .max_memories_per_module(1)
+        .max_tables_per_module(1)
+        .total_component_instances(0)
+        .max_memory_size(limits.memory_bytes.div_ceil(WASM_PAGE) * WASM_PAGE)
+        .table_elements(limits.table_elements)
+        .linear_memory_keep_resident(2 << 20)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(Enabled::Auto);
+    pool
+}
+
 fn main() -> Result<()> {
     let a: Vec<String> = std::env::args().collect();
     let [_, module, source, put_body, n] = &a[..] else {
         bail!("usage: guest-timer MODULE.wasm SOURCE_DIR PUT_BODY.json N");
     };
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let wasm = std::fs::read(module).context("reading the module")?;
     let put_body = std::fs::read(put_body)?;
     let n: usize = n.parse()?;
@@ -64,18 +105,49 @@ fn main() -> Result<()> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.wasm_backtrace_details(WasmBacktraceDetails::Disable);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_like_cupd()));
+    if std::env::var_os("GUEST_TIMER_PERFMAP").is_some() {
+        config.profiler(ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config)?;
     let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
     p1::add_to_linker_sync(&mut linker, |t| t)?;
     let pre = linker.instantiate_pre(&Module::new(&engine, &wasm)?)?;
 
-    let verbs: [(&str, Vec<&str>, &Path, &[u8], Access); 3] = [
-        ("get", vec!["wasi", "get", "Flag", "default", "new-login"], Path::new(source), b"", Access::ReadOnly),
-        ("list", vec!["wasi", "list", "Flag", "default"], Path::new(source), b"", Access::ReadOnly),
-        ("put", vec!["wasi", "put", "Flag", "default", "bench"], &writable, &put_body, Access::ReadWrite),
+    let verbs: [Case; 3] = [
+        (
+            "get",
+            vec!["wasi", "get", "Flag", "default", "new-login"],
+            Path::new(source),
+            b"",
+            Access::ReadOnly,
+        ),
+        (
+            "list",
+            vec!["wasi", "list", "Flag", "default"],
+            Path::new(source),
+            b"",
+            Access::ReadOnly,
+        ),
+        (
+            "put",
+            vec!["wasi", "put", "Flag", "default", "bench"],
+            &writable,
+            &put_body,
+            Access::ReadWrite,
+        ),
     ];
     let mut out = Vec::new();
+    // Profiling one verb alone is easier: GUEST_TIMER_VERBS=get,list (default: all three).
+    let only = std::env::var("GUEST_TIMER_VERBS").ok();
+    let wanted = |verb: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|v| v == verb))
+    };
     for (verb, args, root, stdin, access) in verbs {
+        if !wanted(verb) {
+            continue;
+        }
         let invoke = || -> Result<Duration> {
             let t = Instant::now();
             let o = controller.invoke(Invocation {
@@ -86,14 +158,22 @@ fn main() -> Result<()> {
             })?;
             let d = t.elapsed();
             if o.exit_code != 0 {
-                bail!("{verb}: exit {}: {}", o.exit_code, String::from_utf8_lossy(&o.stderr));
+                bail!(
+                    "{verb}: exit {}: {}",
+                    o.exit_code,
+                    String::from_utf8_lossy(&o.stderr)
+                );
             }
             Ok(d)
         };
         let raw = || -> Result<(Duration, Duration)> {
             let t = Instant::now();
             let stdout = MemoryOutputPipe::new(1 << 20);
-            let perms = if access == Access::ReadOnly { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+            let perms = if access == Access::ReadOnly {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
             let mut b = WasiCtxBuilder::new();
             b.allow_blocking_current_thread(true)
                 .args(&args)
