@@ -8,6 +8,11 @@
 # bench/work/load/, each run's JSON report and cupd log. Exit status 1 if a run failed.
 #   LOAD_DURATION (10m)  LOAD_GIT_DURATION (3m)  LOAD_CLIENTS (64)
 #   LOAD_MIX (get=50,list=20,put=20,delete=10)  LOAD_WARMUP (60s)  LOAD_SEED (from the clock)
+#   LOAD_GIT_TRANSPORT (daemon): how cupd reaches the remote. `daemon` serves it with
+#   `git daemon` on 127.0.0.1 (git://, the smart protocol any real remote speaks); `path`
+#   names the directory, which libgit2 serves with its local transport: that reads the
+#   object of every ref on each connect, so with ~1,000 proposal branches each fetch and
+#   push costs ~0.1 s more (measured; see docs/RELIABILITY.md).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 duration="${LOAD_DURATION:-10m}"
@@ -74,8 +79,24 @@ cp -R examples/flipt/repo/. "$b/seed/"
 git -C "$b/seed" add -A
 git -C "$b/seed" -c user.name=seed -c user.email=seed@load commit -q -m "seed: examples/flipt/repo"
 git -C "$b/seed" push -q origin main
+git_url="$b/remote.git"
+DAEMON_PID=''
+if [ "${LOAD_GIT_TRANSPORT:-daemon}" = daemon ]; then
+  daemon_port=$(free_port)
+  # git-daemon itself, not `git daemon` (which runs it as a child that a kill leaves behind).
+  "$(git --exec-path)/git-daemon" --reuseaddr --export-all --enable=receive-pack --listen=127.0.0.1 \
+    --port="$daemon_port" --base-path="$b" "$b" >"$b/git-daemon.log" 2>&1 &
+  DAEMON_PID=$!
+  trap 'cupd_stop; kill "$DAEMON_PID" 2>/dev/null || true' EXIT
+  for _ in $(seq 1 100); do
+    git ls-remote "git://127.0.0.1:$daemon_port/remote.git" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  git_url="git://127.0.0.1:$daemon_port/remote.git"
+fi
+echo "git remote: $git_url" >&2
 start_cupd "$b/cupd-git.log" -api-local-path "$b/unused-source" -api-source git \
-  -api-git-repo "$b/remote.git" --git-cache "$b/git-cache"
+  -api-git-repo "$git_url" --git-cache "$b/git-cache"
 run_load git "$git_duration" --source git --git-remote "$b/remote.git"
 cupd_stop
 

@@ -455,9 +455,11 @@ impl Drop for Daemon {
 
 fn daemon(base: &Path) -> Daemon {
     let port = cup_e2e::cupd::free_port();
-    let child = Command::new("git")
+    // `git daemon` would run `git-daemon` as its child, which killing `git` leaves behind:
+    // start the daemon itself so drop stops it.
+    let exec_path = git(Path::new("."), &["--exec-path"]);
+    let child = Command::new(Path::new(&exec_path).join("git-daemon"))
         .args([
-            "daemon",
             "--reuseaddr",
             "--export-all",
             "--enable=receive-pack",
