@@ -50,6 +50,8 @@ const FETCH_REFSPECS: [&str; 2] = [
     "+refs/tags/*:refs/tags/*",
 ];
 const MODE_TREE: i32 = 0o040000;
+/// How many pushes between two packings of the cache's refs.
+const PACK_REFS_EVERY: u64 = 32;
 const MODE_BLOB: i32 = 0o100644;
 const MODE_EXEC: i32 = 0o100755;
 
@@ -333,6 +335,8 @@ pub struct GitRepo {
     remote: Mutex<()>,
     /// Whole writes (propose, merge): one at a time.
     writes: Mutex<()>,
+    /// Pushes so far (refs are packed every [`PACK_REFS_EVERY`]).
+    pushes: std::sync::atomic::AtomicU64,
     /// Held (flock) for the life of this value: the startup sweep below removes checkouts
     /// and half-made snapshots, which is only safe when no other process uses the cache.
     _cache_lock: std::fs::File,
@@ -376,6 +380,7 @@ impl GitRepo {
             default_branch: Mutex::new(None),
             remote: Mutex::new(()),
             writes: Mutex::new(()),
+            pushes: std::sync::atomic::AtomicU64::new(0),
             _cache_lock: cache_lock,
         };
         // Leftovers of a crash: half-made snapshots and checkouts.
@@ -517,6 +522,42 @@ impl GitRepo {
 
     /// Fetches every branch and tag from the remote and records its default branch.
     pub fn fetch(&self) -> Result<(), GitError> {
+        self.fetch_refspecs(&FETCH_REFSPECS, true)
+    }
+
+    /// What a write needs before it starts: the base branch or tag as the remote has it now
+    /// (nothing when the base is a commit the cache already holds). Fetching every branch
+    /// and pruning, as [`GitRepo::fetch`] does, costs a read of every remote-tracking ref per
+    /// write, which grows with the number of proposal branches (docs/RELIABILITY.md).
+    fn fetch_for_write(&self, revision: Option<&str>) -> Result<(), GitError> {
+        let branch = match revision {
+            None => self.default_branch(),
+            Some(rev) => {
+                let repo = self.repo()?;
+                if repo.find_reference(&format!("refs/tags/{rev}")).is_ok() {
+                    let spec = format!("+refs/tags/{rev}:refs/tags/{rev}");
+                    return self.fetch_refspecs(&[spec.as_str()], false);
+                }
+                if repo.find_reference(&format!("{REMOTE_REFS}{rev}")).is_ok() {
+                    Some(rev.to_owned())
+                } else if self.resolve_named(&repo, rev).is_ok() {
+                    return Ok(()); // a commit: immutable, and already here
+                } else {
+                    None // not known yet: look at everything
+                }
+            }
+        };
+        match branch {
+            Some(branch) if check_revision(&branch).is_ok() => {
+                let spec = format!("+refs/heads/{branch}:{REMOTE_REFS}{branch}");
+                self.fetch_refspecs(&[spec.as_str()], false)
+            }
+            // Unknown so far (a new branch, or no default yet): look at everything.
+            _ => self.fetch(),
+        }
+    }
+
+    fn fetch_refspecs(&self, refspecs: &[&str], prune: bool) -> Result<(), GitError> {
         let _remote = lock(&self.remote);
         let repo = self.repo()?;
         let state = Rc::new(RefCell::new(AuthState::default()));
@@ -531,10 +572,14 @@ impl GitRepo {
         let mut options = FetchOptions::new();
         options
             .remote_callbacks(self.callbacks(&state))
-            .prune(FetchPrune::On)
+            .prune(if prune {
+                FetchPrune::On
+            } else {
+                FetchPrune::Off
+            })
             .download_tags(AutotagOption::None);
         remote
-            .fetch(&FETCH_REFSPECS, Some(&mut options), None)
+            .fetch(refspecs, Some(&mut options), None)
             .map_err(fail)?;
         let head = remote
             .default_branch()
@@ -630,7 +675,7 @@ impl GitRepo {
         change: impl FnOnce(&Path) -> (T, bool),
     ) -> Result<(T, Option<Proposal>), GitError> {
         let _write = lock(&self.writes);
-        if let Err(error) = self.fetch() {
+        if let Err(error) = self.fetch_for_write(revision) {
             // Reads stay useful on a stale cache; the push below reports a dead remote.
             tracing::warn!(%error, "fetch before write failed; using the cached revision");
         }
@@ -738,7 +783,23 @@ impl GitRepo {
                 "cup: pushed",
             )?;
         }
+        self.pack_refs_now_and_then(repo);
         Ok(())
+    }
+
+    /// Every proposal adds a loose ref file to the cache, and libgit2 reads each of them on
+    /// every fetch and push; packing them into `packed-refs` (`git pack-refs`) every
+    /// [`PACK_REFS_EVERY`] pushes keeps that one file read. Best effort: loose refs still work.
+    fn pack_refs_now_and_then(&self, repo: &Repository) {
+        let pushes = self
+            .pushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if pushes.is_multiple_of(PACK_REFS_EVERY)
+            && let Err(error) = repo.refdb().and_then(|refdb| refdb.compress())
+        {
+            tracing::warn!(%error, "packing the git cache's refs");
+        }
     }
 
     fn push_ref(
