@@ -111,6 +111,11 @@ impl Cupd {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The loopback port cupd listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Everything cupd logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -191,6 +196,39 @@ pub fn config_object(kind: &str, name: &str, body: &str) -> String {
     format!(
         r#"{{"apiVersion":"cup.flipt.io/v1alpha1","kind":"{kind}","metadata":{{"name":"{name}"}},{body}}}"#
     )
+}
+
+/// The template controller of the original's fixture in `dir`: the definition of
+/// `test.cup.flipt.io/v1alpha1` Resources (`version_schema` is its v1alpha1 schema), the
+/// `template` Controller and the Binding between them.
+pub fn write_template_controller(dir: &Path, version_schema: &str) {
+    let files = [
+        (
+            "tmpl-def.json",
+            config_object(
+                "ResourceDefinition",
+                "resources.test.cup.flipt.io",
+                &format!(
+                    r#""names":{{"kind":"Resource","singular":"resource","plural":"resources"}},"spec":{{"group":"test.cup.flipt.io","versions":{{"v1alpha1":{version_schema}}}}}"#
+                ),
+            ),
+        ),
+        (
+            "tmpl-ctl.json",
+            config_object("Controller", "template", r#""spec":{"type":"template"}"#),
+        ),
+        (
+            "tmpl-bind.json",
+            config_object(
+                "Binding",
+                "template",
+                r#""spec":{"controller":"template","resources":["test.cup.flipt.io/v1alpha1/resources"]}"#,
+            ),
+        ),
+    ];
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).expect("writing the template controller's config");
+    }
 }
 
 pub fn copy_tree(from: &Path, to: &Path) {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cup_e2e::cupd::{Cupd, CupdConfig, config_object};
+use cup_e2e::cupd::{Cupd, CupdConfig, config_object, write_template_controller};
 use cup_e2e::probe_wasm;
 
 /// Deadline given to cupd: long enough for a debug build to instantiate the probe, short
@@ -60,30 +60,11 @@ fn write_config(dir: &Path) {
                 ),
             ),
         ),
-        (
-            "tmpl-def.json",
-            config_object(
-                "ResourceDefinition",
-                "resources.test.cup.flipt.io",
-                r#""names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object"}}}"#,
-            ),
-        ),
-        (
-            "tmpl-ctl.json",
-            config_object("Controller", "template", r#""spec":{"type":"template"}"#),
-        ),
-        (
-            "tmpl-bind.json",
-            config_object(
-                "Binding",
-                "template",
-                r#""spec":{"controller":"template","resources":["test.cup.flipt.io/v1alpha1/resources"]}"#,
-            ),
-        ),
     ];
     for (name, content) in files {
         std::fs::write(dir.join(name), content).unwrap();
     }
+    write_template_controller(dir, r#"{"type":"object"}"#);
 }
 
 fn path(kind: &str, namespace: &str, name: Option<&str>) -> String {

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, flipt_package, shared_code_cache};
+use cup_e2e::cupd::{
+    Cupd, CupdConfig, copy_tree, flipt_package, shared_code_cache, write_template_controller,
+};
 use cup_e2e::repo_root;
 
 const WRITERS: usize = 20;
@@ -25,9 +27,7 @@ fn hammer(cupd: &Arc<Cupd>, path_and_body: impl Fn(usize) -> (String, String)) {
 #[test]
 fn concurrent_template_puts_all_land() {
     let config = tempfile::tempdir().unwrap();
-    std::fs::write(config.path().join("def.json"), r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"ResourceDefinition","metadata":{"name":"resources.test.cup.flipt.io"},"names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object"}}}}"#).unwrap();
-    std::fs::write(config.path().join("ctl.json"), r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"template"},"spec":{"type":"template"}}"#).unwrap();
-    std::fs::write(config.path().join("bind.json"), r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Binding","metadata":{"name":"b"},"spec":{"controller":"template","resources":["test.cup.flipt.io/v1alpha1/resources"]}}"#).unwrap();
+    write_template_controller(config.path(), r#"{"type":"object"}"#);
     let (source, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let cupd = Arc::new(Cupd::start(&CupdConfig::new(
         config.path(),

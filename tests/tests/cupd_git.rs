@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, flipt_package, shared_code_cache};
+use cup_e2e::cupd::{
+    Cupd, CupdConfig, copy_tree, flipt_package, shared_code_cache, write_template_controller,
+};
 use cup_e2e::git;
 use cup_e2e::repo_root;
 
@@ -85,21 +87,10 @@ struct Fixture {
 
 fn template_fixture() -> (Fixture, tempfile::TempDir) {
     let config = tempfile::tempdir().unwrap();
-    std::fs::write(
-        config.path().join("resources.json"),
-        r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"ResourceDefinition","metadata":{"name":"resources.test.cup.flipt.io"},"names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object","properties":{"spec":{"type":"object"}}}}}}"#,
-    )
-    .unwrap();
-    std::fs::write(
-        config.path().join("template.json"),
-        r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"template"},"spec":{"type":"template"}}"#,
-    )
-    .unwrap();
-    std::fs::write(
-        config.path().join("api-binding.json"),
-        r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Binding","metadata":{"name":"template"},"spec":{"controller":"template","resources":["test.cup.flipt.io/v1alpha1/resources"]}}"#,
-    )
-    .unwrap();
+    write_template_controller(
+        config.path(),
+        r#"{"type":"object","properties":{"spec":{"type":"object"}}}"#,
+    );
     let base = tempfile::tempdir().unwrap();
     std::fs::create_dir(base.path().join("default")).unwrap();
     for (name, json) in [("foo", FOO), ("bar", BAR)] {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use cup_e2e::cupd::{Cupd, CupdConfig, config_object};
+use cup_e2e::cupd::{Cupd, CupdConfig, config_object, write_template_controller};
 
 /// Real WASI command modules, each misbehaving in one way.
 fn guests() -> [(&'static str, String); 3] {
@@ -70,13 +70,7 @@ fn runaway_controllers_are_stopped_per_request() {
         )
         .unwrap();
     }
-    std::fs::write(c.join("tmpl-def.json"), config_object("ResourceDefinition", "resources.test.cup.flipt.io", r#""names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object"}}}"#)).unwrap();
-    std::fs::write(
-        c.join("tmpl-ctl.json"),
-        config_object("Controller", "template", r#""spec":{"type":"template"}"#),
-    )
-    .unwrap();
-    std::fs::write(c.join("tmpl-bind.json"), config_object("Binding", "template", r#""spec":{"controller":"template","resources":["test.cup.flipt.io/v1alpha1/resources"]}"#)).unwrap();
+    write_template_controller(c, r#"{"type":"object"}"#);
     let (source, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut cfg = CupdConfig::new(c, source.path(), store.path());
     cfg.args = [

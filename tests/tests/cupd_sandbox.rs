@@ -3,7 +3,7 @@
 //! outside during put/delete. Every attempt fails inside the guest, nothing leaks into a
 //! response, nothing appears outside the source, and the other routes keep serving.
 
-use cup_e2e::cupd::{Cupd, CupdConfig, config_object};
+use cup_e2e::cupd::{Cupd, CupdConfig, config_object, write_template_controller};
 use cup_e2e::probe_wasm;
 
 const SECRET: &str = "TOP-SECRET-OUTSIDE-THE-MOUNT";
@@ -35,30 +35,11 @@ fn write_config(dir: &std::path::Path) {
                 r#""spec":{"controller":"probe","resources":["example.com/v1/escapes"]}"#,
             ),
         ),
-        (
-            "tmpl-def.json",
-            config_object(
-                "ResourceDefinition",
-                "resources.test.cup.flipt.io",
-                r#""names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object"}}}"#,
-            ),
-        ),
-        (
-            "tmpl-ctl.json",
-            config_object("Controller", "template", r#""spec":{"type":"template"}"#),
-        ),
-        (
-            "tmpl-bind.json",
-            config_object(
-                "Binding",
-                "template",
-                r#""spec":{"controller":"template","resources":["test.cup.flipt.io/v1alpha1/resources"]}"#,
-            ),
-        ),
     ];
     for (name, content) in files {
         std::fs::write(dir.join(name), content).unwrap();
     }
+    write_template_controller(dir, r#"{"type":"object"}"#);
 }
 
 #[test]

@@ -24,14 +24,6 @@ fn flag_body(name: &str) -> String {
     )
 }
 
-fn port_of(cupd: &Cupd) -> u16 {
-    cupd.base_url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("base URL ends with the port")
-}
-
 /// `cupd-scratch-*` entries in `tmp`.
 fn scratch_dirs(tmp: &Path) -> Vec<String> {
     cup_e2e::dir_listing(tmp)
@@ -70,7 +62,7 @@ fn dead_pid() -> u32 {
 
 /// Four writers putting new flags until cupd is gone; returns when they have all stopped.
 fn write_until_killed(cupd: Cupd, round: usize, kill_after: Duration) {
-    let port = port_of(&cupd);
+    let port = cupd.port();
     let writers: Vec<_> = (0..4)
         .map(|w| {
             std::thread::spawn(move || {

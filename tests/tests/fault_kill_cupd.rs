@@ -32,14 +32,6 @@ impl Lcg {
     }
 }
 
-fn port_of(cupd: &Cupd) -> u16 {
-    cupd.base_url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("base URL ends with the port")
-}
-
 fn flag_body(name: &str) -> String {
     format!(
         r#"{{"apiVersion":"flipt.io/v1alpha1","kind":"Flag","metadata":{{"namespace":"default","name":"{name}"}},"spec":{{"type":"BOOLEAN_FLAG_TYPE","enabled":true}}}}"#
@@ -104,7 +96,7 @@ fn sigkill_during_wasm_writes_loses_no_acknowledged_write() {
     let mut attempted = 0;
     for round in 0..ROUNDS {
         let cupd = Cupd::start(&cfg);
-        let port = port_of(&cupd);
+        let port = cupd.port();
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
                 let acknowledged = Arc::clone(&acknowledged);

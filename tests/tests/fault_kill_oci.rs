@@ -75,18 +75,21 @@ fn assert_store_consistent(w: &Work, store: &Path) {
     ok(w.cup_in(store, &["controller", "list", "--verify"]));
 }
 
-/// Pulls `name` straight from the registry and checks every byte.
-fn assert_registry_serves_the_package(registry: &TestRegistry, name: &str) {
-    let w = Work::new();
-    let out = w.path("pulled.wasm");
-    ok(w.cup(&[
-        "controller",
-        "pull",
-        &registry.reference(name),
-        "-O",
-        &out.to_string_lossy(),
-    ]));
-    assert_eq!(std::fs::read(&out).expect("pulled"), flipt_package());
+/// A registry holding the example package as `cup/flipt:v1`, and a proxy in front of it that
+/// sends the package's layer at `bytes_per_sec`.
+fn package_behind_a_throttle(bytes_per_sec: usize) -> (TestRegistry, RegistryProxy) {
+    let registry = TestRegistry::start();
+    Work::new().push(&registry.reference("cup/flipt:v1"));
+    let layer = format!("/blobs/{}", cup_sections::sha256_digest(flipt_package()));
+    let proxy = RegistryProxy::start(
+        &registry,
+        vec![Rule::always(
+            "GET",
+            &layer,
+            Action::Throttle { bytes_per_sec },
+        )],
+    );
+    (registry, proxy)
 }
 
 #[test]
@@ -141,21 +144,8 @@ fn a_push_killed_anywhere_leaves_no_half_tag_and_a_rerun_succeeds() {
 
 #[test]
 fn a_pull_killed_anywhere_leaves_a_consistent_store_and_the_next_pull_succeeds() {
-    let registry = TestRegistry::start();
-    let seed = Work::new();
-    seed.push(&registry.reference("cup/flipt:v1"));
     // The ~0.5 MB layer trickles at 1 MB/s: the pull takes about half a second.
-    let layer = format!("/blobs/{}", cup_sections::sha256_digest(flipt_package()));
-    let proxy = RegistryProxy::start(
-        &registry,
-        vec![Rule::always(
-            "GET",
-            &layer,
-            Action::Throttle {
-                bytes_per_sec: 1 << 20,
-            },
-        )],
-    );
+    let (_registry, proxy) = package_behind_a_throttle(1 << 20);
     let reference = proxy.reference("cup/flipt:v1");
     let w = Work::new();
     let mut mid_download = 0;
@@ -215,21 +205,8 @@ fn spawn_cupd(cfg: &CupdConfig<'_>) -> Child {
 
 #[test]
 fn cupd_killed_while_pulling_its_controller_restarts_and_serves() {
-    let registry = TestRegistry::start();
-    let seed = Work::new();
-    seed.push(&registry.reference("cup/flipt:v1"));
-    let layer = format!("/blobs/{}", cup_sections::sha256_digest(flipt_package()));
     // Slow enough that cupd is surely mid-layer when the temp file appears.
-    let proxy = RegistryProxy::start(
-        &registry,
-        vec![Rule::always(
-            "GET",
-            &layer,
-            Action::Throttle {
-                bytes_per_sec: 128 << 10,
-            },
-        )],
-    );
+    let (_registry, proxy) = package_behind_a_throttle(128 << 10);
     let config = tempfile::tempdir().expect("config dir");
     let source = tempfile::tempdir().expect("source dir");
     copy_tree(&repo_root().join("examples/flipt/repo"), source.path());

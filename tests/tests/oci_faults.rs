@@ -53,21 +53,6 @@ fn pull(w: &Work, reference: &str) -> std::process::Output {
     ])
 }
 
-/// Pulls `name` straight from the registry into a fresh store and checks every byte.
-fn assert_registry_serves_the_package(registry: &TestRegistry, name: &str) {
-    let w = Work::new();
-    let out = w.path("pulled.wasm");
-    ok(w.cup(&[
-        "controller",
-        "pull",
-        &registry.reference(name),
-        "-O",
-        &out.to_string_lossy(),
-    ]));
-    assert_eq!(std::fs::read(&out).expect("pulled"), flipt_package());
-    ok(w.cup(&["controller", "list", "--verify"]));
-}
-
 /// The store holds the package under the tag, every blob verifies, no temp file is left.
 /// Read from the store only (the proxy may be refusing everything by now).
 fn assert_store_has_the_package(w: &Work, reference: &str) {

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use cup_e2e::cupd::{Cupd, CupdConfig, shared_code_cache};
+use cup_e2e::cupd::{Cupd, CupdConfig, shared_code_cache, write_template_controller};
 
 pub const FOO: &str = r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{"namespace":"default","name":"foo","labels":{"foo":"bar"},"annotations":{}},"spec":{"foo":"bar"}}"#;
 pub const BAZ_PAYLOAD: &str = r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{"name":"baz","namespace":"default","labels":{"foo":"bar"},"annotations":{}},"spec":{}}"#;
@@ -27,22 +27,10 @@ impl Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let config = tmp.path().join("config");
         std::fs::create_dir_all(&config).unwrap();
-        for (file, json) in [
-            (
-                "resources.json",
-                r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"ResourceDefinition","metadata":{"name":"resources.test.cup.flipt.io"},"names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object","properties":{"spec":{"type":"object"}}}}}}"#,
-            ),
-            (
-                "template.json",
-                r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"template"},"spec":{"type":"template"}}"#,
-            ),
-            (
-                "api-binding.json",
-                r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Binding","metadata":{"name":"template"},"spec":{"controller":"template","resources":["test.cup.flipt.io/v1alpha1/resources"]}}"#,
-            ),
-        ] {
-            std::fs::write(config.join(file), json).unwrap();
-        }
+        write_template_controller(
+            &config,
+            r#"{"type":"object","properties":{"spec":{"type":"object"}}}"#,
+        );
         for dir in ["store", "source", "root"] {
             std::fs::create_dir_all(tmp.path().join(dir)).unwrap();
         }

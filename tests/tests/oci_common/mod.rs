@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 
+use cup_e2e::registry::TestRegistry;
 use cup_e2e::{bin, flipt_definitions, flipt_wasm};
 
 /// The example controller with its definitions embedded (built once per process).
@@ -188,4 +189,20 @@ pub fn empty_config(
     repo: &str,
 ) -> (&'static str, String, u64) {
     (EMPTY_CONFIG, registry.put_blob(repo, b"{}"), 2)
+}
+
+/// Pulls `name` straight from `registry` into a fresh store, checks every byte against the
+/// example package and that the store verifies.
+pub fn assert_registry_serves_the_package(registry: &TestRegistry, name: &str) {
+    let w = Work::new();
+    let out = w.path("pulled.wasm");
+    ok(w.cup(&[
+        "controller",
+        "pull",
+        &registry.reference(name),
+        "-O",
+        &out.to_string_lossy(),
+    ]));
+    assert_eq!(std::fs::read(&out).expect("pulled"), flipt_package());
+    ok(w.cup(&["controller", "list", "--verify"]));
 }
