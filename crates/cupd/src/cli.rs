@@ -407,7 +407,10 @@ mod tests {
             default.registry_attempts,
             cup_server::RetryPolicy::default().attempts
         );
-        assert_eq!(default.registry_timeout, Duration::from_secs(30));
+        assert_eq!(
+            default.registry_timeout,
+            cup_server::RetryPolicy::default().request_timeout
+        );
         assert_eq!(default.controller_pool, 16);
         let set = serve(&[
             "-registry-attempts",
