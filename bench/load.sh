@@ -8,6 +8,7 @@
 # bench/work/load/, each run's JSON report and cupd log. Exit status 1 if a run failed.
 #   LOAD_DURATION (10m)  LOAD_GIT_DURATION (3m)  LOAD_CLIENTS (64)
 #   LOAD_MIX (get=50,list=20,put=20,delete=10)  LOAD_WARMUP (60s)  LOAD_SEED (from the clock)
+#   LOAD_SOURCES ("local git"): which runs to make, e.g. LOAD_SOURCES=git for the Git one only.
 #   LOAD_GIT_TRANSPORT (daemon): how cupd reaches the remote. `daemon` serves it with
 #   `git daemon` on 127.0.0.1 (git://, the smart protocol any real remote speaks); `path`
 #   names the directory, which libgit2 serves with its local transport: that reads the
@@ -17,6 +18,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 duration="${LOAD_DURATION:-10m}"
 git_duration="${LOAD_GIT_DURATION:-3m}"
+sources="${LOAD_SOURCES:-local git}"
 clients="${LOAD_CLIENTS:-64}"
 mix="${LOAD_MIX:-get=50,list=20,put=20,delete=10}"
 warmup="${LOAD_WARMUP:-60s}"
@@ -68,37 +70,41 @@ run_load() {
   echo "$status" >"$b/$name.status"
 }
 
-cp -R examples/flipt/repo "$b/local-source"
-start_cupd "$b/cupd-local.log" -api-local-path "$b/local-source"
-run_load local "$duration"
-cupd_stop
-
-git init -q --bare -b main "$b/remote.git"
-git clone -q "$b/remote.git" "$b/seed" 2>/dev/null
-cp -R examples/flipt/repo/. "$b/seed/"
-git -C "$b/seed" add -A
-git -C "$b/seed" -c user.name=seed -c user.email=seed@load commit -q -m "seed: examples/flipt/repo"
-git -C "$b/seed" push -q origin main
-git_url="$b/remote.git"
-DAEMON_PID=''
-if [ "${LOAD_GIT_TRANSPORT:-daemon}" = daemon ]; then
-  daemon_port=$(free_port)
-  # git-daemon itself, not `git daemon` (which runs it as a child that a kill leaves behind).
-  "$(git --exec-path)/git-daemon" --reuseaddr --export-all --enable=receive-pack --listen=127.0.0.1 \
-    --port="$daemon_port" --base-path="$b" "$b" >"$b/git-daemon.log" 2>&1 &
-  DAEMON_PID=$!
-  trap 'cupd_stop; kill "$DAEMON_PID" 2>/dev/null || true' EXIT
-  for _ in $(seq 1 100); do
-    git ls-remote "git://127.0.0.1:$daemon_port/remote.git" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  git_url="git://127.0.0.1:$daemon_port/remote.git"
+if [[ " $sources " == *" local "* ]]; then
+  cp -R examples/flipt/repo "$b/local-source"
+  start_cupd "$b/cupd-local.log" -api-local-path "$b/local-source"
+  run_load local "$duration"
+  cupd_stop
 fi
-echo "git remote: $git_url" >&2
-start_cupd "$b/cupd-git.log" -api-local-path "$b/unused-source" -api-source git \
-  -api-git-repo "$git_url" --git-cache "$b/git-cache"
-run_load git "$git_duration" --source git --git-remote "$b/remote.git"
-cupd_stop
+
+if [[ " $sources " == *" git "* ]]; then
+  git init -q --bare -b main "$b/remote.git"
+  git clone -q "$b/remote.git" "$b/seed" 2>/dev/null
+  cp -R examples/flipt/repo/. "$b/seed/"
+  git -C "$b/seed" add -A
+  git -C "$b/seed" -c user.name=seed -c user.email=seed@load commit -q -m "seed: examples/flipt/repo"
+  git -C "$b/seed" push -q origin main
+  git_url="$b/remote.git"
+  DAEMON_PID=''
+  if [ "${LOAD_GIT_TRANSPORT:-daemon}" = daemon ]; then
+    daemon_port=$(free_port)
+    # git-daemon itself, not `git daemon` (which runs it as a child that a kill leaves behind).
+    "$(git --exec-path)/git-daemon" --reuseaddr --export-all --enable=receive-pack --listen=127.0.0.1 \
+      --port="$daemon_port" --base-path="$b" "$b" >"$b/git-daemon.log" 2>&1 &
+    DAEMON_PID=$!
+    trap 'cupd_stop; kill "$DAEMON_PID" 2>/dev/null || true' EXIT
+    for _ in $(seq 1 100); do
+      git ls-remote "git://127.0.0.1:$daemon_port/remote.git" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    git_url="git://127.0.0.1:$daemon_port/remote.git"
+  fi
+  echo "git remote: $git_url" >&2
+  start_cupd "$b/cupd-git.log" -api-local-path "$b/unused-source" -api-source git \
+    -api-git-repo "$git_url" --git-cache "$b/git-cache"
+  run_load git "$git_duration" --source git --git-remote "$b/remote.git"
+  cupd_stop
+fi
 
 section() {
   local name=$1 title=$2
@@ -122,8 +128,8 @@ section() {
   echo "Release builds; cup-load runs on the same machine as cupd (2 worker threads), so both share the cores."
   echo "Command: \`LOAD_DURATION=$duration LOAD_GIT_DURATION=$git_duration LOAD_CLIENTS=$clients LOAD_SEED=$seed bench/load.sh\`."
   echo
-  section local "Local source ($duration)"
-  section git "Git source ($git_duration)"
+  [[ " $sources " == *" local "* ]] && section local "Local source ($duration)"
+  [[ " $sources " == *" git "* ]] && section git "Git source ($git_duration)"
 } >"$work/load.md"
 echo "==> wrote bench/work/load.md" >&2
-[ "$(cat "$b/local.status")" = 0 ] && [ "$(cat "$b/git.status")" = 0 ]
+for name in $sources; do [ "$(cat "$b/$name.status")" = 0 ] || exit 1; done
