@@ -675,10 +675,12 @@ impl GitRepo {
         change: impl FnOnce(&Path) -> (T, bool),
     ) -> Result<(T, Option<Proposal>), GitError> {
         let _write = lock(&self.writes);
+        let mut timer = PhaseTimer::start();
         if let Err(error) = self.fetch_for_write(revision) {
             // Reads stay useful on a stale cache; the push below reports a dead remote.
             tracing::warn!(%error, "fetch before write failed; using the cached revision");
         }
+        let fetch_ms = timer.lap();
         let base = self.resolve(revision)?;
         let repo = self.repo()?;
         let base_commit = repo.find_commit(base.commit)?;
@@ -688,7 +690,9 @@ impl GitRepo {
             .tempdir_in(self.work_dir())
             .map_err(io("creating a checkout in", &self.work_dir()))?;
         materialise(&repo, &base_tree, checkout.path())?;
+        let checkout_ms = timer.lap();
         let (outcome, keep) = change(checkout.path());
+        let change_ms = timer.lap();
         if !keep {
             return Ok((outcome, None));
         }
@@ -709,7 +713,10 @@ impl GitRepo {
         )?;
         let id = Ulid::new().to_string();
         let branch = format!("{PROPOSAL_PREFIX}{id}");
+        let commit_ms = timer.lap();
         self.push(&repo, commit, &format!("refs/heads/{branch}"), false)?;
+        tracing::debug!(%branch, fetch_ms, checkout_ms, change_ms, commit_ms,
+            push_ms = timer.lap(), "proposal pushed");
         let files = changed_files(&repo, &base_tree, &tree)?;
         let base_branch = self.branch_of(&repo, revision);
         let commit = commit.to_string();
@@ -1085,6 +1092,23 @@ fn local_user() -> String {
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| "git".to_owned())
+}
+
+/// Milliseconds spent in each phase of a write, for the debug log.
+struct PhaseTimer(std::time::Instant);
+
+impl PhaseTimer {
+    fn start() -> Self {
+        PhaseTimer(std::time::Instant::now())
+    }
+
+    /// Milliseconds since the previous lap (or the start).
+    fn lap(&mut self) -> f64 {
+        let now = std::time::Instant::now();
+        let ms = now.duration_since(self.0).as_secs_f64() * 1e3;
+        self.0 = now;
+        ms
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
