@@ -56,6 +56,7 @@ impl GitOptions {
 pub struct GitSource {
     repo: Arc<GitRepo>,
     writes: Mutex<()>,
+    remote_thread: RemoteThread,
 }
 
 impl GitSource {
@@ -82,6 +83,11 @@ impl GitSource {
         Ok(GitSource {
             repo: Arc::new(repo),
             writes: Mutex::new(()),
+            remote_thread: RemoteThread::start().map_err(|source| GitError::Io {
+                what: "starting the remote thread for the git cache",
+                path: options.cache.clone(),
+                source,
+            })?,
         })
     }
 
@@ -101,6 +107,7 @@ impl GitSource {
             return;
         }
         let repo = self.repo.clone();
+        let remote_thread = self.remote_thread.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -108,10 +115,9 @@ impl GitSource {
             loop {
                 ticker.tick().await;
                 let repo = repo.clone();
-                match tokio::task::spawn_blocking(move || repo.fetch()).await {
-                    Ok(Ok(())) => tracing::debug!("fetched"),
-                    Ok(Err(error)) => tracing::warn!(%error, "periodic fetch failed"),
-                    Err(error) => tracing::warn!(%error, "periodic fetch task failed"),
+                match remote_thread.run(move || repo.fetch()).await {
+                    Ok(()) => tracing::debug!("fetched"),
+                    Err(error) => tracing::warn!(error = error.message, "periodic fetch failed"),
                 }
             }
         });
@@ -138,19 +144,25 @@ impl GitSource {
         let _guard = self.writes.lock().await;
         let repo = self.repo.clone();
         let revision = revision.map(str::to_owned);
-        run(move || repo.propose(revision.as_deref(), &message, change)).await
+        self.remote_thread
+            .run(move || repo.propose(revision.as_deref(), &message, change))
+            .await
     }
 
     pub async fn proposals(&self, base: Option<&str>) -> Result<Vec<ProposalSummary>, ApiError> {
         let repo = self.repo.clone();
         let base = base.map(str::to_owned);
-        run(move || repo.proposals(base.as_deref())).await
+        self.remote_thread
+            .run(move || repo.proposals(base.as_deref()))
+            .await
     }
 
     pub async fn proposal(&self, id: &str, base: Option<&str>) -> Result<ProposalDetail, ApiError> {
         let repo = self.repo.clone();
         let (id, base) = (id.to_owned(), base.map(str::to_owned));
-        run(move || repo.proposal(&id, base.as_deref())).await
+        self.remote_thread
+            .run(move || repo.proposal(&id, base.as_deref()))
+            .await
     }
 
     pub async fn merge(
@@ -162,7 +174,62 @@ impl GitSource {
         let _guard = self.writes.lock().await;
         let repo = self.repo.clone();
         let (id, base) = (id.to_owned(), base.map(str::to_owned));
-        run(move || repo.merge(&id, base.as_deref(), strategy)).await
+        self.remote_thread
+            .run(move || repo.merge(&id, base.as_deref(), strategy))
+            .await
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The one thread that runs every libgit2 call that talks to the remote (fetch, push,
+/// merge, proposal listings; they take the remote's lock in turn anyway).
+///
+/// Why not the blocking pool: libgit2's working memory for these grows with the number of
+/// refs the remote advertises (a push walks every one of them). Spread over the pool's
+/// threads, each thread's glibc arena grew to that peak and kept it: under the Git load
+/// run cupd's RSS rose ≈ 20 MiB/min as proposal branches accumulated (docs/RELIABILITY.md),
+/// and `malloc_trim` after each push did not give it back (2 ms per call, live allocations
+/// pin the arenas' pages). On one thread the peak is paid once.
+#[derive(Debug, Clone)]
+struct RemoteThread {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl RemoteThread {
+    /// Starts the thread; it ends when the last sender (the `GitSource`) is dropped.
+    fn start() -> std::io::Result<RemoteThread> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("cupd-git-remote".into())
+            .spawn(move || {
+                for job in queue {
+                    job();
+                }
+            })?;
+        Ok(RemoteThread { jobs })
+    }
+
+    /// Runs `work` on the thread and waits (asynchronously) for its result.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, GitError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            // A panic in libgit2's bindings must not take the thread (and every later
+            // write) down with it: it becomes this request's 500.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            let _ = reply.send(outcome);
+        });
+        let gone = || ApiError::internal("the git remote thread has stopped");
+        self.jobs.send(job).map_err(|_| gone())?;
+        match result.await.map_err(|_| gone())? {
+            Ok(outcome) => outcome.map_err(api_error),
+            Err(_) => Err(ApiError::internal(
+                "the git operation panicked; see the log",
+            )),
+        }
     }
 }
 
