@@ -77,6 +77,23 @@ if [[ " $sources " == *" local "* ]]; then
   cupd_stop
 fi
 
+# git_push_yardstick: what the same remote costs the git CLI now that the run has left its
+# proposal branches there: the median of 5 pushes of a new one-commit branch, the way cupd
+# proposes (the CLI also walks every advertised ref and the remote advertises them all).
+git_push_yardstick() {
+  local times=() branches i c t0
+  branches=$(git ls-remote --heads "$git_url" | wc -l)
+  for i in 1 2 3 4 5; do
+    c=$(git -C "$b/seed" commit-tree -p HEAD -m "yardstick $i" "HEAD^{tree}")
+    t0=$(date +%s%N)
+    git -C "$b/seed" push -q "$git_url" "$c:refs/heads/load-yardstick/$i"
+    times+=($(( ($(date +%s%N) - t0) / 1000000 )))
+  done
+  echo "After the run the remote has $branches branches; a \`git push\` of a one-commit branch to it" \
+    "(the git CLI, same transport) takes a median $(printf '%s\n' "${times[@]}" | sort -n | sed -n 3p) ms" \
+    "(5 pushes: ${times[*]} ms)."
+}
+
 if [[ " $sources " == *" git "* ]]; then
   git init -q --bare -b main "$b/remote.git"
   git clone -q "$b/remote.git" "$b/seed" 2>/dev/null
@@ -104,6 +121,7 @@ if [[ " $sources " == *" git "* ]]; then
     -api-git-repo "$git_url" --git-cache "$b/git-cache"
   run_load git "$git_duration" --source git --git-remote "$b/remote.git"
   cupd_stop
+  git_push_yardstick >"$b/git.yardstick"
 fi
 
 section() {
@@ -116,6 +134,7 @@ section() {
   cat "$b/$name.cmd"
   echo '```'
   echo
+  if [ -f "$b/$name.yardstick" ]; then cat "$b/$name.yardstick"; echo; fi
   if [ -f "$b/$name.md" ]; then cat "$b/$name.md"; else echo "(no report: cup-load failed before the end, see above)"; fi
   echo
 }
