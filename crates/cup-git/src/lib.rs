@@ -13,8 +13,11 @@
 //!   a tree from the result with the object database (no index, no worktree state), and if
 //!   it differs from the base commits it and pushes it as `cup/proposal/<ULID>`. The local
 //!   ref used as the push source is not a branch and is removed whatever the outcome.
-//! * Writes are serialised per repository ([`GitRepo::propose`] and [`GitRepo::merge`] take
-//!   one lock); fetches and pushes share another, so ref updates never race.
+//! * Writes are serialised per repository ([`GitRepo::propose`], [`GitRepo::propose_all`]
+//!   and [`GitRepo::merge`] take one lock); fetches and pushes share another, so ref
+//!   updates never race. [`GitRepo::propose_all`] commits several writes one by one and
+//!   pushes all their branches at once: a push costs an advertisement of every ref on the
+//!   remote, which queued writes then share.
 //! * HTTP(S) credentials come from the URL's userinfo (`https://user:token@host/...`) or a
 //!   git-credential-store file ([`credentials`]); SSH remotes authenticate through the
 //!   ssh-agent after their host key is checked against known_hosts ([`ssh`]). Secrets are
@@ -27,6 +30,7 @@ pub mod scm;
 pub mod ssh;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -50,7 +54,7 @@ const FETCH_REFSPECS: [&str; 2] = [
     "+refs/tags/*:refs/tags/*",
 ];
 const MODE_TREE: i32 = 0o040000;
-/// How many pushes between two packings of the cache's refs.
+/// How many pushed refs between two packings of the cache's refs.
 const PACK_REFS_EVERY: u64 = 32;
 const MODE_BLOB: i32 = 0o100644;
 const MODE_EXEC: i32 = 0o100755;
@@ -101,6 +105,9 @@ pub enum GitError {
     },
     #[error("git: {0}")]
     Git(#[from] git2::Error),
+    /// The failure of a push (or of opening the cache) that carried this write with others.
+    #[error("{0}")]
+    SharedPush(String),
 }
 
 /// Why authenticating to the remote failed.
@@ -257,6 +264,26 @@ pub struct Proposal {
     pub url: Option<String>,
 }
 
+/// One write for [`GitRepo::propose_all`].
+pub struct Write<'a> {
+    /// Its base: a branch, a tag or a commit (`None` = the default branch).
+    pub revision: Option<&'a str>,
+    /// The commit message.
+    pub message: &'a str,
+    /// Changes the checkout it is given; returns whether to keep the changes.
+    pub change: Box<dyn FnOnce(&Path) -> bool + 'a>,
+}
+
+/// A write committed in the cache, not pushed yet.
+struct Committed {
+    id: String,
+    branch: String,
+    commit: Oid,
+    base_branch: Option<String>,
+    files: Vec<ChangedFile>,
+    message: String,
+}
+
 /// An open proposal, as listed.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProposalSummary {
@@ -335,8 +362,8 @@ pub struct GitRepo {
     remote: Mutex<()>,
     /// Whole writes (propose, merge): one at a time.
     writes: Mutex<()>,
-    /// Pushes so far (refs are packed every [`PACK_REFS_EVERY`]).
-    pushes: std::sync::atomic::AtomicU64,
+    /// Refs pushed so far (the cache's refs are packed every [`PACK_REFS_EVERY`]).
+    pushed_refs: std::sync::atomic::AtomicU64,
     /// Held (flock) for the life of this value: the startup sweep below removes checkouts
     /// and half-made snapshots, which is only safe when no other process uses the cache.
     _cache_lock: std::fs::File,
@@ -380,7 +407,7 @@ impl GitRepo {
             default_branch: Mutex::new(None),
             remote: Mutex::new(()),
             writes: Mutex::new(()),
-            pushes: std::sync::atomic::AtomicU64::new(0),
+            pushed_refs: std::sync::atomic::AtomicU64::new(0),
             _cache_lock: cache_lock,
         };
         // Leftovers of a crash: half-made snapshots and checkouts.
@@ -674,32 +701,116 @@ impl GitRepo {
         message: &str,
         change: impl FnOnce(&Path) -> (T, bool),
     ) -> Result<(T, Option<Proposal>), GitError> {
-        let _write = lock(&self.writes);
-        let mut timer = PhaseTimer::start();
-        if let Err(error) = self.fetch_for_write(revision) {
-            // Reads stay useful on a stale cache; the push below reports a dead remote.
-            tracing::warn!(%error, "fetch before write failed; using the cached revision");
+        let mut outcome = None;
+        let write = Write {
+            revision,
+            message,
+            change: Box::new(|dir: &Path| {
+                let (value, keep) = change(dir);
+                outcome = Some(value);
+                keep
+            }),
+        };
+        let proposal = self.propose_all(vec![write]).into_iter().next();
+        match (proposal, outcome) {
+            (Some(Ok(proposal)), Some(value)) => Ok((value, proposal)),
+            (Some(Err(error)), _) => Err(error),
+            // propose_all answers every write, and only after running its change.
+            _ => Err(GitError::SharedPush("the write was not run".into())),
         }
-        let fetch_ms = timer.lap();
-        let base = self.resolve(revision)?;
-        let repo = self.repo()?;
+    }
+
+    /// Proposes several writes with one push: each is committed on its own base, one
+    /// after the other (each `change` runs alone, as in [`GitRepo::propose`]), then every
+    /// resulting branch goes to the remote in a single push. A push costs one advertisement
+    /// of every ref of the remote, so writes that queued up while the previous push was
+    /// on the wire share that cost. One answer per write, in order: its proposal, `None`
+    /// when it changed nothing, or why it failed (a refused branch fails only its write).
+    pub fn propose_all(&self, writes: Vec<Write<'_>>) -> Vec<Result<Option<Proposal>, GitError>> {
+        let _write = lock(&self.writes);
+        let repo = match self.repo() {
+            Ok(repo) => repo,
+            Err(error) => {
+                let shared = shared_error(&error);
+                return writes.iter().map(|_| Err(shared.clone_shared())).collect();
+            }
+        };
+        let mut fetched: Vec<Option<String>> = Vec::new();
+        let committed: Vec<Result<Option<Committed>, GitError>> = writes
+            .into_iter()
+            .map(|write| {
+                let revision = write.revision.map(str::to_owned);
+                if !fetched.contains(&revision) {
+                    if let Err(error) = self.fetch_for_write(write.revision) {
+                        // Reads stay useful on a stale cache; the push reports a dead remote.
+                        tracing::warn!(%error, "fetch before write failed; using the cached revision");
+                    }
+                    fetched.push(revision);
+                }
+                self.commit_write(&repo, write)
+            })
+            .collect();
+        let updates: Vec<(Oid, String)> = committed
+            .iter()
+            .filter_map(|c| c.as_ref().ok()?.as_ref())
+            .map(|c| (c.commit, format!("refs/heads/{}", c.branch)))
+            .collect();
+        let mut timer = PhaseTimer::start();
+        let pushed = if updates.is_empty() {
+            Ok(Default::default())
+        } else {
+            self.push_refs(&repo, &updates, false)
+        };
+        tracing::debug!(
+            branches = updates.len(),
+            push_ms = timer.lap(),
+            "proposals pushed"
+        );
+        committed
+            .into_iter()
+            .map(|c| match (c, &pushed) {
+                (Err(error), _) => Err(error),
+                (Ok(None), _) => Ok(None),
+                (Ok(Some(_)), Err(error)) => Err(error.clone_shared()),
+                (Ok(Some(c)), Ok(rejected)) => {
+                    match rejected.get(&format!("refs/heads/{}", c.branch)) {
+                        Some(reason) => Err(GitError::Rejected {
+                            url: self.display_url.clone(),
+                            refname: format!("refs/heads/{}", c.branch),
+                            reason: reason.clone(),
+                        }),
+                        None => Ok(Some(self.announce_committed(c))),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// One write of [`GitRepo::propose_all`] up to its local commit (`None`: no change).
+    fn commit_write(
+        &self,
+        repo: &Repository,
+        write: Write<'_>,
+    ) -> Result<Option<Committed>, GitError> {
+        let mut timer = PhaseTimer::start();
+        let base = self.resolve(write.revision)?;
         let base_commit = repo.find_commit(base.commit)?;
         let base_tree = base_commit.tree()?;
         let checkout = tempfile::Builder::new()
             .prefix("cup-proposal-")
             .tempdir_in(self.work_dir())
             .map_err(io("creating a checkout in", &self.work_dir()))?;
-        materialise(&repo, &base_tree, checkout.path())?;
+        materialise(repo, &base_tree, checkout.path())?;
         let checkout_ms = timer.lap();
-        let (outcome, keep) = change(checkout.path());
+        let keep = (write.change)(checkout.path());
         let change_ms = timer.lap();
         if !keep {
-            return Ok((outcome, None));
+            return Ok(None);
         }
-        let tree_id = build_tree(&repo, checkout.path(), Some(&base_tree))?;
+        let tree_id = build_tree(repo, checkout.path(), Some(&base_tree))?;
         drop(checkout);
         if tree_id == base_tree.id() {
-            return Ok((outcome, None));
+            return Ok(None);
         }
         let tree = repo.find_tree(tree_id)?;
         let signature = Signature::now(&self.author.name, &self.author.email)?;
@@ -707,37 +818,42 @@ impl GitRepo {
             None,
             &signature,
             &signature,
-            message,
+            write.message,
             &tree,
             &[&base_commit],
         )?;
         let id = Ulid::new().to_string();
         let branch = format!("{PROPOSAL_PREFIX}{id}");
-        let commit_ms = timer.lap();
-        self.push(&repo, commit, &format!("refs/heads/{branch}"), false)?;
-        tracing::debug!(%branch, fetch_ms, checkout_ms, change_ms, commit_ms,
-            push_ms = timer.lap(), "proposal pushed");
-        let files = changed_files(&repo, &base_tree, &tree)?;
-        let base_branch = self.branch_of(&repo, revision);
-        let commit = commit.to_string();
+        tracing::debug!(%branch, checkout_ms, change_ms, commit_ms = timer.lap(),
+            "proposal committed");
+        Ok(Some(Committed {
+            files: changed_files(repo, &base_tree, &tree)?,
+            base_branch: self.branch_of(repo, write.revision),
+            message: write.message.to_owned(),
+            id,
+            branch,
+            commit,
+        }))
+    }
+
+    /// A pushed proposal: tells the pull-request interface and returns what the API shows.
+    fn announce_committed(&self, c: Committed) -> Proposal {
+        let commit = c.commit.to_string();
         let url = self.announce(&NewProposal {
-            id: &id,
-            branch: &branch,
-            base: base_branch.as_deref(),
+            id: &c.id,
+            branch: &c.branch,
+            base: c.base_branch.as_deref(),
             commit: &commit,
-            message,
-            files: &files,
+            message: &c.message,
+            files: &c.files,
             remote: &self.display_url,
         });
-        Ok((
-            outcome,
-            Some(Proposal {
-                id,
-                branch,
-                commit,
-                url,
-            }),
-        ))
+        Proposal {
+            id: c.id,
+            branch: c.branch,
+            commit,
+            url,
+        }
     }
 
     /// The branch a write based on `revision` belongs to: the default branch, or
@@ -766,7 +882,7 @@ impl GitRepo {
     }
 
     /// Pushes `commit` to `dest` on the remote and, on success, updates the matching
-    /// remote-tracking ref. The push source is a temporary non-branch ref, always removed.
+    /// remote-tracking ref.
     fn push(
         &self,
         repo: &Repository,
@@ -774,70 +890,102 @@ impl GitRepo {
         dest: &str,
         force: bool,
     ) -> Result<(), GitError> {
+        let rejected = self.push_refs(repo, &[(commit, dest.to_owned())], force)?;
+        match rejected.into_iter().next() {
+            Some((refname, reason)) => Err(GitError::Rejected {
+                url: self.display_url.clone(),
+                refname,
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Pushes every `(commit, dest)` in one push and updates the remote-tracking ref of
+    /// each one the remote accepted. Returns the refused destinations with the remote's
+    /// reasons; `Err` when the push as a whole failed. The push sources are temporary
+    /// non-branch refs, always removed.
+    fn push_refs(
+        &self,
+        repo: &Repository,
+        updates: &[(Oid, String)],
+        force: bool,
+    ) -> Result<HashMap<String, String>, GitError> {
         let _remote = lock(&self.remote);
-        let temp = format!("refs/cup/push/{}", Ulid::new());
-        repo.reference(&temp, commit, true, "cup: push source")?;
-        let pushed = self.push_ref(repo, &temp, dest, force);
-        if let Ok(mut r) = repo.find_reference(&temp) {
-            let _ = r.delete();
+        let batch = Ulid::new();
+        let mut temps = Vec::with_capacity(updates.len());
+        let mut refspecs = Vec::with_capacity(updates.len());
+        for (i, (commit, dest)) in updates.iter().enumerate() {
+            let temp = format!("refs/cup/push/{batch}-{i}");
+            let made = repo.reference(&temp, *commit, true, "cup: push source");
+            temps.push(temp.clone());
+            if let Err(error) = made {
+                remove_refs(repo, &temps);
+                return Err(error.into());
+            }
+            refspecs.push(format!("{}{temp}:{dest}", if force { "+" } else { "" }));
         }
-        pushed?;
-        if let Some(branch) = dest.strip_prefix("refs/heads/") {
-            repo.reference(
-                &format!("{REMOTE_REFS}{branch}"),
-                commit,
-                true,
-                "cup: pushed",
-            )?;
+        let pushed = self.push_refspecs(repo, &refspecs);
+        remove_refs(repo, &temps);
+        let rejected = pushed?;
+        for (commit, dest) in updates {
+            if let Some(branch) = dest.strip_prefix("refs/heads/")
+                && !rejected.contains_key(dest)
+            {
+                repo.reference(
+                    &format!("{REMOTE_REFS}{branch}"),
+                    *commit,
+                    true,
+                    "cup: pushed",
+                )?;
+            }
         }
-        self.pack_refs_now_and_then(repo);
-        Ok(())
+        self.pack_refs_now_and_then(repo, updates.len());
+        Ok(rejected)
     }
 
     /// Every proposal adds a loose ref file to the cache, and libgit2 reads each of them on
     /// every fetch and push; packing them into `packed-refs` (`git pack-refs`) every
-    /// [`PACK_REFS_EVERY`] pushes keeps that one file read. Best effort: loose refs still work.
-    fn pack_refs_now_and_then(&self, repo: &Repository) {
-        let pushes = self
-            .pushes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        if pushes.is_multiple_of(PACK_REFS_EVERY)
+    /// [`PACK_REFS_EVERY`] pushed refs keeps that one file read. Best effort: loose refs still work.
+    fn pack_refs_now_and_then(&self, repo: &Repository, written: usize) {
+        let written = written as u64;
+        let before = self
+            .pushed_refs
+            .fetch_add(written, std::sync::atomic::Ordering::Relaxed);
+        if before / PACK_REFS_EVERY != (before + written) / PACK_REFS_EVERY
             && let Err(error) = repo.refdb().and_then(|refdb| refdb.compress())
         {
             tracing::warn!(%error, "packing the git cache's refs");
         }
     }
 
-    fn push_ref(
+    /// One push of `refspecs`; the refused destinations with the remote's reasons.
+    fn push_refspecs(
         &self,
         repo: &Repository,
-        src: &str,
-        dest: &str,
-        force: bool,
-    ) -> Result<(), GitError> {
-        let rejected: RefCell<Option<(String, String)>> = RefCell::new(None);
+        refspecs: &[String],
+    ) -> Result<HashMap<String, String>, GitError> {
+        let rejected: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
         let state = Rc::new(RefCell::new(AuthState::default()));
         let mut callbacks = self.callbacks(&state);
         callbacks.push_update_reference(|refname, status| {
             if let Some(reason) = status {
-                *rejected.borrow_mut() = Some((refname.to_owned(), reason.to_owned()));
+                rejected
+                    .borrow_mut()
+                    .insert(refname.to_owned(), reason.to_owned());
             }
             Ok(())
         });
         let mut options = PushOptions::new();
         options.remote_callbacks(callbacks);
-        let refspec = format!("{}{src}:{dest}", if force { "+" } else { "" });
         let result = repo
             .remote_anonymous(&self.url)
-            .and_then(|mut remote| remote.push(&[refspec.as_str()], Some(&mut options)));
+            .and_then(|mut remote| remote.push(refspecs, Some(&mut options)));
         drop(options);
-        if let Some((refname, reason)) = rejected.into_inner() {
-            return Err(GitError::Rejected {
-                url: self.display_url.clone(),
-                refname,
-                reason,
-            });
+        let rejected = rejected.into_inner();
+        if !rejected.is_empty() {
+            // The remote answered for each ref: a refused one is not a failed push.
+            return Ok(rejected);
         }
         result.map_err(|e| {
             self.remote_error("pushing to", &e, &state)
@@ -845,7 +993,8 @@ impl GitRepo {
                     url: self.display_url.clone(),
                     reason: e.message().to_owned(),
                 })
-        })
+        })?;
+        Ok(rejected)
     }
 
     /// The base branch of proposal operations: `revision` if given (must be a branch),
@@ -1092,6 +1241,43 @@ fn local_user() -> String {
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| "git".to_owned())
+}
+
+/// Deletes `refs`, best effort (they are cupd's own temporary refs).
+fn remove_refs(repo: &Repository, refs: &[String]) {
+    for name in refs {
+        if let Ok(mut r) = repo.find_reference(name) {
+            let _ = r.delete();
+        }
+    }
+}
+
+/// The error of a push (or of opening the cache) that several writes shared.
+fn shared_error(error: &GitError) -> GitError {
+    GitError::SharedPush(error.to_string())
+}
+
+impl GitError {
+    /// This error again, for another write of the same batch (the message is kept; the
+    /// kind is kept for the variants that carry no `git2::Error`).
+    fn clone_shared(&self) -> GitError {
+        match self {
+            GitError::Push { url, reason } => GitError::Push {
+                url: url.clone(),
+                reason: reason.clone(),
+            },
+            GitError::Auth {
+                operation,
+                url,
+                problem,
+            } => GitError::Auth {
+                operation,
+                url: url.clone(),
+                problem: problem.clone(),
+            },
+            other => shared_error(other),
+        }
+    }
 }
 
 /// Milliseconds spent in each phase of a write, for the debug log.

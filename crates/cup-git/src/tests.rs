@@ -348,3 +348,150 @@ fn a_cache_is_used_by_one_repo_at_a_time() {
     assert!(!checkout.exists(), "a dead holder's checkout is swept");
     drop(reopened);
 }
+
+#[test]
+fn queued_writes_share_one_push_and_a_refused_branch_fails_only_its_write() {
+    let (tmp, bare) = remote();
+    // The remote refuses any branch whose commit message says so; and counts the pushes
+    // (one post-receive run per push, whatever the number of refs).
+    let hooks = bare.join("hooks");
+    std::fs::write(
+        hooks.join("update"),
+        "#!/bin/sh\ngit log -1 --format=%s \"$3\" | grep -q refuse-me && { echo refused >&2; exit 1; }\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        hooks.join("post-receive"),
+        format!(
+            "#!/bin/sh\necho push >> {}\n",
+            tmp.path().join("pushes.log").display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for hook in ["update", "post-receive"] {
+            std::fs::set_permissions(hooks.join(hook), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+    }
+    // Over git:// (libgit2's local transport for paths runs no hooks).
+    let daemon = GitDaemon::serve(tmp.path());
+    let repo = GitRepo::open(
+        &format!("git://127.0.0.1:{}/remote.git", daemon.port),
+        &tmp.path().join("cache"),
+        Author::default(),
+        RemoteOptions::default(),
+    )
+    .unwrap();
+    let base = git(&bare, &["rev-parse", "master"]);
+    let write = |message: &'static str, file: &'static str, keep: bool| Write {
+        revision: None,
+        message,
+        change: Box::new(move |dir: &Path| {
+            std::fs::write(dir.join(file), message).unwrap();
+            keep
+        }),
+    };
+    let answers = repo.propose_all(vec![
+        write("first", "one.txt", true),
+        write("nothing kept", "two.txt", false),
+        write("refuse-me", "three.txt", true),
+        Write {
+            revision: Some("no-such-branch"),
+            message: "bad base",
+            change: Box::new(|_| true),
+        },
+        write("last", "four.txt", true),
+    ]);
+    assert_eq!(answers.len(), 5);
+    let pushed: Vec<&Proposal> = [&answers[0], &answers[4]]
+        .iter()
+        .map(|a| a.as_ref().unwrap().as_ref().unwrap())
+        .collect();
+    assert!(matches!(answers[1], Ok(None)));
+    match &answers[2] {
+        Err(GitError::Rejected { refname, .. }) => {
+            assert!(refname.starts_with("refs/heads/cup/proposal/"), "{refname}")
+        }
+        other => panic!("expected the refused branch's own error, got {other:?}"),
+    }
+    assert!(
+        matches!(answers[3], Err(GitError::RevisionNotFound { .. })),
+        "{:?}",
+        answers[3]
+    );
+    // One push carried both accepted branches; each has exactly its own change.
+    let pushes = std::fs::read_to_string(tmp.path().join("pushes.log")).unwrap();
+    assert_eq!(pushes.lines().count(), 1, "{pushes}");
+    for (proposal, file, text) in [
+        (pushed[0], "one.txt", "first"),
+        (pushed[1], "four.txt", "last"),
+    ] {
+        let branch = format!("refs/heads/{}", proposal.branch);
+        assert_eq!(git(&bare, &["rev-parse", &branch]), proposal.commit);
+        assert_eq!(git(&bare, &["rev-parse", &format!("{branch}^")]), base);
+        assert_eq!(git(&bare, &["diff", "--name-only", &base, &branch]), file);
+        assert_eq!(git(&bare, &["show", &format!("{branch}:{file}")]), text);
+    }
+    let branches = git(
+        &bare,
+        &["for-each-ref", "--format=%(refname)", "refs/heads/cup"],
+    );
+    assert_eq!(branches.lines().count(), 2, "{branches}");
+    // The cache tracks the two pushed branches and keeps no temporary push refs.
+    assert_eq!(repo.proposals(None).unwrap().len(), 2);
+    let cache = Repository::open_bare(repo.cache_dir()).unwrap();
+    assert!(
+        cache
+            .references_glob("refs/cup/*")
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+/// `git-daemon` serving `base` on 127.0.0.1 with push enabled; killed on drop. (The e2e
+/// tests have their own; this crate's tests cannot use theirs.)
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn serve(base: &Path) -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let exec_path = git(Path::new("."), &["--exec-path"]);
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
+            .args(["--reuseaddr", "--export-all", "--enable=receive-pack"])
+            .arg("--listen=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("git-daemon starts");
+        let daemon = GitDaemon { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "git-daemon did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        daemon
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,7 +1,8 @@
 //! The Git source (`-api-source git`): reads from per-commit snapshots of a revision,
 //! writes as proposal branches pushed to the remote (see `cup_git`). This module adds the
-//! async side: writes queue on an async mutex (no blocking thread is parked per waiting
-//! request), every libgit2 call runs on the blocking pool, and a background task fetches.
+//! async side: every call that talks to the remote runs on one thread, where writes that
+//! queue up while a push is on the wire go out together in the next push; reads run on the
+//! blocking pool; a background task fetches.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,9 +10,8 @@ use std::time::Duration;
 
 use cup_git::{
     Author, BranchesOnly, CredentialStore, ErrorKind, GitError, GitRepo, MergeStrategy, Merged,
-    Proposal, ProposalDetail, ProposalSummary, PullRequests, RemoteOptions,
+    Proposal, ProposalDetail, ProposalSummary, PullRequests, RemoteOptions, Write,
 };
-use tokio::sync::Mutex;
 
 use crate::error::ApiError;
 
@@ -55,7 +55,6 @@ impl GitOptions {
 #[derive(Debug)]
 pub struct GitSource {
     repo: Arc<GitRepo>,
-    writes: Mutex<()>,
     remote_thread: RemoteThread,
 }
 
@@ -80,14 +79,14 @@ impl GitSource {
             scm,
             "git source ready"
         );
+        let repo = Arc::new(repo);
         Ok(GitSource {
-            repo: Arc::new(repo),
-            writes: Mutex::new(()),
-            remote_thread: RemoteThread::start().map_err(|source| GitError::Io {
+            remote_thread: RemoteThread::start(repo.clone()).map_err(|source| GitError::Io {
                 what: "starting the remote thread for the git cache",
                 path: options.cache.clone(),
                 source,
             })?,
+            repo,
         })
     }
 
@@ -130,7 +129,8 @@ impl GitSource {
         run(move || repo.view(revision.as_deref())).await
     }
 
-    /// Runs `change` on a fresh checkout and proposes the result (see `GitRepo::propose`).
+    /// Runs `change` on a fresh checkout and proposes the result (see `GitRepo::propose`;
+    /// writes queued together share one push, see `GitRepo::propose_all`).
     pub async fn propose<T, F>(
         &self,
         revision: Option<&str>,
@@ -141,12 +141,24 @@ impl GitSource {
         T: Send + 'static,
         F: FnOnce(&Path) -> (T, bool) + Send + 'static,
     {
-        let _guard = self.writes.lock().await;
-        let repo = self.repo.clone();
-        let revision = revision.map(str::to_owned);
-        self.remote_thread
-            .run(move || repo.propose(revision.as_deref(), &message, change))
-            .await
+        let (outcome_tx, outcome) = std::sync::mpsc::sync_channel(1);
+        let change = Box::new(move |dir: &Path| {
+            let (value, keep) = change(dir);
+            let _ = outcome_tx.send(value);
+            keep
+        });
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.remote_thread.send(RemoteJob::Write(QueuedWrite {
+            revision: revision.map(str::to_owned),
+            message,
+            change,
+            reply,
+        }))?;
+        let proposal = answer.await.map_err(|_| stopped())??;
+        let value = outcome
+            .try_recv()
+            .map_err(|_| ApiError::internal("the write's change did not run"))?;
+        Ok((value, proposal))
     }
 
     pub async fn proposals(&self, base: Option<&str>) -> Result<Vec<ProposalSummary>, ApiError> {
@@ -171,7 +183,6 @@ impl GitSource {
         base: Option<&str>,
         strategy: MergeStrategy,
     ) -> Result<Merged, ApiError> {
-        let _guard = self.writes.lock().await;
         let repo = self.repo.clone();
         let (id, base) = (id.to_owned(), base.map(str::to_owned));
         self.remote_thread
@@ -180,7 +191,25 @@ impl GitSource {
     }
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+/// Work for the [`RemoteThread`].
+enum RemoteJob {
+    /// Any call; runs alone.
+    Call(Box<dyn FnOnce() + Send>),
+    /// A write; runs with the writes queued behind it (one push for all).
+    Write(QueuedWrite),
+}
+
+/// A write waiting for the remote thread.
+struct QueuedWrite {
+    revision: Option<String>,
+    message: String,
+    change: Box<dyn FnOnce(&Path) -> bool + Send>,
+    reply: tokio::sync::oneshot::Sender<Result<Option<Proposal>, ApiError>>,
+}
+
+/// At most this many writes share a push, so the first of them waits for at most this
+/// many controller runs before its answer.
+const MAX_WRITES_PER_PUSH: usize = 32;
 
 /// The one thread that runs every libgit2 call that talks to the remote (fetch, push,
 /// merge, proposal listings; they take the remote's lock in turn anyway).
@@ -191,23 +220,27 @@ type Job = Box<dyn FnOnce() + Send>;
 /// run cupd's RSS rose ≈ 20 MiB/min as proposal branches accumulated (docs/RELIABILITY.md),
 /// and `malloc_trim` after each push did not give it back (2 ms per call, live allocations
 /// pin the arenas' pages). On one thread the peak is paid once.
+///
+/// Writes are taken in batches: every write already queued when the thread picks one up
+/// goes with it (up to [`MAX_WRITES_PER_PUSH`]), so the cost of a push, which grows with the
+/// remote's refs, is shared by the writes that waited for the previous one.
 #[derive(Debug, Clone)]
 struct RemoteThread {
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: std::sync::mpsc::Sender<RemoteJob>,
 }
 
 impl RemoteThread {
     /// Starts the thread; it ends when the last sender (the `GitSource`) is dropped.
-    fn start() -> std::io::Result<RemoteThread> {
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+    fn start(repo: Arc<GitRepo>) -> std::io::Result<RemoteThread> {
+        let (jobs, queue) = std::sync::mpsc::channel::<RemoteJob>();
         std::thread::Builder::new()
             .name("cupd-git-remote".into())
-            .spawn(move || {
-                for job in queue {
-                    job();
-                }
-            })?;
+            .spawn(move || serve_remote_jobs(&repo, &queue))?;
         Ok(RemoteThread { jobs })
+    }
+
+    fn send(&self, job: RemoteJob) -> Result<(), ApiError> {
+        self.jobs.send(job).map_err(|_| stopped())
     }
 
     /// Runs `work` on the thread and waits (asynchronously) for its result.
@@ -216,19 +249,87 @@ impl RemoteThread {
         work: impl FnOnce() -> Result<T, GitError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let (reply, result) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
+        self.send(RemoteJob::Call(Box::new(move || {
             // A panic in libgit2's bindings must not take the thread (and every later
             // write) down with it: it becomes this request's 500.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
             let _ = reply.send(outcome);
-        });
-        let gone = || ApiError::internal("the git remote thread has stopped");
-        self.jobs.send(job).map_err(|_| gone())?;
-        match result.await.map_err(|_| gone())? {
+        })))?;
+        match result.await.map_err(|_| stopped())? {
             Ok(outcome) => outcome.map_err(api_error),
-            Err(_) => Err(ApiError::internal(
-                "the git operation panicked; see the log",
-            )),
+            Err(_) => Err(panicked()),
+        }
+    }
+}
+
+fn stopped() -> ApiError {
+    ApiError::internal("the git remote thread has stopped")
+}
+
+fn panicked() -> ApiError {
+    ApiError::internal("the git operation panicked; see the log")
+}
+
+/// The remote thread's loop: calls one by one, writes in batches of those queued.
+fn serve_remote_jobs(repo: &GitRepo, queue: &std::sync::mpsc::Receiver<RemoteJob>) {
+    let mut next = queue.recv().ok();
+    while let Some(job) = next.take() {
+        match job {
+            RemoteJob::Call(call) => call(),
+            RemoteJob::Write(first) => {
+                let mut batch = vec![first];
+                while batch.len() < MAX_WRITES_PER_PUSH {
+                    match queue.try_recv() {
+                        Ok(RemoteJob::Write(write)) => batch.push(write),
+                        // A call queued after these writes runs after them, in order.
+                        Ok(call) => {
+                            next = Some(call);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                propose_batch(repo, batch);
+            }
+        }
+        if next.is_none() {
+            next = queue.recv().ok();
+        }
+    }
+}
+
+/// Proposes `batch` with one push and answers each write.
+fn propose_batch(repo: &GitRepo, batch: Vec<QueuedWrite>) {
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut texts = Vec::with_capacity(batch.len());
+    let mut changes = Vec::with_capacity(batch.len());
+    for write in batch {
+        replies.push(write.reply);
+        texts.push((write.revision, write.message));
+        changes.push(write.change);
+    }
+    let answers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let writes = texts
+            .iter()
+            .zip(changes)
+            .map(|((revision, message), change)| Write {
+                revision: revision.as_deref(),
+                message,
+                change,
+            })
+            .collect();
+        repo.propose_all(writes)
+    }));
+    match answers {
+        Ok(answers) => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer.map_err(api_error));
+            }
+        }
+        Err(_) => {
+            for reply in replies {
+                let _ = reply.send(Err(panicked()));
+            }
         }
     }
 }
