@@ -1,5 +1,5 @@
 # Shared helpers of the bench scripts (sourced, not run).
-#   root, work, bin, venv: paths; loadavg; free_port; ready PORT; cupd_start/cupd_stop;
+#   root, work, bin, venv: paths; loadavg; free_port; ready PORT; cupd_serve/cupd_start/cupd_stop;
 #   make_controllers N OUTDIR: N distinct embedded flipt packages in a store + config dir.
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,21 +21,25 @@ free_port() {
 # 0 when GET /readyz on 127.0.0.1:PORT answers 200.
 ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz")" = 200 ]; }
 
-# cupd_start PORT CONFIG_DIR SOURCE_DIR STORE CODE_CACHE LOG: starts a release cupd on
-# 127.0.0.1:PORT and waits for /readyz; sets CUPD_PID. Fails (with the log) if it exits.
+# cupd_serve PORT LOG ARGS...: starts a release `cupd serve` on 127.0.0.1:PORT with ARGS and
+# waits for /readyz; sets CUPD_PID. Fails (with the log) if it exits.
 CUPD_PID=''
-cupd_start() {
-  "$bin/cupd" serve -api-address "127.0.0.1:$1" -api-resources "$2" -api-local-path "$3" \
-    --store "$4" --code-cache "$5" >"$6" 2>&1 &
+cupd_serve() {
+  local port=$1 log=$2; shift 2
+  "$bin/cupd" serve -api-address "127.0.0.1:$port" "$@" >"$log" 2>&1 &
   CUPD_PID=$!
   for _ in $(seq 1 1200); do
     if ! kill -0 "$CUPD_PID" 2>/dev/null; then
-      echo "cupd exited during start-up:" >&2; tail -20 "$6" >&2; CUPD_PID=''; return 1
+      echo "cupd exited during start-up:" >&2; tail -20 "$log" >&2; CUPD_PID=''; return 1
     fi
-    ready "$1" && return 0
+    ready "$port" && return 0
     sleep 0.05
   done
   echo "cupd not ready after 60 s" >&2; return 1
+}
+# cupd_start PORT CONFIG_DIR SOURCE_DIR STORE CODE_CACHE LOG: cupd_serve on a local source.
+cupd_start() {
+  cupd_serve "$1" "$6" -api-resources "$2" -api-local-path "$3" --store "$4" --code-cache "$5"
 }
 cupd_stop() {
   if [ -n "$CUPD_PID" ]; then

@@ -41,17 +41,8 @@ echo '{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"nam
 start_cupd() {
   local log=$1; shift
   PORT=$(free_port)
-  "$bin/cupd" serve -api-address "127.0.0.1:$PORT" -api-resources "$b/config" --store "$b/store" \
-    --code-cache "$b/code-cache" "$@" >"$log" 2>&1 &
-  CUPD_PID=$!
-  for _ in $(seq 1 1200); do
-    if ! kill -0 "$CUPD_PID" 2>/dev/null; then
-      echo "cupd exited during start-up:" >&2; tail -20 "$log" >&2; CUPD_PID=''; return 1
-    fi
-    ready "$PORT" && return 0
-    sleep 0.05
-  done
-  echo "cupd not ready after 60 s" >&2; return 1
+  cupd_serve "$PORT" "$log" -api-resources "$b/config" --store "$b/store" \
+    --code-cache "$b/code-cache" "$@"
 }
 
 # run_load NAME DURATION ARGS...: cup-load against the running cupd; records the command,
