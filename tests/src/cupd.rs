@@ -243,6 +243,25 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// The example Flipt controller by path in the config directory `dir`: its package (with
+/// the definitions embedded) at `dir/wasm_path` and the `flipt` Controller naming it.
+pub fn write_flipt_controller(dir: &Path, wasm_path: &str) {
+    let wasm = dir.join(wasm_path);
+    if let Some(parent) = wasm.parent() {
+        std::fs::create_dir_all(parent).expect("creating the controller's directory");
+    }
+    std::fs::write(&wasm, flipt_package()).expect("writing the controller");
+    std::fs::write(
+        dir.join("flipt.json"),
+        config_object(
+            "Controller",
+            "flipt",
+            &format!(r#""spec":{{"type":"wasm","spec":{{"path":"{wasm_path}"}}}}"#),
+        ),
+    )
+    .expect("writing the Controller");
+}
+
 /// The example Flipt controller with its definitions embedded (built once per process).
 pub fn flipt_package() -> &'static [u8] {
     static PACKAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use cup_e2e::cupd::{
-    Cupd, CupdConfig, copy_tree, flipt_package, shared_code_cache, write_template_controller,
+    Cupd, CupdConfig, copy_tree, shared_code_cache, write_flipt_controller,
+    write_template_controller,
 };
 use cup_e2e::repo_root;
 
@@ -49,8 +50,7 @@ fn concurrent_template_puts_all_land() {
 #[test]
 fn concurrent_wasm_puts_to_one_file_all_land() {
     let config = tempfile::tempdir().unwrap();
-    std::fs::write(config.path().join("flipt.wasm"), flipt_package()).unwrap();
-    std::fs::write(config.path().join("flipt.json"), r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"flipt"},"spec":{"type":"wasm","spec":{"path":"flipt.wasm"}}}"#).unwrap();
+    write_flipt_controller(config.path(), "flipt.wasm");
     let source = tempfile::tempdir().unwrap();
     copy_tree(&repo_root().join("examples/flipt/repo"), source.path());
     let store = tempfile::tempdir().unwrap();

@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cup_e2e::cupd::{
-    Cupd, CupdConfig, copy_tree, flipt_package, shared_code_cache, write_template_controller,
+    Cupd, CupdConfig, copy_tree, shared_code_cache, write_flipt_controller,
+    write_template_controller,
 };
 use cup_e2e::git;
 use cup_e2e::repo_root;
@@ -316,13 +317,7 @@ fn revisions_branch_tag_commit_and_missing() {
 #[test]
 fn flipt_over_git_gives_exact_diffs() {
     let config = tempfile::tempdir().unwrap();
-    std::fs::create_dir(config.path().join("ctl")).unwrap();
-    std::fs::write(config.path().join("ctl/flipt.wasm"), flipt_package()).unwrap();
-    std::fs::write(
-        config.path().join("flipt.json"),
-        r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"flipt"},"spec":{"type":"wasm","spec":{"path":"ctl/flipt.wasm"}}}"#,
-    )
-    .unwrap();
+    write_flipt_controller(config.path(), "ctl/flipt.wasm");
     let f = Fixture {
         config,
         unused_source: tempfile::tempdir().unwrap(),

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, flipt_package, shared_code_cache};
+use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, shared_code_cache, write_flipt_controller};
 use cup_e2e::repo_root;
 
 const FLAGS: &str = "/apis/flipt.io/v1alpha1/namespaces/default/flags";
@@ -92,8 +92,7 @@ fn write_until_killed(cupd: Cupd, round: usize, kill_after: Duration) {
 #[test]
 fn startup_sweeps_a_killed_cupds_leftovers_and_spares_a_live_scratch() {
     let config = tempfile::tempdir().expect("temp dir");
-    std::fs::write(config.path().join("flipt.wasm"), flipt_package()).expect("write");
-    std::fs::write(config.path().join("flipt.json"), r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"flipt"},"spec":{"type":"wasm","spec":{"path":"flipt.wasm"}}}"#).expect("write");
+    write_flipt_controller(config.path(), "flipt.wasm");
     let source = tempfile::tempdir().expect("temp dir");
     copy_tree(&repo_root().join("examples/flipt/repo"), source.path());
     let store = tempfile::tempdir().expect("temp dir");

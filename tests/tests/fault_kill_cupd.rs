@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, flipt_package, shared_code_cache};
+use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, shared_code_cache, write_flipt_controller};
 use cup_e2e::repo_root;
 
 const ROUNDS: usize = 6;
@@ -75,8 +75,7 @@ fn sigkill_during_wasm_writes_loses_no_acknowledged_write() {
     let mut rng = Lcg(seed);
 
     let config = tempfile::tempdir().unwrap();
-    std::fs::write(config.path().join("flipt.wasm"), flipt_package()).unwrap();
-    std::fs::write(config.path().join("flipt.json"), r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"flipt"},"spec":{"type":"wasm","spec":{"path":"flipt.wasm"}}}"#).unwrap();
+    write_flipt_controller(config.path(), "flipt.wasm");
     let source = tempfile::tempdir().unwrap();
     copy_tree(&repo_root().join("examples/flipt/repo"), source.path());
     let store = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, flipt_package, shared_code_cache};
+use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, shared_code_cache, write_flipt_controller};
 use cup_e2e::git;
 use cup_e2e::repo_root;
 use serde_json::Value;
@@ -25,13 +25,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let config = tempfile::tempdir().unwrap();
-    std::fs::create_dir(config.path().join("ctl")).unwrap();
-    std::fs::write(config.path().join("ctl/flipt.wasm"), flipt_package()).unwrap();
-    std::fs::write(
-        config.path().join("flipt.json"),
-        r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"flipt"},"spec":{"type":"wasm","spec":{"path":"ctl/flipt.wasm"}}}"#,
-    )
-    .unwrap();
+    write_flipt_controller(config.path(), "ctl/flipt.wasm");
     let source = tempfile::tempdir().unwrap();
     copy_tree(&repo_root().join("examples/flipt/repo"), source.path());
     Fixture {
