@@ -730,10 +730,7 @@ impl GitRepo {
         let _write = lock(&self.writes);
         let repo = match self.repo() {
             Ok(repo) => repo,
-            Err(error) => {
-                let shared = shared_error(&error);
-                return writes.iter().map(|_| Err(shared.clone_shared())).collect();
-            }
+            Err(error) => return writes.iter().map(|_| Err(shared_error(&error))).collect(),
         };
         let mut fetched: Vec<Option<String>> = Vec::new();
         let committed: Vec<Result<Option<Committed>, GitError>> = writes
