@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use wasmtime::{
     InstancePre, PoolConcurrencyLimitError, ResourceLimiter, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, WasmBacktrace,
+    StoreLimitsBuilder, Trap, UpdateDeadline, WasmBacktrace,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -186,11 +186,27 @@ impl LoadedController {
     /// Runs one request in a fresh instance and waits for it to end.
     ///
     /// Blocking: call it from a thread that may block (in tokio, inside `spawn_blocking` or a
-    /// thread of one's own; the WASI implementation panics if called on an async worker
-    /// thread). Concurrent calls on the same (or cloned) controller are fine: they share
-    /// nothing but the compiled code. The instance lives in a slot of the runtime's pool when
-    /// one is free, on freshly mapped memory otherwise; the guest cannot tell the difference.
+    /// thread of one's own; it panics on an async worker thread, where
+    /// [`invoke_async`](Self::invoke_async) is the way). It drives `invoke_async` to the end on
+    /// the ambient tokio runtime, or on a small runtime of wasmtime-wasi's own when there is
+    /// none (the guest's sleeps need a timer).
     pub fn invoke(&self, invocation: Invocation) -> Result<Outcome, InvokeError> {
+        wasmtime_wasi::runtime::in_tokio(self.invoke_async(invocation))
+    }
+
+    /// Runs one request in a fresh instance, as a future: the guest runs on the thread that
+    /// polls it, with no hand-off to another thread. Needs a tokio runtime with its timer
+    /// (the guest's sleeps are tokio sleeps).
+    ///
+    /// The guest's file I/O runs inline, so each poll may block for as long as one WASI call
+    /// on the mounted directory takes (local files: microseconds). Long-running wasm code
+    /// yields back to the executor at every epoch tick ([`Limits::epoch_tick`]), so one busy
+    /// guest delays other tasks on its thread by a tick at most. Dropping the future ends the
+    /// guest at its next yield point. Concurrent calls on the same (or cloned) controller are
+    /// fine: they share nothing but the compiled code. The instance lives in a slot of the
+    /// runtime's pool when one is free, on freshly mapped memory otherwise; the guest cannot
+    /// tell the difference.
+    pub async fn invoke_async(&self, invocation: Invocation) -> Result<Outcome, InvokeError> {
         let started = Instant::now();
         let Invocation {
             args,
@@ -209,7 +225,7 @@ impl LoadedController {
             started,
         };
         if let Some((pre, slot)) = self.pooled() {
-            let attempt = self.run(pre, &request);
+            let attempt = self.run(pre, &request).await;
             // The store (and with it the slot's memory) is gone once `run` returns.
             drop(slot);
             match attempt {
@@ -218,7 +234,7 @@ impl LoadedController {
             }
         }
         let pre = self.on_demand().map_err(InvokeError::Instantiate)?;
-        match self.run(pre, &request) {
+        match self.run(pre, &request).await {
             Attempt::Finished(result) => result,
             // The on-demand allocator has no slots to run out of.
             Attempt::NoSlot => Err(InvokeError::Instantiate(
@@ -228,7 +244,7 @@ impl LoadedController {
     }
 
     /// One attempt on the engine `pre` belongs to.
-    fn run(&self, pre: &InstancePre<HostState>, request: &Request<'_>) -> Attempt {
+    async fn run(&self, pre: &InstancePre<HostState>, request: &Request<'_>) -> Attempt {
         let limits = self.limits();
         let started = request.started;
         let stdout = CappedOutput::new(limits.stdout_bytes, Overflow::Trap);
@@ -239,8 +255,10 @@ impl LoadedController {
         };
         let mut builder = WasiCtxBuilder::new();
         builder
-            // We are on a thread that may block, so let file I/O run inline instead of bouncing
-            // through a thread pool. Must come before `preopened_dir`, which reads it.
+            // File I/O runs inline on the polling thread instead of bouncing every WASI call
+            // through tokio's blocking pool: the mounted trees are local directories, where a
+            // call takes microseconds and a hop to another thread costs more than the call
+            // (wasmtime issue 7973). Must come before `preopened_dir`, which reads it.
             .allow_blocking_current_thread(true)
             .args(request.args)
             .stdin(MemoryInputPipe::new(request.stdin.clone()))
@@ -269,17 +287,29 @@ impl LoadedController {
         };
         let mut store = Store::new(pre.module().engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(limits.deadline_ticks());
-        store.epoch_deadline_trap();
+        // At every epoch tick: past the deadline, stop the guest (a trap read as a timeout);
+        // otherwise let other tasks of this thread run, then go on until the next tick.
+        let deadline = started.checked_add(limits.deadline);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if deadline.is_some_and(|d| Instant::now() >= d) {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
 
-        let run = match pre.instantiate(&mut store) {
+        let run = match pre.instantiate_async(&mut store).await {
             Err(e) if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
                 return Attempt::NoSlot;
             }
             Err(e) => Err((Phase::Instantiate, e)),
             Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
                 Err(e) => Err((Phase::Instantiate, e)),
-                Ok(start) => start.call(&mut store, ()).map_err(|e| (Phase::Run, e)),
+                Ok(start) => start
+                    .call_async(&mut store, ())
+                    .await
+                    .map_err(|e| (Phase::Run, e)),
             },
         };
 

@@ -5,8 +5,9 @@
 //! request in a **fresh instance** with its own WASI context, store and memory, mounts a host
 //! directory at the guest's `/`, and enforces the [`Limits`]. Instances are allocated in
 //! reused slots of wasmtime's pooling allocator when one is free (see [`Limits::pooled_instances`]),
-//! on freshly mapped memory otherwise. The API is blocking; an async server calls it on a
-//! thread that may block.
+//! on freshly mapped memory otherwise. [`LoadedController::invoke_async`] runs the guest on
+//! the task that polls it (an async server needs no thread hand-off; busy guests yield at
+//! every epoch tick); [`LoadedController::invoke`] is its blocking form.
 //!
 //! ```no_run
 //! use cup_runtime::{Access, CodeCache, Invocation, Limits, Runtime};

@@ -29,8 +29,10 @@ pub struct Limits {
     /// guest is not told, so chatty logging never fails a request) and
     /// [`Outcome::stderr_truncated`](crate::Outcome::stderr_truncated) is set. Default 64 KiB.
     pub stderr_bytes: usize,
-    /// Period of the background thread that advances the engine's epoch. Smaller is a more
-    /// precise deadline at the cost of more wakeups. Default 10 ms.
+    /// Period of the background thread that advances the engine's epoch. At every tick a
+    /// running guest checks its deadline and yields to the other tasks of its thread
+    /// ([`LoadedController::invoke_async`](crate::LoadedController::invoke_async)). Smaller is
+    /// a more precise deadline and fairer sharing at the cost of more wakeups. Default 10 ms.
     pub epoch_tick: Duration,
     /// How many invocations at once run in reused instance slots of wasmtime's pooling
     /// allocator (memory mapped once, reset in place between requests, so no `mmap`/`munmap`
@@ -52,42 +54,5 @@ impl Default for Limits {
             epoch_tick: Duration::from_millis(10),
             pooled_instances: 16,
         }
-    }
-}
-
-impl Limits {
-    /// Epoch ticks to allow for one deadline: enough that the deadline can never fire early
-    /// (the first tick may come right after the deadline is set, so one extra), saturating for
-    /// absurdly long deadlines.
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        let tick = self.epoch_tick.as_nanos().max(1);
-        let whole = self.deadline.as_nanos().div_ceil(tick);
-        u64::try_from(whole).unwrap_or(u64::MAX).saturating_add(1)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticks_round_up_and_add_one() {
-        let l = Limits {
-            deadline: Duration::from_millis(200),
-            epoch_tick: Duration::from_millis(10),
-            ..Limits::default()
-        };
-        assert_eq!(l.deadline_ticks(), 21);
-        let l = Limits {
-            deadline: Duration::from_millis(201),
-            ..l
-        };
-        assert_eq!(l.deadline_ticks(), 22);
-        let l = Limits {
-            deadline: Duration::MAX,
-            epoch_tick: Duration::from_nanos(1),
-            ..l
-        };
-        assert_eq!(l.deadline_ticks(), u64::MAX);
     }
 }

@@ -6,8 +6,9 @@
 //! tokio timer). A one-line `sleep(1 year)` would hold a server thread and never time out.
 //!
 //! So `poll_oneoff` is implemented here instead. When every subscription is a clock (a pure
-//! sleep, the common case) the host sleeps until the earliest one, but never past the
-//! request's deadline: a guest that wants to sleep longer is ended with a timeout. When there
+//! sleep, the common case) the guest's task waits on a tokio timer until the earliest one
+//! (no thread is held while it waits), but never past the request's deadline: a guest that
+//! wants to sleep longer is ended with a timeout. When there
 //! are file descriptor subscriptions, they are reported ready at once, which is what
 //! wasmtime-wasi reports too for every descriptor a cup guest can have (in-memory stdio and
 //! regular files are always ready), so nothing ever waits. The difference: an fd that is not
@@ -57,30 +58,29 @@ enum Subscription {
 /// must already be there).
 pub(crate) fn bound_sleeps(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    linker.func_wrap(
+    linker.func_wrap_async(
         WASI_P1_MODULE,
         "poll_oneoff",
         |mut caller: Caller<'_, HostState>,
-         subs: i32,
-         events: i32,
-         nsubs: i32,
-         nevents: i32|
-         -> wasmtime::Result<i32> {
-            // wasm i32s are addresses and counts here: reinterpret the bits as u32.
-            poll_oneoff(
-                &mut caller,
-                subs as u32,
-                events as u32,
-                nsubs as u32,
-                nevents as u32,
-            )
+         (subs, events, nsubs, nevents): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                // wasm i32s are addresses and counts here: reinterpret the bits as u32.
+                poll_oneoff(
+                    &mut caller,
+                    subs as u32,
+                    events as u32,
+                    nsubs as u32,
+                    nevents as u32,
+                )
+                .await
+            })
         },
     )?;
     linker.allow_shadowing(false);
     Ok(())
 }
 
-fn poll_oneoff(
+async fn poll_oneoff(
     caller: &mut Caller<'_, HostState>,
     subs: u32,
     events: u32,
@@ -141,11 +141,13 @@ fn poll_oneoff(
             .deadline
             .saturating_duration_since(Instant::now());
         if wait > left {
-            std::thread::sleep(left);
+            tokio::time::sleep(left).await;
             caller.data_mut().slept_past_deadline = true;
             return Err(wasmtime::Error::new(SleptPastDeadline));
         }
-        std::thread::sleep(wait);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         wait
     };
 

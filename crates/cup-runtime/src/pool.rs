@@ -139,6 +139,9 @@ fn pooling_config(limits: &Limits) -> PoolingAllocationConfig {
                 .saturating_mul(WASM_PAGE),
         )
         .table_elements(limits.table_elements)
+        // Guests run on fiber stacks (`invoke_async`); one per slot, not wasmtime's
+        // default 1,000 (each reserves `async_stack_size` of address space).
+        .total_stacks(slots)
         .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
         .table_keep_resident(TABLE_KEEP_RESIDENT)
         // Reset only the pages the guest touched, where the kernel can say which.

@@ -412,7 +412,7 @@ impl Inner {
 /// The WASI preview 1 imports, with cup's bounded sleeps.
 fn wasi_linker(engine: &Engine) -> Result<Linker<HostState>, String> {
     let mut linker: Linker<HostState> = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut HostState| &mut s.wasi)
         .and_then(|_| crate::poll::bound_sleeps(&mut linker))
         .map_err(|e| format!("{e:#}"))?;
     Ok(linker)

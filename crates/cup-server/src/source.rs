@@ -24,9 +24,9 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock};
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedRwLockReadGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::git::GitSource;
 
@@ -78,10 +78,16 @@ impl LocalSource {
     {
         let (root, view) = (self.root.clone(), self.view.clone());
         tokio::task::spawn_blocking(move || {
-            let _shared = view.shared();
+            let _shared = view.shared_blocking();
             read(&root)
         })
         .await
+    }
+
+    /// Holds off the apply step of writes while a read runs on an async task (a wasm
+    /// controller's get or list); the read sees the tree entirely before or after a write.
+    pub async fn reading(&self) -> OwnedRwLockReadGuard<()> {
+        self.view.shared().await
     }
 
     /// Runs a blocking write under this source's write lock. The write must take
@@ -106,19 +112,28 @@ impl LocalSource {
 /// Without it a guest listing a directory can meet an entry that a concurrent apply renames
 /// away between `readdir` and `stat` (wasmtime-wasi's `fd_readdir` stats every entry, and
 /// fails the whole call), and a read could see one file of a write applied and another not.
+///
+/// A tokio lock because wasm controllers read on async tasks (the guard is held across the
+/// guest's run); writes and template reads take it on threads that may block.
 #[derive(Debug, Clone, Default)]
 pub struct ViewLock(Arc<RwLock<()>>);
 
 impl ViewLock {
-    /// Held for a whole read.
-    pub fn shared(&self) -> RwLockReadGuard<'_, ()> {
-        // The lock guards no data, so a panic while it was held leaves nothing inconsistent.
-        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    /// Held for a whole read on an async task.
+    pub async fn shared(&self) -> OwnedRwLockReadGuard<()> {
+        Arc::clone(&self.0).read_owned().await
     }
 
-    /// Held while files under the root change (a short apply step, or a template write).
+    /// Held for a whole read, from a thread that may block (not an async worker: it panics
+    /// there).
+    pub fn shared_blocking(&self) -> RwLockReadGuard<'_, ()> {
+        self.0.blocking_read()
+    }
+
+    /// Held while files under the root change (a short apply step, or a template write),
+    /// from a thread that may block (not an async worker: it panics there).
     pub fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
-        self.0.write().unwrap_or_else(PoisonError::into_inner)
+        self.0.blocking_write()
     }
 }
 
