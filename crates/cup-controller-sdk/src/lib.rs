@@ -40,7 +40,7 @@
 //!     }
 //! }
 //!
-//! fn main() {
+//! fn main() -> std::process::ExitCode {
 //!     cup_controller_sdk::run(&Notes)
 //! }
 //! ```

@@ -9,6 +9,6 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-fn main() {
+fn main() -> std::process::ExitCode {
     cup_controller_sdk::run(&store::Flipt::new("/"))
 }
