@@ -75,6 +75,7 @@ async fn handle(
         source: &state.source,
         revision: revision.as_deref(),
         metrics: &state.metrics,
+        inline_reads: &state.inline_reads,
     };
     let Some(raw_name) = path.name else {
         if method != Method::GET {

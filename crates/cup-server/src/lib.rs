@@ -21,6 +21,7 @@ mod error;
 mod git;
 mod http;
 mod image;
+mod inline;
 mod load;
 mod metrics;
 mod ops;

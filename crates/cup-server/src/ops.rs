@@ -16,6 +16,7 @@ use cup_template::{Request, gojson};
 
 use crate::error::ApiError;
 use crate::git::GitSource;
+use crate::inline::InlineReads;
 use crate::metrics::Metrics;
 use crate::routes::{Backend, Route};
 use crate::source::{LocalSource, ScratchError, Source, ViewLock, with_scratch_copy};
@@ -31,6 +32,8 @@ pub struct Call<'a> {
     /// `?revision=`: git source only (the default branch when `None`).
     pub revision: Option<&'a str>,
     pub metrics: &'a Metrics,
+    /// Which wasm reads may run on this task rather than on the blocking pool.
+    pub inline_reads: &'a InlineReads,
 }
 
 /// What an accepted write did.
@@ -320,9 +323,8 @@ impl Call<'_> {
         args
     }
 
-    /// get and list run on this task, not on a blocking thread: the guest's file I/O is
-    /// local and short, and each hand-off to another thread and back cost ≈ 20 µs of a
-    /// ≈ 0.3 ms request (docs/BENCHMARKS.md). A busy guest yields at every epoch tick.
+    /// get and list run on this task while the inline budget allows (`inline`): no hand-off
+    /// to another thread and back. Beyond it the guest runs on the blocking pool.
     async fn invoke_read(
         &self,
         controller: LoadedController,
@@ -338,14 +340,25 @@ impl Call<'_> {
         let result = match &**self.source {
             Source::Local(local) => {
                 self.no_revision()?;
-                let _reading = local.reading().await;
-                controller
-                    .invoke_async(invocation(local.root().to_owned()))
-                    .await
+                let reading = local.reading().await;
+                let invocation = invocation(local.root().to_owned());
+                match self.inline_reads.try_take() {
+                    Some(_inline) => controller.invoke_async(invocation).await,
+                    None => {
+                        blocking(move || {
+                            let _reading = reading;
+                            controller.invoke(invocation)
+                        })
+                        .await?
+                    }
+                }
             }
             Source::Git(git) => {
-                let root = git.view(self.revision).await?;
-                controller.invoke_async(invocation(root)).await
+                let invocation = invocation(git.view(self.revision).await?);
+                match self.inline_reads.try_take() {
+                    Some(_inline) => controller.invoke_async(invocation).await,
+                    None => blocking(move || controller.invoke(invocation)).await?,
+                }
             }
         };
         self.judge(verb, name, result)

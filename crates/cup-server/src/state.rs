@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use crate::inline::InlineReads;
 use crate::load::Served;
 use crate::metrics::Metrics;
 use crate::source::Source;
@@ -13,6 +14,8 @@ pub struct AppState {
     served: RwLock<Option<Arc<Served>>>,
     pub status: Arc<StatusBoard>,
     pub metrics: Arc<Metrics>,
+    /// Wasm reads running on async workers right now (see `inline`).
+    pub inline_reads: InlineReads,
 }
 
 /// The route template of a response, for metrics (set by the resource handler).
@@ -26,6 +29,7 @@ impl AppState {
             served: RwLock::new(None),
             status,
             metrics,
+            inline_reads: InlineReads::default(),
         }
     }
 
