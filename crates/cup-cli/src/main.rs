@@ -10,6 +10,7 @@ mod oci;
 mod resources;
 mod table;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -60,7 +61,7 @@ struct Cli {
 }
 
 /// How results are printed.
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     /// Aligned columns for people.
     Table,
@@ -169,14 +170,75 @@ enum ConfigCommand {
 }
 
 fn main() {
+    if let Some((file, output)) = definitions_fast_path() {
+        log::set(log::Level::Info);
+        exit_with(controller::run(
+            controller::Command::Definitions { file },
+            output,
+            None,
+        ));
+    }
     let cli = Cli::parse();
     log::set(cli.level);
-    match run(cli) {
+    exit_with(run(cli))
+}
+
+fn exit_with(result: Result<i32>) -> ! {
+    match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("cup: {e:#}");
             std::process::exit(1);
         }
+    }
+}
+
+/// Environment variables that set a global option (`env = …` above). While any is set,
+/// clap has to see it (an empty value is an error there), so the fast path steps aside.
+const GLOBAL_OPTION_ENV: [&str; 2] = ["CUP_CONFIG", "CUP_STORE"];
+
+/// `cup [-o|--output json|table] controller|ctl definitions FILE`, recognised without
+/// building clap's command tree. Building and walking that tree (every command, argument
+/// and help text) is ≈ 0.2 ms of the ≈ 2 ms this command takes as a whole process, and
+/// reading definitions is meant to be instant (docs/BENCHMARKS.md). Only this exact shape
+/// is taken, with every option at its default; anything else (other flags, `--`, `=` or
+/// attached values, a FILE starting with '-', a global option set through the
+/// environment) goes through clap, so errors, help and every other form are clap's.
+/// Tests check that clap parses each argv accepted here to the same command.
+fn definitions_fast_path() -> Option<(PathBuf, Output)> {
+    if GLOBAL_OPTION_ENV
+        .iter()
+        .any(|name| std::env::var_os(name).is_some())
+    {
+        return None;
+    }
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    definitions_argv(&args)
+}
+
+/// The argv part of [`definitions_fast_path`] (without the program name).
+fn definitions_argv(args: &[OsString]) -> Option<(PathBuf, Output)> {
+    let (output, rest) = match args {
+        [flag, value, rest @ ..] if flag == "-o" || flag == "--output" => {
+            let output = match value.to_str()? {
+                "json" => Output::Json,
+                "table" => Output::Table,
+                _ => return None,
+            };
+            (output, rest)
+        }
+        rest => (Output::Table, rest),
+    };
+    match rest {
+        [controller, definitions, file]
+            if (controller == "controller" || controller == "ctl")
+                && definitions == "definitions"
+                && !file.is_empty()
+                && !file.as_encoded_bytes().starts_with(b"-") =>
+        {
+            Some((PathBuf::from(file), output))
+        }
+        _ => None,
     }
 }
 
@@ -228,9 +290,131 @@ fn run(cli: Cli) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_cli_is_well_formed() {
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
+        Cli::command().debug_assert();
+    }
+
+    fn argv(words: &[&str]) -> Vec<OsString> {
+        words.iter().map(OsString::from).collect()
+    }
+
+    /// What clap makes of `words`, when it is `controller definitions` at default options.
+    fn clap_definitions(words: &[&str]) -> Option<(PathBuf, Output)> {
+        let cli = Cli::try_parse_from(std::iter::once("cup").chain(words.iter().copied())).ok()?;
+        if cli.level != log::Level::Info || cli.context.is_some() || cli.address.is_some() {
+            return None;
+        }
+        if cli.namespace.is_some() {
+            return None;
+        }
+        match cli.command {
+            Command::Controller(controller::Command::Definitions { file }) => {
+                Some((file, cli.output))
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_definitions_fast_path_takes_only_what_clap_parses_the_same_way() {
+        for words in [
+            &["controller", "definitions", "x.wasm"][..],
+            &["ctl", "definitions", "x.wasm"],
+            &["-o", "json", "controller", "definitions", "x.wasm"],
+            &["--output", "table", "ctl", "definitions", "dir/x y.wasm"],
+            &["-o", "json", "controller", "definitions", "help"],
+        ] {
+            let fast = definitions_argv(&argv(words));
+            assert!(fast.is_some(), "{words:?}");
+            assert!(fast == clap_definitions(words), "{words:?}");
+        }
+        for words in [
+            &[][..],
+            &["controller", "definitions"],
+            &["controller", "definitions", ""],
+            &["controller", "definitions", "-"],
+            &["controller", "definitions", "--help"],
+            &["controller", "definitions", "a", "b"],
+            &["controller", "definitions", "--", "x.wasm"],
+            &["controller", "definitions", "-o", "json", "x.wasm"],
+            &["-ojson", "controller", "definitions", "x.wasm"],
+            &["--output=json", "controller", "definitions", "x.wasm"],
+            &["-o", "JSON", "controller", "definitions", "x.wasm"],
+            &["-o", "yaml", "controller", "definitions", "x.wasm"],
+            &["-l", "debug", "controller", "definitions", "x.wasm"],
+            &["controller", "verify", "x.wasm"],
+            &["definitions", "x.wasm"],
+            &["defs", "definitions", "x.wasm"],
+        ] {
+            assert_eq!(definitions_argv(&argv(words)), None, "{words:?}");
+        }
+    }
+
+    /// Every argv of up to five words drawn from tokens that matter to the parse: whatever
+    /// the fast path accepts, clap parses to the same file and output format.
+    #[test]
+    fn the_definitions_fast_path_agrees_with_clap_on_every_short_argv() {
+        const WORDS: [&str; 15] = [
+            "-o",
+            "--output",
+            "json",
+            "table",
+            "yaml",
+            "controller",
+            "ctl",
+            "definitions",
+            "x.wasm",
+            "-",
+            "--",
+            "",
+            "--output=json",
+            "help",
+            "-h",
+        ];
+        let mut accepted = 0;
+        let mut words = Vec::new();
+        fn walk(words: &mut Vec<&'static str>, accepted: &mut usize) {
+            if let Some(fast) = definitions_argv(&argv(words)) {
+                *accepted += 1;
+                assert!(Some(fast) == clap_definitions(words), "{words:?}");
+            }
+            if words.len() == 5 {
+                return;
+            }
+            for word in WORDS {
+                words.push(word);
+                walk(words, accepted);
+                words.pop();
+            }
+        }
+        walk(&mut words, &mut accepted);
+        assert!(accepted > 0);
+    }
+
+    /// A global option fed by an environment variable must keep the fast path away (clap
+    /// rejects an empty value, for one). This fails when such an option is added to `Cli`,
+    /// `controller` or `controller definitions` but not to GLOBAL_OPTION_ENV.
+    #[test]
+    fn the_fast_path_knows_every_environment_variable_of_the_parse() {
+        fn env_names(cmd: &clap::Command) -> Vec<String> {
+            cmd.get_arguments()
+                .filter_map(|arg| arg.get_env())
+                .map(|name| name.to_string_lossy().into_owned())
+                .collect()
+        }
+        let cli = Cli::command();
+        let controller = cli.find_subcommand("controller").expect("controller");
+        let definitions = controller
+            .find_subcommand("definitions")
+            .expect("controller definitions");
+        let mut names = env_names(&cli);
+        names.extend(env_names(controller));
+        names.extend(env_names(definitions));
+        names.sort();
+        names.dedup();
+        assert_eq!(names, GLOBAL_OPTION_ENV);
     }
 }
