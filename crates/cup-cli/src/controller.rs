@@ -213,7 +213,7 @@ fn definitions(file: &Path, output: Output) -> Result<i32> {
     let package = cup_sections::read_definitions_file(file)
         .with_context(|| format!("reading {}", file.display()))?;
     let definitions = package
-        .verified_definitions()
+        .verified_definition_refs()
         .with_context(|| format!("{}", file.display()))?;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&definitions)?),

@@ -99,6 +99,10 @@ fn round_trip_core_module_and_component() {
         let mut want = defs();
         want.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         assert_eq!(got, want);
+        assert_eq!(
+            package.verified_definition_refs().unwrap(),
+            got.iter().collect::<Vec<_>>()
+        );
         assert_eq!(package.manifest.unwrap(), report.manifest);
         wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
             .validate_all(&out)
@@ -206,6 +210,10 @@ fn two_manifests_are_refused() {
             .unwrap_err()
             .to_string()
             .contains("2 cup.controller sections")
+    );
+    assert_eq!(
+        package.verified_definition_refs().unwrap_err().to_string(),
+        package.verified_definitions().unwrap_err().to_string()
     );
 }
 
