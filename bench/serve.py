@@ -195,8 +195,9 @@ lines += [
     "memory slot, as in cupd) and WASI p1 host, instantiation outside "
     "the timer (bench/guest-timer, once per round; medians over rounds). `invoke` is cup-runtime's `LoadedController::invoke` in-process (fresh "
     "WASI context + store + instance + `_start` + teardown): cupd − invoke is the HTTP side (loopback TCP "
-    "both ways, axum, routing, `spawn_blocking`, decoding the guest's JSON, logging, metrics; for put also "
-    "the scratch copy of the tree and applying it), invoke − `_start` the runtime side. "
+    "both ways, axum, routing, decoding the guest's JSON, logging, metrics; get and list run the guest on the "
+    "request's own task at c=1, on the blocking pool beyond one per spare worker; put always hands off to the blocking "
+    "pool and also copies the tree to a scratch directory and applies it), invoke − `_start` the runtime side. "
     f"For scale: `GET /healthz` (no controller) at c=1 has p50 {agg(floor, 'p50_us') / 1e3:.3f} ms.",
     "",
     "| verb | cupd p50 ms (c=1) | guest `_start` alone p50 ms (p10–p90) | overhead ms | of which HTTP side | of which runtime | ≤ 0.1 ms | load |",
