@@ -197,7 +197,9 @@ fn a_pull_killed_midway_leaves_a_consistent_store_and_the_next_pull_succeeds() {
 }
 
 /// oci-client builds a default HTTPS client that panics when the machine has no CA
-/// certificates; cup must say so in one line, not crash with a backtrace.
+/// certificates; cup must say so in one line, not crash with a backtrace. A push builds
+/// only its own client, which for a loopback registry (plain HTTP) trusts no system root:
+/// it works without certificates, and says what is missing for an HTTPS registry.
 #[test]
 fn no_ca_certificates_is_a_clear_error_not_a_panic() {
     let registry = TestRegistry::start();
@@ -210,7 +212,13 @@ fn no_ca_certificates_is_a_clear_error_not_a_panic() {
     let wasm = w.wasm().to_string_lossy().into_owned();
     let reference = registry.reference("cup/flipt:v1");
     for args in [
-        vec!["controller", "push", wasm.as_str(), reference.as_str()],
+        // Never contacted: the client cannot be built.
+        vec![
+            "controller",
+            "push",
+            wasm.as_str(),
+            "registry.invalid/cup/flipt:v1",
+        ],
         vec!["controller", "pull", reference.as_str()],
     ] {
         let err = fails(w.cup_with(&args, env, ""));
@@ -219,4 +227,6 @@ fn no_ca_certificates_is_a_clear_error_not_a_panic() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
     assert_empty_store(&w.store());
+    ok(w.cup_with(&["controller", "push", &wasm, &reference], env, ""));
+    assert_registry_serves_the_package(&registry, "cup/flipt:v1");
 }

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cup_sections::{Integrity, Package, read_package};
+use cup_sections::{Integrity, Package, read_package_and_digest};
 use serde::Serialize;
 
 use crate::manifest::{Descriptor, ImageManifest};
@@ -91,14 +91,9 @@ impl Artifact {
     /// intact unless `options.force` is set.
     pub fn build(wasm: &[u8], options: &ArtifactOptions) -> Result<Artifact> {
         // Checking the package hashes the module without its cup sections, the layer
-        // digest hashes all of it: two passes over the same bytes, so one per core.
-        let (package, layer_digest) = std::thread::scope(|s| {
-            let layer_digest = s.spawn(|| digest::of(wasm));
-            let package = read_package(wasm);
-            (package, layer_digest.join())
-        });
-        let package = package?;
-        let layer_digest = layer_digest.unwrap_or_else(|_| digest::of(wasm));
+        // digest hashes all of it: one pass when the cup sections come last (as embedded),
+        // the other core stays free (a push builds its HTTP client there).
+        let (package, layer_digest) = read_package_and_digest(wasm)?;
         if !package.integrity.is_ok() && !options.force {
             return Err(Error::NotAPackage(package.integrity.summary()));
         }

@@ -6,7 +6,8 @@
 //!   blobs the registry already has (HEAD), uploads each blob in one request (POST for the
 //!   session, one PUT with the whole body: the fewest round trips) and falls back to
 //!   chunked PATCHes if the registry refuses that. The manifest goes last, so a tag never
-//!   names a manifest whose blobs are missing.
+//!   names a manifest whose blobs are missing. These requests are our own, on one reqwest
+//!   client ([`push_http`]); oci-client serves the rest.
 //! * Every request step is retried when the failure is transient, bounded and with
 //!   backoff ([`crate::retry`]); a failed upload restarts with a fresh session.
 //! * Pull: accepted layouts are in [`crate::accept`]; sizes are checked against the
@@ -26,9 +27,9 @@ use futures_util::StreamExt;
 use oci_client::client::{
     BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
 };
-use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use serde::Serialize;
 
 use crate::accept::{WasmSource, check_magic, classify, extract_wasm};
@@ -39,9 +40,17 @@ use crate::progress::Progress;
 use crate::reference::ImageRef;
 use crate::retry::{Failure, Retrier, RetryPolicy, verdict};
 use crate::store::{StagedBlob, Store};
+use push_http::{Failed, PushAuth, PushHttp};
+
+mod push_http;
 use crate::{
     Error, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, MAX_WASM_BYTES, Result, annotations, digest, media,
 };
+
+/// `User-Agent` of every registry request.
+const USER_AGENT: &str = concat!("cup/", env!("CARGO_PKG_VERSION"));
+/// How long a connection to a registry may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How to reach registries.
 #[derive(Debug, Clone, Default)]
@@ -162,7 +171,8 @@ impl Registry {
                 .any(|h| h == registry || h == host)
     }
 
-    fn client(&self, target: &Target, monolithic: bool) -> Result<Client> {
+    /// oci-client, for pulls, inspections, credential challenges and chunked uploads.
+    fn client(&self, target: &Target) -> Result<Client> {
         let registry = target.reference.resolve_registry();
         let protocol = if self.allows_plain_http(registry) {
             ClientProtocol::HttpsExcept(vec![registry.to_owned()])
@@ -172,13 +182,12 @@ impl Registry {
         let config = ClientConfig {
             protocol,
             tls_certs_only: loopback_trust_roots(registry),
-            use_monolithic_push: monolithic,
-            connect_timeout: Some(Duration::from_secs(15)),
+            connect_timeout: Some(CONNECT_TIMEOUT),
             // A stalled registry (connection open, nothing sent) fails the request after
             // this long; the step is then retried. Not a total timeout: a big blob on a
             // slow link may take longer as long as bytes keep arriving.
             read_timeout: Some(self.options.retry.request_timeout),
-            user_agent: concat!("cup/", env!("CARGO_PKG_VERSION")),
+            user_agent: USER_AGENT,
             // A controller is one manifest; an index is refused, not resolved.
             platform_resolver: None,
             ..Default::default()
@@ -196,8 +205,8 @@ impl Registry {
         })
     }
 
-    async fn connect(&self, target: &Target, monolithic: bool) -> Result<(Client, RegistryAuth)> {
-        let client = self.client(target, monolithic)?;
+    async fn connect(&self, target: &Target) -> Result<(Client, RegistryAuth)> {
+        let client = self.client(target)?;
         self.authorise(target, client).await
     }
 
@@ -226,19 +235,33 @@ impl Registry {
         progress: Arc<dyn Progress>,
     ) -> Result<PushReport> {
         let target = Target::parse(reference)?;
-        // Building the HTTP client (oci-client always loads the system's TLS roots once)
-        // overlaps hashing the module.
-        let (artifact, client) = std::thread::scope(|s| {
-            let client = s.spawn(|| self.client(&target, true));
+        let registry = target.reference.resolve_registry();
+        let settings = push_http::ClientSettings {
+            registry,
+            user_agent: USER_AGENT,
+            connect_timeout: CONNECT_TIMEOUT,
+            read_timeout: self.options.retry.request_timeout,
+        };
+        // Building the HTTP client (the system's TLS roots, for a registry that is not on
+        // loopback) overlaps hashing the module.
+        let (artifact, http) = std::thread::scope(|s| {
+            let http = s.spawn(|| push_http::client(&settings));
             let artifact = Artifact::build(&wasm, options);
-            (artifact, client.join())
+            (artifact, http.join())
         });
         let artifact = artifact?;
-        // The thread itself does not panic: `client` catches oci-client's panic.
-        let client = match client {
-            Ok(built) => built?,
-            Err(_) => self.client(&target, true)?,
-        };
+        let http = match http {
+            Ok(built) => built,
+            // A panic inside the builder: try once more here, where it is reported.
+            Err(_) => push_http::client(&settings),
+        }
+        .map_err(|detail| Error::Registry {
+            registry: registry.to_owned(),
+            reference: target.whole.clone(),
+            detail: format!(
+                "cannot set up the HTTPS client ({detail}); is the ca-certificates package installed, or SSL_CERT_FILE set to a readable bundle?"
+            ),
+        })?;
         if let Some(d) = target.reference.digest()
             && d != artifact.manifest_digest
         {
@@ -250,11 +273,17 @@ impl Registry {
                 ),
             });
         }
-        let (client, _) = self.authorise(&target, client).await?;
         let retrier = Retrier {
             policy: &self.options.retry,
             progress: progress.as_ref(),
         };
+        let auth = self.push_auth(&target, &retrier).await?;
+        let scheme = if self.allows_plain_http(registry) {
+            "http"
+        } else {
+            "https"
+        };
+        let push = PushHttp::new(http, &target, scheme, auth)?;
         let layer = Upload {
             label: "wasm layer",
             data: wasm,
@@ -269,32 +298,22 @@ impl Registry {
         // round trips cost as much as a few MB of layer); it draws no progress bar.
         let quiet: Arc<dyn Progress> = Arc::new(crate::NoProgress);
         let (layer_pushed, config_pushed) = futures_util::future::try_join(
-            self.upload(&client, &target, &layer, &progress, &retrier),
-            self.upload(&client, &target, &config, &quiet, &retrier),
+            self.upload(&push, &target, &layer, &progress, &retrier),
+            self.upload(&push, &target, &config, &quiet, &retrier),
         )
         .await?;
         let pushed = usize::from(layer_pushed) + usize::from(config_pushed);
         let step = "pushing the manifest";
-        let (client, target_ref) = (&client, &target);
         let location = retrier
-            .run(step, || {
-                let body = artifact.manifest.clone();
-                async move {
-                    let content_type = media::OCI_MANIFEST.parse().map_err(|_| {
-                        Failure::permanent(Error::Registry {
-                            registry: target_ref.registry.clone(),
-                            reference: target_ref.whole.clone(),
-                            detail: "invalid manifest content type".into(),
-                        })
-                    })?;
-                    client
-                        .push_manifest_raw(&target_ref.reference, body, content_type)
-                        .await
-                        .map_err(|e| oci_failure(target_ref, step, e))
-                }
+            .run(step, || async {
+                push.put_manifest(artifact.manifest.clone(), media::OCI_MANIFEST)
+                    .await
+                    .map_err(|f| f.failure(&target, step))
             })
             .await?;
-        check_manifest_location(&target, &location, &artifact.manifest_digest)?;
+        if let Some(location) = location {
+            check_manifest_location(&target, &location, &artifact.manifest_digest)?;
+        }
         Ok(PushReport {
             reference: target.pinned(&artifact.manifest_digest),
             digest: artifact.manifest_digest,
@@ -304,23 +323,50 @@ impl Registry {
         })
     }
 
+    /// How the push's requests authenticate. Anonymous pushes send nothing and ask nothing
+    /// (as before: a registry that wants credentials answers 401, reported as such). With
+    /// credentials, oci-client runs the registry's challenge (`GET /v2/`; a bearer token for
+    /// `pull,push` on the repository, or HTTP basic auth) once for the whole push.
+    async fn push_auth(&self, target: &Target, retrier: &Retrier<'_>) -> Result<PushAuth> {
+        let auth = auth::resolve(&self.options.credentials, &target.registry)?;
+        let (username, password) = match &auth {
+            RegistryAuth::Anonymous => return Ok(PushAuth::None),
+            RegistryAuth::Bearer(token) => return Ok(PushAuth::Bearer(token.clone())),
+            RegistryAuth::Basic(username, password) => (username.clone(), password.clone()),
+        };
+        let client = self.client(target)?;
+        let step = "authenticating";
+        let token = retrier
+            .run(step, || async {
+                client
+                    .auth(&target.reference, &auth, RegistryOperation::Push)
+                    .await
+                    .map_err(|e| oci_failure(target, step, e))
+            })
+            .await?;
+        // No token: the registry takes basic auth, or asks for nothing (then the header
+        // is ignored).
+        Ok(match token {
+            Some(token) => PushAuth::Bearer(token),
+            None => PushAuth::Basic { username, password },
+        })
+    }
+
     /// Uploads one blob unless the registry has it; returns whether it was uploaded.
     async fn upload(
         &self,
-        client: &Client,
+        push: &PushHttp<'_>,
         target: &Target,
         blob: &Upload<'_>,
         progress: &Arc<dyn Progress>,
         retrier: &Retrier<'_>,
     ) -> Result<bool> {
-        let r = &target.reference;
         let check = format!("checking {} {}", blob.label, blob.digest);
         let exists = retrier
             .run(&check, || async {
-                client
-                    .blob_exists(r, blob.digest)
+                push.blob_exists(blob.digest)
                     .await
-                    .map_err(|e| oci_failure(target, &check, e))
+                    .map_err(|f| f.failure(target, &check))
             })
             .await?;
         if exists {
@@ -329,46 +375,48 @@ impl Registry {
         let step = format!("uploading {} {}", blob.label, blob.digest);
         retrier
             .run(&step, || {
-                self.upload_once(client, target, &step, blob, progress.clone())
+                self.upload_once(push, target, &step, blob, progress.clone())
             })
             .await?;
         Ok(true)
     }
 
     /// One upload session from scratch: POST, then the whole blob in one PUT; chunked
-    /// PATCHes when the registry refuses the single PUT.
+    /// PATCHes (oci-client's) when the registry refuses the single PUT.
     async fn upload_once(
         &self,
-        client: &Client,
+        push: &PushHttp<'_>,
         target: &Target,
         step: &str,
         blob: &Upload<'_>,
         progress: Arc<dyn Progress>,
     ) -> std::result::Result<(), Failure> {
-        let r = &target.reference;
-        let size = blob.data.len() as u64;
-        progress.start(blob.label, size);
-        let stream = progress_stream(blob.data.clone(), progress.clone());
-        let result = client
-            .push_blob_stream(r, stream, blob.digest, Some(size))
+        let session = push
+            .start_upload()
+            .await
+            .map_err(|f| f.failure(target, step))?;
+        progress.start(blob.label, blob.data.len() as u64);
+        let result = push
+            .put_blob(session, &blob.data, blob.digest, &progress)
             .await;
         progress.finish();
         match result {
-            Ok(_) => Ok(()),
-            Err(e) if refuses_monolithic(&e) => {
+            Ok(()) => Ok(()),
+            Err(Failed::Answer(refusal)) if refusal.refuses_single_put() => {
                 tracing::info!(
                     step,
-                    error = %chain(&e),
+                    status = %refusal.status,
+                    body = refusal.body,
                     "the registry refused a single-request upload; uploading in chunks"
                 );
-                let (chunked, _) = self.connect(target, false).await?;
+                let (chunked, _) = self.connect(target).await?;
                 chunked
-                    .push_blob(r, blob.data.clone(), blob.digest)
+                    .push_blob(&target.reference, blob.data.clone(), blob.digest)
                     .await
                     .map(|_| ())
                     .map_err(|e| oci_failure(target, step, e))
             }
-            Err(e) => Err(oci_failure(target, step, e)),
+            Err(f) => Err(f.failure(target, step)),
         }
     }
 
@@ -386,7 +434,7 @@ impl Registry {
         if let Some(report) = self.pull_from_store(&target, store)? {
             return Ok(report);
         }
-        let (client, auth) = self.connect(&target, false).await?;
+        let (client, auth) = self.connect(&target).await?;
         let retrier = Retrier {
             policy: &self.options.retry,
             progress: progress.as_ref(),
@@ -485,7 +533,7 @@ impl Registry {
     /// The manifest (and small config) of a remote reference; the wasm is not downloaded.
     pub async fn inspect(&self, reference: &str) -> Result<RemoteInspect> {
         let target = Target::parse(reference)?;
-        let (client, auth) = self.connect(&target, false).await?;
+        let (client, auth) = self.connect(&target).await?;
         let retrier = Retrier {
             policy: &self.options.retry,
             progress: &crate::NoProgress,
@@ -565,45 +613,6 @@ struct Upload<'a> {
     label: &'a str,
     data: Bytes,
     digest: &'a str,
-}
-
-/// Whether a failed single-request upload means the registry does not take them (so
-/// chunked PATCHes may work), rather than a transient or a permanent failure. A registry
-/// that computed another digest than the one named (`DIGEST_INVALID`) received other bytes:
-/// sending them again in chunks would not help.
-fn refuses_monolithic(e: &OciDistributionError) -> bool {
-    if has_error_code(e, &[OciErrorCode::DigestInvalid]) {
-        return false;
-    }
-    match e {
-        OciDistributionError::SpecViolationError(_) => true,
-        OciDistributionError::ServerError {
-            code: 400 | 405 | 411 | 413 | 415 | 416,
-            ..
-        } => true,
-        _ => has_error_code(
-            e,
-            &[
-                OciErrorCode::Unsupported,
-                OciErrorCode::SizeInvalid,
-                OciErrorCode::BlobUploadInvalid,
-            ],
-        ),
-    }
-}
-
-/// Whether a registry answer carries one of these distribution-spec error codes.
-/// oci-client parses the error body only for some requests (`RegistryError`); for uploads
-/// it keeps the raw body (`ServerError`), which is parsed here with the same type.
-fn has_error_code(e: &OciDistributionError, wanted: &[OciErrorCode]) -> bool {
-    let any = |envelope: &OciEnvelope| envelope.errors.iter().any(|e| wanted.contains(&e.code));
-    match e {
-        OciDistributionError::RegistryError { envelope, .. } => any(envelope),
-        OciDistributionError::ServerError { message, .. } => {
-            serde_json::from_str::<OciEnvelope>(message).is_ok_and(|envelope| any(&envelope))
-        }
-        _ => false,
-    }
 }
 
 /// The registry answers a manifest PUT with its location, which names the digest it
@@ -864,23 +873,6 @@ async fn fetch_small_config(
         Some(config.size),
     )?;
     Ok(serde_json::from_slice(&out).ok())
-}
-
-/// A stream of the blob in 4 MiB slices (no copies) that reports progress as it goes.
-fn progress_stream(
-    data: Bytes,
-    progress: Arc<dyn Progress>,
-) -> impl futures_util::Stream<Item = oci_client::errors::Result<Bytes>> + Send + 'static {
-    // The body of the single PUT (no copies); 1 MiB slices keep the progress bar moving.
-    const SLICE: usize = 1 << 20;
-    let slices: Vec<Bytes> = (0..data.len())
-        .step_by(SLICE)
-        .map(|start| data.slice(start..(start + SLICE).min(data.len())))
-        .collect();
-    futures_util::stream::iter(slices).map(move |slice| {
-        progress.advance(slice.len() as u64);
-        Ok(slice)
-    })
 }
 
 /// A failed attempt from an oci-client error: classified for retry, then described.

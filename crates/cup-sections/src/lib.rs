@@ -32,7 +32,9 @@ pub use embed::{EmbedOutput, embed, embed_file, embed_files};
 pub use error::{Error, Result};
 pub use layout::{Encoding, Layout, SectionHeader};
 pub use manifest::ControllerManifest;
-pub use package::{Integrity, Package, check_bytes, read_definitions_file, read_package};
+pub use package::{
+    Integrity, Package, check_bytes, read_definitions_file, read_package, read_package_and_digest,
+};
 
 /// Custom section name of each embedded ResourceDefinition.
 pub const DEFINITION_SECTION: &str = "cup.definition";

@@ -98,6 +98,43 @@ pub fn read_package(bytes: &[u8]) -> Result<Package> {
     read_with(&layout, &mut SliceSource(bytes), Some(module_sha256))
 }
 
+/// As [`read_package`], also returning the `sha256:` digest of all of `bytes` (what names
+/// the file as an OCI layer). When every `cup.*` section follows the code, as [`embed`]
+/// writes them, the module is a prefix of the file and one SHA-256 pass gives both digests
+/// (the hasher's state at the end of the prefix is finalised on a copy), instead of a pass
+/// for each; otherwise the two are hashed on two threads.
+///
+/// [`embed`]: crate::embed
+pub fn read_package_and_digest(bytes: &[u8]) -> Result<(Package, String)> {
+    let layout = Layout::from_bytes(bytes)?;
+    let kept = layout.kept_ranges();
+    let prefix = match kept.as_slice() {
+        [only] if only.start == 0 => usize::try_from(only.end).ok(),
+        _ => None,
+    };
+    let (module_sha256, file_sha256) = match prefix.and_then(|end| bytes.split_at_checked(end)) {
+        Some((module, cup_sections)) => {
+            let mut hasher = Sha256::new();
+            hasher.update(module);
+            let module_sha256 = hex_digest(hasher.clone());
+            hasher.update(cup_sections);
+            (module_sha256, hex_digest(hasher))
+        }
+        None => std::thread::scope(|s| {
+            let file = s.spawn(|| sha256_digest(bytes));
+            let module = module_digest(bytes, &layout);
+            // The hashing thread does not panic; if it did, hash here instead.
+            (module, file.join().unwrap_or_else(|_| sha256_digest(bytes)))
+        }),
+    };
+    let package = read_with(&layout, &mut SliceSource(bytes), Some(module_sha256))?;
+    Ok((package, file_sha256))
+}
+
+fn hex_digest(hasher: Sha256) -> String {
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
 /// Reads the definitions of a file by walking its section headers and reading only the
 /// `cup.*` payloads: cost independent of code size. The module digest is *not* checked
 /// (that needs every byte); the verdict covers the manifest and the definitions.

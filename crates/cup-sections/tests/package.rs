@@ -381,3 +381,38 @@ proptest! {
         let _ = read_package(&bytes);
     }
 }
+
+/// One pass (cup sections last, as embedded) or two (a section after ours, or tampered
+/// code): the same verdict and digests as `read_package` plus hashing the whole file.
+#[test]
+fn package_and_file_digest_in_one_pass_or_two() {
+    let (last, _) = embed(&core_module(), &defs()).unwrap();
+    let mut middle = last.clone();
+    append_custom(&mut middle, "name", b"\0");
+    let mut tampered = last.clone();
+    // The data segment's "hello" is code: flip a byte of it.
+    let at = tampered
+        .windows(5)
+        .position(|w| w == b"hello")
+        .expect("data segment");
+    tampered[at] ^= 1;
+    for (name, bytes) in [
+        ("last", &last),
+        ("middle", &middle),
+        ("tampered", &tampered),
+    ] {
+        let (package, file) = cup_sections::read_package_and_digest(bytes).unwrap();
+        let expected = read_package(bytes).unwrap();
+        assert_eq!(package.integrity, expected.integrity, "{name}");
+        assert_eq!(package.module_sha256, expected.module_sha256, "{name}");
+        assert_eq!(file, cup_sections::sha256_digest(bytes), "{name}");
+    }
+    assert!(matches!(
+        cup_sections::read_package_and_digest(&tampered)
+            .unwrap()
+            .0
+            .integrity,
+        Integrity::Tampered(_)
+    ));
+    assert!(cup_sections::read_package_and_digest(b"not wasm").is_err());
+}

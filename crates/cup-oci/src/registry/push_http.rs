@@ -1,0 +1,380 @@
+//! The push's own HTTP requests: blob HEADs, upload sessions, the single-PUT uploads and the
+//! manifest PUT, all on one reqwest client.
+//!
+//! Why not oci-client here: its `Client` always builds a second, default reqwest client
+//! next to the configured one, and that one loads the system's TLS roots (≈ 150 files)
+//! even for a plain-HTTP loopback registry; with our own requests a push builds exactly
+//! one client, whose connections (keep-alive) serve every request of the push. oci-client
+//! is still used where it earns its keep: the credential challenge (`GET /v2/`, bearer
+//! token exchange) when credentials are given, and chunked uploads for registries that
+//! refuse a single PUT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use oci_client::errors::{OciEnvelope, OciErrorCode};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode, Url};
+
+use super::{Target, chain, host_of, is_loopback};
+use crate::progress::Progress;
+use crate::retry::{Failure, Verdict, status_verdict};
+use crate::{Error, Result};
+
+/// Longest registry error body kept in a message (a misconfigured proxy may answer with a
+/// whole HTML page).
+const MAX_ERROR_BODY: usize = 1024;
+
+/// How each request of the push authenticates.
+#[derive(Clone)]
+pub(super) enum PushAuth {
+    None,
+    Basic { username: String, password: String },
+    Bearer(String),
+}
+
+/// A registry's answer that was not the one expected: what a failure is judged and
+/// described from.
+pub(super) struct Refusal {
+    pub status: StatusCode,
+    pub url: String,
+    pub body: String,
+}
+
+impl Refusal {
+    async fn from(response: reqwest::Response) -> Refusal {
+        let status = response.status();
+        let url = response.url().to_string();
+        // The body only explains the status; a body that cannot be read leaves it empty.
+        let mut body = response.text().await.unwrap_or_default();
+        if body.len() > MAX_ERROR_BODY {
+            let mut end = MAX_ERROR_BODY;
+            while !body.is_char_boundary(end) {
+                end -= 1;
+            }
+            body.truncate(end);
+            body.push('…');
+        }
+        Refusal { status, url, body }
+    }
+
+    /// Whether the registry's error body carries one of these distribution-spec codes.
+    pub fn has_code(&self, wanted: &[OciErrorCode]) -> bool {
+        serde_json::from_str::<OciEnvelope>(&self.body)
+            .is_ok_and(|envelope| envelope.errors.iter().any(|e| wanted.contains(&e.code)))
+    }
+
+    /// Whether a refused single-PUT upload means the registry does not take them (so
+    /// chunked PATCHes may work), rather than a transient or a permanent failure. A
+    /// registry that computed another digest than the one named (`DIGEST_INVALID`)
+    /// received other bytes: sending them again in chunks would not help.
+    pub fn refuses_single_put(&self) -> bool {
+        if self.has_code(&[OciErrorCode::DigestInvalid]) {
+            return false;
+        }
+        // A success other than 201 Created does not commit the blob (spec violation).
+        self.status.is_success()
+            || matches!(self.status.as_u16(), 400 | 405 | 411 | 413 | 415 | 416)
+            || self.has_code(&[
+                OciErrorCode::Unsupported,
+                OciErrorCode::SizeInvalid,
+                OciErrorCode::BlobUploadInvalid,
+            ])
+    }
+
+    /// The failure to report: retried or not, described with registry and reference.
+    pub fn failure(&self, target: &Target, doing: &str) -> Failure {
+        let detail = if self.body.trim().is_empty() {
+            format!("{doing}: {} answered {}", self.url, self.status)
+        } else {
+            format!(
+                "{doing}: {} answered {}: {}",
+                self.url,
+                self.status,
+                self.body.trim()
+            )
+        };
+        let (registry, reference) = (target.registry.clone(), target.whole.clone());
+        let code = self.status.as_u16();
+        let error = if matches!(code, 401 | 403)
+            || self.has_code(&[OciErrorCode::Unauthorized, OciErrorCode::Denied])
+        {
+            Error::Unauthorized {
+                registry,
+                reference,
+                detail,
+            }
+        } else if code == 404 {
+            Error::NotFound {
+                registry,
+                reference,
+                detail,
+            }
+        } else {
+            Error::Registry {
+                registry,
+                reference,
+                detail,
+            }
+        };
+        let verdict = if self.has_code(&[OciErrorCode::Toomanyrequests]) {
+            status_verdict(429)
+        } else if self.status.is_success() {
+            Verdict::Fail
+        } else {
+            status_verdict(code)
+        };
+        Failure { error, verdict }
+    }
+}
+
+/// One failed request: no answer at all (transport), an unexpected answer, or an answer
+/// that breaks the protocol (no usable Location).
+pub(super) enum Failed {
+    Transport(reqwest::Error),
+    Answer(Refusal),
+    Protocol(String),
+}
+
+impl Failed {
+    pub fn failure(&self, target: &Target, doing: &str) -> Failure {
+        match self {
+            Failed::Answer(refusal) => refusal.failure(target, doing),
+            Failed::Transport(e) => transport_failure(target, doing, e),
+            // The same registry would break it the same way again.
+            Failed::Protocol(what) => Failure::permanent(Error::Registry {
+                registry: target.registry.clone(),
+                reference: target.whole.clone(),
+                detail: format!("{doing}: {what}"),
+            }),
+        }
+    }
+}
+
+impl From<reqwest::Error> for Failed {
+    fn from(e: reqwest::Error) -> Failed {
+        Failed::Transport(e)
+    }
+}
+
+/// A request that got no answer: connection refused or reset, a timeout (the registry went
+/// silent), a body cut short. Worth repeating, except a redirect loop or a request built
+/// wrong.
+fn transport_failure(target: &Target, doing: &str, e: &reqwest::Error) -> Failure {
+    let (registry, reference) = (target.registry.clone(), target.whole.clone());
+    let detail = format!("{doing}: {}", chain(e));
+    let error = if e.is_connect() || e.is_timeout() {
+        Error::Unreachable {
+            registry,
+            reference,
+            detail,
+        }
+    } else {
+        Error::Registry {
+            registry,
+            reference,
+            detail,
+        }
+    };
+    let verdict = if e.is_redirect() || e.is_builder() {
+        Verdict::Fail
+    } else {
+        Verdict::Retry { after: None }
+    };
+    Failure { error, verdict }
+}
+
+/// The requests of one push.
+pub(super) struct PushHttp<'a> {
+    http: reqwest::Client,
+    target: &'a Target,
+    /// `scheme://registry/v2/<repository>/`.
+    base: Url,
+    auth: PushAuth,
+}
+
+/// How a push client is set up.
+pub(super) struct ClientSettings<'a> {
+    pub registry: &'a str,
+    pub user_agent: &'static str,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+/// The one HTTP client of a push. A loopback registry is spoken to in plain HTTP, so it
+/// gets a trust list of one certificate whose key was thrown away instead of the system's
+/// roots (loading those is ≈ 6 ms of a short run); a redirect from it to an HTTPS host then
+/// fails verification: closed, not open. Other registries get the system's roots.
+pub(super) fn client(
+    settings: &ClientSettings<'_>,
+) -> std::result::Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(settings.user_agent)
+        .connect_timeout(settings.connect_timeout)
+        // A stalled registry (connection open, nothing sent) fails the request after this
+        // long; the step is then retried. Not a total timeout: a big blob on a slow link
+        // may take longer as long as the registry keeps reading.
+        .read_timeout(settings.read_timeout);
+    if is_loopback(host_of(settings.registry)) {
+        let dead = reqwest::Certificate::from_pem(include_bytes!("../loopback-root.pem"))
+            .map_err(|e| chain(&e))?;
+        builder = builder.tls_certs_only([dead]);
+    }
+    builder.build().map_err(|e| chain(&e))
+}
+
+impl<'a> PushHttp<'a> {
+    pub fn new(
+        http: reqwest::Client,
+        target: &'a Target,
+        scheme: &str,
+        auth: PushAuth,
+    ) -> Result<PushHttp<'a>> {
+        let r = &target.reference;
+        let text = format!("{scheme}://{}/v2/{}/", r.resolve_registry(), r.repository());
+        let base = Url::parse(&text).map_err(|e| Error::InvalidReference {
+            reference: target.whole.clone(),
+            reason: format!("it gives no valid registry URL ({text}: {e})"),
+        })?;
+        Ok(PushHttp {
+            http,
+            target,
+            base,
+            auth,
+        })
+    }
+
+    fn url(&self, path: &str) -> std::result::Result<Url, Failed> {
+        self.base
+            .join(path)
+            .map_err(|e| Failed::Protocol(format!("cannot form the URL {path:?}: {e}")))
+    }
+
+    /// A request with the push's credentials, which are sent to the registry itself only
+    /// (never to another host a Location header names; CVE-2020-15157).
+    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let same_origin = url.scheme() == self.base.scheme()
+            && url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default();
+        let builder = self.http.request(method, url);
+        match (&self.auth, same_origin) {
+            (PushAuth::Basic { username, password }, true) => {
+                builder.basic_auth(username, Some(password))
+            }
+            (PushAuth::Bearer(token), true) => builder.bearer_auth(token),
+            _ => builder,
+        }
+    }
+
+    /// Whether the repository already has the blob (`HEAD …/blobs/<digest>`).
+    pub async fn blob_exists(&self, digest: &str) -> std::result::Result<bool, Failed> {
+        let url = self.url(&format!("blobs/{digest}"))?;
+        let response = self.request(Method::HEAD, url).send().await?;
+        match response.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(Failed::Answer(Refusal::from(response).await)),
+        }
+    }
+
+    /// Opens an upload session (`POST …/blobs/uploads/`: 202 and a Location).
+    pub async fn start_upload(&self) -> std::result::Result<Url, Failed> {
+        let url = self.url("blobs/uploads/")?;
+        let response = self
+            .request(Method::POST, url)
+            // Some registries want a length on every upload request, even an empty one.
+            .header(CONTENT_LENGTH, 0)
+            .send()
+            .await?;
+        if response.status() != StatusCode::ACCEPTED {
+            return Err(Failed::Answer(Refusal::from(response).await));
+        }
+        location(&response)
+            .ok_or_else(|| Failed::Protocol("202 Accepted without a usable Location".into()))
+    }
+
+    /// The whole blob in one PUT to the session (`?digest=`: 201 Created); the body is the
+    /// blob's bytes without a copy, in 1 MiB slices that move the progress bar.
+    pub async fn put_blob(
+        &self,
+        session: Url,
+        data: &Bytes,
+        digest: &str,
+        progress: &Arc<dyn Progress>,
+    ) -> std::result::Result<(), Failed> {
+        let mut url = session;
+        url.query_pairs_mut().append_pair("digest", digest);
+        let response = self
+            .request(Method::PUT, url)
+            .header(CONTENT_LENGTH, data.len())
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(progress_stream(
+                data.clone(),
+                progress.clone(),
+            )))
+            .send()
+            .await?;
+        if response.status() != StatusCode::CREATED {
+            return Err(Failed::Answer(Refusal::from(response).await));
+        }
+        Ok(())
+    }
+
+    /// PUTs the manifest under the reference's digest, else its tag; returns where the
+    /// registry says it stored it (`…/manifests/<digest it computed>`), if it says.
+    pub async fn put_manifest(
+        &self,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> std::result::Result<Option<String>, Failed> {
+        let r = &self.target.reference;
+        let name = r.digest().or(r.tag()).unwrap_or("latest");
+        let url = self.url(&format!("manifests/{name}"))?;
+        let response = self
+            .request(Method::PUT, url)
+            .header(CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await?;
+        if response.status() != StatusCode::CREATED {
+            return Err(Failed::Answer(Refusal::from(response).await));
+        }
+        // Both name the digest the registry computed; Location is the one the spec requires.
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Ok(header(LOCATION.as_str()).or_else(|| {
+            header("Docker-Content-Digest").map(|digest| format!("/manifests/{digest}"))
+        }))
+    }
+}
+
+/// A Location header, absolute or relative to the request's URL.
+fn location(response: &reqwest::Response) -> Option<Url> {
+    let value = response.headers().get(LOCATION)?.to_str().ok()?;
+    response.url().join(value).ok()
+}
+
+/// A stream of the blob in 1 MiB slices (no copies) that reports progress as it goes.
+fn progress_stream(
+    data: Bytes,
+    progress: Arc<dyn Progress>,
+) -> impl futures_util::Stream<Item = std::result::Result<Bytes, std::convert::Infallible>>
++ Send
++ 'static {
+    const SLICE: usize = 1 << 20;
+    let slices: Vec<Bytes> = (0..data.len())
+        .step_by(SLICE)
+        .map(|start| data.slice(start..(start + SLICE).min(data.len())))
+        .collect();
+    futures_util::stream::iter(slices).map(move |slice| {
+        progress.advance(slice.len() as u64);
+        Ok(slice)
+    })
+}
