@@ -179,16 +179,24 @@ pub fn push(
     args: &RegistryArgs,
     output: Output,
 ) -> Result<i32> {
-    let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let options = ArtifactOptions {
         title: title.to_owned(),
         force,
         ..ArtifactOptions::from_env()?
     };
     let registry = args.registry()?;
+    // The library reads the file itself: reading and hashing overlap there.
     let report = runtime()?
-        .block_on(registry.push(wasm.into(), reference, &options, progress()))
-        .with_context(|| format!("pushing {} to {reference}", file.display()))?;
+        .block_on(registry.push_file(file, reference, &options, progress()))
+        .map_err(|e| match e {
+            // The file itself could not be read: said as for every other input file.
+            cup_oci::Error::Io { path, source } if path == file => {
+                anyhow::Error::new(source).context(format!("reading {}", file.display()))
+            }
+            e => {
+                anyhow::Error::new(e).context(format!("pushing {} to {reference}", file.display()))
+            }
+        })?;
     match output {
         Output::Json => print_json(&report)?,
         Output::Table => {

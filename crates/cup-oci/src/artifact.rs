@@ -11,8 +11,9 @@
 //! creation time is given, normally from `SOURCE_DATE_EPOCH`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
-use cup_sections::{Integrity, Package, read_package_and_digest};
+use cup_sections::{Integrity, Package, read_package_and_digest, read_package_from};
 use serde::Serialize;
 
 use crate::manifest::{Descriptor, ImageManifest};
@@ -94,11 +95,44 @@ impl Artifact {
         // digest hashes all of it: one pass when the cup sections come last (as embedded),
         // the other core stays free (a push builds its HTTP client there).
         let (package, layer_digest) = read_package_and_digest(wasm)?;
+        Artifact::from_package(&package, layer_digest, wasm.len() as u64, options)
+    }
+
+    /// Reads the module file at `path` and builds its artifact; reading and hashing
+    /// overlap ([`cup_sections::read_package_from`]). Returns the module's bytes too.
+    pub fn read_file(path: &Path, options: &ArtifactOptions) -> Result<(Vec<u8>, Artifact)> {
+        let mut file = std::fs::File::open(path).map_err(Error::io(path))?;
+        let meta = file.metadata().map_err(Error::io(path))?;
+        if !meta.is_file() {
+            // A pipe or a device has no size to read up to.
+            let wasm = std::fs::read(path).map_err(Error::io(path))?;
+            let artifact = Artifact::build(&wasm, options)?;
+            return Ok((wasm, artifact));
+        }
+        let read = read_package_from(&mut file, meta.len()).map_err(|e| match e {
+            cup_sections::Error::Io(source) => Error::Io {
+                path: path.to_owned(),
+                source,
+            },
+            e => Error::Sections(e),
+        })?;
+        let size = read.bytes.len() as u64;
+        let artifact = Artifact::from_package(&read.package, read.digest, size, options)?;
+        Ok((read.bytes, artifact))
+    }
+
+    /// The artifact of a checked package whose bytes have `layer_digest` and `size`.
+    fn from_package(
+        package: &Package,
+        layer_digest: String,
+        size: u64,
+        options: &ArtifactOptions,
+    ) -> Result<Artifact> {
         if !package.integrity.is_ok() && !options.force {
             return Err(Error::NotAPackage(package.integrity.summary()));
         }
         let created = options.created.map(rfc3339);
-        let mut layer = Descriptor::new(media::WASM_LAYER, layer_digest, wasm.len() as u64);
+        let mut layer = Descriptor::new(media::WASM_LAYER, layer_digest, size);
         layer
             .annotations
             .insert(annotations::TITLE.to_owned(), options.title.clone());
@@ -120,7 +154,7 @@ impl Artifact {
                 config.len() as u64,
             ),
             layers: vec![layer.clone()],
-            annotations: manifest_annotations(&package, created),
+            annotations: manifest_annotations(package, created),
         };
         let manifest = serde_json::to_vec(&manifest).map_err(json_never_fails)?;
         Ok(Artifact {
@@ -129,7 +163,7 @@ impl Artifact {
             config,
             config_digest,
             layer,
-            integrity: package.integrity,
+            integrity: package.integrity.clone(),
         })
     }
 }

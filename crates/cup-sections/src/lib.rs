@@ -33,7 +33,8 @@ pub use error::{Error, Result};
 pub use layout::{Encoding, Layout, SectionHeader};
 pub use manifest::ControllerManifest;
 pub use package::{
-    Integrity, Package, check_bytes, read_definitions_file, read_package, read_package_and_digest,
+    Integrity, Package, ReadPackage, check_bytes, read_definitions_file, read_package,
+    read_package_and_digest, read_package_from,
 };
 
 /// Custom section name of each embedded ResourceDefinition.

@@ -131,6 +131,108 @@ pub fn read_package_and_digest(bytes: &[u8]) -> Result<(Package, String)> {
     Ok((package, file_sha256))
 }
 
+/// A package read whole from a file (or any reader), checked, with the digest of all its
+/// bytes: what [`read_package_and_digest`] gives for bytes already in memory.
+#[derive(Debug)]
+pub struct ReadPackage {
+    pub bytes: Vec<u8>,
+    pub package: Package,
+    /// `sha256:` of `bytes`.
+    pub digest: String,
+}
+
+/// Reads `len` bytes (a regular file's size) from `reader` and checks them as
+/// [`read_package_and_digest`] does, hashing each 1 MiB chunk on a second thread as soon
+/// as it is read: reading (a copy and a page fault per 4 KiB of fresh memory) and hashing
+/// overlap instead of following each other. The hasher's state is kept at every chunk
+/// boundary, so the module digest (the code before the trailing cup sections) is finished
+/// from the nearest one once the layout is known; when the cup sections are not last, the
+/// module is hashed again. A reader that ends early gives a shorter package (judged as it
+/// is); one with more than `len` bytes (a file growing while it is read) is an error.
+pub fn read_package_from(reader: &mut impl Read, len: u64) -> Result<ReadPackage> {
+    const CHUNK: usize = 1 << 20;
+    let len = usize::try_from(len)
+        .map_err(|_| std::io::Error::other(format!("{len} bytes do not fit in memory")))?;
+    let mut bytes = vec![0u8; len];
+    let buffer: &mut [u8] = &mut bytes;
+    let (filled, hashed) = std::thread::scope(|s| -> Result<_> {
+        let (chunks, received) = std::sync::mpsc::channel::<&[u8]>();
+        let hasher = s.spawn(move || {
+            let mut hasher = Sha256::new();
+            let mut states = Vec::new();
+            for chunk in received {
+                states.push(hasher.clone());
+                hasher.update(chunk);
+            }
+            (hasher, states)
+        });
+        let mut filled = 0;
+        for chunk in buffer.chunks_mut(CHUNK) {
+            let n = fill(reader, chunk)?;
+            filled += n;
+            let chunk: &[u8] = chunk;
+            // The hasher only stops early by panicking; its join below says so.
+            let _ = chunks.send(&chunk[..n]);
+            if n < chunk.len() {
+                break;
+            }
+        }
+        drop(chunks);
+        Ok((filled, hasher.join()))
+    })?;
+    if filled == len && reader.read(&mut [0u8; 1])? != 0 {
+        return Err(Error::Io(std::io::Error::other(format!(
+            "the file grew while it was read (it had {len} bytes)"
+        ))));
+    }
+    bytes.truncate(filled);
+    let layout = Layout::from_bytes(&bytes)?;
+    let (module_sha256, digest) = match hashed {
+        Ok((file, states)) => {
+            let kept = layout.kept_ranges();
+            let prefix = match kept.as_slice() {
+                [only] if only.start == 0 => usize::try_from(only.end).ok(),
+                _ => None,
+            };
+            let module = match prefix {
+                Some(end) if end == bytes.len() => hex_digest(file.clone()),
+                Some(end) => match (states.get(end / CHUNK), bytes.get(end / CHUNK * CHUNK..end)) {
+                    (Some(state), Some(rest)) => {
+                        let mut state = state.clone();
+                        state.update(rest);
+                        hex_digest(state)
+                    }
+                    _ => module_digest(&bytes, &layout),
+                },
+                None => module_digest(&bytes, &layout),
+            };
+            (module, hex_digest(file))
+        }
+        // The hashing thread does not panic; if it did, hash here instead.
+        Err(_) => (module_digest(&bytes, &layout), sha256_digest(&bytes)),
+    };
+    let package = read_with(&layout, &mut SliceSource(&bytes), Some(module_sha256))?;
+    Ok(ReadPackage {
+        bytes,
+        package,
+        digest,
+    })
+}
+
+/// Reads until `buf` is full or the reader ends; returns how many bytes were read.
+fn fill(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 fn hex_digest(hasher: Sha256) -> String {
     format!("sha256:{}", hex::encode(hasher.finalize()))
 }

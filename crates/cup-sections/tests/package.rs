@@ -416,3 +416,57 @@ fn package_and_file_digest_in_one_pass_or_two() {
     ));
     assert!(cup_sections::read_package_and_digest(b"not wasm").is_err());
 }
+
+/// Reading from a reader while hashing gives what reading into memory first gives: for
+/// cup sections last or not, a module end on either side of a 1 MiB chunk boundary, a
+/// reader that ends early; a reader that has more than announced is refused.
+#[test]
+fn reading_while_hashing_matches_reading_first() {
+    let mut big = core_module();
+    // Padding so that the code spans several 1 MiB chunks, its end at an offset that is
+    // not a chunk boundary, then (by trimming the padding) exactly on one.
+    append_custom(&mut big, "padding", &vec![7u8; (3 << 20) / 2]);
+    let (embedded, _) = embed(&big, &defs()).unwrap();
+    let code_end = Layout::from_bytes(&embedded).unwrap().kept_ranges()[0].end as usize;
+    let mut on_boundary = core_module();
+    let short = (2 << 20) - (code_end - (3 << 20) / 2);
+    append_custom(&mut on_boundary, "padding", &vec![7u8; short]);
+    let (on_boundary, _) = embed(&on_boundary, &defs()).unwrap();
+    let kept = Layout::from_bytes(&on_boundary).unwrap().kept_ranges();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0], 0..2 << 20, "the code ends on a chunk boundary");
+    assert_ne!(code_end % (1 << 20), 0, "the code ends inside a chunk");
+    let mut middle = embedded.clone();
+    append_custom(&mut middle, "name", b"\0");
+    let small = embed(&core_module(), &defs()).unwrap().0;
+    for (name, bytes) in [
+        ("big", &embedded),
+        ("boundary", &on_boundary),
+        ("middle", &middle),
+        ("small", &small),
+        ("plain", &core_module()),
+    ] {
+        let read =
+            cup_sections::read_package_from(&mut bytes.as_slice(), bytes.len() as u64).unwrap();
+        let (package, digest) = cup_sections::read_package_and_digest(bytes).unwrap();
+        assert_eq!(&read.bytes, bytes, "{name}");
+        assert_eq!(read.digest, digest, "{name}");
+        assert_eq!(read.package.module_sha256, package.module_sha256, "{name}");
+        assert_eq!(read.package.integrity, package.integrity, "{name}");
+    }
+    // A reader that ends early (a file that shrank): judged as what it gave, never with
+    // the zeros of the unfilled buffer.
+    let cut = &small[..small.len() - 3];
+    let err = cup_sections::read_package_from(&mut &cut[..], small.len() as u64).unwrap_err();
+    assert!(matches!(err, Error::Truncated(_)), "{err}");
+    let plain = core_module();
+    let read =
+        cup_sections::read_package_from(&mut plain.as_slice(), plain.len() as u64 + 10).unwrap();
+    assert_eq!(read.bytes, plain);
+    assert_eq!(read.digest, cup_sections::sha256_digest(&plain));
+    assert_eq!(read.package.integrity, Integrity::NoCupSections);
+    // More than announced: the file grew while it was read.
+    let err =
+        cup_sections::read_package_from(&mut small.as_slice(), small.len() as u64 - 1).unwrap_err();
+    assert!(err.to_string().contains("grew"), "{err}");
+}

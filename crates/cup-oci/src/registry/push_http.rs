@@ -378,3 +378,65 @@ fn progress_stream(
         Ok(slice)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(status: u16, body: &str) -> Refusal {
+        Refusal {
+            status: StatusCode::from_u16(status).expect("status"),
+            url: "http://127.0.0.1:5000/v2/cup/x/blobs/uploads/u".into(),
+            body: body.into(),
+        }
+    }
+
+    fn envelope(code: &str) -> String {
+        format!(r#"{{"errors":[{{"code":"{code}","message":"m"}}]}}"#)
+    }
+
+    #[test]
+    fn refused_single_puts_fall_back_to_chunks_unless_the_bytes_were_wrong() {
+        for status in [400, 405, 411, 413, 415, 416, 200, 202] {
+            assert!(refusal(status, "").refuses_single_put(), "{status}");
+        }
+        assert!(refusal(500, &envelope("UNSUPPORTED")).refuses_single_put());
+        assert!(refusal(409, &envelope("BLOB_UPLOAD_INVALID")).refuses_single_put());
+        assert!(!refusal(400, &envelope("DIGEST_INVALID")).refuses_single_put());
+        for status in [401, 403, 404, 429, 500, 502, 503] {
+            assert!(!refusal(status, "").refuses_single_put(), "{status}");
+        }
+    }
+
+    #[test]
+    fn answers_are_judged_and_described() {
+        let target = Target::parse("127.0.0.1:5000/cup/x:v1").expect("target");
+        let f = refusal(503, "busy").failure(&target, "uploading wasm layer sha256:ab");
+        assert_eq!(f.verdict, Verdict::Retry { after: None });
+        let text = f.error.to_string();
+        for part in [
+            "127.0.0.1:5000",
+            "cup/x:v1",
+            "uploading wasm layer",
+            "503",
+            "busy",
+        ] {
+            assert!(text.contains(part), "{text:?} lacks {part:?}");
+        }
+        let f = refusal(401, "").failure(&target, "checking");
+        assert!(matches!(f.error, Error::Unauthorized { .. }));
+        assert_eq!(f.verdict, Verdict::Fail);
+        let f = refusal(404, "").failure(&target, "checking");
+        assert!(matches!(f.error, Error::NotFound { .. }));
+        let f = refusal(400, &envelope("TOOMANYREQUESTS")).failure(&target, "x");
+        assert!(matches!(f.verdict, Verdict::Retry { after: Some(_) }));
+        let f = refusal(400, &envelope("DIGEST_INVALID")).failure(&target, "x");
+        assert_eq!(f.verdict, Verdict::Fail);
+        assert!(f.error.to_string().contains("DIGEST_INVALID"));
+        // A success other than the one expected is a protocol breach, not retried.
+        assert_eq!(
+            refusal(200, "").failure(&target, "x").verdict,
+            Verdict::Fail
+        );
+    }
+}
