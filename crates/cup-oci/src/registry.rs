@@ -317,6 +317,10 @@ impl Registry {
             self.upload(&push, &target, &config, &quiet, &retrier),
         )
         .await?;
+        // Unmapping the module's 20 MB takes ≈ 2 ms: done on the side while the manifest
+        // goes up (inline only if no thread can be started).
+        let Upload { data, .. } = layer;
+        let _ = std::thread::Builder::new().spawn(move || drop(data));
         let pushed = usize::from(layer_pushed) + usize::from(config_pushed);
         let step = "pushing the manifest";
         let location = retrier
