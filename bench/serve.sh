@@ -17,7 +17,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 "$root/bench/prepare.sh"
 
-b="$work/serve"
+# The before/after mode works in a directory of its own, so it never wipes the results of the
+# main run (serve/serve.json, which bench/report.py reads).
+b="$work/serve${BENCH_AB_BASE:+-ab}"
 rm -rf "$b" && mkdir -p "$b/config"
 SPANS_PID=''
 cleanup() {
