@@ -26,9 +26,12 @@ pub enum Command {
         /// Write here instead of rewriting MODULE in place.
         #[arg(short = 'O', long = "out", value_name = "OUT")]
         out: Option<PathBuf>,
-        /// ResourceDefinition JSON files, then the module.
-        #[arg(value_name = "DEF.json... MODULE.wasm", num_args = 2.., required = true)]
-        files: Vec<PathBuf>,
+        /// ResourceDefinition JSON files.
+        #[arg(value_name = "DEF.json", num_args = 1.., required = true)]
+        definitions: Vec<PathBuf>,
+        /// The module to embed them into.
+        #[arg(value_name = "MODULE.wasm", required = true)]
+        module: PathBuf,
     },
     /// Show what a controller carries. For a file: digest, kind, ABI, imports, definitions,
     /// integrity. For a reference: the local store's copy when it has one (the module is
@@ -141,7 +144,11 @@ pub enum Command {
 /// Runs a controller subcommand and returns the process exit code.
 pub fn run(cmd: Command, output: Output, store: Option<&Path>) -> Result<i32> {
     match cmd {
-        Command::Embed { out, files } => embed(out, &files),
+        Command::Embed {
+            out,
+            definitions,
+            module,
+        } => embed(out, &definitions, &module),
         Command::Inspect { file, registry } if !file.exists() => {
             let reference = file.to_str().context("the reference is not valid UTF-8")?;
             oci::inspect_reference(reference, store, &registry, output)
@@ -195,8 +202,7 @@ pub fn run(cmd: Command, output: Output, store: Option<&Path>) -> Result<i32> {
     }
 }
 
-fn embed(out: Option<PathBuf>, files: &[PathBuf]) -> Result<i32> {
-    let (module, definition_paths) = files.split_last().context("no module given")?;
+fn embed(out: Option<PathBuf>, definition_paths: &[PathBuf], module: &Path) -> Result<i32> {
     let target = out.as_deref().unwrap_or(module);
     let report = cup_sections::embed_files(definition_paths, module, target)
         .with_context(|| format!("embedding into {}", module.display()))?;

@@ -23,9 +23,12 @@ struct Args {
     /// Print a JSON report (manifest, size) instead of a summary line.
     #[arg(long)]
     json: bool,
-    /// ResourceDefinition JSON files, then the .wasm module (core module or component).
-    #[arg(value_name = "DEF.json... MODULE.wasm", num_args = 2.., required = true)]
-    files: Vec<PathBuf>,
+    /// ResourceDefinition JSON files.
+    #[arg(value_name = "DEF.json", num_args = 1.., required = true)]
+    definitions: Vec<PathBuf>,
+    /// The .wasm module to embed them into (core module or component).
+    #[arg(value_name = "MODULE.wasm", required = true)]
+    module: PathBuf,
 }
 
 fn main() {
@@ -36,9 +39,9 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let (module, definition_paths) = args.files.split_last().context("no module given")?;
+    let module = args.module.as_path();
     let output = args.output.as_deref().unwrap_or(module);
-    let report = cup_sections::embed_files(definition_paths, module, output)
+    let report = cup_sections::embed_files(&args.definitions, module, output)
         .with_context(|| format!("embedding into {}", module.display()))?;
     if args.json {
         let value = serde_json::json!({
