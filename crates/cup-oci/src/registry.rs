@@ -132,7 +132,55 @@ struct Target {
     whole: String,
 }
 
+/// Which registry-side error a failure is; [`Target::error`] makes it name the registry and
+/// the reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blame {
+    NotFound,
+    Unauthorized,
+    Unreachable,
+    Registry,
+}
+
+impl Blame {
+    /// What an HTTP status says on its own: 401/403 refused, 404 missing, else the registry's.
+    fn of_status(code: u16) -> Blame {
+        match code {
+            401 | 403 => Blame::Unauthorized,
+            404 => Blame::NotFound,
+            _ => Blame::Registry,
+        }
+    }
+}
+
 impl Target {
+    /// An error of kind `blame` about this target's registry and reference.
+    fn error(&self, blame: Blame, detail: String) -> Error {
+        let (registry, reference) = (self.registry.clone(), self.whole.clone());
+        match blame {
+            Blame::NotFound => Error::NotFound {
+                registry,
+                reference,
+                detail,
+            },
+            Blame::Unauthorized => Error::Unauthorized {
+                registry,
+                reference,
+                detail,
+            },
+            Blame::Unreachable => Error::Unreachable {
+                registry,
+                reference,
+                detail,
+            },
+            Blame::Registry => Error::Registry {
+                registry,
+                reference,
+                detail,
+            },
+        }
+    }
+
     fn parse(reference: &str) -> Result<Target> {
         let parsed = ImageRef::parse(reference)?;
         Ok(Target {
@@ -196,14 +244,8 @@ impl Registry {
         // oci-client 0.18 also builds a default reqwest client, which panics when the
         // machine has no usable CA certificates (reqwest's `Client::default`). That is an
         // environment problem to report, not a crash.
-        quiet_catch_unwind(AssertUnwindSafe(|| Client::new(config))).map_err(|panic| Error::Registry {
-            registry: registry.to_owned(),
-            reference: target.whole.clone(),
-            detail: format!(
-                "cannot set up the HTTPS client ({}); is the ca-certificates package installed, or SSL_CERT_FILE set to a readable bundle?",
-                panic_message(&panic)
-            ),
-        })
+        quiet_catch_unwind(AssertUnwindSafe(|| Client::new(config)))
+            .map_err(|panic| https_setup_error(registry, target, panic_message(&panic)))
     }
 
     async fn connect(&self, target: &Target) -> Result<(Client, RegistryAuth)> {
@@ -279,11 +321,7 @@ impl Registry {
         let built = match built {
             Ok(built) => built,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(Error::Registry {
-                registry: target.registry.clone(),
-                reference: target.whole.clone(),
-                detail: format!("reading the module: {e}"),
-            }),
+            Err(e) => Err(target.error(Blame::Registry, format!("reading the module: {e}"))),
         };
         // Bad input is reported first.
         let (wasm, artifact) = built?;
@@ -356,13 +394,8 @@ impl Registry {
             connect_timeout: CONNECT_TIMEOUT,
             read_timeout: self.options.retry.request_timeout,
         };
-        let http = push_http::client(&settings).map_err(|detail| Error::Registry {
-            registry: registry.to_owned(),
-            reference: target.whole.clone(),
-            detail: format!(
-                "cannot set up the HTTPS client ({detail}); is the ca-certificates package installed, or SSL_CERT_FILE set to a readable bundle?"
-            ),
-        })?;
+        let http = push_http::client(&settings)
+            .map_err(|detail| https_setup_error(registry, target, &detail))?;
         let auth = self.push_auth(target, retrier).await?;
         let scheme = if self.allows_plain_http(registry) {
             "http"
@@ -789,15 +822,14 @@ impl Fetch<'_> {
     }
 
     fn transfer_error(&self, desc: &Descriptor, e: &std::io::Error) -> Error {
-        Error::Registry {
-            registry: self.target.registry.clone(),
-            reference: self.target.whole.clone(),
-            detail: format!(
+        self.target.error(
+            Blame::Registry,
+            format!(
                 "fetching blob {}: transfer failed: {}",
                 desc.digest,
                 chain(e)
             ),
-        }
+        )
     }
 }
 
@@ -938,86 +970,53 @@ fn oci_failure(target: &Target, doing: &str, e: OciDistributionError) -> Failure
     }
 }
 
+/// An HTTP client could not be built (no usable CA certificates, most likely): an environment
+/// problem, said with its usual cause. `registry` is the one actually contacted.
+fn https_setup_error(registry: &str, target: &Target, cause: &str) -> Error {
+    Error::Registry {
+        registry: registry.to_owned(),
+        reference: target.whole.clone(),
+        detail: format!(
+            "cannot set up the HTTPS client ({cause}); is the ca-certificates package installed, or SSL_CERT_FILE set to a readable bundle?"
+        ),
+    }
+}
+
 /// Turns an oci-client error into one that says which registry, which reference and what.
 fn map_error(target: &Target, doing: &str, e: OciDistributionError) -> Error {
-    let registry = target.registry.clone();
-    let reference = target.whole.clone();
-    let detail = format!("{doing}: {}", chain(&e));
-    match &e {
+    let blame = match &e {
         // `blob_exists` and a few others report HTTP statuses as request errors.
         OciDistributionError::RequestError(re)
             if matches!(re.status().map(|s| s.as_u16()), Some(401 | 403)) =>
         {
-            Error::Unauthorized {
-                registry,
-                reference,
-                detail,
-            }
+            Blame::Unauthorized
         }
         OciDistributionError::RequestError(re) if re.is_connect() || re.is_timeout() => {
-            Error::Unreachable {
-                registry,
-                reference,
-                detail,
-            }
+            Blame::Unreachable
         }
         OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => Error::Unauthorized {
-            registry,
-            reference,
-            detail,
-        },
-        OciDistributionError::ImageManifestNotFoundError(_) => Error::NotFound {
-            registry,
-            reference,
-            detail,
-        },
+        | OciDistributionError::AuthenticationFailure(_) => Blame::Unauthorized,
+        OciDistributionError::ImageManifestNotFoundError(_) => Blame::NotFound,
         OciDistributionError::RegistryError { envelope, .. } => {
             let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
             let any = |wanted: &[OciErrorCode]| codes.iter().any(|c| wanted.contains(c));
             if any(&[OciErrorCode::Unauthorized, OciErrorCode::Denied]) {
-                Error::Unauthorized {
-                    registry,
-                    reference,
-                    detail,
-                }
+                Blame::Unauthorized
             } else if any(&[
                 OciErrorCode::ManifestUnknown,
                 OciErrorCode::NameUnknown,
                 OciErrorCode::BlobUnknown,
                 OciErrorCode::NotFound,
             ]) {
-                Error::NotFound {
-                    registry,
-                    reference,
-                    detail,
-                }
+                Blame::NotFound
             } else {
-                Error::Registry {
-                    registry,
-                    reference,
-                    detail,
-                }
+                Blame::Registry
             }
         }
-        OciDistributionError::ServerError { code: 404, .. } => Error::NotFound {
-            registry,
-            reference,
-            detail,
-        },
-        OciDistributionError::ServerError {
-            code: 401 | 403, ..
-        } => Error::Unauthorized {
-            registry,
-            reference,
-            detail,
-        },
-        _ => Error::Registry {
-            registry,
-            reference,
-            detail,
-        },
-    }
+        OciDistributionError::ServerError { code, .. } => Blame::of_status(*code),
+        _ => Blame::Registry,
+    };
+    target.error(blame, format!("{doing}: {}", chain(&e)))
 }
 
 /// An error and its sources, joined with ": ".

@@ -18,7 +18,7 @@ use oci_client::errors::{OciEnvelope, OciErrorCode};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 
-use super::{Target, chain, host_of, is_loopback};
+use super::{Blame, Target, chain, host_of, is_loopback};
 use crate::progress::Progress;
 use crate::retry::{Failure, Verdict, status_verdict};
 use crate::{Error, Result};
@@ -96,29 +96,13 @@ impl Refusal {
                 self.body.trim()
             )
         };
-        let (registry, reference) = (target.registry.clone(), target.whole.clone());
         let code = self.status.as_u16();
-        let error = if matches!(code, 401 | 403)
-            || self.has_code(&[OciErrorCode::Unauthorized, OciErrorCode::Denied])
-        {
-            Error::Unauthorized {
-                registry,
-                reference,
-                detail,
-            }
-        } else if code == 404 {
-            Error::NotFound {
-                registry,
-                reference,
-                detail,
-            }
+        let blame = if self.has_code(&[OciErrorCode::Unauthorized, OciErrorCode::Denied]) {
+            Blame::Unauthorized
         } else {
-            Error::Registry {
-                registry,
-                reference,
-                detail,
-            }
+            Blame::of_status(code)
         };
+        let error = target.error(blame, detail);
         let verdict = if self.has_code(&[OciErrorCode::Toomanyrequests]) {
             status_verdict(429)
         } else if self.status.is_success() {
@@ -144,11 +128,9 @@ impl Failed {
             Failed::Answer(refusal) => refusal.failure(target, doing),
             Failed::Transport(e) => transport_failure(target, doing, e),
             // The same registry would break it the same way again.
-            Failed::Protocol(what) => Failure::permanent(Error::Registry {
-                registry: target.registry.clone(),
-                reference: target.whole.clone(),
-                detail: format!("{doing}: {what}"),
-            }),
+            Failed::Protocol(what) => {
+                Failure::permanent(target.error(Blame::Registry, format!("{doing}: {what}")))
+            }
         }
     }
 }
@@ -163,21 +145,12 @@ impl From<reqwest::Error> for Failed {
 /// silent), a body cut short. Worth repeating, except a redirect loop or a request built
 /// wrong.
 fn transport_failure(target: &Target, doing: &str, e: &reqwest::Error) -> Failure {
-    let (registry, reference) = (target.registry.clone(), target.whole.clone());
-    let detail = format!("{doing}: {}", chain(e));
-    let error = if e.is_connect() || e.is_timeout() {
-        Error::Unreachable {
-            registry,
-            reference,
-            detail,
-        }
+    let blame = if e.is_connect() || e.is_timeout() {
+        Blame::Unreachable
     } else {
-        Error::Registry {
-            registry,
-            reference,
-            detail,
-        }
+        Blame::Registry
     };
+    let error = target.error(blame, format!("{doing}: {}", chain(e)));
     let verdict = if e.is_redirect() || e.is_builder() {
         Verdict::Fail
     } else {
