@@ -7,7 +7,7 @@
 //! put/delete (on a scratch copy, see `source`), exit 0 ok, 2 not found, anything else an
 //! error whose message carries the guest's stderr.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use cup_model::Resource;
@@ -331,34 +331,30 @@ impl Call<'_> {
         verb: Verb,
         name: Option<&str>,
     ) -> Result<Outcome, ApiError> {
-        let invocation = |root: PathBuf| Invocation {
+        // The local tree is held still (no write applied) for the whole read; a git
+        // snapshot never changes.
+        let (root, reading) = match &**self.source {
+            Source::Local(local) => {
+                self.no_revision()?;
+                let reading = local.reading().await;
+                (local.root().to_owned(), Some(reading))
+            }
+            Source::Git(git) => (git.view(self.revision).await?, None),
+        };
+        let invocation = Invocation {
             args: self.argv(verb, name),
             stdin: Vec::new(),
             root,
             access: Access::ReadOnly,
         };
-        let result = match &**self.source {
-            Source::Local(local) => {
-                self.no_revision()?;
-                let reading = local.reading().await;
-                let invocation = invocation(local.root().to_owned());
-                match self.inline_reads.try_take() {
-                    Some(_inline) => controller.invoke_async(invocation).await,
-                    None => {
-                        blocking(move || {
-                            let _reading = reading;
-                            controller.invoke(invocation)
-                        })
-                        .await?
-                    }
-                }
-            }
-            Source::Git(git) => {
-                let invocation = invocation(git.view(self.revision).await?);
-                match self.inline_reads.try_take() {
-                    Some(_inline) => controller.invoke_async(invocation).await,
-                    None => blocking(move || controller.invoke(invocation)).await?,
-                }
+        let result = match self.inline_reads.try_take() {
+            Some(_inline) => controller.invoke_async(invocation).await,
+            None => {
+                blocking(move || {
+                    let _reading = reading;
+                    controller.invoke(invocation)
+                })
+                .await?
             }
         };
         self.judge(verb, name, result)
