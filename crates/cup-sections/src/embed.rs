@@ -22,7 +22,9 @@ use crate::manifest::{
     ABI_WASI_P1, ControllerManifest, DefinitionDigest, FORMAT_VERSION, ModuleDigest,
 };
 use crate::package::{module_digest, module_size};
-use crate::{CONTROLLER_SECTION, DEFINITION_SECTION, Error, Layout, Result, sha256_digest};
+use crate::{
+    CONTROLLER_SECTION, DEFINITION_SECTION, Error, Layout, Result, finish_digest, sha256_digest,
+};
 
 /// What an embedding produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,7 +328,7 @@ fn hash_chunks(full: mpsc::Receiver<Chunk>, empty: mpsc::Sender<Vec<u8>>) -> Str
         // After a failed copy nobody takes buffers back; dropping them is fine.
         let _ = empty.send(chunk.buf);
     }
-    format!("sha256:{}", hex::encode(hasher.finalize()))
+    finish_digest(hasher)
 }
 
 fn copy_chunks<F: FnOnce() -> Result<T>, T>(

@@ -64,5 +64,11 @@ pub mod limits {
 /// `sha256:<hex>` of some bytes, the digest notation used by OCI and in the manifest.
 pub fn sha256_digest(bytes: &[u8]) -> String {
     use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+    finish_digest(sha2::Sha256::new_with_prefix(bytes))
+}
+
+/// The digest notation of what `hasher` has seen.
+pub(crate) fn finish_digest(hasher: sha2::Sha256) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(hasher.finalize()))
 }

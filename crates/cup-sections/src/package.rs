@@ -11,7 +11,8 @@ use crate::layout::{ByteSource, SectionHeader, SeekSource, SliceSource};
 use crate::limits::{MAX_CUP_BYTES, MAX_DEFINITION_BYTES, MAX_DEFINITIONS, MAX_MANIFEST_BYTES};
 use crate::manifest::{ControllerManifest, FORMAT_VERSION};
 use crate::{
-    CONTROLLER_SECTION, DEFINITION_SECTION, Encoding, Error, Layout, Result, sha256_digest,
+    CONTROLLER_SECTION, DEFINITION_SECTION, Encoding, Error, Layout, Result, finish_digest,
+    sha256_digest,
 };
 
 /// The integrity verdict of a package.
@@ -107,18 +108,14 @@ pub fn read_package(bytes: &[u8]) -> Result<Package> {
 /// [`embed`]: crate::embed
 pub fn read_package_and_digest(bytes: &[u8]) -> Result<(Package, String)> {
     let layout = Layout::from_bytes(bytes)?;
-    let kept = layout.kept_ranges();
-    let prefix = match kept.as_slice() {
-        [only] if only.start == 0 => usize::try_from(only.end).ok(),
-        _ => None,
-    };
+    let prefix = module_prefix(&layout);
     let (module_sha256, file_sha256) = match prefix.and_then(|end| bytes.split_at_checked(end)) {
         Some((module, cup_sections)) => {
             let mut hasher = Sha256::new();
             hasher.update(module);
-            let module_sha256 = hex_digest(hasher.clone());
+            let module_sha256 = finish_digest(hasher.clone());
             hasher.update(cup_sections);
-            (module_sha256, hex_digest(hasher))
+            (module_sha256, finish_digest(hasher))
         }
         None => std::thread::scope(|s| {
             let file = s.spawn(|| sha256_digest(bytes));
@@ -189,24 +186,19 @@ pub fn read_package_from(reader: &mut impl Read, len: u64) -> Result<ReadPackage
     let layout = Layout::from_bytes(&bytes)?;
     let (module_sha256, digest) = match hashed {
         Ok((file, states)) => {
-            let kept = layout.kept_ranges();
-            let prefix = match kept.as_slice() {
-                [only] if only.start == 0 => usize::try_from(only.end).ok(),
-                _ => None,
-            };
-            let module = match prefix {
-                Some(end) if end == bytes.len() => hex_digest(file.clone()),
+            let module = match module_prefix(&layout) {
+                Some(end) if end == bytes.len() => finish_digest(file.clone()),
                 Some(end) => match (states.get(end / CHUNK), bytes.get(end / CHUNK * CHUNK..end)) {
                     (Some(state), Some(rest)) => {
                         let mut state = state.clone();
                         state.update(rest);
-                        hex_digest(state)
+                        finish_digest(state)
                     }
                     _ => module_digest(&bytes, &layout),
                 },
                 None => module_digest(&bytes, &layout),
             };
-            (module, hex_digest(file))
+            (module, finish_digest(file))
         }
         // The hashing thread does not panic; if it did, hash here instead.
         Err(_) => (module_digest(&bytes, &layout), sha256_digest(&bytes)),
@@ -233,8 +225,13 @@ fn fill(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-fn hex_digest(hasher: Sha256) -> String {
-    format!("sha256:{}", hex::encode(hasher.finalize()))
+/// Where the module ends when it is a prefix of the file: the code first and every `cup.*`
+/// section after it (as [`embed`](crate::embed) writes them). `None` otherwise.
+fn module_prefix(layout: &Layout) -> Option<usize> {
+    match layout.kept_ranges().as_slice() {
+        [only] if only.start == 0 => usize::try_from(only.end).ok(),
+        _ => None,
+    }
 }
 
 /// Reads the definitions of a file by walking its section headers and reading only the
@@ -263,7 +260,7 @@ pub fn module_digest(bytes: &[u8], layout: &Layout) -> String {
     for range in layout.kept_ranges() {
         hasher.update(&bytes[range.start as usize..range.end as usize]);
     }
-    format!("sha256:{}", hex::encode(hasher.finalize()))
+    finish_digest(hasher)
 }
 
 /// Size of the binary with its `cup.*` sections removed.
