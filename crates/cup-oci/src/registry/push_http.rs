@@ -18,7 +18,7 @@ use oci_client::errors::{OciEnvelope, OciErrorCode};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 
-use super::{Blame, Target, chain, host_of, is_loopback};
+use super::{Blame, Target, chain, loopback_trust_roots};
 use crate::progress::Progress;
 use crate::retry::{Failure, Verdict, status_verdict};
 use crate::{Error, Result};
@@ -176,10 +176,9 @@ pub(super) struct ClientSettings<'a> {
     pub read_timeout: Duration,
 }
 
-/// The one HTTP client of a push. A loopback registry is spoken to in plain HTTP, so it
-/// gets a trust list of one certificate whose key was thrown away instead of the system's
-/// roots (loading those is ≈ 6 ms of a short run); a redirect from it to an HTTPS host then
-/// fails verification: closed, not open. Other registries get the system's roots.
+/// The one HTTP client of a push, trusting what oci-client's is told to trust
+/// ([`loopback_trust_roots`]: for a loopback registry only a dead certificate, else the
+/// system's roots).
 pub(super) fn client(
     settings: &ClientSettings<'_>,
 ) -> std::result::Result<reqwest::Client, String> {
@@ -190,10 +189,14 @@ pub(super) fn client(
         // long; the step is then retried. Not a total timeout: a big blob on a slow link
         // may take longer as long as the registry keeps reading.
         .read_timeout(settings.read_timeout);
-    if is_loopback(host_of(settings.registry)) {
-        let dead = reqwest::Certificate::from_pem(include_bytes!("../loopback-root.pem"))
+    let roots = loopback_trust_roots(settings.registry);
+    if !roots.is_empty() {
+        let roots = roots
+            .iter()
+            .map(|root| reqwest::Certificate::from_pem(&root.data))
+            .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| chain(&e))?;
-        builder = builder.tls_certs_only([dead]);
+        builder = builder.tls_certs_only(roots);
     }
     builder.build().map_err(|e| chain(&e))
 }
