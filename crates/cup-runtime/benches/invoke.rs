@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cup_runtime::{Access, CodeCache, Invocation, Limits, LoadedController, Runtime};
+use cup_runtime::{Access, CodeCache, Limits, LoadedController, Runtime};
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration, Duration) {
     samples.sort();
@@ -70,15 +70,8 @@ fn main() {
     );
 
     let invoke = |args: &[&str]| {
-        let mut argv = vec!["wasi".to_string()];
-        argv.extend(args.iter().map(|a| a.to_string()));
         let out = controller
-            .invoke(Invocation {
-                args: argv,
-                stdin: Vec::new(),
-                root: root.clone(),
-                access: Access::ReadOnly,
-            })
+            .invoke(common::invocation(args, b"", &root, Access::ReadOnly))
             .expect("invoke");
         assert_eq!(out.exit_code, 0);
     };
@@ -123,14 +116,12 @@ fn main() {
 
 fn read_flag(c: &LoadedController, root: &std::path::Path) {
     let out = c
-        .invoke(Invocation {
-            args: ["wasi", "read", "/default/flag.json"]
-                .map(String::from)
-                .to_vec(),
-            stdin: Vec::new(),
-            root: root.to_owned(),
-            access: Access::ReadOnly,
-        })
+        .invoke(common::invocation(
+            &["read", "/default/flag.json"],
+            b"",
+            root,
+            Access::ReadOnly,
+        ))
         .expect("invoke");
     assert_eq!(out.exit_code, 0);
 }

@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cup_runtime::{Access, Invocation, InvokeError, Limits, LoadedController, Runtime};
+use cup_runtime::{Access, InvokeError, Limits, LoadedController, Runtime};
 
-use common::probe_wasm;
+use common::{invocation, probe_wasm};
 
 fn probe(deadline: Duration) -> LoadedController {
     let runtime = Runtime::new(Limits {
@@ -20,17 +19,6 @@ fn probe(deadline: Duration) -> LoadedController {
     })
     .expect("runtime");
     runtime.load(probe_wasm(), None).expect("loading the probe")
-}
-
-fn invocation(args: &[&str], root: &Path) -> Invocation {
-    let mut argv = vec!["wasi".to_owned()];
-    argv.extend(args.iter().map(|a| (*a).to_owned()));
-    Invocation {
-        args: argv,
-        stdin: Vec::new(),
-        root: root.to_owned(),
-        access: Access::ReadOnly,
-    }
 }
 
 fn single_thread() -> tokio::runtime::Runtime {
@@ -55,7 +43,7 @@ fn a_spinning_guest_lets_other_tasks_of_its_thread_run() {
     let started = Instant::now();
     let (guest, ticked) = single_thread().block_on(async {
         tokio::join!(
-            controller.invoke_async(invocation(&["spin"], root.path())),
+            controller.invoke_async(invocation(&["spin"], b"", root.path(), Access::ReadOnly)),
             ticker(started)
         )
     });
@@ -78,7 +66,12 @@ fn a_sleeping_guest_does_not_hold_its_thread() {
     let started = Instant::now();
     let (guest, ticked) = single_thread().block_on(async {
         tokio::join!(
-            controller.invoke_async(invocation(&["sleep", "600"], root.path())),
+            controller.invoke_async(invocation(
+                &["sleep", "600"],
+                b"",
+                root.path(),
+                Access::ReadOnly
+            )),
             ticker(started)
         )
     });
@@ -104,7 +97,7 @@ fn dropping_a_running_invocation_ends_the_guest_and_frees_its_slot() {
         let gave_up = rt.block_on(async {
             tokio::time::timeout(
                 Duration::from_millis(100),
-                controller.invoke_async(invocation(args, root.path())),
+                controller.invoke_async(invocation(args, b"", root.path(), Access::ReadOnly)),
             )
             .await
         });
@@ -120,7 +113,12 @@ fn dropping_a_running_invocation_ends_the_guest_and_frees_its_slot() {
         assert_eq!(stats.in_use, 0, "{args:?}: the slot was not given back");
     }
     let outcome = rt
-        .block_on(controller.invoke_async(invocation(&["echo", "again"], root.path())))
+        .block_on(controller.invoke_async(invocation(
+            &["echo", "again"],
+            b"",
+            root.path(),
+            Access::ReadOnly,
+        )))
         .expect("the controller still serves");
     assert_eq!(outcome.exit_code, 0);
 }

@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cup_runtime::{Access, Allocation, Invocation, Limits, LoadedController, Runtime};
+use cup_runtime::{Access, Allocation, Limits, LoadedController, Runtime};
+
+use common::invocation;
 
 /// A guest that checks it got a clean memory, dirties it (inside and beyond the part the pool
 /// keeps resident), and exits with its counter: 6 on a clean start, 90+ when it saw a
@@ -24,19 +26,8 @@ const DIRTY_GUEST: &str = r#"(module
     (i32.store8 (i32.const 0) (i32.add (i32.load8_u (i32.const 0)) (i32.const 1)))
     (call $exit (i32.load8_u (i32.const 0)))))"#;
 
-fn invocation(args: &[&str], root: &std::path::Path) -> Invocation {
-    let mut argv = vec!["wasi".to_owned()];
-    argv.extend(args.iter().map(|a| (*a).to_owned()));
-    Invocation {
-        args: argv,
-        stdin: Vec::new(),
-        root: root.to_owned(),
-        access: Access::ReadOnly,
-    }
-}
-
 fn exit_code(c: &LoadedController, args: &[&str], root: &std::path::Path) -> i32 {
-    c.invoke(invocation(args, root))
+    c.invoke(invocation(args, b"", root, Access::ReadOnly))
         .unwrap_or_else(|e| panic!("{args:?}: {e}"))
         .exit_code
 }
@@ -74,7 +65,9 @@ fn a_full_pool_runs_the_request_on_fresh_memory() {
 
     let sleeper = {
         let (c, root) = (c.clone(), root.path().to_owned());
-        std::thread::spawn(move || c.invoke(invocation(&["sleep", "1000"], &root)))
+        std::thread::spawn(move || {
+            c.invoke(invocation(&["sleep", "1000"], b"", &root, Access::ReadOnly))
+        })
     };
     // Wait for the sleeper to hold the only slot (bounded, so a bug cannot hang the test).
     let waiting = Instant::now();

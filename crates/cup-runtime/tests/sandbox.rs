@@ -13,11 +13,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use cup_runtime::{
-    Access, CacheStatus, CodeCache, Invocation, InvokeError, Limits, LoadError, LoadedController,
-    Outcome, Runtime,
+    Access, CacheStatus, CodeCache, InvokeError, Limits, LoadError, LoadedController, Outcome,
+    Runtime,
 };
 
-use common::probe_wasm;
+use common::{invocation, probe_wasm};
 
 /// A code cache shared by every runtime in this process.
 fn shared_cache() -> &'static CodeCache {
@@ -51,17 +51,6 @@ fn probe_with(limits: Limits) -> LoadedController {
         .expect("loading the probe");
     assert_eq!(controller.load_info().cache, CacheStatus::Hit);
     controller
-}
-
-fn invocation(args: &[&str], stdin: &[u8], root: &Path, access: Access) -> Invocation {
-    let mut argv = vec!["wasi".to_string()];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    Invocation {
-        args: argv,
-        stdin: stdin.to_vec(),
-        root: root.to_path_buf(),
-        access,
-    }
 }
 
 fn run(c: &LoadedController, args: &[&str], root: &Path, access: Access) -> Outcome {

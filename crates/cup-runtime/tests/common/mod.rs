@@ -1,8 +1,23 @@
-//! Shared by the tests and the benchmark: the real wasm32-wasip1 test guest.
+//! Shared by the tests and the benchmark: the real wasm32-wasip1 test guest, and requests
+//! to it.
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
+
+use cup_runtime::{Access, Invocation};
+
+/// A request with argv `["wasi", args...]` (what cup passes as argv[0]).
+pub fn invocation(args: &[&str], stdin: &[u8], root: &Path, access: Access) -> Invocation {
+    let mut argv = vec!["wasi".to_owned()];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    Invocation {
+        args: argv,
+        stdin: stdin.to_vec(),
+        root: root.to_owned(),
+        access,
+    }
+}
 
 /// Builds `tests/guests` (its own Cargo workspace) for wasm32-wasip1 once per process and
 /// returns the probe controller's bytes. Cargo's own incremental build makes this a no-op
