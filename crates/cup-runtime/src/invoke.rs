@@ -57,8 +57,9 @@ pub struct Outcome {
 pub(crate) struct HostState {
     pub(crate) wasi: WasiP1Ctx,
     limiter: Limiter,
-    /// When the request's time is up (for the sleep path; wasm code is stopped by the epoch).
-    pub(crate) deadline: Instant,
+    /// When the request's time is up (for the sleep path; wasm code is stopped at an epoch
+    /// tick). `None` when it lies beyond what an `Instant` can hold: never.
+    pub(crate) deadline: Option<Instant>,
     /// Zero of the guest's monotonic clock, so host-side sleeps can read absolute timeouts.
     pub(crate) clock_base: Instant,
     pub(crate) slept_past_deadline: bool,
@@ -278,10 +279,11 @@ impl LoadedController {
             }));
         }
 
+        let deadline = started.checked_add(limits.deadline);
         let state = HostState {
             wasi: builder.build_p1(),
             limiter: Limiter::new(limits),
-            deadline: started + limits.deadline,
+            deadline,
             clock_base: started,
             slept_past_deadline: false,
         };
@@ -289,7 +291,6 @@ impl LoadedController {
         store.limiter(|s| &mut s.limiter);
         // At every epoch tick: past the deadline, stop the guest (a trap read as a timeout);
         // otherwise let other tasks of this thread run, then go on until the next tick.
-        let deadline = started.checked_add(limits.deadline);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -136,10 +136,9 @@ async fn poll_oneoff(
             })
             .min()
             .unwrap_or_default();
-        let left = caller
-            .data()
-            .deadline
-            .saturating_duration_since(Instant::now());
+        let left = caller.data().deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         if wait > left {
             tokio::time::sleep(left).await;
             caller.data_mut().slept_past_deadline = true;
