@@ -14,7 +14,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$root/bench/work"
 "$root/bench/prepare.sh"
-bin="$root/target/release"
+"$root/bench/install-bins.sh"
+bin="$root/target/bench-bin"  # installed copies: see install-bins.sh
 wt="$root/.venv/bin/wasm-tools"
 defs=("$root"/examples/flipt/defs/*.json)
 in="$work/esbuild.wasm"

@@ -4,7 +4,7 @@
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work="$root/bench/work"
-bin="$root/target/release"
+bin="$root/target/bench-bin"  # installed copies: see install-bins.sh
 venv="$root/.venv"
 tools="$root/target/bench-tools"
 wasmtime_cli="$tools/bin/wasmtime"

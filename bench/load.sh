@@ -30,6 +30,7 @@ trap cupd_stop EXIT
 
 echo "==> release builds (cupd, cup-embed, cup-load) and the example controller" >&2
 cargo build --quiet --release -p cupd -p cup-embed -p cup-e2e --bins
+"$root/bench/install-bins.sh"
 cargo build --quiet --release --target wasm32-wasip1 --manifest-path examples/flipt/Cargo.toml \
   --target-dir examples/flipt/target
 "$bin/cup-embed" -o "$b/config/ctl/flipt.wasm" examples/flipt/defs/*.json "$flipt_plain" >/dev/null

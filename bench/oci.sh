@@ -11,7 +11,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$root/bench/work"
 "$root/bench/prepare.sh"
-bin="$root/target/release"
+"$root/bench/install-bins.sh"
+bin="$root/target/bench-bin"  # installed copies: see install-bins.sh
 runs="${BENCH_RUNS:-10}"
 defs=("$root"/examples/flipt/defs/*.json)
 

@@ -16,6 +16,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 "$root/bench/prepare.sh"
+"$root/bench/install-bins.sh"
 
 # The before/after mode works in a directory of its own, so it never wipes the results of the
 # main run (serve/serve.json, which bench/report.py reads).

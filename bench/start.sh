@@ -9,6 +9,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 "$root/bench/prepare.sh"
+"$root/bench/install-bins.sh"
 
 b="$work/start"
 rm -rf "$b" && mkdir -p "$b/scratch"
