@@ -19,6 +19,7 @@ pub mod config_dir;
 mod discovery;
 mod error;
 mod git;
+mod heap;
 mod http;
 mod image;
 mod inline;

@@ -66,6 +66,8 @@ impl Loader {
         for controller in self.config.controllers.values() {
             prepared.push(self.prepare(controller).await);
         }
+        // What compiling the modules allocated is free now; hand it back (see heap::trim).
+        crate::heap::trim();
         self.build(&prepared)
     }
 
