@@ -19,6 +19,11 @@ lint:
 bench:
     bench/run.sh
 
+# Criterion micro-benchmarks of the hot functions: section scan, digest streaming, embedding,
+# canonical JSON (about a minute; `just bench` runs them too).
+microbench:
+    cargo bench -p cup-sections --bench sections -p cup-model --bench canonical
+
 # Fuzz one target (sections, oci_manifest, oci_compat_layer, resource_schema, config_dir);
 # needs cargo-fuzz; stable toolchain via RUSTC_BOOTSTRAP. See fuzz/README.md.
 fuzz target="sections" seconds="300":

@@ -138,6 +138,7 @@ timings = dict(l.split() for l in (read("timings.txt") or "").splitlines() if l.
 now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
 section = lambda name, fallback="not run": (read(name) or fallback + "\n").rstrip() + "\n"
 invoke_txt = read("invoke.txt")
+micro_txt = read("micro.txt")
 notes = open(os.path.join(root, "bench", "notes.md")).read().rstrip() + "\n" if os.path.exists(
     os.path.join(root, "bench", "notes.md")) else ""
 
@@ -199,6 +200,16 @@ The per-invocation cost of a loaded controller without HTTP (the small probe gue
 {(invoke_txt or "not run").rstrip()}
 ```
 
+## Hot functions (criterion: `cargo bench -p cup-sections --bench sections -p cup-model --bench canonical`)
+
+Section scan (O(sections): the same time for a 1 MiB and a 16 MiB package), digest streaming
+(read and hash a package, as push does, against SHA-256 alone), embedding, and canonical JSON.
+Synthetic modules, the example's definitions; time per call, ± criterion's spread:
+
+```
+{(micro_txt or "not run").rstrip()}
+```
+
 ## Build cost (`bench/build.sh`)
 
 | build | runs | median | min–max | what | load |
@@ -220,7 +231,8 @@ bench/serve.sh                   # BENCH_ROUNDS, BENCH_DURATION (s per wrk run)
 bench/start.sh                   # BENCH_START_ROUNDS
 bench/build.sh                   # BENCH_BUILD_RUNS
 cargo bench -p cup-runtime --bench invoke
-BENCH_SKIP="build invoke" bench/run.sh
+cargo bench -p cup-sections --bench sections -p cup-model --bench canonical
+BENCH_SKIP="build invoke micro" bench/run.sh
 ```
 
 `bench/prepare.sh` installs the peers (Debian: hyperfine, wrk, docker-registry, skopeo; PyPI:

@@ -7,6 +7,8 @@
 #   bench/serve.sh   GET/list/put through the example controller, c=1 and c=16, vs `wasmtime run` per request
 #   bench/start.sh   cupd start → /readyz with 5 controllers, code cache cold vs warm; RSS with 20
 #   cargo bench -p cup-runtime --bench invoke   per-invocation cost inside the runtime
+#   cargo bench -p cup-sections -p cup-model      criterion: section scan, digest streaming,
+#                                                 embedding, canonical JSON (figure "micro")
 #   bench/build.sh   incremental debug build of the workspace
 # Every server is started on 127.0.0.1 by the script that uses it and stopped on exit.
 # BENCH_SKIP="build invoke" skips figures by name; BENCH_DOC=path writes the report elsewhere.
@@ -45,6 +47,13 @@ figure serve bench/serve.sh
 figure start bench/start.sh
 invoke() { cargo bench --quiet -p cup-runtime --bench invoke 2>/dev/null | tee "$work/invoke.txt" >&2; }
 figure invoke invoke
+# Criterion micro-benchmarks of the hot functions (section scan, digest streaming, embedding,
+# canonical JSON), one line per function in `cargo bench`'s bencher format.
+micro() {
+  cargo bench --quiet -p cup-sections --bench sections -p cup-model --bench canonical -- \
+    --output-format bencher 2>/dev/null | grep '^test ' | tee "$work/micro.txt" >&2
+}
+figure micro micro
 figure build bench/build.sh
 echo "total $(( $(date +%s) - t0 ))" >>"$work/timings.txt"
 
