@@ -45,7 +45,10 @@ figure embed bench/embed.sh
 figure oci bench/oci.sh
 figure serve bench/serve.sh
 figure start bench/start.sh
-invoke() { cargo bench --quiet -p cup-runtime --bench invoke 2>/dev/null | tee "$work/invoke.txt" >&2; }
+invoke() {
+  cargo bench --quiet -p cup-runtime --bench invoke -- --output-format bencher 2>/dev/null |
+    grep -v '^$' | tee "$work/invoke.txt" >&2
+}
 figure invoke invoke
 # Criterion micro-benchmarks of the hot functions (section scan, digest streaming, embedding,
 # canonical JSON), one line per function in `cargo bench`'s bencher format.

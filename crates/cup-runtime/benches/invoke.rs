@@ -1,16 +1,19 @@
 //! Per-invocation cost: `cargo bench -p cup-runtime --bench invoke`.
 //!
 //! Measures what a request costs on a loaded controller (fresh WASI context, store and
-//! instance, `_start`, teardown) with the real probe guest, plus load times with a cold and a
-//! warm code cache; then the same request with the instance pool and without it
-//! (`pooled_instances = 0`), alternating, on one thread and on two threads at once (where an
-//! `munmap` per request means TLB shootdowns). Prints medians; no assertions (speed is
-//! measured, not asserted).
+//! instance, `_start`, teardown) with the real probe guest, under criterion (`-- --output-format
+//! bencher` for one line each), plus load times with a cold and a warm code cache; then the
+//! same request with the instance pool and without it (`pooled_instances = 0`), alternating,
+//! on one thread and on two threads at once (where an `munmap` per request means TLB
+//! shootdowns), timed by hand because criterion runs one function at a time. Prints medians;
+//! no assertions (speed is measured, not asserted).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
+
+use criterion::Criterion;
 
 use cup_runtime::{Access, CodeCache, Limits, LoadedController, Runtime};
 
@@ -75,15 +78,23 @@ fn main() {
             .expect("invoke");
         assert_eq!(out.exit_code, 0);
     };
-    measure("invoke `exit 0` (instantiate + run + drop)", 2000, || {
-        invoke(&["exit", "0"])
+    // Instance creation and a request's whole cycle, under criterion (statistics, and a
+    // comparison with the previous run of this bench on the same machine).
+    let mut criterion = Criterion::default()
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    let mut group = criterion.benchmark_group("instance");
+    group.bench_function("invoke `exit 0` (instantiate + run + drop)", |b| {
+        b.iter(|| invoke(&["exit", "0"]))
     });
-    measure("invoke `echo Flag default demo`", 2000, || {
-        invoke(&["echo", "Flag", "default", "demo"])
+    group.bench_function("invoke `echo Flag default demo`", |b| {
+        b.iter(|| invoke(&["echo", "Flag", "default", "demo"]))
     });
-    measure("invoke `read /default/flag.json`", 2000, || {
-        invoke(&["read", "/default/flag.json"])
+    group.bench_function("invoke `read /default/flag.json`", |b| {
+        b.iter(|| invoke(&["read", "/default/flag.json"]))
     });
+    group.finish();
 
     let pooled = controller.clone();
     let on_demand = Runtime::new(Limits {
