@@ -47,7 +47,10 @@ cpu = open("/proc/cpuinfo").read().split("model name")[1].split(":")[1].splitlin
 mem_gib = int(open("/proc/meminfo").read().split()[1]) / 1024 / 1024
 os_name = next((l.split("=", 1)[1].strip().strip('"') for l in open("/etc/os-release") if l.startswith("PRETTY_NAME=")), "?")
 rev = sh("git", "-C", root, "rev-parse", "--short", "HEAD")
-dirty = " + uncommitted changes" if sh("git", "-C", root, "status", "--porcelain", "--untracked-files=no") else ""
+# The report being rewritten is not a code change (each run leaves it modified until committed).
+changed = [l[2:].strip() for l in sh("git", "-C", root, "status", "--porcelain", "--untracked-files=no").splitlines()]
+report_path = os.path.relpath(os.path.abspath(out_path), root)
+dirty = " + uncommitted changes" if any(p != report_path for p in changed) else ""
 venv = os.path.join(root, ".venv", "bin")
 versions = [
     sh("rustc", "--version"),
