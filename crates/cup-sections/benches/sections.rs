@@ -17,6 +17,7 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use cup_model::ResourceDefinition;
+use cup_sections::info::read_definition_file;
 use cup_sections::{Layout, embed, embed_file, read_definitions_file, read_package_from};
 use wasm_encoder::{
     CodeSection, DataSection, ExportKind, ExportSection, Function, FunctionSection, Module,
@@ -48,15 +49,12 @@ fn module(size: usize) -> Vec<u8> {
     m.finish()
 }
 
+/// The example's definitions, read as `cup-embed` reads them.
 fn example_definitions() -> Vec<ResourceDefinition> {
-    let defs = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/flipt/defs");
+    let defs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/flipt/defs");
     ["flags.json", "segments.json"]
         .iter()
-        .map(|name| {
-            let text =
-                std::fs::read_to_string(format!("{defs}/{name}")).expect("example definition");
-            serde_json::from_str(&text).expect("a ResourceDefinition")
-        })
+        .map(|name| read_definition_file(&defs.join(name)).expect("example definition"))
         .collect()
 }
 
