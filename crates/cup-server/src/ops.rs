@@ -7,12 +7,13 @@
 //! put/delete (on a scratch copy, see `source`), exit 0 ok, 2 not found, anything else an
 //! error whose message carries the guest's stderr.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cup_model::Resource;
 use cup_runtime::{Access, Invocation, InvokeError, LoadedController, Outcome};
 use cup_template::{Request, gojson};
+use tokio::sync::OwnedRwLockReadGuard;
 
 use crate::error::ApiError;
 use crate::git::GitSource;
@@ -158,15 +159,23 @@ impl Call<'_> {
         &self,
         read: impl FnOnce(&Path) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
+        let (root, reading) = self.read_view().await?;
+        blocking(move || {
+            let _reading = reading;
+            read(&root)
+        })
+        .await
+    }
+
+    /// The tree a read runs on, and for the local source the guard that holds it still (no
+    /// write applied) until dropped; a git snapshot never changes.
+    async fn read_view(&self) -> Result<(PathBuf, Option<OwnedRwLockReadGuard<()>>), ApiError> {
         match &**self.source {
             Source::Local(local) => {
                 self.no_revision()?;
-                local.read(read).await.map_err(worker_failed)
+                Ok((local.root().to_owned(), Some(local.reading().await)))
             }
-            Source::Git(git) => {
-                let root = git.view(self.revision).await?;
-                blocking(move || read(&root)).await
-            }
+            Source::Git(git) => Ok((git.view(self.revision).await?, None)),
         }
     }
 
@@ -331,16 +340,7 @@ impl Call<'_> {
         verb: Verb,
         name: Option<&str>,
     ) -> Result<Outcome, ApiError> {
-        // The local tree is held still (no write applied) for the whole read; a git
-        // snapshot never changes.
-        let (root, reading) = match &**self.source {
-            Source::Local(local) => {
-                self.no_revision()?;
-                let reading = local.reading().await;
-                (local.root().to_owned(), Some(reading))
-            }
-            Source::Git(git) => (git.view(self.revision).await?, None),
-        };
+        let (root, reading) = self.read_view().await?;
         let invocation = Invocation {
             args: self.argv(verb, name),
             stdin: Vec::new(),

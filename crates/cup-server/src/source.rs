@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{Mutex, OwnedRwLockReadGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::{Mutex, OwnedRwLockReadGuard, RwLock, RwLockWriteGuard};
 
 use crate::git::GitSource;
 
@@ -70,22 +70,9 @@ impl LocalSource {
         &self.root
     }
 
-    /// Runs a blocking read of the tree while no write is being applied to it.
-    pub async fn read<T, F>(&self, read: F) -> Result<T, tokio::task::JoinError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Path) -> T + Send + 'static,
-    {
-        let (root, view) = (self.root.clone(), self.view.clone());
-        tokio::task::spawn_blocking(move || {
-            let _shared = view.shared_blocking();
-            read(&root)
-        })
-        .await
-    }
-
-    /// Holds off the apply step of writes while a read runs on an async task (a wasm
-    /// controller's get or list); the read sees the tree entirely before or after a write.
+    /// Holds off the apply step of writes while a read runs (held across a wasm
+    /// controller's get or list, or a template read on the blocking pool); the read sees the
+    /// tree entirely before or after a write.
     pub async fn reading(&self) -> OwnedRwLockReadGuard<()> {
         self.view.shared().await
     }
@@ -113,21 +100,16 @@ impl LocalSource {
 /// away between `readdir` and `stat` (wasmtime-wasi's `fd_readdir` stats every entry, and
 /// fails the whole call), and a read could see one file of a write applied and another not.
 ///
-/// A tokio lock because wasm controllers read on async tasks (the guard is held across the
-/// guest's run); writes and template reads take it on threads that may block.
+/// A tokio lock because reads take it on async tasks (the guard is held across the guest's
+/// run, or moved to the blocking thread of a template read); writes take it on threads that
+/// may block.
 #[derive(Debug, Clone, Default)]
 pub struct ViewLock(Arc<RwLock<()>>);
 
 impl ViewLock {
-    /// Held for a whole read on an async task.
+    /// Held for a whole read (taken on an async task, then held wherever the read runs).
     pub async fn shared(&self) -> OwnedRwLockReadGuard<()> {
         Arc::clone(&self.0).read_owned().await
-    }
-
-    /// Held for a whole read, from a thread that may block (not an async worker: it panics
-    /// there).
-    pub fn shared_blocking(&self) -> RwLockReadGuard<'_, ()> {
-        self.0.blocking_read()
     }
 
     /// Held while files under the root change (a short apply step, or a template write),
