@@ -1,5 +1,5 @@
 //! cupd's startup sweep: what a killed cupd left behind (scratch copies of the source in its
-//! `TMPDIR`, `.cup-*.tmp` files of an interrupted apply in the source) is removed when the
+//! scratch directory, `.cup-*.tmp` files of an interrupted apply in the source) is removed when the
 //! next cupd starts, and the scratch copy of a live process is left alone.
 //!
 //! The leftovers are real twice over: cupd is SIGKILLed while clients write through the
@@ -96,12 +96,16 @@ fn startup_sweeps_a_killed_cupds_leftovers_and_spares_a_live_scratch() {
     let source = tempfile::tempdir().expect("temp dir");
     copy_tree(&repo_root().join("examples/flipt/repo"), source.path());
     let store = tempfile::tempdir().expect("temp dir");
-    // cupd's TMPDIR, private to the test, so every scratch copy in it is accounted for.
+    // cupd's TMPDIR and scratch directory, private to the test, so every scratch copy in it
+    // is accounted for.
     let tmp = tempfile::tempdir().expect("temp dir");
     let mut cfg = CupdConfig::new(config.path(), source.path(), store.path());
     cfg.args = vec![
         "--code-cache".into(),
         shared_code_cache().display().to_string(),
+        // Here, whatever the host's default place for scratch copies would be.
+        "--scratch-dir".into(),
+        tmp.path().display().to_string(),
     ];
     cfg.env = vec![("TMPDIR".into(), tmp.path().display().to_string())];
 

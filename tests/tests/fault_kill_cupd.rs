@@ -5,7 +5,7 @@
 //! controller, every write that was acknowledged (202) must be there, the flags the source
 //! started with must be there, and the next run must accept writes. Leftovers are counted
 //! and reported, not asserted (each restart sweeps the previous run's; `cupd_sweep` tests
-//! that): `.cup-*.tmp` files in the source and `cupd-scratch-*` copies in cupd's TMPDIR.
+//! that): `.cup-*.tmp` files in the source and `cupd-scratch-*` copies in cupd's scratch directory.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -79,13 +79,16 @@ fn sigkill_during_wasm_writes_loses_no_acknowledged_write() {
     let source = tempfile::tempdir().unwrap();
     copy_tree(&repo_root().join("examples/flipt/repo"), source.path());
     let store = tempfile::tempdir().unwrap();
-    // cupd's own temp dir (scratch copies of the source live there during a wasm write):
-    // kept inside the test so leftovers are counted, and removed with it.
+    // cupd's own temp and scratch directory (scratch copies of the source live there during
+    // a wasm write): kept inside the test so leftovers are counted, and removed with it.
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = CupdConfig::new(config.path(), source.path(), store.path());
     cfg.args = vec![
         "--code-cache".into(),
         shared_code_cache().display().to_string(),
+        // Here, whatever the host's default place for scratch copies would be.
+        "--scratch-dir".into(),
+        tmp.path().display().to_string(),
     ];
     cfg.env = vec![("TMPDIR".into(), tmp.path().display().to_string())];
 
@@ -154,7 +157,7 @@ fn sigkill_during_wasm_writes_loses_no_acknowledged_write() {
     let stray = leftovers(source.path());
     let scratch = cup_e2e::dir_listing(tmp.path()).len();
     eprintln!(
-        "{ROUNDS} kills, {attempted} puts attempted, {acked} acknowledged and all present, {} flags listed at the end, leftover temp files in the source: {stray:?}, scratch copies left in TMPDIR: {scratch}",
+        "{ROUNDS} kills, {attempted} puts attempted, {acked} acknowledged and all present, {} flags listed at the end, leftover temp files in the source: {stray:?}, scratch copies left in the scratch directory: {scratch}",
         names.len()
     );
     assert!(acked > 0, "some writes were acknowledged before the kills");

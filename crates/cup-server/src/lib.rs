@@ -44,7 +44,7 @@ pub use config_dir::{ConfigDir, ConfigError};
 pub use cup_git::Author;
 pub use cup_oci::{RegistryOptions, RetryPolicy};
 pub use git::GitOptions;
-pub use source::LocalSource;
+pub use source::{LocalSource, ScratchPlace};
 
 /// How to run the server (already resolved from flags, environment and config file).
 #[derive(Debug, Clone)]
@@ -55,6 +55,9 @@ pub struct Options {
     pub resources: PathBuf,
     /// The local source directory (`-api-local-path`).
     pub local_path: PathBuf,
+    /// Where wasm writes to the local source make their scratch copies (`-scratch-dir`);
+    /// `None` for [`ScratchPlace::default_for_this_host`].
+    pub scratch_dir: Option<PathBuf>,
     /// The Git source (`-api-source git`); when set, `local_path` is not used.
     pub git: Option<GitOptions>,
     /// The OCI image-layout store shared with `cup`.
@@ -103,25 +106,31 @@ impl Server {
     /// a single controller are not errors here: they show up in `/status` and as 503s.
     pub async fn bind(options: Options) -> Result<Server, ServerError> {
         let config = config_dir::load(&options.resources)?;
-        let source =
-            match &options.git {
-                None => source::Source::Local(LocalSource::open(&options.local_path).map_err(
+        let source = match &options.git {
+            None => {
+                let scratch = match &options.scratch_dir {
+                    Some(dir) => ScratchPlace::explicit(dir.clone()),
+                    None => ScratchPlace::default_for_this_host(),
+                };
+                tracing::info!(dir = %scratch.dir().display(), "scratch copies for writes");
+                source::Source::Local(LocalSource::open(&options.local_path, scratch).map_err(
                     |source| ServerError::Source {
                         path: options.local_path.clone(),
                         source,
                     },
-                )?),
-                Some(git) => {
-                    let opened = {
-                        let git = git.clone();
-                        tokio::task::spawn_blocking(move || git::GitSource::open(&git))
-                            .await
-                            .map_err(|e| ServerError::GitTask(e.to_string()))??
-                    };
-                    opened.spawn_fetcher(git.fetch_interval);
-                    source::Source::Git(opened)
-                }
-            };
+                )?)
+            }
+            Some(git) => {
+                let opened = {
+                    let git = git.clone();
+                    tokio::task::spawn_blocking(move || git::GitSource::open(&git))
+                        .await
+                        .map_err(|e| ServerError::GitTask(e.to_string()))??
+                };
+                opened.spawn_fetcher(git.fetch_interval);
+                source::Source::Git(opened)
+            }
+        };
         sweep_leftovers(&source).await;
         let address = listen_address(&options.address);
         let listener = TcpListener::bind(&address)
@@ -187,12 +196,24 @@ impl Server {
 /// Removes a killed cupd's scratch copies and, for the local source, its temp files, before
 /// serving (so no write of this process can be mistaken for debris).
 async fn sweep_leftovers(source: &source::Source) {
+    // `$TMPDIR` always: it held every scratch copy before `-scratch-dir` existed, and is
+    // the fallback of the default place.
+    let mut scratch_dirs = vec![std::env::temp_dir()];
     let root = match source {
-        source::Source::Local(local) => Some(local.root().to_owned()),
+        source::Source::Local(local) => {
+            let place = local.scratch();
+            for dir in place.dirs() {
+                if !scratch_dirs.iter().any(|d| d == dir) {
+                    scratch_dirs.push(dir.to_owned());
+                }
+            }
+            Some(local.root().to_owned())
+        }
         source::Source::Git(_) => None,
     };
-    let tmp = std::env::temp_dir();
-    let swept = tokio::task::spawn_blocking(move || sweep::at_startup(&tmp, root.as_deref())).await;
+    let swept =
+        tokio::task::spawn_blocking(move || sweep::at_startup(&scratch_dirs, root.as_deref()))
+            .await;
     match swept {
         Ok(swept) if swept.scratch_dirs.len() + swept.temp_files.len() > 0 => tracing::info!(
             scratch_dirs = swept.scratch_dirs.len(),

@@ -20,7 +20,7 @@ use crate::git::GitSource;
 use crate::inline::InlineReads;
 use crate::metrics::Metrics;
 use crate::routes::{Backend, Route};
-use crate::source::{LocalSource, ScratchError, Source, ViewLock, with_scratch_copy};
+use crate::source::{LocalSource, ScratchError, ScratchPlace, Source, ViewLock, with_scratch_copy};
 
 /// Longest piece of guest stderr put into an error message.
 const STDERR_IN_MESSAGE: usize = 1024;
@@ -369,8 +369,9 @@ impl Call<'_> {
         stdin: Vec<u8>,
     ) -> Result<(), ApiError> {
         let args = self.argv(verb, Some(name));
+        let place = local.scratch();
         let result = local
-            .write(move |root, view| write_on_scratch(root, view, &controller, args, stdin))
+            .write(move |root, view| write_on_scratch(&place, root, view, &controller, args, stdin))
             .await
             .map_err(|e| ApiError::internal(format!("{}: {e}", verb.as_str())))?;
         let result = result.map_err(|e| self.failure(verb, Some(name), &e.to_string()))?;
@@ -456,6 +457,7 @@ impl OwnedRequest {
 /// A non-zero exit is returned as an `Outcome` (so 2 still means not found), but its
 /// changes are dropped.
 fn write_on_scratch(
+    place: &ScratchPlace,
     root: &Path,
     view: &ViewLock,
     controller: &LoadedController,
@@ -474,7 +476,7 @@ fn write_on_scratch(
             other => Err(other),
         }
     };
-    Ok(match with_scratch_copy(root, view, run)? {
+    Ok(match with_scratch_copy(place, root, view, run)? {
         Ok(outcome) => Ok(outcome),
         Err(unapplied) => unapplied,
     })

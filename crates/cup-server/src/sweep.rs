@@ -2,13 +2,13 @@
 //!
 //! A cupd killed in the middle of a write can leave two kinds of debris (`fault_kill_cupd`
 //! found both): the scratch copy of the source it was running the controller on
-//! (`$TMPDIR/cupd-scratch-<pid>-*`), and a temp file of the apply step (`.cup-*.tmp` beside the
+//! (`<scratch dir>/cupd-scratch-<pid>-*`), and a temp file of the apply step (`.cup-*.tmp` beside the
 //! file being replaced, anywhere in the local source). Neither is visible through the API, but
 //! they waste disk and would pile up over crashes.
 //!
 //! A scratch directory is locked (`flock`) by its owner from its first moment (see
 //! `source::ScratchDir`), so the sweep removes only directories whose lock it can take: those of
-//! a dead process, never those of a live cupd sharing the same `TMPDIR`. Temp files carry no
+//! a dead process, never those of a live cupd sharing the same directory. Temp files carry no
 //! lock: the sweep runs before this cupd serves, and one source directory is served by one
 //! cupd.
 
@@ -24,11 +24,15 @@ pub struct Swept {
     pub temp_files: Vec<PathBuf>,
 }
 
-/// Sweeps `tmp` (cupd's `TMPDIR`) and, for the local source, `source_root`. Best effort:
-/// what cannot be read or removed is logged and left.
-pub fn at_startup(tmp: &Path, source_root: Option<&Path>) -> Swept {
+/// Sweeps `scratch_dirs` (where cupd makes scratch copies: its `TMPDIR`, and
+/// `-scratch-dir` or the default place) and, for the local source, `source_root`. Best
+/// effort: what cannot be read or removed is logged and left.
+pub fn at_startup(scratch_dirs: &[PathBuf], source_root: Option<&Path>) -> Swept {
     let mut swept = Swept {
-        scratch_dirs: stale_scratch_dirs(tmp),
+        scratch_dirs: scratch_dirs
+            .iter()
+            .flat_map(|dir| stale_scratch_dirs(dir))
+            .collect(),
         temp_files: Vec::new(),
     };
     if let Some(root) = source_root {

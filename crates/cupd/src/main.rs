@@ -68,6 +68,11 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
         None => cup_oci::Store::default_dir()
             .context("no default OCI store directory (neither XDG_CACHE_HOME nor HOME is set); pass --store DIR")?,
     };
+    if let Some(dir) = &serve.scratch_dir
+        && !dir.is_dir()
+    {
+        bail!("-scratch-dir {}: not a directory", dir.display());
+    }
     let code_cache = serve
         .code_cache
         .clone()
@@ -97,6 +102,7 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
         address: serve.api_address.clone(),
         resources: serve.api_resources.clone(),
         local_path: serve.api_local_path.clone(),
+        scratch_dir: serve.scratch_dir.clone(),
         store,
         code_cache,
         strict_digests: serve.strict_digests,
