@@ -58,6 +58,11 @@ fn unsupported_sources_and_tailscale_are_refused_at_startup() {
         .assert()
         .failure()
         .stderr(contains("local source /nonexistent/dir"));
+    cupd()
+        .args(args(&["-scratch-dir", "/nonexistent/dir"]))
+        .assert()
+        .failure()
+        .stderr(contains("-scratch-dir /nonexistent/dir: not a directory"));
     cupd().assert().failure().stderr(contains("Usage"));
     cupd()
         .args(["serve", "-h"])

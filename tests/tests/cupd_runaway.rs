@@ -2,6 +2,9 @@
 //! stdout) are stopped by the runtime's limits: each request gets a 500 naming the limit,
 //! the controller stays loaded for the next request, and other routes keep serving.
 
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cup_e2e::cupd::{Cupd, CupdConfig, config_object, write_template_controller};
@@ -72,15 +75,19 @@ fn runaway_controllers_are_stopped_per_request() {
     }
     write_template_controller(c, r#"{"type":"object"}"#);
     let (source, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (scratch, tmp) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut cfg = CupdConfig::new(c, source.path(), store.path());
     cfg.args = [
         "--controller-timeout",
         "300ms",
         "--controller-memory",
         "32MiB",
+        "--scratch-dir",
+        &scratch.path().display().to_string(),
     ]
     .map(String::from)
     .to_vec();
+    cfg.env = vec![("TMPDIR".into(), tmp.path().display().to_string())];
     let cupd = Cupd::start(&cfg);
 
     let expectations = [
@@ -113,11 +120,36 @@ fn runaway_controllers_are_stopped_per_request() {
         .flatten()
         .map(|e| e.file_name())
         .collect();
+    // While it spins, its scratch copy is in --scratch-dir (not in TMPDIR).
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (watching, dir) = (watching.clone(), scratch.path().to_owned());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while watching.load(Ordering::Relaxed) {
+                seen.extend(scratch_copies(&dir));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        })
+    };
     let r = cupd.put(
         "/apis/example.com/v1/namespaces/default/spins/x",
         r#"{"metadata":{"name":"x"}}"#,
     );
+    watching.store(false, Ordering::Relaxed);
     assert_eq!(r.status, 500);
+    let seen = watcher.join().unwrap();
+    assert!(
+        !seen.is_empty(),
+        "no scratch copy appeared in --scratch-dir during the put"
+    );
+    assert_eq!(scratch_copies(tmp.path()), Vec::<String>::new());
+    let removed = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        scratch_copies(scratch.path()).is_empty()
+    });
+    assert!(removed, "the scratch copy is removed after the response");
     let after: Vec<_> = std::fs::read_dir(source.path())
         .unwrap()
         .flatten()
@@ -128,4 +160,17 @@ fn runaway_controllers_are_stopped_per_request() {
     for c in status["controllers"].as_array().unwrap() {
         assert_eq!(c["state"], "loaded", "{c}");
     }
+}
+
+/// The `cupd-scratch-*` entries of `dir`.
+fn scratch_copies(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with("cupd-scratch-"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
