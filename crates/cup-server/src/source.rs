@@ -214,12 +214,13 @@ impl ScratchPlace {
 /// Whether `dir` is on a filesystem kept in memory (tmpfs, ramfs).
 #[cfg(target_os = "linux")]
 fn memory_backed(dir: &Path) -> bool {
-    const TMPFS_MAGIC: u64 = 0x0102_1994;
-    const RAMFS_MAGIC: u64 = 0x8584_58f6;
+    const TMPFS_MAGIC: u32 = 0x0102_1994;
+    const RAMFS_MAGIC: u32 = 0x8584_58f6;
     rustix::fs::statfs(dir).is_ok_and(|fs| {
-        // The field's integer type differs between architectures.
-        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-        let kind = fs.f_type as u64;
+        // A signed integer of the architecture's word size; the magic numbers are its low
+        // 32 bits (RAMFS_MAGIC is negative where the field is 32 bits wide).
+        #[allow(clippy::unnecessary_cast)]
+        let kind = fs.f_type as u32;
         kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
     })
 }
