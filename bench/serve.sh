@@ -57,6 +57,10 @@ SPANS_PID=$CUPD_PID spans_port=$port CUPD_PID=''
 port=$(free_port)
 cupd_start "$port" "$b/config" "$b/source" "$b/store" "$b/code" "$b/cupd.log"
 echo "cupd ready on 127.0.0.1:$port (load $(loadavg))" >&2
+# The guest timer's put runs where cupd's puts run: the scratch directory cupd's log names.
+GUEST_TIMER_SCRATCH=$(sed -n 's/.*scratch copies for writes dir=\([^ ]*\).*/\1/p' "$b/cupd.log" | head -1)
+[ -n "$GUEST_TIMER_SCRATCH" ] || { echo "cupd's log names no scratch directory" >&2; exit 1; }
+export GUEST_TIMER_SCRATCH
 
 if [ -n "${BENCH_AB_BASE:-}" ]; then
   cupd_stop

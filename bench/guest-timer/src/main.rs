@@ -9,7 +9,9 @@
 //!   and WASI p1 host, instantiation outside the timer;
 //! * `instantiate`: the fresh context + store + instance before it.
 //!
-//! put runs on a private copy of the tree (cupd's put runs on a scratch copy too).
+//! put runs on a private copy of the tree (cupd's put runs on a scratch copy too), made in
+//! `GUEST_TIMER_SCRATCH` when set (bench/serve.sh passes the directory cupd's log names for
+//! its scratch copies, so the guest's `fsync` costs what it costs in cupd), else in `$TMPDIR`.
 //!
 //! For profiling: `GUEST_TIMER_VERBS=get,list` times only those verbs;
 //! `RUST_LOG=wasmtime_wasi=trace` logs every WASI call the guest makes to stderr (with N=1:
@@ -93,7 +95,10 @@ fn main() -> Result<()> {
     let wasm = std::fs::read(module).context("reading the module")?;
     let put_body = std::fs::read(put_body)?;
     let n: usize = n.parse()?;
-    let scratch = tempfile::tempdir()?;
+    let scratch = match std::env::var_os("GUEST_TIMER_SCRATCH").filter(|d| !d.is_empty()) {
+        Some(dir) => tempfile::tempdir_in(dir)?,
+        None => tempfile::tempdir()?,
+    };
     let writable = scratch.path().join("tree");
     copy_tree(Path::new(source), &writable)?;
 
