@@ -34,7 +34,7 @@ mod sweep;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cup_runtime::{CodeCache, Limits, Runtime};
@@ -196,21 +196,18 @@ impl Server {
 /// Removes a killed cupd's scratch copies and, for the local source, its temp files, before
 /// serving (so no write of this process can be mistaken for debris).
 async fn sweep_leftovers(source: &source::Source) {
-    // `$TMPDIR` always: it held every scratch copy before `-scratch-dir` existed, and is
-    // the fallback of the default place.
-    let mut scratch_dirs = vec![std::env::temp_dir()];
-    let root = match source {
-        source::Source::Local(local) => {
-            let place = local.scratch();
-            for dir in place.dirs() {
-                if !scratch_dirs.iter().any(|d| d == dir) {
-                    scratch_dirs.push(dir.to_owned());
-                }
-            }
-            Some(local.root().to_owned())
-        }
-        source::Source::Git(_) => None,
+    let (mut scratch_dirs, root) = match source {
+        source::Source::Local(local) => (
+            local.scratch().dirs().map(Path::to_owned).collect(),
+            Some(local.root().to_owned()),
+        ),
+        source::Source::Git(_) => (Vec::new(), None),
     };
+    // `$TMPDIR` always: every scratch copy was made there before `-scratch-dir` existed.
+    let tmp = std::env::temp_dir();
+    if !scratch_dirs.contains(&tmp) {
+        scratch_dirs.push(tmp);
+    }
     let swept =
         tokio::task::spawn_blocking(move || sweep::at_startup(&scratch_dirs, root.as_deref()))
             .await;
