@@ -170,11 +170,12 @@ impl ScratchPlace {
     }
 
     /// cupd's default: `$TMPDIR` when it is memory-backed (tmpfs, as `/tmp` is on many
-    /// systems); else `/dev/shm` when it is memory-backed, writable and has at least 1 GiB
-    /// free, with `$TMPDIR` for a copy that does not fit; else `$TMPDIR`.
+    /// systems); else, unless cupd runs under a cgroup memory limit (which memory-backed
+    /// copies would count against), `/dev/shm` when it is memory-backed, writable and has at
+    /// least 1 GiB free, with `$TMPDIR` for a copy that does not fit; else `$TMPDIR`.
     pub fn default_for_this_host() -> ScratchPlace {
         let tmp = std::env::temp_dir();
-        if !memory_backed(&tmp) {
+        if !memory_backed(&tmp) && !memory_limited() {
             let shm = Path::new("/dev/shm");
             if memory_backed(shm) && room(shm).is_some_and(|free| free >= MIN_MEMORY_ROOM) {
                 return ScratchPlace {
@@ -228,6 +229,51 @@ fn memory_backed(dir: &Path) -> bool {
 #[cfg(not(target_os = "linux"))]
 fn memory_backed(_: &Path) -> bool {
     false
+}
+
+/// Whether this process runs under a cgroup memory limit: its own cgroup's or an
+/// ancestor's (v2 `memory.max`, v1 `memory.limit_in_bytes`).
+#[cfg(target_os = "linux")]
+fn memory_limited() -> bool {
+    std::fs::read_to_string("/proc/self/cgroup").is_ok_and(|cgroups| {
+        under_memory_limit(&cgroups, |file| std::fs::read_to_string(file).ok())
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn memory_limited() -> bool {
+    false
+}
+
+/// [`memory_limited`] for the lines of `/proc/self/cgroup`, with `read` giving a file's
+/// contents (`None` when it cannot be read).
+fn under_memory_limit(cgroups: &str, read: impl Fn(&Path) -> Option<String>) -> bool {
+    // v1 reports "no limit" as the largest page-aligned i64; v2 as "max".
+    let limits = |value: &str| value.parse::<u64>().is_ok_and(|bytes| bytes < 1 << 62);
+    cgroups.lines().any(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return false;
+        };
+        let (base, file) = if controllers.is_empty() {
+            (Path::new("/sys/fs/cgroup"), "memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            (Path::new("/sys/fs/cgroup/memory"), "memory.limit_in_bytes")
+        } else {
+            return false;
+        };
+        let mut dir = base.join(path.trim_start_matches('/'));
+        loop {
+            if read(&dir.join(file)).is_some_and(|value| limits(value.trim())) {
+                return true;
+            }
+            if dir == base || !dir.pop() {
+                return false;
+            }
+        }
+    })
 }
 
 /// Bytes this process may still write under `dir`, if it may write there at all.
@@ -609,6 +655,51 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!(entries(fallback.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn memory_limits_are_found_in_this_cgroup_or_an_ancestor() {
+        let files = |entries: &[(&str, &str)]| {
+            let entries: Vec<(PathBuf, String)> = entries
+                .iter()
+                .map(|(path, value)| (PathBuf::from(path), format!("{value}\n")))
+                .collect();
+            move |file: &Path| {
+                entries
+                    .iter()
+                    .find(|(path, _)| path == file)
+                    .map(|(_, value)| value.clone())
+            }
+        };
+        let v2 = "0::/system.slice/cupd.service\n";
+        let parent_limited = files(&[
+            ("/sys/fs/cgroup/system.slice/cupd.service/memory.max", "max"),
+            ("/sys/fs/cgroup/system.slice/memory.max", "1073741824"),
+        ]);
+        assert!(under_memory_limit(v2, parent_limited));
+        let unlimited = files(&[
+            ("/sys/fs/cgroup/system.slice/cupd.service/memory.max", "max"),
+            ("/sys/fs/cgroup/system.slice/memory.max", "max"),
+        ]);
+        assert!(!under_memory_limit(v2, unlimited));
+        let v1 = "4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n0::/\n";
+        let v1_unlimited = files(&[(
+            "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes",
+            "9223372036854771712",
+        )]);
+        assert!(!under_memory_limit(v1, v1_unlimited));
+        let v1_limited = files(&[(
+            "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes",
+            "536870912",
+        )]);
+        assert!(under_memory_limit(v1, v1_limited));
+        let joint = "5:cpu,memory:/a\n";
+        assert!(under_memory_limit(
+            joint,
+            files(&[("/sys/fs/cgroup/memory/memory.limit_in_bytes", "536870912")])
+        ));
+        assert!(!under_memory_limit("0::/\n", files(&[])));
+        assert!(!under_memory_limit("not a cgroup line", files(&[])));
     }
 
     /// The filesystem check agrees with the kernel's own list of mounts.

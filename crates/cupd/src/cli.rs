@@ -136,8 +136,9 @@ pub struct Serve {
     #[arg(long, env = "CUPD_CODE_CACHE", value_name = "DIR")]
     pub code_cache: Option<PathBuf>,
     /// Where wasm controllers' writes to the local source run: a scratch copy of the tree
-    /// per write, made here [default: $TMPDIR if it is in memory (tmpfs); else /dev/shm if it
-    /// is and has 1 GiB free, with $TMPDIR for a copy that does not fit; else $TMPDIR].
+    /// per write, made here [default: $TMPDIR if it is in memory (tmpfs); else, unless cupd
+    /// runs under a cgroup memory limit, /dev/shm if it is in memory and has 1 GiB free, with
+    /// $TMPDIR for a copy that does not fit; else $TMPDIR].
     #[arg(long, env = "CUPD_SCRATCH_DIR", value_name = "DIR")]
     pub scratch_dir: Option<PathBuf>,
     /// Refuse controller images referenced by tag (only `…@sha256:…`).
