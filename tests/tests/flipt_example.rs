@@ -262,3 +262,28 @@ fn put_with_mismatched_identity_is_refused() {
         before
     );
 }
+
+/// The example is its own Cargo workspace (built for wasm32-wasip1 with its own profile), so
+/// `cargo test --workspace` would not run its unit tests (YAML handling, patterns, the file
+/// writes) by itself: this runs them natively, in the example's own target directory.
+#[test]
+fn example_unit_tests_pass() {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["test", "--quiet", "--manifest-path"])
+        .arg(repo_root().join("examples/flipt/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(repo_root().join("examples/flipt/target"))
+        .output()
+        .expect("running cargo test for the example");
+    assert!(
+        output.status.success(),
+        "the example's unit tests failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("test result: ok") && !stdout.contains(" 0 passed"),
+        "no unit test of the example ran:\n{stdout}"
+    );
+}
