@@ -26,6 +26,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, OwnedRwLockReadGuard, RwLock, RwLockWriteGuard};
 
@@ -150,11 +151,34 @@ pub(crate) const SCRATCH_PREFIX: &str = "cupd-scratch-";
 /// ≈ 0.5 ms of a 1.1 ms put through the example controller with `$TMPDIR` on ext4;
 /// bench/notes.md), and nothing in the copy needs to outlive the request, since the apply
 /// step writes each changed file to the real tree through a temp file, `fsync` and rename.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct ScratchPlace {
     dir: PathBuf,
     fallback: Option<PathBuf>,
+    /// When a copy last failed in `dir` while a fallback exists: for [`DETOUR`] after it,
+    /// copies go straight to the fallback. Without it, a full `/dev/shm` would cost every
+    /// write a partial copy there and a warning.
+    detour_since: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long copies skip the first directory after a copy failed there (then it is tried
+/// again: the room may be back).
+const DETOUR: Duration = Duration::from_secs(60);
+
+impl Clone for ScratchPlace {
+    fn clone(&self) -> ScratchPlace {
+        ScratchPlace::new(self.dir.clone(), self.fallback.clone())
+    }
+}
+
+/// Two places are equal when they name the same directories, whatever their recent failures.
+impl PartialEq for ScratchPlace {
+    fn eq(&self, other: &ScratchPlace) -> bool {
+        self.dir == other.dir && self.fallback == other.fallback
+    }
+}
+
+impl Eq for ScratchPlace {}
 
 /// `/dev/shm` is chosen only with at least this much room, so a container's small default
 /// (64 MiB in Docker) never holds the copies.
@@ -163,9 +187,14 @@ const MIN_MEMORY_ROOM: u64 = 1 << 30;
 impl ScratchPlace {
     /// Exactly `dir` (cupd's `-scratch-dir`).
     pub fn explicit(dir: PathBuf) -> ScratchPlace {
+        ScratchPlace::new(dir, None)
+    }
+
+    fn new(dir: PathBuf, fallback: Option<PathBuf>) -> ScratchPlace {
         ScratchPlace {
             dir,
-            fallback: None,
+            fallback,
+            detour_since: std::sync::Mutex::new(None),
         }
     }
 
@@ -178,10 +207,7 @@ impl ScratchPlace {
         if !memory_backed(&tmp) && !memory_limited() {
             let shm = Path::new("/dev/shm");
             if memory_backed(shm) && room(shm).is_some_and(|free| free >= MIN_MEMORY_ROOM) {
-                return ScratchPlace {
-                    dir: shm.to_owned(),
-                    fallback: Some(tmp),
-                };
+                return ScratchPlace::new(shm.to_owned(), Some(tmp));
             }
         }
         ScratchPlace::explicit(tmp)
@@ -198,17 +224,46 @@ impl ScratchPlace {
     }
 
     /// A scratch directory holding a copy of `root`: in [`dir`](Self::dir), or in the
-    /// fallback when that fails (full, or no longer writable).
+    /// fallback when that fails (full, or no longer writable). After such a failure, copies
+    /// go straight to the fallback for [`DETOUR`], with one warning for the whole detour.
     fn copy_of(&self, root: &Path) -> std::io::Result<ScratchDir> {
-        let first = ScratchDir::copy_of(root, &self.dir);
-        match (first, &self.fallback) {
-            (Err(error), Some(fallback)) => {
+        let Some(fallback) = &self.fallback else {
+            return ScratchDir::copy_of(root, &self.dir);
+        };
+        if self.on_detour(Instant::now()) {
+            return ScratchDir::copy_of(root, fallback);
+        }
+        match ScratchDir::copy_of(root, &self.dir) {
+            Ok(scratch) => Ok(scratch),
+            Err(error) => {
                 tracing::warn!(dir = %self.dir.display(), %error, fallback = %fallback.display(),
-                    "no scratch copy where it was wanted; making it in the fallback");
+                    "no scratch copy where it was wanted; making copies in the fallback for the next {} s",
+                    DETOUR.as_secs());
+                *self.detour() = Some(Instant::now());
                 ScratchDir::copy_of(root, fallback)
             }
-            (first, _) => first,
         }
+    }
+
+    /// Whether copies should skip the first directory at `now`; ends a detour that is over.
+    fn on_detour(&self, now: Instant) -> bool {
+        let mut since = self.detour();
+        match *since {
+            Some(start) if now.saturating_duration_since(start) < DETOUR => true,
+            Some(_) => {
+                *since = None;
+                tracing::info!(dir = %self.dir.display(), "trying scratch copies here again");
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn detour(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // The guarded value is a plain timestamp: a panic elsewhere cannot leave it torn.
+        self.detour_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -627,14 +682,44 @@ mod tests {
     }
 
     #[test]
+    fn after_a_failed_copy_copies_skip_the_first_directory_for_a_while() {
+        let source = tree();
+        let base = tempfile::tempdir().unwrap();
+        let first = base.path().join("first");
+        let fallback = base.path().join("fallback");
+        std::fs::create_dir(&fallback).unwrap();
+        let place = ScratchPlace::new(first.clone(), Some(fallback.clone()));
+        let copy_parent = |place: &ScratchPlace| {
+            let scratch = place.copy_of(source.path()).unwrap();
+            let parent = scratch.path.parent().unwrap().to_owned();
+            discard(scratch);
+            parent
+        };
+        // `first` does not exist yet: the copy goes to the fallback, and a detour starts.
+        assert_eq!(copy_parent(&place), fallback);
+        // Usable again, but still skipped while the detour lasts.
+        std::fs::create_dir(&first).unwrap();
+        assert_eq!(copy_parent(&place), fallback);
+        // Once the detour is over, `first` is tried (and used) again.
+        let long_ago = Instant::now().checked_sub(DETOUR).unwrap();
+        *place.detour() = Some(long_ago);
+        assert_eq!(copy_parent(&place), first);
+        assert!(!place.on_detour(Instant::now()));
+        // Clones and comparisons ignore the detour.
+        *place.detour() = Some(Instant::now());
+        assert_eq!(place.clone(), place);
+        assert!(!place.clone().on_detour(Instant::now()));
+    }
+
+    #[test]
     fn a_copy_that_cannot_be_made_first_goes_to_the_fallback() {
         let dir = tree();
         let fallback = tempfile::tempdir().unwrap();
-        let place = ScratchPlace {
-            // A file, not a directory: nothing can be made in it.
-            dir: dir.path().join("keep.yml"),
-            fallback: Some(fallback.path().to_owned()),
-        };
+        // A file, not a directory: nothing can be made in it.
+        let place = ScratchPlace::new(
+            dir.path().join("keep.yml"),
+            Some(fallback.path().to_owned()),
+        );
         let out: Result<(), ()> =
             with_scratch_copy(&place, dir.path(), &ViewLock::default(), |s| {
                 assert!(s.starts_with(fallback.path()), "{}", s.display());
