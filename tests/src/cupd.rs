@@ -231,6 +231,14 @@ pub fn write_template_controller(dir: &Path, version_schema: &str) {
     }
 }
 
+/// The `cupd-scratch-*` entries of `dir` (cupd's scratch copies of the source), sorted.
+pub fn scratch_copies(dir: &Path) -> Vec<String> {
+    crate::dir_listing(dir)
+        .into_iter()
+        .filter(|n| n.starts_with("cupd-scratch-"))
+        .collect()
+}
+
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("creating the copy");
     for entry in std::fs::read_dir(from).expect("readable dir").flatten() {

@@ -2,12 +2,11 @@
 //! stdout) are stopped by the runtime's limits: each request gets a 500 naming the limit,
 //! the controller stays loaded for the next request, and other routes keep serving.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cup_e2e::cupd::{Cupd, CupdConfig, config_object, write_template_controller};
+use cup_e2e::cupd::{Cupd, CupdConfig, config_object, scratch_copies, write_template_controller};
 
 /// Real WASI command modules, each misbehaving in one way.
 fn guests() -> [(&'static str, String); 3] {
@@ -160,17 +159,4 @@ fn runaway_controllers_are_stopped_per_request() {
     for c in status["controllers"].as_array().unwrap() {
         assert_eq!(c["state"], "loaded", "{c}");
     }
-}
-
-/// The `cupd-scratch-*` entries of `dir`.
-fn scratch_copies(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with("cupd-scratch-"))
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -12,7 +12,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, shared_code_cache, write_flipt_controller};
+use cup_e2e::cupd::{
+    Cupd, CupdConfig, copy_tree, scratch_copies, shared_code_cache, write_flipt_controller,
+};
 use cup_e2e::repo_root;
 
 const FLAGS: &str = "/apis/flipt.io/v1alpha1/namespaces/default/flags";
@@ -22,14 +24,6 @@ fn flag_body(name: &str) -> String {
     format!(
         r#"{{"apiVersion":"flipt.io/v1alpha1","kind":"Flag","metadata":{{"namespace":"default","name":"{name}"}},"spec":{{"type":"BOOLEAN_FLAG_TYPE","enabled":true}}}}"#
     )
-}
-
-/// `cupd-scratch-*` entries in `tmp`.
-fn scratch_dirs(tmp: &Path) -> Vec<String> {
-    cup_e2e::dir_listing(tmp)
-        .into_iter()
-        .filter(|n| n.starts_with("cupd-scratch-"))
-        .collect()
 }
 
 /// `.cup-*.tmp` files anywhere under `dir`, relative paths.
@@ -115,7 +109,7 @@ fn startup_sweeps_a_killed_cupds_leftovers_and_spares_a_live_scratch() {
         let kill_after = Duration::from_millis(150 + 200 * round as u64);
         write_until_killed(cupd, round, kill_after);
     }
-    let from_kills = (scratch_dirs(tmp.path()), temp_files(source.path()));
+    let from_kills = (scratch_copies(tmp.path()), temp_files(source.path()));
 
     // Leftovers as cupd makes them: the scratch copy of a dead process (its lock died with
     // it), and temp files beside files being replaced, in the source and a subdirectory.
@@ -150,7 +144,7 @@ fn startup_sweeps_a_killed_cupds_leftovers_and_spares_a_live_scratch() {
         .expect("name")
         .to_owned();
     assert_eq!(
-        scratch_dirs(tmp.path()),
+        scratch_copies(tmp.path()),
         vec![live_name],
         "only the live scratch copy is left; log:\n{}",
         cupd.log()
