@@ -211,7 +211,8 @@ impl Document {
 /// than an error, since "no flags yet" is a normal state.
 fn parse_yaml<T: DeserializeOwned + Default>(text: &str) -> Result<T, serde_yaml_ng::Error> {
     // Straight into `T`, not through a `Value` first: that tree would be built only to be
-    // copied into `T` (a third of the guest's YAML time, docs/BENCHMARKS.md).
+    // copied into `T` (≈ 14 % of the parse natively; guest get 0.120 → 0.113 ms,
+    // bench/notes.md, session 7).
     let parsed: Option<T> = serde_yaml_ng::from_str(text)?;
     Ok(parsed.unwrap_or_default())
 }
