@@ -44,7 +44,9 @@ pub use config_dir::{ConfigDir, ConfigError};
 pub use cup_git::Author;
 pub use cup_oci::{RegistryOptions, RetryPolicy};
 pub use git::GitOptions;
-pub use source::{LocalSource, ScratchPlace};
+/// How long one read of the local source may hold writes off by default.
+pub use source::DEFAULT_READ_HOLD;
+pub use source::{LocalSource, ScratchPlace, WriteLimits};
 
 /// How to run the server (already resolved from flags, environment and config file).
 #[derive(Debug, Clone)]
@@ -58,6 +60,10 @@ pub struct Options {
     /// Where wasm writes to the local source make their scratch copies (`-scratch-dir`);
     /// `None` for [`ScratchPlace::default_for_this_host`].
     pub scratch_dir: Option<PathBuf>,
+    /// What one wasm write to the local source may carry over (`--write-max-*`).
+    pub write_limits: WriteLimits,
+    /// The longest one read of the local source holds writes off (`--max-read-hold`).
+    pub read_hold: std::time::Duration,
     /// The Git source (`-api-source git`); when set, `local_path` is not used.
     pub git: Option<GitOptions>,
     /// The OCI image-layout store shared with `cup`.
@@ -113,12 +119,18 @@ impl Server {
                     None => ScratchPlace::default_for_this_host(),
                 };
                 tracing::info!(dir = %scratch.dir().display(), "scratch copies for writes");
-                source::Source::Local(LocalSource::open(&options.local_path, scratch).map_err(
-                    |source| ServerError::Source {
+                source::Source::Local(
+                    LocalSource::open(
+                        &options.local_path,
+                        scratch,
+                        options.write_limits.clone(),
+                        options.read_hold,
+                    )
+                    .map_err(|source| ServerError::Source {
                         path: options.local_path.clone(),
                         source,
-                    },
-                )?)
+                    })?,
+                )
             }
             Some(git) => {
                 let opened = {

@@ -13,14 +13,16 @@ use std::sync::Arc;
 use cup_model::Resource;
 use cup_runtime::{Access, Invocation, InvokeError, LoadedController, Outcome};
 use cup_template::{Request, gojson};
-use tokio::sync::OwnedRwLockReadGuard;
 
 use crate::error::ApiError;
 use crate::git::GitSource;
 use crate::inline::InlineReads;
 use crate::metrics::Metrics;
 use crate::routes::{Backend, Route};
-use crate::source::{LocalSource, ScratchError, ScratchPlace, Source, ViewLock, with_scratch_copy};
+use crate::source::{
+    LocalSource, ReadView, ScratchPlace, Source, ViewLock, WriteError, WriteLimits,
+    with_scratch_copy,
+};
 
 /// Longest piece of guest stderr put into an error message.
 const STDERR_IN_MESSAGE: usize = 1024;
@@ -160,16 +162,14 @@ impl Call<'_> {
         read: impl FnOnce(&Path) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let (root, reading) = self.read_view().await?;
-        blocking(move || {
-            let _reading = reading;
-            read(&root)
-        })
-        .await
+        let out = blocking(move || read(&root)).await;
+        finish_read(reading)?;
+        out
     }
 
-    /// The tree a read runs on, and for the local source the guard that holds it still (no
-    /// write applied) until dropped; a git snapshot never changes.
-    async fn read_view(&self) -> Result<(PathBuf, Option<OwnedRwLockReadGuard<()>>), ApiError> {
+    /// The tree a read runs on, and for the local source its share of the view lock (to be
+    /// finished with [`finish_read`] once the read is done); a git snapshot never changes.
+    async fn read_view(&self) -> Result<(PathBuf, Option<ReadView>), ApiError> {
         match &**self.source {
             Source::Local(local) => {
                 self.no_revision()?;
@@ -349,14 +349,9 @@ impl Call<'_> {
         };
         let result = match self.inline_reads.try_take() {
             Some(_inline) => controller.invoke_async(invocation).await,
-            None => {
-                blocking(move || {
-                    let _reading = reading;
-                    controller.invoke(invocation)
-                })
-                .await?
-            }
+            None => blocking(move || controller.invoke(invocation)).await?,
         };
+        finish_read(reading)?;
         self.judge(verb, name, result)
     }
 
@@ -369,12 +364,25 @@ impl Call<'_> {
         stdin: Vec<u8>,
     ) -> Result<(), ApiError> {
         let args = self.argv(verb, Some(name));
-        let place = local.scratch();
+        let (place, limits) = (local.scratch(), local.limits());
         let result = local
-            .write(move |root, view| write_on_scratch(&place, root, view, &controller, args, stdin))
+            .write(move |root, view| {
+                write_on_scratch(&place, root, view, &limits, &controller, args, stdin)
+            })
             .await
             .map_err(|e| ApiError::internal(format!("{}: {e}", verb.as_str())))?;
-        let result = result.map_err(|e| self.failure(verb, Some(name), &e.to_string()))?;
+        let result = result.map_err(|e| {
+            let message = format!(
+                "wasm.{}: {}: {e}",
+                verb.as_str(),
+                self.request_id(Some(name))
+            );
+            if e.is_conflict() {
+                ApiError::new(axum::http::StatusCode::CONFLICT, message)
+            } else {
+                ApiError::internal(message)
+            }
+        })?;
         self.judge(verb, Some(name), result).map(drop)
     }
 
@@ -460,10 +468,11 @@ fn write_on_scratch(
     place: &ScratchPlace,
     root: &Path,
     view: &ViewLock,
+    limits: &WriteLimits,
     controller: &LoadedController,
     args: Vec<String>,
     stdin: Vec<u8>,
-) -> Result<Result<Outcome, InvokeError>, ScratchError> {
+) -> Result<Result<Outcome, InvokeError>, WriteError> {
     let run = |scratch: &Path| -> Result<Outcome, Result<Outcome, InvokeError>> {
         let outcome = controller.invoke(Invocation {
             args,
@@ -476,10 +485,19 @@ fn write_on_scratch(
             other => Err(other),
         }
     };
-    Ok(match with_scratch_copy(place, root, view, run)? {
+    Ok(match with_scratch_copy(place, root, view, limits, run)? {
         Ok(outcome) => Ok(outcome),
         Err(unapplied) => unapplied,
     })
+}
+
+/// Ends a read of the local tree: a read that outlived its hold on the tree while a write
+/// was applied is answered 503 (the client retries), never with what it read.
+fn finish_read(reading: Option<ReadView>) -> Result<(), ApiError> {
+    match reading.map(ReadView::finish) {
+        Some(Err(stale)) => Err(ApiError::unavailable(stale.to_string())),
+        _ => Ok(()),
+    }
 }
 
 async fn blocking<T: Send + 'static>(

@@ -15,7 +15,7 @@
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
-use crate::source::SCRATCH_PREFIX;
+use crate::source::{SCRATCH_PREFIX, is_cup_temp};
 
 /// What the sweep removed.
 #[derive(Debug, Default)]
@@ -93,9 +93,15 @@ fn remove_if_abandoned(dir: &Path) -> bool {
     }
 }
 
-/// Removes `.cup-*.tmp` regular files anywhere under `dir` (symbolic links are not followed),
-/// recording them in `removed`.
+/// Removes `.cup-*.tmp` regular files anywhere under `dir`, and the staged and set-aside
+/// entries of an interrupted apply (`.cup-new-*.tmp`, `.cup-old-*.tmp`, files or whole
+/// directories); symbolic links are not followed, and `.git` at the top is not entered.
+/// Records them in `removed`.
 fn temp_files(dir: &Path, removed: &mut Vec<PathBuf>) {
+    temp_files_in(dir, true, removed);
+}
+
+fn temp_files_in(dir: &Path, top: bool, removed: &mut Vec<PathBuf>) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) => {
@@ -108,9 +114,23 @@ fn temp_files(dir: &Path, removed: &mut Vec<PathBuf>) {
             continue;
         };
         let path = entry.path();
-        if kind.is_dir() {
-            temp_files(&path, removed);
-        } else if kind.is_file() && is_write_temp(&entry.file_name()) {
+        let name = entry.file_name();
+        if kind.is_dir() && is_apply_temp(&name) {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => removed.push(path),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot remove a temp directory");
+                }
+            }
+        } else if kind.is_dir() {
+            if !(top
+                && name
+                    .to_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(".git")))
+            {
+                temp_files_in(&path, false, removed);
+            }
+        } else if kind.is_file() && is_write_temp(&name) {
             match std::fs::remove_file(&path) {
                 Ok(()) => removed.push(path),
                 Err(error) => {
@@ -123,8 +143,15 @@ fn temp_files(dir: &Path, removed: &mut Vec<PathBuf>) {
 
 /// The temp files of cupd's atomic writes (here and in cup-template): `.cup-<random>.tmp`.
 fn is_write_temp(name: &std::ffi::OsStr) -> bool {
-    name.to_str()
-        .is_some_and(|n| n.starts_with(".cup-") && n.ends_with(".tmp"))
+    name.to_str().is_some_and(is_cup_temp)
+}
+
+/// What the apply step of a wasm write stages (`.cup-new-…`) or sets aside (`.cup-old-…`),
+/// which may be whole directories.
+fn is_apply_temp(name: &std::ffi::OsStr) -> bool {
+    name.to_str().is_some_and(|n| {
+        is_cup_temp(n) && (n.starts_with(".cup-new-") || n.starts_with(".cup-old-"))
+    })
 }
 
 #[cfg(test)]
@@ -139,6 +166,15 @@ mod tests {
         for name in [".cup-x1.tmp", "a/.cup-y2.tmp", "a/b/.cup-z3.tmp"] {
             std::fs::write(root.path().join(name), "half").expect("write");
         }
+        // A directory set aside by an interrupted apply goes whole.
+        std::fs::create_dir_all(root.path().join("a/.cup-old-1-2-3.tmp/ns")).expect("mkdir");
+        std::fs::write(
+            root.path().join("a/.cup-old-1-2-3.tmp/ns/features.yml"),
+            "old",
+        )
+        .expect("write");
+        std::fs::create_dir_all(root.path().join(".git")).expect("mkdir");
+        std::fs::write(root.path().join(".git/.cup-git.tmp"), "not ours").expect("write");
         for name in [
             "features.yml",
             "a/.cup-keep",
@@ -152,16 +188,22 @@ mod tests {
         let mut removed = Vec::new();
         temp_files(root.path(), &mut removed);
         removed.sort();
-        let expected: Vec<PathBuf> = [".cup-x1.tmp", "a/.cup-y2.tmp", "a/b/.cup-z3.tmp"]
-            .iter()
-            .map(|n| root.path().join(n))
-            .collect();
+        let expected: Vec<PathBuf> = [
+            ".cup-x1.tmp",
+            "a/.cup-old-1-2-3.tmp",
+            "a/.cup-y2.tmp",
+            "a/b/.cup-z3.tmp",
+        ]
+        .iter()
+        .map(|n| root.path().join(n))
+        .collect();
         assert_eq!(removed, expected);
         for name in [
             "features.yml",
             "a/.cup-keep",
             "a/b/cup-x.tmp",
             "a/.cup-dir.tmp/f",
+            ".git/.cup-git.tmp",
         ] {
             assert!(root.path().join(name).exists(), "{name} was removed");
         }

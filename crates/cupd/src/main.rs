@@ -106,6 +106,13 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
         store,
         code_cache,
         strict_digests: serve.strict_digests,
+        write_limits: cup_server::WriteLimits {
+            max_file_bytes: serve.write_max_file_size as u64,
+            max_total_bytes: serve.write_max_total_size as u64,
+            max_entries: serve.write_max_entries,
+            max_depth: serve.write_max_depth,
+        },
+        read_hold: serve.max_read_hold,
         limits: cup_runtime::Limits {
             deadline: serve.controller_timeout,
             memory_bytes: serve.controller_memory,
