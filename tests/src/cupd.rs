@@ -111,6 +111,11 @@ impl Cupd {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// cupd's process id (to read its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
     /// The loopback port cupd listens on.
     pub fn port(&self) -> u16 {
         self.port

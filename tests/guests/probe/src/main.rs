@@ -35,6 +35,10 @@
 //! - `Flood`    write 100 MiB (or the name's number of bytes) to stdout, exit 0
 //! - `Spin`     loop forever
 //! - `Grow`     allocate without bound
+//! - `Sparse`, `Nest`: `put` leaves a 2 GiB sparse file or deeply nested directories in
+//!   its checkout, exit 0 (see [`sparse`])
+
+mod sparse;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -79,6 +83,11 @@ fn main() {
         "panic" => panic!("probe was asked to panic"),
         "get" | "list" | "put" | "delete" if args.get(2).map(String::as_str) == Some("Escape") => {
             escape(verb, args.get(3).map_or("default", String::as_str))
+        }
+        "get" | "list" | "put" | "delete"
+            if args.len() >= 4 && matches!(arg(2), "Sparse" | "Nest") =>
+        {
+            sparse::abuse(verb, arg(2), args.get(4).map_or(arg(3), String::as_str))
         }
         "get" | "list" | "put" | "delete" if args.len() >= 4 => abuse(
             arg(2),

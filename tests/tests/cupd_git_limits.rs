@@ -1,0 +1,119 @@
+//! What a controller's write may put in a Git proposal, through the real cupd: the `probe`
+//! guest's `Sparse` Kind leaves a 2 GiB sparse file in its checkout (`set_len`, free for
+//! the guest) and `Nest` 100 nested directories. Both PUTs are refused with a 500 naming
+//! the path and the limit, cupd never reads the file (its peak RSS stays small) and
+//! nothing reaches the remote.
+
+mod cupd_git_common;
+
+use cup_e2e::cupd::{Cupd, config_object};
+use cup_e2e::probe_wasm;
+use cupd_git_common::{Fixture, git};
+
+/// The probe bound to `Sparse` and `Nest` in the fixture's config directory.
+fn add_probe(fixture: &Fixture) {
+    let dir = fixture.path("config");
+    std::fs::copy(probe_wasm(), dir.join("probe.wasm")).unwrap();
+    let mut keys = Vec::new();
+    for kind in ["Sparse", "Nest"] {
+        let plural = format!("{}s", kind.to_lowercase());
+        std::fs::write(
+            dir.join(format!("{plural}-def.json")),
+            config_object(
+                "ResourceDefinition",
+                &format!("{plural}.example.com"),
+                &format!(r#""names":{{"kind":"{kind}","singular":"{}","plural":"{plural}"}},"spec":{{"group":"example.com","versions":{{"v1":{{"type":"object"}}}}}}"#, kind.to_lowercase()),
+            ),
+        )
+        .unwrap();
+        keys.push(format!(r#""example.com/v1/{plural}""#));
+    }
+    std::fs::write(
+        dir.join("probe-ctl.json"),
+        config_object(
+            "Controller",
+            "probe",
+            r#""spec":{"type":"wasm","spec":{"path":"probe.wasm"}}"#,
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("probe-bind.json"),
+        config_object(
+            "Binding",
+            "probe",
+            &format!(
+                r#""spec":{{"controller":"probe","resources":[{}]}}"#,
+                keys.join(",")
+            ),
+        ),
+    )
+    .unwrap();
+}
+
+fn put(cupd: &Cupd, kind: &str, name: &str) -> cup_e2e::cupd::Response {
+    let plural = format!("{}s", kind.to_lowercase());
+    cupd.put(
+        &format!("/apis/example.com/v1/namespaces/default/{plural}/{name}"),
+        &format!(
+            r#"{{"apiVersion":"example.com/v1","kind":"{kind}","metadata":{{"namespace":"default","name":"{name}"}},"spec":{{}}}}"#
+        ),
+    )
+}
+
+/// `VmHWM` (peak resident memory) of `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmHWM line");
+    kib / 1024
+}
+
+fn proposal_branches(fixture: &Fixture) -> String {
+    git(
+        &fixture.bare(),
+        &["for-each-ref", "--format=%(refname)", "refs/heads/cup"],
+    )
+}
+
+#[test]
+fn a_sparse_file_or_deep_nesting_in_a_write_is_refused_and_pushes_nothing() {
+    let fixture = Fixture::new();
+    add_probe(&fixture);
+    let url = fixture.bare().to_str().unwrap().to_owned();
+    let cupd = Cupd::start(&fixture.config(&url, &[], &[]));
+    let before = peak_rss_mib(cupd.pid());
+
+    let r = put(&cupd, "Sparse", "big");
+    let text = r.text();
+    assert_eq!(r.status, 500, "{text}");
+    assert!(
+        text.contains("sparse.bin")
+            && text.contains("2147483648 bytes")
+            && text.contains("max_file_bytes"),
+        "{text}"
+    );
+    let after = peak_rss_mib(cupd.pid());
+    eprintln!("cupd peak RSS: {before} MiB before the sparse write, {after} MiB after");
+    assert!(after < before + 64, "{before} -> {after} MiB");
+
+    let r = put(&cupd, "Nest", "100");
+    let text = r.text();
+    assert_eq!(r.status, 500, "{text}");
+    assert!(
+        text.contains("max_depth") && text.contains("65 levels") && text.contains("n/n/n"),
+        "{text}"
+    );
+
+    assert_eq!(proposal_branches(&fixture), "", "nothing pushed");
+    // Within the limits the same Kinds write: a small file, ten levels.
+    let r = put(&cupd, "Nest", "10");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = put(&cupd, "Sparse", "1000");
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(proposal_branches(&fixture).lines().count(), 2);
+    assert_eq!(cupd.get("/healthz").status, 200, "the server stays up");
+}
