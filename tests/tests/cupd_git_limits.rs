@@ -87,7 +87,14 @@ fn a_sparse_file_or_deep_nesting_in_a_write_is_refused_and_pushes_nothing() {
     let cupd = Cupd::start(&fixture.config(&url, &[], &[]));
     let before = peak_rss_mib(cupd.pid());
 
+    let started = std::time::Instant::now();
     let r = put(&cupd, "Sparse", "big");
+    let after = peak_rss_mib(cupd.pid());
+    eprintln!(
+        "sparse write: {} in {:?}; cupd peak RSS {before} MiB before, {after} MiB after",
+        r.status,
+        started.elapsed()
+    );
     let text = r.text();
     assert_eq!(r.status, 500, "{text}");
     assert!(
@@ -96,8 +103,6 @@ fn a_sparse_file_or_deep_nesting_in_a_write_is_refused_and_pushes_nothing() {
             && text.contains("max_file_bytes"),
         "{text}"
     );
-    let after = peak_rss_mib(cupd.pid());
-    eprintln!("cupd peak RSS: {before} MiB before the sparse write, {after} MiB after");
     assert!(after < before + 64, "{before} -> {after} MiB");
 
     let r = put(&cupd, "Nest", "100");
