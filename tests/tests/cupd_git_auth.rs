@@ -283,4 +283,13 @@ fn a_password_that_does_not_parse_never_shows_in_the_startup_error() {
         assert!(log.contains("not shown"), "{log}");
         assert!(!log.contains(TOKEN), "the token leaked:\n{log}");
     }
+    // `--help` names the variable, not its value.
+    let help = std::process::Command::new(cup_e2e::bin("cupd"))
+        .args(["serve", "--help"])
+        .env("CUPD_API_GIT_REPO", format!("http://{USER}:{TOKEN}@h/r.git"))
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("CUPD_API_GIT_REPO"), "{help}");
+    assert!(!help.contains(TOKEN), "the token leaked into --help:\n{help}");
 }
