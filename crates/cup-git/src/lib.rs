@@ -15,13 +15,13 @@
 //!   ref used as the push source is not a branch and is removed whatever the outcome.
 //!   The tree is built within [`TreeLimits`] (file and total sizes, entries, depth), from
 //!   metadata before any file is read, so a controller's sparse or runaway files are
-//!   refused rather than stored and pushed ([`tree`]).
+//!   refused rather than stored and pushed (`tree.rs`).
 //! * Writes are serialised per repository ([`GitRepo::propose`], [`GitRepo::propose_all`]
 //!   and [`GitRepo::merge`] take one lock); fetches and pushes share another, so ref
 //!   updates never race. [`GitRepo::propose_all`] commits several writes one by one and
 //!   pushes all their branches at once: a push costs an advertisement of every ref on the
 //!   remote, which queued writes then share.
-//! * Remote URLs are parsed, never split by hand ([`remote_url`]); one that does not parse is
+//! * Remote URLs are parsed, never split by hand (`remote_url.rs`); one that does not parse is
 //!   refused and never shown, as any part of it may be a password.
 //! * HTTP(S) credentials come from the URL's userinfo (`https://user:token@host/...`) or a
 //!   git-credential-store file ([`credentials`]); SSH remotes authenticate through the
