@@ -286,10 +286,16 @@ fn a_password_that_does_not_parse_never_shows_in_the_startup_error() {
     // `--help` names the variable, not its value.
     let help = std::process::Command::new(cup_e2e::bin("cupd"))
         .args(["serve", "--help"])
-        .env("CUPD_API_GIT_REPO", format!("http://{USER}:{TOKEN}@h/r.git"))
+        .env(
+            "CUPD_API_GIT_REPO",
+            format!("http://{USER}:{TOKEN}@h/r.git"),
+        )
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("CUPD_API_GIT_REPO"), "{help}");
-    assert!(!help.contains(TOKEN), "the token leaked into --help:\n{help}");
+    assert!(
+        !help.contains(TOKEN),
+        "the token leaked into --help:\n{help}"
+    );
 }
