@@ -215,6 +215,58 @@ pub fn config_object(kind: &str, name: &str, body: &str) -> String {
     )
 }
 
+/// The `probe` guest in `dir` as the Controller `probe`, with a definition of each of
+/// `kinds` (group `example.com`, version `v1`, plural: the Kind in lower case plus `s`, any
+/// object) bound to it.
+pub fn write_probe_controller(dir: &Path, kinds: &[&str]) {
+    std::fs::copy(crate::probe_wasm(), dir.join("probe.wasm")).expect("copying the probe");
+    let mut keys = Vec::new();
+    for kind in kinds {
+        let (singular, plural) = (kind.to_lowercase(), format!("{}s", kind.to_lowercase()));
+        std::fs::write(
+            dir.join(format!("{plural}-def.json")),
+            config_object(
+                "ResourceDefinition",
+                &format!("{plural}.example.com"),
+                &format!(r#""names":{{"kind":"{kind}","singular":"{singular}","plural":"{plural}"}},"spec":{{"group":"example.com","versions":{{"v1":{{"type":"object"}}}}}}"#),
+            ),
+        )
+        .expect("writing a probe definition");
+        keys.push(format!(r#""example.com/v1/{plural}""#));
+    }
+    for (file, kind, body) in [
+        (
+            "probe-ctl.json",
+            "Controller",
+            r#""spec":{"type":"wasm","spec":{"path":"probe.wasm"}}"#.to_owned(),
+        ),
+        (
+            "probe-bind.json",
+            "Binding",
+            format!(
+                r#""spec":{{"controller":"probe","resources":[{}]}}"#,
+                keys.join(",")
+            ),
+        ),
+    ] {
+        std::fs::write(dir.join(file), config_object(kind, "probe", &body))
+            .expect("writing the probe's controller and binding");
+    }
+}
+
+/// PUT of the probe resource `kind`/`name` (namespace `default`, empty spec).
+pub fn probe_put(cupd: &Cupd, kind: &str, name: &str) -> Response {
+    cupd.put(
+        &format!(
+            "/apis/example.com/v1/namespaces/default/{}s/{name}",
+            kind.to_lowercase()
+        ),
+        &format!(
+            r#"{{"apiVersion":"example.com/v1","kind":"{kind}","metadata":{{"namespace":"default","name":"{name}"}},"spec":{{}}}}"#
+        ),
+    )
+}
+
 /// The template controller of the original's fixture in `dir`: the definition of
 /// `test.cup.flipt.io/v1alpha1` Resources (`version_schema` is its v1alpha1 schema), the
 /// `template` Controller and the Binding between them.

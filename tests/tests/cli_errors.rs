@@ -254,3 +254,69 @@ fn a_definition_no_controller_serves_is_not_a_missing_resource() {
     }
     assert_eq!(snapshot(&source).len(), 0);
 }
+
+#[test]
+fn a_password_in_the_address_never_shows() {
+    const SECRET: &str = "s3cret";
+    let f = Fixture::start();
+    let port = f.cupd.port();
+    // Debug output names the address and every request: the password is `***` there.
+    let with_password = format!("http://cup:{SECRET}@127.0.0.1:{port}");
+    let run = f
+        .cup
+        .run(&["-a", &with_password, "-l", "debug", "get", "resources"]);
+    run.ok();
+    assert!(!run.stderr.contains(SECRET), "{}", run.stderr);
+    assert!(run.stderr.contains("cup:***@127.0.0.1"), "{}", run.stderr);
+
+    // Unreachable: the address is named without its password.
+    let free = free_port();
+    let run = f.cup.run(&[
+        "-a",
+        &format!("http://cup:{SECRET}@127.0.0.1:{free}"),
+        "get",
+        "resources",
+    ]);
+    let e = run.one_line_error();
+    assert!(
+        e.starts_with(&format!(
+            "cup: cannot reach cupd at http://cup:***@127.0.0.1:{free}: "
+        )),
+        "{e}"
+    );
+    // A raw '/' in the password: the address does not parse and is not shown at all.
+    let run = f.cup.run(&[
+        "-a",
+        &format!("http://cup:{SECRET}/x@127.0.0.1:{port}"),
+        "get",
+        "resources",
+    ]);
+    let e = run.one_line_error();
+    assert!(e.contains("<unparsable URL>") && !e.contains(SECRET), "{e}");
+
+    // Listings show the user and `***`.
+    let config = f.path("config.json").to_string_lossy().into_owned();
+    let add = [
+        "-c",
+        &config,
+        "config",
+        "context",
+        "add",
+        "secret",
+        "--address",
+    ];
+    f.cup.run(&[&add[..], &[&with_password]].concat()).ok();
+    let table = f.cup.run(&["-c", &config, "config", "context"]);
+    assert!(!table.ok().contains(SECRET), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("http://cup:***@127.0.0.1"),
+        "{}",
+        table.stdout
+    );
+    let json = f
+        .cup
+        .run(&["-c", &config, "-o", "json", "config", "context"]);
+    assert!(!json.ok().contains(SECRET), "{}", json.stdout);
+    // The file keeps it: requests through the context still authenticate.
+    assert!(std::fs::read_to_string(&config).unwrap().contains(SECRET));
+}

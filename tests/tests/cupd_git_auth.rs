@@ -265,3 +265,37 @@ fn the_harness_serves_the_git_cli_only_with_credentials() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Authentication failed"));
 }
+
+#[test]
+fn a_password_that_does_not_parse_never_shows_in_the_startup_error() {
+    let fixture = Fixture::new();
+    // A raw '/' in the password: where the userinfo ends cannot be told, so no part of
+    // the URL is shown. Likewise a password in an scp-like address.
+    for url in [
+        format!("http://{USER}:{TOKEN}/x@127.0.0.1:1/remote.git"),
+        format!("{USER}:{TOKEN}@127.0.0.1:remote.git"),
+    ] {
+        let log = refused(&fixture.config(&url, &[], &[]));
+        assert!(
+            log.contains("does not parse") || log.contains("scp-like"),
+            "{log}"
+        );
+        assert!(log.contains("not shown"), "{log}");
+        assert!(!log.contains(TOKEN), "the token leaked:\n{log}");
+    }
+    // `--help` names the variable, not its value.
+    let help = std::process::Command::new(cup_e2e::bin("cupd"))
+        .args(["serve", "--help"])
+        .env(
+            "CUPD_API_GIT_REPO",
+            format!("http://{USER}:{TOKEN}@h/r.git"),
+        )
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("CUPD_API_GIT_REPO"), "{help}");
+    assert!(
+        !help.contains(TOKEN),
+        "the token leaked into --help:\n{help}"
+    );
+}

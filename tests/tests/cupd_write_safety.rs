@@ -9,51 +9,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cup_e2e::cupd::{
-    Cupd, CupdConfig, config_object, copy_tree, flipt_package, shared_code_cache,
-    write_template_controller,
+    Cupd, CupdConfig, copy_tree, flipt_package, probe_put, shared_code_cache,
+    write_probe_controller, write_template_controller,
 };
-use cup_e2e::{bin, probe_wasm, repo_root};
-
-const PROBE_KINDS: [&str; 3] = ["Sparse", "Nest", "Slow"];
+use cup_e2e::{bin, repo_root};
 
 /// The probe, bound to the Kinds this file uses, and the template controller.
 fn probe_config(dir: &Path) {
-    std::fs::copy(probe_wasm(), dir.join("probe.wasm")).unwrap();
-    let mut keys = Vec::new();
-    for kind in PROBE_KINDS {
-        let plural = format!("{}s", kind.to_lowercase());
-        std::fs::write(
-            dir.join(format!("{plural}-def.json")),
-            config_object(
-                "ResourceDefinition",
-                &format!("{plural}.example.com"),
-                &format!(r#""names":{{"kind":"{kind}","singular":"{}","plural":"{plural}"}},"spec":{{"group":"example.com","versions":{{"v1":{{"type":"object"}}}}}}"#, kind.to_lowercase()),
-            ),
-        )
-        .unwrap();
-        keys.push(format!(r#""example.com/v1/{plural}""#));
-    }
-    std::fs::write(
-        dir.join("probe-ctl.json"),
-        config_object(
-            "Controller",
-            "probe",
-            r#""spec":{"type":"wasm","spec":{"path":"probe.wasm"}}"#,
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("probe-bind.json"),
-        config_object(
-            "Binding",
-            "probe",
-            &format!(
-                r#""spec":{{"controller":"probe","resources":[{}]}}"#,
-                keys.join(",")
-            ),
-        ),
-    )
-    .unwrap();
+    write_probe_controller(dir, &["Sparse", "Nest", "Slow"]);
     write_template_controller(dir, r#"{"type":"object"}"#);
 }
 
@@ -61,15 +24,6 @@ fn probe_url(kind: &str, name: &str) -> String {
     format!(
         "/apis/example.com/v1/namespaces/default/{}s/{name}",
         kind.to_lowercase()
-    )
-}
-
-fn probe_put(cupd: &Cupd, kind: &str, name: &str) -> cup_e2e::cupd::Response {
-    cupd.put(
-        &probe_url(kind, name),
-        &format!(
-            r#"{{"apiVersion":"example.com/v1","kind":"{kind}","metadata":{{"namespace":"default","name":"{name}"}},"spec":{{}}}}"#
-        ),
     )
 }
 

@@ -33,7 +33,58 @@ pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
     pub method: Method,
+    /// The request's URL as messages show it (see [`shown`]).
     pub url: Url,
+}
+
+/// `url` as messages, logs and listings show it: a password in its userinfo becomes `***`
+/// (the user name stays: it says who is logged in). The request itself keeps the password.
+pub fn shown(url: &Url) -> Url {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        // Only fails for URLs that cannot have a password, which then have none.
+        let _ = shown.set_password(Some("***"));
+    }
+    shown
+}
+
+/// `text` with every form of `url`'s password replaced by `***`: for messages that come
+/// from elsewhere (an HTTP library's error) and may quote the URL.
+pub fn scrub(text: &str, url: &Url) -> String {
+    let Some(encoded) = url.password().filter(|p| !p.is_empty()) else {
+        return text.to_owned();
+    };
+    let mut out = text.replace(url.as_str(), shown(url).as_str());
+    let decoded = percent_decode(encoded);
+    for secret in [encoded, decoded.as_str()] {
+        if !secret.is_empty() {
+            out = out.replace(secret, "***");
+        }
+    }
+    out
+}
+
+/// `%XX` sequences as bytes (invalid UTF-8 replaced).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = s
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Reply {
@@ -79,9 +130,9 @@ impl Client {
         })
     }
 
-    /// The server address as the user gave it (for messages).
-    pub fn address(&self) -> &str {
-        self.base.as_str().trim_end_matches('/')
+    /// The server address as the user gave it, without its password (for messages).
+    pub fn address(&self) -> String {
+        shown(&self.base).as_str().trim_end_matches('/').to_owned()
     }
 
     /// The URL of `segments` under the address (each segment percent-encoded, so a name
@@ -115,6 +166,7 @@ impl Client {
             Ok::<_, reqwest::Error>((status, body.to_vec()))
         });
         let (status, body) = answer.map_err(|e| self.transport_error(&e))?;
+        let url = shown(&url);
         log::debug(format_args!(
             "{method} {url} -> {status} ({} bytes, {:.1} ms)",
             body.len(),
@@ -142,7 +194,7 @@ impl Client {
         anyhow::anyhow!(
             "cannot reach cupd at {}: {} (is it running? the address comes from -a or the context, see `cup config context`)",
             self.address(),
-            one_line(&reason)
+            one_line(&scrub(&reason, &self.base))
         )
     }
 }
@@ -183,6 +235,31 @@ mod tests {
         );
         assert!(e.to_lowercase().contains("refused"), "{e}");
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn passwords_never_show_in_addresses_or_transport_errors() {
+        for (address, expected) in [
+            ("http://u:s3cret@h:1/", "http://u:***@h:1/"),
+            ("http://u:p%40ss@h:1/", "http://u:***@h:1/"),
+            ("http://u:pa%2Fss@[::1]:1/", "http://u:***@[::1]:1/"),
+            ("http://u:p:w@h:1/", "http://u:***@h:1/"),
+            ("http://only-user@h:1/", "http://only-user@h:1/"),
+            ("http://h:1/", "http://h:1/"),
+        ] {
+            let url = Url::parse(address).unwrap();
+            assert_eq!(shown(&url).as_str(), expected, "{address}");
+        }
+        let url = Url::parse("http://u:pa%2Fss@h/").unwrap();
+        assert_eq!(
+            scrub("error for url (http://u:pa%2Fss@h/x): pa/ss", &url),
+            "error for url (http://u:***@h/x): ***"
+        );
+        let c = Client::new(Url::parse("http://u:s3cret@127.0.0.1:1").unwrap()).unwrap();
+        assert_eq!(c.address(), "http://u:***@127.0.0.1:1");
+        let e = format!("{:#}", c.send(Method::GET, &["apis"], None).err().unwrap());
+        assert!(e.contains("http://u:***@127.0.0.1:1"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]

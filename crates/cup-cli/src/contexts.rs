@@ -272,17 +272,45 @@ pub fn target(
 }
 
 /// An address must be an absolute http(s) URL with a host; a bare `host:port` gets a hint.
+/// Errors show the address without its password, and not at all when it does not parse
+/// with a `@` in it: where its userinfo ends cannot be told (`http://u:pa/ss@h`).
 pub fn check_address(address: &str) -> Result<Url> {
     let address = address.trim();
-    let hint = || format!("invalid address {address:?}: expected a URL such as {DEFAULT_ADDRESS}");
-    let url = Url::parse(address).with_context(hint)?;
+    let hint =
+        |shown: &str| format!("invalid address {shown}: expected a URL such as {DEFAULT_ADDRESS}");
+    let url = match Url::parse(address) {
+        Ok(url) => url,
+        Err(e) if address.contains('@') => {
+            bail!(
+                "{} ({e}; not shown, it may hold a password)",
+                hint("<unparsable URL>")
+            )
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(hint(&format!("{address:?}")))),
+    };
+    let shown = if url.password().is_some() {
+        format!("{:?}", crate::client::shown(&url).as_str())
+    } else {
+        format!("{address:?}")
+    };
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        bail!("{}", hint());
+        bail!("{}", hint(&shown));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        bail!("invalid address {address:?}: no query or fragment allowed");
+        bail!("invalid address {shown}: no query or fragment allowed");
     }
     Ok(url)
+}
+
+/// A context's address as listings show it: its password as `***` (see [`check_address`]
+/// for one that does not parse).
+fn shown_address(address: &str) -> String {
+    match Url::parse(address.trim()) {
+        Ok(url) if url.password().is_some() => crate::client::shown(&url).to_string(),
+        Ok(_) => address.to_owned(),
+        Err(_) if address.contains('@') => "<unparsable URL>".to_owned(),
+        Err(_) => address.to_owned(),
+    }
 }
 
 /// Namespaces are one URL path segment: not empty, no `/`.
@@ -425,7 +453,7 @@ fn print_list(config: &Config, output: crate::Output) -> Result<()> {
                 .map(|(name, c)| {
                     serde_json::json!({
                         "name": name,
-                        "address": c.address,
+                        "address": shown_address(&c.address),
                         "namespace": namespace(c),
                         "current": *name == config.current_context,
                     })
@@ -440,7 +468,7 @@ fn print_list(config: &Config, output: crate::Output) -> Result<()> {
                 .map(|(name, c)| {
                     vec![
                         name.clone(),
-                        c.address.clone(),
+                        shown_address(&c.address),
                         namespace(c),
                         if *name == config.current_context {
                             "*".into()
@@ -467,6 +495,27 @@ mod tests {
         c.add("prod", "https://cup.example.com", Some("team"))
             .unwrap();
         c
+    }
+
+    #[test]
+    fn addresses_with_passwords_are_shown_without_them() {
+        let err = |a: &str| format!("{:#}", check_address(a).unwrap_err());
+        for (address, shown) in [
+            ("http://u:pa/ss@h:1", "<unparsable URL>"),
+            ("http://u:s3cret@h:99999", "<unparsable URL>"),
+            ("ftp://u:s3cret@h", "\"ftp://u:***@h/\""),
+            ("http://u:s3cret@h/?q", "\"http://u:***@h/?q\""),
+        ] {
+            let e = err(address);
+            assert!(e.contains(shown), "{address}: {e}");
+            assert!(!e.contains("s3cret") && !e.contains("pa/ss"), "{e}");
+        }
+        assert!(err("localhost:8181").contains("\"localhost:8181\""));
+        let url = check_address("http://u:p%2Fss@h:1").unwrap();
+        assert_eq!(url.password(), Some("p%2Fss"), "the request keeps it");
+        assert_eq!(shown_address("http://u:s3cret@h:1"), "http://u:***@h:1/");
+        assert_eq!(shown_address("http://h:1"), "http://h:1");
+        assert_eq!(shown_address("http://u:pa/ss@h:1"), "<unparsable URL>");
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Session {
         log::debug(format_args!(
             "context {}, address {}, namespace {}",
             target.context.as_deref().unwrap_or("(none: -a)"),
-            target.address,
+            crate::client::shown(&target.address),
             target.namespace
         ));
         Ok(Session {

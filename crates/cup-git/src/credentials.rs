@@ -189,37 +189,28 @@ pub(crate) struct UrlParts {
     pub path: String,
 }
 
-/// Splits a URL with an authority; `None` for paths and scp-like remotes.
+/// Parses a URL with an authority (with the `url` crate); `None` for paths, scp-like
+/// remotes and strings that do not parse.
 pub(crate) fn parse_url(url: &str) -> Option<UrlParts> {
-    let (scheme, rest) = url.split_once("://")?;
-    if scheme.is_empty()
-        || !scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+')
-    {
+    if !url.contains("://") {
         return None;
     }
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let (userinfo, host) = match authority.rsplit_once('@') {
-        Some((info, host)) => (Some(info), host),
-        None => (None, authority),
-    };
-    let (user, password) = match userinfo {
-        None => (None, None),
-        Some(info) => match info.split_once(':') {
-            Some((u, p)) => (Some(percent_decode(u)), Some(percent_decode(p))),
-            None => (Some(percent_decode(info)), None),
-        },
-    };
+    let parsed = url::Url::parse(url).ok()?;
+    let host = parsed.host_str()?.to_ascii_lowercase();
+    let password = parsed.password().map(percent_decode);
+    let user = Some(parsed.username())
+        .filter(|u| !u.is_empty() || password.is_some())
+        .map(percent_decode);
     Some(UrlParts {
-        scheme: scheme.to_ascii_lowercase(),
+        scheme: parsed.scheme().to_ascii_lowercase(),
         user,
         password,
-        host: host.to_ascii_lowercase(),
-        path: path.to_owned(),
+        // The port only when it is not the scheme's default (which the parser drops).
+        host: match parsed.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        },
+        path: parsed.path().to_owned(),
     })
 }
 

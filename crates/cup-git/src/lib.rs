@@ -13,11 +13,16 @@
 //!   a tree from the result with the object database (no index, no worktree state), and if
 //!   it differs from the base commits it and pushes it as `cup/proposal/<ULID>`. The local
 //!   ref used as the push source is not a branch and is removed whatever the outcome.
+//!   The tree is built within [`TreeLimits`] (file and total sizes, entries, depth), from
+//!   metadata before any file is read, so a controller's sparse or runaway files are
+//!   refused rather than stored and pushed (`tree.rs`).
 //! * Writes are serialised per repository ([`GitRepo::propose`], [`GitRepo::propose_all`]
 //!   and [`GitRepo::merge`] take one lock); fetches and pushes share another, so ref
 //!   updates never race. [`GitRepo::propose_all`] commits several writes one by one and
 //!   pushes all their branches at once: a push costs an advertisement of every ref on the
 //!   remote, which queued writes then share.
+//! * Remote URLs are parsed, never split by hand (`remote_url.rs`); one that does not parse is
+//!   refused and never shown, as any part of it may be a password.
 //! * HTTP(S) credentials come from the URL's userinfo (`https://user:token@host/...`) or a
 //!   git-credential-store file ([`credentials`]); SSH remotes authenticate through the
 //!   ssh-agent after their host key is checked against known_hosts ([`ssh`]). Secrets are
@@ -26,8 +31,10 @@
 //!   and may return a pull request's URL ([`scm`]).
 
 pub mod credentials;
+mod remote_url;
 pub mod scm;
 pub mod ssh;
+mod tree;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -43,8 +50,10 @@ use serde::Serialize;
 use ulid::Ulid;
 
 pub use credentials::{CredentialOrigin, CredentialStore, CredentialsError};
+pub use remote_url::{UNPARSABLE, UrlError, redact};
 pub use scm::{BranchesOnly, NewProposal, PullRequests, ScmError};
 pub use ssh::{AgentProblem, HostKeyError};
+pub use tree::{TreeLimit, TreeLimitExceeded, TreeLimits};
 
 /// Prefix of proposal branches on the remote.
 pub const PROPOSAL_PREFIX: &str = "cup/proposal/";
@@ -62,6 +71,11 @@ const MODE_EXEC: i32 = 0o100755;
 /// Why a Git operation failed. [`GitError::kind`] says how an API should report it.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// A write's tree is over one of its [`TreeLimits`]; nothing was committed or pushed.
+    #[error(transparent)]
+    TreeLimit(#[from] TreeLimitExceeded),
     #[error("git cache {path}: {source}")]
     Cache { path: PathBuf, source: git2::Error },
     #[error(
@@ -162,6 +176,8 @@ pub struct RemoteOptions {
     pub known_hosts: Option<PathBuf>,
     /// Told about every pushed proposal.
     pub pull_requests: Arc<dyn PullRequests>,
+    /// What one write may put in its tree.
+    pub tree_limits: TreeLimits,
 }
 
 impl Default for RemoteOptions {
@@ -170,6 +186,7 @@ impl Default for RemoteOptions {
             credentials: None,
             known_hosts: None,
             pull_requests: Arc::new(BranchesOnly),
+            tree_limits: TreeLimits::default(),
         }
     }
 }
@@ -388,7 +405,8 @@ impl GitRepo {
         author: Author,
         options: RemoteOptions,
     ) -> Result<GitRepo, GitError> {
-        let display_url = redact(url);
+        // Refused before anything shows it: an unparsable URL may hold a password anywhere.
+        let display_url = remote_url::Remote::parse(url)?.redacted();
         let dir = cache_root.join(cache_name(&display_url));
         std::fs::create_dir_all(&dir).map_err(io("creating the git cache", &dir))?;
         let cache_lock = lock_cache(&dir)?;
@@ -425,6 +443,21 @@ impl GitRepo {
         }
         repo.fetch()?;
         Ok(repo)
+    }
+
+    /// `text` (a libgit2 message) without the URL's secrets, should libgit2 quote them.
+    fn scrub(&self, text: &str) -> String {
+        let mut out = text.replace(&self.url, &self.display_url);
+        let encoded = url::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.password().map(str::to_owned));
+        let decoded = credentials::from_url(&self.url).map(|s| s.password);
+        for secret in [encoded, decoded].into_iter().flatten() {
+            if !secret.is_empty() {
+                out = out.replace(&secret, "***");
+            }
+        }
+        out
     }
 
     /// The URL without credentials.
@@ -592,7 +625,7 @@ impl GitRepo {
             self.remote_error("fetching from", &e, &state)
                 .unwrap_or_else(|| GitError::Fetch {
                     url: self.display_url.clone(),
-                    reason: e.message().to_owned(),
+                    reason: self.scrub(e.message()),
                 })
         };
         let mut remote = repo.remote_anonymous(&self.url).map_err(fail)?;
@@ -804,7 +837,12 @@ impl GitRepo {
         if !keep {
             return Ok(None);
         }
-        let tree_id = build_tree(repo, checkout.path(), Some(&base_tree))?;
+        let tree_id = tree::build_tree(
+            repo,
+            checkout.path(),
+            Some(&base_tree),
+            self.options.tree_limits,
+        )?;
         drop(checkout);
         if tree_id == base_tree.id() {
             return Ok(None);
@@ -988,7 +1026,7 @@ impl GitRepo {
             self.remote_error("pushing to", &e, &state)
                 .unwrap_or_else(|| GitError::Push {
                     url: self.display_url.clone(),
-                    reason: e.message().to_owned(),
+                    reason: self.scrub(e.message()),
                 })
         })?;
         Ok(rejected)
@@ -1328,7 +1366,7 @@ fn check_revision(rev: &str) -> Result<(), GitError> {
 
 /// Writes `tree` into `dir`: directories and regular files (executable bit kept). Symbolic
 /// links and submodules are not materialised: a controller must not follow a link out of
-/// the tree. [`build_tree`] carries them over unchanged.
+/// the tree. [`tree::build_tree`] carries them over unchanged.
 fn materialise(repo: &Repository, tree: &Tree<'_>, dir: &Path) -> Result<(), GitError> {
     for entry in tree.iter() {
         let Ok(name) = entry.name() else { continue };
@@ -1376,76 +1414,6 @@ fn is_executable(meta: &std::fs::Metadata) -> bool {
 #[cfg(not(unix))]
 fn is_executable(_: &std::fs::Metadata) -> bool {
     false
-}
-
-/// Builds the tree of `dir` in the object database. Empty directories vanish (Git cannot
-/// store them); entries of `base` that [`materialise`] left out are carried over.
-fn build_tree(repo: &Repository, dir: &Path, base: Option<&Tree<'_>>) -> Result<Oid, GitError> {
-    let mut builder = repo.treebuilder(None)?;
-    let mut seen = std::collections::HashSet::new();
-    let entries = std::fs::read_dir(dir).map_err(io("reading", dir))?;
-    for entry in entries {
-        let entry = entry.map_err(io("reading", dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name == ".git" {
-            continue;
-        }
-        let path = entry.path();
-        let meta = std::fs::symlink_metadata(&path).map_err(io("reading", &path))?;
-        if meta.is_dir() {
-            let sub_base = base
-                .and_then(|t| t.get_name(name))
-                .filter(|e| e.kind() == Some(ObjectType::Tree))
-                .and_then(|e| repo.find_tree(e.id()).ok());
-            let sub = build_tree(repo, &path, sub_base.as_ref())?;
-            if repo.find_tree(sub)?.is_empty() {
-                continue;
-            }
-            builder.insert(name, sub, MODE_TREE)?;
-        } else if meta.is_file() {
-            let blob = repo.blob_path(&path)?;
-            let mode = if is_executable(&meta) {
-                MODE_EXEC
-            } else {
-                MODE_BLOB
-            };
-            builder.insert(name, blob, mode)?;
-        } else {
-            continue;
-        }
-        seen.insert(name.to_owned());
-    }
-    if let Some(base) = base {
-        for entry in base.iter() {
-            let Ok(name) = entry.name() else { continue };
-            let kept =
-                matches!(entry.kind(), Some(ObjectType::Commit)) || entry.filemode() == 0o120000;
-            if kept && !seen.contains(name) {
-                builder.insert(name, entry.id(), entry.filemode())?;
-            }
-        }
-    }
-    Ok(builder.write()?)
-}
-
-/// The URL without secrets (for logs, errors and the cache name): userinfo is removed,
-/// except an SSH login name, which is no secret and says who logged in.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        None if ssh::is_ssh_url(url) => format!("{scheme}://{userinfo}@{host}{path}"),
-        _ => format!("{scheme}://{host}{path}"),
-    }
 }
 
 /// A readable, collision-free directory name for a remote: its last path segment and an

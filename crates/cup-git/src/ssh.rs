@@ -14,6 +14,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
+use crate::remote_url::Remote;
+
 /// The known_hosts file used when none is configured: `~/.ssh/known_hosts`.
 pub fn default_known_hosts() -> Option<PathBuf> {
     std::env::var_os("HOME")
@@ -23,45 +25,19 @@ pub fn default_known_hosts() -> Option<PathBuf> {
 
 /// Whether `url` is an SSH remote: `ssh://…`, `git+ssh://…` or scp-like `user@host:path`.
 pub fn is_ssh_url(url: &str) -> bool {
-    match url.split_once("://") {
-        Some((scheme, _)) => matches!(scheme, "ssh" | "git+ssh" | "ssh+git"),
-        None => is_scp_like(url),
-    }
+    Remote::parse(url).is_ok_and(|r| r.is_ssh())
 }
 
 /// `[user@]host:path`, Git's scp-like SSH syntax: a colon before any slash.
 pub fn is_scp_like(url: &str) -> bool {
-    !url.contains("://")
-        && url
-            .split_once(':')
-            .is_some_and(|(host, _)| host.len() > 1 && !host.contains('/'))
+    crate::remote_url::is_scp_like(url)
 }
 
 /// The name an SSH remote's host has in known_hosts: `host`, or `[host]:port` when the
 /// port is not 22.
 pub fn known_hosts_name(url: &str) -> Option<String> {
-    let (host, port) = if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
-        let authority = rest.split('/').next()?;
-        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        match host_port.strip_prefix('[') {
-            Some(bracketed) => {
-                let (host, after) = bracketed.split_once(']')?;
-                (host, after.strip_prefix(':'))
-            }
-            None => match host_port.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (host_port, None),
-            },
-        }
-    } else {
-        let (user_host, _) = url.split_once(':')?;
-        (
-            user_host.rsplit_once('@').map_or(user_host, |(_, h)| h),
-            None,
-        )
-    };
-    let host = host.to_ascii_lowercase();
-    Some(match port.filter(|p| !p.is_empty() && *p != "22") {
+    let (host, port) = Remote::parse(url).ok()?.host_port()?;
+    Some(match port.filter(|p| *p != 22) {
         Some(port) => format!("[{host}]:{port}"),
         None => host,
     })

@@ -76,6 +76,210 @@ fn author_and_urls() {
     check_revision("feature/x").unwrap();
 }
 
+/// Passwords in these URLs: none may show in what [`redact`] or an error prints.
+const SECRETS: [&str; 6] = ["hunter", "p@ss", "p:w", "pa%2Fss", "pa/ss", "s3cret"];
+
+#[test]
+fn tricky_urls_are_parsed_not_split_and_never_shown_when_unparsable() {
+    let cases = [
+        // A raw '/' in the password: where the userinfo ends cannot be told.
+        ("https://user:hunter/2@h.example/o/r.git", UNPARSABLE),
+        ("https://user:p@ss@h.example/o", "https://h.example/o"),
+        ("https://user:p:w@h.example/o", "https://h.example/o"),
+        ("https://user:pa%2Fss@h.example/o", "https://h.example/o"),
+        ("https://u:s3cret@[::1]:8443/o", "https://[::1]:8443/o"),
+        ("https://u:s3cret@H.Example:443/o", "https://h.example/o"),
+        ("ssh://git@[fe80::1]:2222/o", "ssh://git@[fe80::1]:2222/o"),
+        ("ssh://git:s3cret@[::1]/o", "ssh://[::1]/o"),
+        ("git@h.example:o/r.git", "git@h.example:o/r.git"),
+        ("h.example:o/r.git", "h.example:o/r.git"),
+        ("git@[::1]:o/r.git", "git@[::1]:o/r.git"),
+        ("user:s3cret@h.example:o/r.git", UNPARSABLE),
+        ("user:hunter/2@h.example/o", UNPARSABLE),
+        ("https://u:s3cret@h.example:99999/o", UNPARSABLE),
+        ("https://u:s3cret@/o", UNPARSABLE),
+        ("http://u:s3cret@[::1/o", UNPARSABLE),
+        ("/tmp/x", "/tmp/x"),
+        ("file:///tmp/x", "file:///tmp/x"),
+    ];
+    for (url, shown) in cases {
+        assert_eq!(redact(url), shown, "{url}");
+        for secret in SECRETS {
+            assert!(!redact(url).contains(secret), "{url}");
+        }
+    }
+    let secret = |url: &str| credentials::from_url(url).map(|s| (s.username, s.password));
+    let pair = |u: &str, p: &str| Some((u.to_owned(), p.to_owned()));
+    assert_eq!(secret("https://user:p@ss@h/o"), pair("user", "p@ss"));
+    assert_eq!(secret("https://user:p:w@h/o"), pair("user", "p:w"));
+    assert_eq!(secret("https://user:pa%2Fss@h/o"), pair("user", "pa/ss"));
+    assert_eq!(secret("https://u:s3cret@[::1]:8443/o"), pair("u", "s3cret"));
+    assert_eq!(secret("https://user:hunter/2@h/o"), None);
+    assert_eq!(secret("git@h:o"), None);
+    assert_eq!(
+        ssh::known_hosts_name("ssh://u@[::1]/r").as_deref(),
+        Some("::1")
+    );
+    assert_eq!(ssh::known_hosts_name("git@[::1]:r").as_deref(), Some("::1"));
+    assert_eq!(
+        ssh::known_hosts_name("git@Host.Example:r").as_deref(),
+        Some("host.example")
+    );
+    assert!(ssh::is_ssh_url("git@[::1]:r"));
+    assert!(!ssh::is_ssh_url("user:s3cret@h.example:o"));
+}
+
+#[test]
+fn an_unparsable_url_is_refused_at_open_without_showing_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    for url in [
+        "https://user:hunter/2@127.0.0.1:1/o/r.git",
+        "user:s3cret@127.0.0.1:o/r.git",
+    ] {
+        let err = GitRepo::open(url, tmp.path(), Author::default(), RemoteOptions::default())
+            .unwrap_err();
+        assert!(matches!(err, GitError::Url(_)), "{err}");
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("not shown"), "{text}");
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "no cache is made for it"
+    );
+}
+
+/// A repository on `bare` with `limits`.
+fn open_limited(bare: &Path, cache: &Path, limits: TreeLimits) -> GitRepo {
+    let options = RemoteOptions {
+        tree_limits: limits,
+        ..RemoteOptions::default()
+    };
+    GitRepo::open(bare.to_str().unwrap(), cache, Author::default(), options).unwrap()
+}
+
+/// The limit a write went over, after checking nothing reached the remote.
+fn refused(repo: &GitRepo, bare: &Path, change: impl FnOnce(&Path) + Send) -> TreeLimitExceeded {
+    let err = repo
+        .propose(None, "over", |d| (change(d), true))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Internal);
+    assert_eq!(
+        git(bare, &["for-each-ref", "refs/heads/cup"]),
+        "",
+        "nothing pushed"
+    );
+    assert!(std::fs::read_dir(repo.work_dir()).unwrap().next().is_none());
+    match err {
+        GitError::TreeLimit(e) => e,
+        other => panic!("expected a tree limit, got {other}"),
+    }
+}
+
+#[test]
+fn a_write_over_its_tree_limits_is_refused_before_reading_and_pushes_nothing() {
+    let (tmp, bare) = remote();
+    let limits = TreeLimits {
+        max_file_bytes: 1000,
+        max_total_bytes: 2500,
+        max_entries: 20,
+        max_depth: 3,
+    };
+    let repo = open_limited(&bare, &tmp.path().join("cache"), limits);
+
+    // A sparse file of 1 TiB: refused from its metadata, never read.
+    let started = std::time::Instant::now();
+    let e = refused(&repo, &bare, |d| {
+        let f = std::fs::File::create(d.join("d/sparse")).unwrap();
+        f.set_len(1 << 40).unwrap();
+    });
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        (e.limit, e.path.as_str(), e.found, e.max),
+        (TreeLimit::FileBytes, "d/sparse", 1 << 40, 1000)
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("d/sparse") && text.contains("max_file_bytes") && text.contains("1000"),
+        "{text}"
+    );
+
+    let e = refused(&repo, &bare, |d| {
+        for i in 0..3 {
+            std::fs::write(d.join(format!("f{i}")), [b'x'; 900]).unwrap();
+        }
+    });
+    assert_eq!(
+        (e.limit, e.found, e.max),
+        (TreeLimit::TotalBytes, 2700, 2500)
+    );
+
+    let e = refused(&repo, &bare, |d| {
+        for i in 0..20 {
+            std::fs::write(d.join(format!("e{i}")), "e").unwrap();
+        }
+    });
+    assert_eq!((e.limit, e.max), (TreeLimit::Entries, 20));
+
+    let e = refused(&repo, &bare, |d| {
+        std::fs::create_dir_all(d.join("a/b/c/d")).unwrap();
+        std::fs::write(d.join("a/b/c/d/f"), "deep").unwrap();
+    });
+    assert_eq!(
+        (e.limit, e.path.as_str(), e.found, e.max),
+        (TreeLimit::Depth, "a/b/c/d", 4, 3)
+    );
+
+    // Within every limit: 3 levels, unchanged files free, 2500 new bytes exactly.
+    let ((), p) = repo
+        .propose(None, "fits", |d| {
+            std::fs::create_dir_all(d.join("a/b/c")).unwrap();
+            std::fs::write(d.join("a/b/c/f"), [b'y'; 1000]).unwrap();
+            std::fs::write(d.join("g"), [b'z'; 1000]).unwrap();
+            std::fs::write(d.join("d/a.txt"), [b'w'; 500]).unwrap();
+            ((), true)
+        })
+        .unwrap();
+    assert!(p.is_some());
+}
+
+#[test]
+fn links_and_special_files_in_a_write_are_left_out_never_followed() {
+    let (tmp, bare) = remote();
+    let outside = tmp.path().join("outside-secret");
+    std::fs::write(&outside, "secret").unwrap();
+    let limits = TreeLimits {
+        max_file_bytes: 100,
+        ..TreeLimits::default()
+    };
+    let repo = open_limited(&bare, &tmp.path().join("cache"), limits);
+    let big = tmp.path().join("big");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let ((), p) = repo
+        .propose(None, "links", |d| {
+            std::os::unix::fs::symlink(&outside, d.join("to-secret")).unwrap();
+            // A link to a file over the limit is no file of the write: left out, not refused.
+            std::os::unix::fs::symlink(&big, d.join("to-big")).unwrap();
+            std::os::unix::fs::symlink(tmp.path(), d.join("to-dir")).unwrap();
+            let fifo = std::ffi::CString::new(d.join("fifo").to_str().unwrap()).unwrap();
+            assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+            std::fs::write(d.join("kept"), "k").unwrap();
+            ((), true)
+        })
+        .unwrap();
+    let commit = p.unwrap().commit;
+    assert_eq!(
+        git(&bare, &["ls-tree", "-r", "--name-only", &commit]),
+        "d/a.txt\nkept\nrun.sh"
+    );
+}
+
 #[test]
 fn read_propose_list_show_merge() {
     let (tmp, bare) = remote();

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use cup_git::{
     Author, BranchesOnly, CredentialStore, ErrorKind, GitError, GitRepo, MergeStrategy, Merged,
-    Proposal, ProposalDetail, ProposalSummary, PullRequests, RemoteOptions, Write,
+    Proposal, ProposalDetail, ProposalSummary, PullRequests, RemoteOptions, TreeLimits, Write,
 };
 
 use crate::error::ApiError;
 
 /// How to open the Git source.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GitOptions {
     /// Remote URL: a path, `file://`, `git://`, `http(s)://` (credentials in the URL or
     /// `credentials`), `ssh://` or scp-like `user@host:path` (through the ssh-agent).
@@ -32,6 +32,24 @@ pub struct GitOptions {
     pub known_hosts: Option<PathBuf>,
     /// Told about every pushed proposal (`cup_git::BranchesOnly` opens nothing).
     pub pull_requests: Arc<dyn PullRequests>,
+    /// What one write may put in its tree (a controller's checkout is read within these).
+    pub tree_limits: TreeLimits,
+}
+
+impl std::fmt::Debug for GitOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL with its credentials.
+        f.debug_struct("GitOptions")
+            .field("url", &cup_git::redact(&self.url))
+            .field("cache", &self.cache)
+            .field("author", &self.author)
+            .field("fetch_interval", &self.fetch_interval)
+            .field("credentials", &self.credentials)
+            .field("known_hosts", &self.known_hosts)
+            .field("pull_requests", &self.pull_requests.name())
+            .field("tree_limits", &self.tree_limits)
+            .finish()
+    }
 }
 
 impl GitOptions {
@@ -69,6 +87,7 @@ impl GitSource {
             credentials,
             known_hosts: options.known_hosts.clone(),
             pull_requests: options.pull_requests.clone(),
+            tree_limits: options.tree_limits,
         };
         let scm = options.pull_requests.name().to_owned();
         let repo = GitRepo::open(&options.url, &options.cache, options.author.clone(), remote)?;

@@ -41,7 +41,7 @@ use cup_runtime::{CodeCache, Limits, Runtime};
 use tokio::net::TcpListener;
 
 pub use config_dir::{ConfigDir, ConfigError};
-pub use cup_git::Author;
+pub use cup_git::{Author, TreeLimits};
 pub use cup_oci::{RegistryOptions, RetryPolicy};
 pub use git::GitOptions;
 /// How long one read of the local source may hold writes off by default.

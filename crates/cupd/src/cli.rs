@@ -89,6 +89,8 @@ pub struct Serve {
         long,
         env = "CUPD_API_GIT_REPO",
         default_value = "",
+        // `--help` would print the URL, with any password in it.
+        hide_env_values = true,
         value_name = "URL"
     )]
     pub api_git_repo: String,

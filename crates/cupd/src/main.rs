@@ -93,6 +93,7 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
             credentials: serve.api_git_credentials.clone(),
             known_hosts: serve.api_git_known_hosts.clone(),
             pull_requests,
+            tree_limits: Default::default(),
         })
     } else {
         None
