@@ -42,7 +42,7 @@ fn a_sparse_file_or_deep_nesting_in_a_write_is_refused_and_pushes_nothing() {
     assert!(
         text.contains("sparse.bin")
             && text.contains("2147483648 bytes")
-            && text.contains("max_file_bytes"),
+            && text.contains("--write-max-file-size"),
         "{text}"
     );
     assert!(after < before + 64, "{before} -> {after} MiB");
@@ -51,7 +51,7 @@ fn a_sparse_file_or_deep_nesting_in_a_write_is_refused_and_pushes_nothing() {
     let text = r.text();
     assert_eq!(r.status, 500, "{text}");
     assert!(
-        text.contains("max_depth") && text.contains("65 levels") && text.contains("n/n/n"),
+        text.contains("--write-max-depth") && text.contains("65 levels") && text.contains("n/n/n"),
         "{text}"
     );
 

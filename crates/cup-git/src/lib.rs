@@ -13,7 +13,7 @@
 //!   a tree from the result with the object database (no index, no worktree state), and if
 //!   it differs from the base commits it and pushes it as `cup/proposal/<ULID>`. The local
 //!   ref used as the push source is not a branch and is removed whatever the outcome.
-//!   The tree is built within [`TreeLimits`] (file and total sizes, entries, depth), from
+//!   The tree is built within [`WriteLimits`] (file and total sizes, entries, depth), from
 //!   metadata before any file is read, so a controller's sparse or runaway files are
 //!   refused rather than stored and pushed (`tree.rs`).
 //! * Writes are serialised per repository ([`GitRepo::propose`], [`GitRepo::propose_all`]
@@ -53,7 +53,7 @@ pub use credentials::{CredentialOrigin, CredentialStore, CredentialsError};
 pub use remote_url::{UNPARSABLE, UrlError, redact};
 pub use scm::{BranchesOnly, NewProposal, PullRequests, ScmError};
 pub use ssh::{AgentProblem, HostKeyError};
-pub use tree::{TreeLimit, TreeLimitExceeded, TreeLimits};
+pub use tree::{WriteLimit, WriteLimitExceeded, WriteLimits};
 
 /// Prefix of proposal branches on the remote.
 pub const PROPOSAL_PREFIX: &str = "cup/proposal/";
@@ -73,9 +73,9 @@ const MODE_EXEC: i32 = 0o100755;
 pub enum GitError {
     #[error(transparent)]
     Url(#[from] UrlError),
-    /// A write's tree is over one of its [`TreeLimits`]; nothing was committed or pushed.
+    /// A write's tree is over one of its [`WriteLimits`]; nothing was committed or pushed.
     #[error(transparent)]
-    TreeLimit(#[from] TreeLimitExceeded),
+    WriteLimit(#[from] WriteLimitExceeded),
     #[error("git cache {path}: {source}")]
     Cache { path: PathBuf, source: git2::Error },
     #[error(
@@ -177,7 +177,7 @@ pub struct RemoteOptions {
     /// Told about every pushed proposal.
     pub pull_requests: Arc<dyn PullRequests>,
     /// What one write may put in its tree.
-    pub tree_limits: TreeLimits,
+    pub write_limits: WriteLimits,
 }
 
 impl Default for RemoteOptions {
@@ -186,7 +186,7 @@ impl Default for RemoteOptions {
             credentials: None,
             known_hosts: None,
             pull_requests: Arc::new(BranchesOnly),
-            tree_limits: TreeLimits::default(),
+            write_limits: WriteLimits::default(),
         }
     }
 }
@@ -841,7 +841,7 @@ impl GitRepo {
             repo,
             checkout.path(),
             Some(&base_tree),
-            self.options.tree_limits,
+            self.options.write_limits,
         )?;
         drop(checkout);
         if tree_id == base_tree.id() {

@@ -153,16 +153,16 @@ fn an_unparsable_url_is_refused_at_open_without_showing_it() {
 }
 
 /// A repository on `bare` with `limits`.
-fn open_limited(bare: &Path, cache: &Path, limits: TreeLimits) -> GitRepo {
+fn open_limited(bare: &Path, cache: &Path, limits: WriteLimits) -> GitRepo {
     let options = RemoteOptions {
-        tree_limits: limits,
+        write_limits: limits,
         ..RemoteOptions::default()
     };
     GitRepo::open(bare.to_str().unwrap(), cache, Author::default(), options).unwrap()
 }
 
 /// The limit a write went over, after checking nothing reached the remote.
-fn refused(repo: &GitRepo, bare: &Path, change: impl FnOnce(&Path) + Send) -> TreeLimitExceeded {
+fn refused(repo: &GitRepo, bare: &Path, change: impl FnOnce(&Path) + Send) -> WriteLimitExceeded {
     let err = repo
         .propose(None, "over", |d| (change(d), true))
         .unwrap_err();
@@ -174,15 +174,15 @@ fn refused(repo: &GitRepo, bare: &Path, change: impl FnOnce(&Path) + Send) -> Tr
     );
     assert!(std::fs::read_dir(repo.work_dir()).unwrap().next().is_none());
     match err {
-        GitError::TreeLimit(e) => e,
+        GitError::WriteLimit(e) => e,
         other => panic!("expected a tree limit, got {other}"),
     }
 }
 
 #[test]
-fn a_write_over_its_tree_limits_is_refused_before_reading_and_pushes_nothing() {
+fn a_write_over_its_write_limits_is_refused_before_reading_and_pushes_nothing() {
     let (tmp, bare) = remote();
-    let limits = TreeLimits {
+    let limits = WriteLimits {
         max_file_bytes: 1000,
         max_total_bytes: 2500,
         max_entries: 20,
@@ -199,11 +199,11 @@ fn a_write_over_its_tree_limits_is_refused_before_reading_and_pushes_nothing() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(
         (e.limit, e.path.as_str(), e.found, e.max),
-        (TreeLimit::FileBytes, "d/sparse", 1 << 40, 1000)
+        (WriteLimit::FileBytes, "d/sparse", 1 << 40, 1000)
     );
     let text = e.to_string();
     assert!(
-        text.contains("d/sparse") && text.contains("max_file_bytes") && text.contains("1000"),
+        text.contains("d/sparse") && text.contains("1000 bytes per file"),
         "{text}"
     );
 
@@ -214,7 +214,7 @@ fn a_write_over_its_tree_limits_is_refused_before_reading_and_pushes_nothing() {
     });
     assert_eq!(
         (e.limit, e.found, e.max),
-        (TreeLimit::TotalBytes, 2700, 2500)
+        (WriteLimit::TotalBytes, 2700, 2500)
     );
 
     let e = refused(&repo, &bare, |d| {
@@ -222,7 +222,7 @@ fn a_write_over_its_tree_limits_is_refused_before_reading_and_pushes_nothing() {
             std::fs::write(d.join(format!("e{i}")), "e").unwrap();
         }
     });
-    assert_eq!((e.limit, e.max), (TreeLimit::Entries, 20));
+    assert_eq!((e.limit, e.max), (WriteLimit::Entries, 20));
 
     let e = refused(&repo, &bare, |d| {
         std::fs::create_dir_all(d.join("a/b/c/d")).unwrap();
@@ -230,7 +230,7 @@ fn a_write_over_its_tree_limits_is_refused_before_reading_and_pushes_nothing() {
     });
     assert_eq!(
         (e.limit, e.path.as_str(), e.found, e.max),
-        (TreeLimit::Depth, "a/b/c/d", 4, 3)
+        (WriteLimit::Depth, "a/b/c/d", 4, 3)
     );
 
     // Within every limit: 3 levels, unchanged files free, 2500 new bytes exactly.
@@ -251,9 +251,9 @@ fn links_and_special_files_in_a_write_are_left_out_never_followed() {
     let (tmp, bare) = remote();
     let outside = tmp.path().join("outside-secret");
     std::fs::write(&outside, "secret").unwrap();
-    let limits = TreeLimits {
+    let limits = WriteLimits {
         max_file_bytes: 100,
-        ..TreeLimits::default()
+        ..WriteLimits::default()
     };
     let repo = open_limited(&bare, &tmp.path().join("cache"), limits);
     let big = tmp.path().join("big");

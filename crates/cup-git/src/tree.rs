@@ -1,4 +1,4 @@
-//! Building a write's tree from its checkout, within [`TreeLimits`].
+//! Building a write's tree from its checkout, within [`WriteLimits`].
 //!
 //! The checkout was changed by a controller, which may have left anything in it: a sparse
 //! file of gigabytes (`set_len` costs it nothing), millions of entries, directories nested
@@ -17,9 +17,9 @@ use git2::{ObjectType, Odb, Oid, Repository, Tree};
 use crate::{GitError, MODE_BLOB, MODE_EXEC, MODE_TREE, io, is_executable};
 
 /// What one write may put in its tree. Over any of them the write is refused with
-/// [`TreeLimitExceeded`] and nothing is committed or pushed.
+/// [`WriteLimitExceeded`] and nothing is committed or pushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TreeLimits {
+pub struct WriteLimits {
     /// Bytes of one file.
     pub max_file_bytes: u64,
     /// Bytes of the files the write adds or changes (unchanged files are free).
@@ -30,9 +30,9 @@ pub struct TreeLimits {
     pub max_depth: u32,
 }
 
-impl Default for TreeLimits {
+impl Default for WriteLimits {
     fn default() -> Self {
-        TreeLimits {
+        WriteLimits {
             max_file_bytes: 64 << 20,
             max_total_bytes: 256 << 20,
             max_entries: 100_000,
@@ -41,56 +41,44 @@ impl Default for TreeLimits {
     }
 }
 
-/// Which of the [`TreeLimits`] a write went over.
+/// Which of the [`WriteLimits`] a write went over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TreeLimit {
+pub enum WriteLimit {
     FileBytes,
     TotalBytes,
     Entries,
     Depth,
 }
 
-impl TreeLimit {
-    /// The field of [`TreeLimits`] it is.
-    pub fn name(self) -> &'static str {
-        match self {
-            TreeLimit::FileBytes => "max_file_bytes",
-            TreeLimit::TotalBytes => "max_total_bytes",
-            TreeLimit::Entries => "max_entries",
-            TreeLimit::Depth => "max_depth",
-        }
-    }
-}
-
-/// A write went over one of its [`TreeLimits`] at `path` (relative to the tree's root).
+/// A write went over one of its [`WriteLimits`] at `path` (relative to the tree's root).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.describe())]
-pub struct TreeLimitExceeded {
-    pub limit: TreeLimit,
+pub struct WriteLimitExceeded {
+    pub limit: WriteLimit,
     pub path: String,
     /// What was found: bytes, entries or levels (at least this much).
     pub found: u64,
     pub max: u64,
 }
 
-impl TreeLimitExceeded {
+impl WriteLimitExceeded {
     fn describe(&self) -> String {
-        let (path, found, max, name) = (&self.path, self.found, self.max, self.limit.name());
+        let (path, found, max) = (&self.path, self.found, self.max);
         let what = match self.limit {
-            TreeLimit::FileBytes => {
+            WriteLimit::FileBytes => {
                 format!("file {path} has {found} bytes, over the limit of {max} bytes per file")
             }
-            TreeLimit::TotalBytes => format!(
+            WriteLimit::TotalBytes => format!(
                 "the new or changed files reach {found} bytes at {path}, over the limit of {max} bytes per write"
             ),
-            TreeLimit::Entries => format!(
+            WriteLimit::Entries => format!(
                 "the tree has more than {max} files and directories (at {path}), over the limit"
             ),
-            TreeLimit::Depth => format!(
+            WriteLimit::Depth => format!(
                 "directory {path} is nested {found} levels deep, over the limit of {max} levels"
             ),
         };
-        format!("the controller's write was refused, nothing was committed: {what} ({name})")
+        format!("the controller's write was refused, nothing was committed: {what}")
     }
 }
 
@@ -100,7 +88,7 @@ pub(crate) fn build_tree(
     repo: &Repository,
     dir: &Path,
     base: Option<&Tree<'_>>,
-    limits: TreeLimits,
+    limits: WriteLimits,
 ) -> Result<Oid, GitError> {
     let mut builder = Builder {
         repo,
@@ -117,16 +105,16 @@ struct Builder<'r> {
     repo: &'r Repository,
     odb: Odb<'r>,
     root: &'r Path,
-    limits: TreeLimits,
+    limits: WriteLimits,
     entries: u64,
     /// Bytes of new or changed blobs so far.
     total: u64,
 }
 
 impl Builder<'_> {
-    fn exceeded(&self, limit: TreeLimit, path: &Path, found: u64, max: u64) -> GitError {
+    fn exceeded(&self, limit: WriteLimit, path: &Path, found: u64, max: u64) -> GitError {
         let relative = path.strip_prefix(self.root).unwrap_or(path);
-        GitError::TreeLimit(TreeLimitExceeded {
+        GitError::WriteLimit(WriteLimitExceeded {
             limit,
             path: relative.display().to_string(),
             found,
@@ -139,7 +127,7 @@ impl Builder<'_> {
         self.total = self.total.saturating_add(bytes);
         let max = self.limits.max_total_bytes;
         if self.total > max {
-            return Err(self.exceeded(TreeLimit::TotalBytes, path, self.total, max));
+            return Err(self.exceeded(WriteLimit::TotalBytes, path, self.total, max));
         }
         Ok(())
     }
@@ -160,7 +148,7 @@ impl Builder<'_> {
             self.entries += 1;
             if self.entries > self.limits.max_entries {
                 let max = self.limits.max_entries;
-                return Err(self.exceeded(TreeLimit::Entries, &path, self.entries, max));
+                return Err(self.exceeded(WriteLimit::Entries, &path, self.entries, max));
             }
             let base_entry = base.and_then(|t| t.get_name(name));
             // Never follows a link: a link reports itself, not its target.
@@ -169,7 +157,7 @@ impl Builder<'_> {
                 let depth = depth + 1;
                 if depth > self.limits.max_depth {
                     let max = u64::from(self.limits.max_depth);
-                    return Err(self.exceeded(TreeLimit::Depth, &path, depth.into(), max));
+                    return Err(self.exceeded(WriteLimit::Depth, &path, depth.into(), max));
                 }
                 let sub_base = base_entry
                     .filter(|e| e.kind() == Some(ObjectType::Tree))
@@ -215,7 +203,7 @@ impl Builder<'_> {
     fn blob(&mut self, path: &Path, size: u64, base: Option<Oid>) -> Result<Option<Oid>, GitError> {
         let max = self.limits.max_file_bytes;
         if size > max {
-            return Err(self.exceeded(TreeLimit::FileBytes, path, size, max));
+            return Err(self.exceeded(WriteLimit::FileBytes, path, size, max));
         }
         // A file the size of the base's blob at this path may be unchanged: counted once
         // its hash says otherwise. Any other is new content, counted before it is read.
@@ -234,7 +222,7 @@ impl Builder<'_> {
             .map_err(io("reading", path))?;
         if copied > max {
             // Dropping the writer discards what it streamed.
-            return Err(self.exceeded(TreeLimit::FileBytes, path, copied, max));
+            return Err(self.exceeded(WriteLimit::FileBytes, path, copied, max));
         }
         let oid = writer.commit()?;
         if counted {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cup_git::{
     Author, BranchesOnly, CredentialStore, ErrorKind, GitError, GitRepo, MergeStrategy, Merged,
-    Proposal, ProposalDetail, ProposalSummary, PullRequests, RemoteOptions, TreeLimits, Write,
+    Proposal, ProposalDetail, ProposalSummary, PullRequests, RemoteOptions, Write, WriteLimits,
 };
 
 use crate::error::ApiError;
@@ -33,7 +33,7 @@ pub struct GitOptions {
     /// Told about every pushed proposal (`cup_git::BranchesOnly` opens nothing).
     pub pull_requests: Arc<dyn PullRequests>,
     /// What one write may put in its tree (a controller's checkout is read within these).
-    pub tree_limits: TreeLimits,
+    pub write_limits: WriteLimits,
 }
 
 impl std::fmt::Debug for GitOptions {
@@ -47,7 +47,7 @@ impl std::fmt::Debug for GitOptions {
             .field("credentials", &self.credentials)
             .field("known_hosts", &self.known_hosts)
             .field("pull_requests", &self.pull_requests.name())
-            .field("tree_limits", &self.tree_limits)
+            .field("write_limits", &self.write_limits)
             .finish()
     }
 }
@@ -87,7 +87,7 @@ impl GitSource {
             credentials,
             known_hosts: options.known_hosts.clone(),
             pull_requests: options.pull_requests.clone(),
-            tree_limits: options.tree_limits,
+            write_limits: options.write_limits,
         };
         let scm = options.pull_requests.name().to_owned();
         let repo = GitRepo::open(&options.url, &options.cache, options.author.clone(), remote)?;
@@ -364,7 +364,10 @@ async fn run<T: Send + 'static>(
 
 /// A Git failure as an API error (the message names the cause, e.g. the remote's refusal).
 pub fn api_error(error: GitError) -> ApiError {
-    let message = error.to_string();
+    let mut message = error.to_string();
+    if let GitError::WriteLimit(over) = &error {
+        message.push_str(&format!(" ({})", crate::limit_flag(over.limit)));
+    }
     match error.kind() {
         ErrorKind::BadRequest => ApiError::bad_request(message),
         ErrorKind::NotFound => ApiError::not_found(message),

@@ -41,12 +41,13 @@ use cup_runtime::{CodeCache, Limits, Runtime};
 use tokio::net::TcpListener;
 
 pub use config_dir::{ConfigDir, ConfigError};
-pub use cup_git::{Author, TreeLimits};
+pub use cup_git::WriteLimit;
+pub use cup_git::{Author, WriteLimits};
 pub use cup_oci::{RegistryOptions, RetryPolicy};
 pub use git::GitOptions;
 /// How long one read of the local source may hold writes off by default.
 pub use source::DEFAULT_READ_HOLD;
-pub use source::{LocalSource, ScratchPlace, WriteLimits};
+pub use source::{LocalSource, ScratchPlace};
 
 /// How to run the server (already resolved from flags, environment and config file).
 #[derive(Debug, Clone)]
@@ -60,7 +61,8 @@ pub struct Options {
     /// Where wasm writes to the local source make their scratch copies (`-scratch-dir`);
     /// `None` for [`ScratchPlace::default_for_this_host`].
     pub scratch_dir: Option<PathBuf>,
-    /// What one wasm write to the local source may carry over (`--write-max-*`).
+    /// What one write may carry over (`--write-max-*`), on the local source and as the
+    /// Git source's default ([`GitOptions::write_limits`]).
     pub write_limits: WriteLimits,
     /// The longest one read of the local source holds writes off (`--max-read-hold`).
     pub read_hold: std::time::Duration,
@@ -123,7 +125,7 @@ impl Server {
                     LocalSource::open(
                         &options.local_path,
                         scratch,
-                        options.write_limits.clone(),
+                        options.write_limits,
                         options.read_hold,
                     )
                     .map_err(|source| ServerError::Source {
@@ -239,6 +241,16 @@ fn log_pool(runtime: &Runtime) {
         Ok(pool) => tracing::info!(slots = pool.capacity, "wasm instance pool ready"),
         // Requests still run, each on freshly mapped memory.
         Err(reason) => tracing::warn!(%reason, "no wasm instance pool"),
+    }
+}
+
+/// The cupd flag that sets `limit` (local and Git sources share them).
+pub fn limit_flag(limit: WriteLimit) -> &'static str {
+    match limit {
+        WriteLimit::FileBytes => "--write-max-file-size",
+        WriteLimit::TotalBytes => "--write-max-total-size",
+        WriteLimit::Entries => "--write-max-entries",
+        WriteLimit::Depth => "--write-max-depth",
     }
 }
 

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cup_git::WriteLimits;
 use cup_model::Resource;
 use cup_runtime::{Access, Invocation, InvokeError, LoadedController, Outcome};
 use cup_template::{Request, gojson};
@@ -20,8 +21,7 @@ use crate::inline::InlineReads;
 use crate::metrics::Metrics;
 use crate::routes::{Backend, Route};
 use crate::source::{
-    LocalSource, ReadView, ScratchPlace, Source, ViewLock, WriteError, WriteLimits,
-    with_scratch_copy,
+    LocalSource, ReadView, ScratchPlace, Source, ViewLock, WriteError, with_scratch_copy,
 };
 
 /// Longest piece of guest stderr put into an error message.

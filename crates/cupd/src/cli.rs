@@ -179,18 +179,18 @@ pub struct Serve {
     /// allocator); requests beyond it run on freshly mapped memory. 0 turns the pool off.
     #[arg(long, env = "CUPD_CONTROLLER_POOL", default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=1000), value_name = "N")]
     pub controller_pool: u32,
-    /// Local source: the largest new or changed file one wasm write may leave (a bigger one,
-    /// sparse or not, refuses the write before a byte of it is read).
+    /// The largest new or changed file one write may leave, on the local and Git sources (a
+    /// bigger one, sparse or not, refuses the write before a byte of it is read).
     #[arg(long, env = "CUPD_WRITE_MAX_FILE_SIZE", default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
     pub write_max_file_size: usize,
-    /// Local source: the total size of the new and changed files of one wasm write.
+    /// The total size of the new and changed files of one wasm write (local and Git).
     #[arg(long, env = "CUPD_WRITE_MAX_TOTAL_SIZE", default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
     pub write_max_total_size: usize,
-    /// Local source: files and directories the source may hold for a wasm write, before and
+    /// Files and directories the source may hold for a wasm write, before (local source) and
     /// after the controller ran.
     #[arg(long, env = "CUPD_WRITE_MAX_ENTRIES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub write_max_entries: u64,
-    /// Local source: the deepest path (in names) a wasm write may copy or create.
+    /// The deepest path (in names) a wasm write may copy or create (local and Git).
     #[arg(long, env = "CUPD_WRITE_MAX_DEPTH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "N")]
     pub write_max_depth: u32,
     /// Local source: the longest one read holds off the apply step of writes. A read still

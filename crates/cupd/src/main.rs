@@ -77,6 +77,12 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
         .code_cache
         .clone()
         .unwrap_or_else(|| store.join("code"));
+    let write_limits = cup_server::WriteLimits {
+        max_file_bytes: serve.write_max_file_size as u64,
+        max_total_bytes: serve.write_max_total_size as u64,
+        max_entries: serve.write_max_entries,
+        max_depth: serve.write_max_depth,
+    };
     let git = if git_source {
         // A forge name is refused, never accepted and silently ignored.
         let pull_requests = GitOptions::pull_requests_for(scm)
@@ -93,7 +99,7 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
             credentials: serve.api_git_credentials.clone(),
             known_hosts: serve.api_git_known_hosts.clone(),
             pull_requests,
-            tree_limits: Default::default(),
+            write_limits,
         })
     } else {
         None
@@ -107,12 +113,7 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
         store,
         code_cache,
         strict_digests: serve.strict_digests,
-        write_limits: cup_server::WriteLimits {
-            max_file_bytes: serve.write_max_file_size as u64,
-            max_total_bytes: serve.write_max_total_size as u64,
-            max_entries: serve.write_max_entries,
-            max_depth: serve.write_max_depth,
-        },
+        write_limits,
         read_hold: serve.max_read_hold,
         limits: cup_runtime::Limits {
             deadline: serve.controller_timeout,

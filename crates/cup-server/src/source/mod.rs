@@ -36,8 +36,10 @@ use crate::git::GitSource;
 pub(crate) use scratch_place::SCRATCH_PREFIX;
 pub use scratch_place::ScratchPlace;
 pub use view::{DEFAULT_READ_HOLD, ReadView, ViewLock};
+pub use write::WriteError;
 pub(crate) use write::is_cup_temp;
-pub use write::{WriteError, WriteLimits};
+
+use cup_git::WriteLimits;
 
 /// Where resources live: a local directory or a Git repository.
 #[derive(Debug)]
@@ -56,7 +58,7 @@ pub struct LocalSource {
     writes: Arc<Mutex<()>>,
     view: ViewLock,
     scratch: Arc<ScratchPlace>,
-    limits: Arc<WriteLimits>,
+    limits: WriteLimits,
 }
 
 impl LocalSource {
@@ -81,7 +83,7 @@ impl LocalSource {
             writes: Arc::new(Mutex::new(())),
             view: ViewLock::new(read_hold),
             scratch: Arc::new(scratch),
-            limits: Arc::new(limits),
+            limits,
         })
     }
 
@@ -96,8 +98,8 @@ impl LocalSource {
     }
 
     /// What one wasm write may carry over.
-    pub fn limits(&self) -> Arc<WriteLimits> {
-        Arc::clone(&self.limits)
+    pub fn limits(&self) -> WriteLimits {
+        self.limits
     }
 
     /// Holds off the apply step of writes while a read runs (across a wasm controller's get

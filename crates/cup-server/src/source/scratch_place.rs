@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use std::sync::mpsc::{self, Sender};
 use std::time::{Duration, Instant};
 
-use super::write::{self, WriteError, WriteLimits};
+use cup_git::WriteLimits;
+
+use super::write::{self, WriteError};
 
 /// Name prefix of scratch directories (the startup sweep looks for it).
 pub(crate) const SCRATCH_PREFIX: &str = "cupd-scratch-";

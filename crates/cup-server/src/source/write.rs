@@ -26,33 +26,9 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
+use cup_git::{WriteLimit, WriteLimits};
+
 use super::tree::{self, Entry, Identity, Kind};
-
-/// How much one write may carry from the controller's copy to the real tree (and how big
-/// a tree the copy is made of). Each is a cupd flag.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WriteLimits {
-    /// Largest new or changed file (`--write-max-file-size`).
-    pub max_file_bytes: u64,
-    /// Sum of the sizes of all new or changed files of one write (`--write-max-total-size`).
-    pub max_total_bytes: u64,
-    /// Files and directories in the source, before and after the controller ran
-    /// (`--write-max-entries`).
-    pub max_entries: u64,
-    /// Deepest path, counted in names (`--write-max-depth`).
-    pub max_depth: u32,
-}
-
-impl Default for WriteLimits {
-    fn default() -> WriteLimits {
-        WriteLimits {
-            max_file_bytes: 64 << 20,
-            max_total_bytes: 256 << 20,
-            max_entries: 100_000,
-            max_depth: 64,
-        }
-    }
-}
 
 /// Longest relative path a write may create: Linux's `PATH_MAX`, so every path in the
 /// source stays usable by ordinary tools (which resolve whole paths).
@@ -78,13 +54,15 @@ pub enum WriteError {
         "the controller left a {what} at {path}; controllers may only write regular files and directories, so nothing changed"
     )]
     ControllerMade { path: String, what: &'static str },
-    #[error("{path}: {what} is over the limit of {limit} ({flag}); nothing changed")]
+    #[error("{path}: {what} is over the limit of {max} ({}); nothing changed", crate::limit_flag(*limit))]
     Limit {
         path: String,
         what: &'static str,
-        limit: u64,
-        flag: &'static str,
+        limit: WriteLimit,
+        max: u64,
     },
+    #[error("{path}: the path is longer than {MAX_PATH_BYTES} bytes (PATH_MAX); nothing changed")]
+    PathTooLong { path: String },
     #[error(
         "{path} leads to the source's .git directory (the filesystem ignores letter case); nothing changed"
     )]
@@ -179,16 +157,16 @@ fn copy_dir(
             return Err(WriteError::Limit {
                 path: at,
                 what: "the number of files and directories in the source",
-                limit: limits.max_entries,
-                flag: "--write-max-entries",
+                limit: WriteLimit::Entries,
+                max: limits.max_entries,
             });
         }
         if path.len() + 1 > limits.max_depth as usize {
             return Err(WriteError::Limit {
                 path: at,
                 what: "the depth of the source",
-                limit: limits.max_depth.into(),
-                flag: "--write-max-depth",
+                limit: WriteLimit::Depth,
+                max: limits.max_depth.into(),
             });
         }
         match entry.kind {
@@ -490,24 +468,21 @@ impl Planner<'_> {
             return Err(WriteError::Limit {
                 path: at.to_owned(),
                 what: "the number of files and directories the controller left",
-                limit: self.limits.max_entries,
-                flag: "--write-max-entries",
+                limit: WriteLimit::Entries,
+                max: self.limits.max_entries,
             });
         }
         if depth > self.limits.max_depth as usize {
             return Err(WriteError::Limit {
                 path: truncated(at),
                 what: "the depth of the path",
-                limit: self.limits.max_depth.into(),
-                flag: "--write-max-depth",
+                limit: WriteLimit::Depth,
+                max: self.limits.max_depth.into(),
             });
         }
         if at.len() > MAX_PATH_BYTES {
-            return Err(WriteError::Limit {
+            return Err(WriteError::PathTooLong {
                 path: truncated(at),
-                what: "the length of the path in bytes",
-                limit: MAX_PATH_BYTES as u64,
-                flag: "the system's PATH_MAX",
             });
         }
         Ok(())
@@ -540,8 +515,8 @@ impl Planner<'_> {
             return Err(WriteError::Limit {
                 path: at.to_owned(),
                 what: "the size of a new or changed file",
-                limit: self.limits.max_file_bytes,
-                flag: "--write-max-file-size",
+                limit: WriteLimit::FileBytes,
+                max: self.limits.max_file_bytes,
             });
         }
         self.bytes += size;
@@ -549,8 +524,8 @@ impl Planner<'_> {
             return Err(WriteError::Limit {
                 path: at.to_owned(),
                 what: "the total size of the new and changed files of one write",
-                limit: self.limits.max_total_bytes,
-                flag: "--write-max-total-size",
+                limit: WriteLimit::TotalBytes,
+                max: self.limits.max_total_bytes,
             });
         }
         let name = tree::temp_name("new-");
