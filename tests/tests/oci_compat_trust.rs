@@ -97,11 +97,10 @@ fn write_layout(files: &[(String, Vec<u8>)], dir: &Path) {
 }
 
 #[test]
-fn a_compat_entry_claiming_another_wasm_is_refused_reported_and_never_run() {
+fn load_refuses_an_archive_whose_compat_entry_claims_another_wasm() {
     let w = Work::new();
     let (files, manifest_digest) = crafted_layout();
-
-    // 1. `load` unpacks the layer itself and refuses the archive's claim; nothing is stored.
+    // `load` unpacks the layer itself and refuses the archive's claim; nothing is stored.
     let tarball = w.path("crafted.tar");
     write_tarball(&files, &tarball);
     let err = fails(w.cup(&["controller", "load", &tarball.to_string_lossy()]));
@@ -110,8 +109,14 @@ fn a_compat_entry_claiming_another_wasm_is_refused_reported_and_never_run() {
         &[WASM_DIGEST, &manifest_digest, &digest(flipt_package())],
     );
     assert_empty_store(&w.store());
+}
 
-    // 2. A store that holds the entry already: `list --verify` names it.
+#[test]
+fn a_stored_compat_entry_claiming_another_wasm_is_reported_and_never_run() {
+    let w = Work::new();
+    let (files, manifest_digest) = crafted_layout();
+    // A store that holds the entry already (an older cup loaded the archive, or index.json
+    // was edited): `list --verify` names it.
     write_layout(&files, &w.store());
     let out = w.cup(&["controller", "list", "--verify"]);
     assert_eq!(
@@ -125,7 +130,7 @@ fn a_compat_entry_claiming_another_wasm_is_refused_reported_and_never_run() {
         &[&manifest_digest, WASM_DIGEST, &digest(flipt_package())],
     );
 
-    // 3. cupd pinned to the manifest digest, strict: the layer's module (the example) is
+    // cupd pinned to the manifest digest, strict: the layer's module (the example) is
     // what serves, not the module the entry names. No registry is reachable: the store is
     // the only source.
     let config = tempfile::tempdir().expect("tmp");
@@ -137,7 +142,8 @@ fn a_compat_entry_claiming_another_wasm_is_refused_reported_and_never_run() {
         format!(r#"{{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{{"name":"flipt"}},"spec":{{"type":"wasm","spec":{{"image":"{image}"}}}}}}"#),
     )
     .expect("controller");
-    let mut cfg = CupdConfig::new(config.path(), source.path(), &w.store());
+    let store = w.store();
+    let mut cfg = CupdConfig::new(config.path(), source.path(), &store);
     cfg.args = vec!["--strict-digests".into()];
     let cupd = Cupd::start(&cfg);
     let status = cupd.get("/status").json();
