@@ -1032,7 +1032,7 @@ async fn fetch_manifest(
         && announced != actual
     {
         return Err(Error::DigestMismatch {
-            what: target.what("manifest (Docker-Content-Digest)"),
+            what: target.what("fetching the manifest: its Docker-Content-Digest"),
             expected: announced,
             actual,
         });
