@@ -30,7 +30,7 @@ fn a_huge_manifest_is_refused_without_being_read() {
             vec!["controller", "inspect", reference.as_str()],
         ] {
             let err = fails(w.cup(&args));
-            says(&err, &["manifest", "over the limit of 4194304"]);
+            says(&err, &["manifest", "the limit of 4194304 bytes"]);
         }
         let served = registry.served();
         eprintln!(

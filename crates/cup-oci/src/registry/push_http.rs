@@ -397,21 +397,25 @@ pub(super) async fn read_capped(
     cap: u64,
     what: &str,
 ) -> std::result::Result<Vec<u8>, Failed> {
-    let too_large = |size: String| {
+    let too_large = |reason: String| {
         Failed::Content(Error::TooLarge {
             what: what.to_owned(),
-            reason: format!("{size} bytes, over the limit of {cap}"),
+            reason,
         })
     };
     if let Some(announced) = response.content_length()
         && announced > cap
     {
-        return Err(too_large(format!("{announced} (announced)")));
+        return Err(too_large(format!(
+            "its Content-Length {announced} is over the limit of {cap} bytes (not read)"
+        )));
     }
     let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
     while let Some(chunk) = response.chunk().await? {
         if body.len() as u64 + chunk.len() as u64 > cap {
-            return Err(too_large(format!("more than {cap}")));
+            return Err(too_large(format!(
+                "the body did not end within the limit of {cap} bytes (read no further)"
+            )));
         }
         body.extend_from_slice(&chunk);
     }
