@@ -2,6 +2,7 @@
 //! the real example controller for `wasm32-wasip1`.
 
 pub mod cupd;
+pub mod fake_registry;
 pub mod githttp;
 pub mod http;
 pub mod load;

@@ -197,9 +197,9 @@ fn a_pull_killed_midway_leaves_a_consistent_store_and_the_next_pull_succeeds() {
 }
 
 /// oci-client builds a default HTTPS client that panics when the machine has no CA
-/// certificates; cup must say so in one line, not crash with a backtrace. A push builds
-/// only its own client, which for a loopback registry (plain HTTP) trusts no system root:
-/// it works without certificates, and says what is missing for an HTTPS registry.
+/// certificates; cup must say so in one line, not crash with a backtrace. A push or a pull
+/// builds only its own client, which for a loopback registry (plain HTTP) trusts no system
+/// root: it works without certificates, and says what is missing for an HTTPS registry.
 #[test]
 fn no_ca_certificates_is_a_clear_error_not_a_panic() {
     let registry = TestRegistry::start();
@@ -219,7 +219,7 @@ fn no_ca_certificates_is_a_clear_error_not_a_panic() {
             wasm.as_str(),
             "registry.invalid/cup/flipt:v1",
         ],
-        vec!["controller", "pull", reference.as_str()],
+        vec!["controller", "pull", "registry.invalid/cup/flipt:v1"],
     ] {
         let err = fails(w.cup_with(&args, env, ""));
         says(&err, &["cannot set up the HTTPS client", "ca-certificates"]);
@@ -227,6 +227,8 @@ fn no_ca_certificates_is_a_clear_error_not_a_panic() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
     assert_empty_store(&w.store());
+    // A loopback registry is spoken to in plain HTTP: push and pull need no certificates.
     ok(w.cup_with(&["controller", "push", &wasm, &reference], env, ""));
+    ok(w.cup_with(&["controller", "pull", &reference], env, ""));
     assert_registry_serves_the_package(&registry, "cup/flipt:v1");
 }

@@ -3,8 +3,6 @@
 
 mod oci_common;
 
-use std::io::Write;
-
 use cup_e2e::oras;
 use cup_e2e::registry::TestRegistry;
 use oci_common::*;
@@ -133,23 +131,6 @@ fn older_wasm_layer_media_types_are_accepted() {
         let report = pull_intact(&w, &registry.reference(&format!("{repo}:{tag}")));
         assert_eq!(report["layout"]["mediaType"], media);
     }
-}
-
-/// A tar+gzip filesystem layer with the given files.
-fn tar_gz(files: &[(&str, &[u8])]) -> (Vec<u8>, String) {
-    let mut tar = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, name, *data).expect("append");
-    }
-    let tar = tar.into_inner().expect("tar");
-    let diff_id = cup_sections::sha256_digest(&tar);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).expect("gzip");
-    (gz.finish().expect("gzip"), diff_id)
 }
 
 #[test]

@@ -28,6 +28,17 @@ pub struct RegistryArgs {
         value_delimiter = ','
     )]
     pub plain_http: Vec<String>,
+    /// Let the registry's credentials go to a token service on HOST (or HOST:PORT) when its
+    /// challenge names one there. Without it they go only to a token service on the
+    /// registry's own host (Docker Hub's auth.docker.io is built in), and never over plain
+    /// HTTP for an HTTPS registry.
+    #[arg(
+        long = "allow-token-realm",
+        value_name = "HOST",
+        env = "CUP_ALLOW_TOKEN_REALM",
+        value_delimiter = ','
+    )]
+    pub allow_token_realm: Vec<String>,
     /// Registry user name (with --password-stdin); otherwise Docker's config.json is used.
     #[arg(long, requires = "password_stdin")]
     pub username: Option<String>,
@@ -75,6 +86,7 @@ impl RegistryArgs {
         };
         Ok(Registry::new(RegistryOptions {
             plain_http: self.plain_http.clone(),
+            token_realms: self.allow_token_realm.clone(),
             credentials,
             retry: RetryPolicy {
                 attempts: self.attempts,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::accept::classify;
+use crate::accept::{WasmSource, classify, extract_wasm};
 use crate::digest;
 use crate::manifest::{Descriptor, ImageIndex};
 use crate::store::{StagedBlob, Store, insert_entry};
@@ -152,6 +152,8 @@ pub fn load(store: &Store, path: &Path) -> Result<ArchiveReport> {
         read_entry(store, path, entry, &mut read)?;
     }
     let index = read.check(store, path)?;
+    // Annotations derived from content (the unpacked wasm of a compat image) are computed
+    // here, never taken from the archive.
     let blobs = read.staged.len();
     for blob in read.staged.into_values() {
         blob.commit()?;
@@ -274,7 +276,7 @@ fn read_small(entry: impl Read, path: &Path, cap: u64) -> Result<Vec<u8>> {
 
 impl Loaded {
     /// Checks the layout is complete: every manifest is a controller with all its blobs.
-    fn check(&self, store: &Store, path: &Path) -> Result<ImageIndex> {
+    fn check(&mut self, store: &Store, path: &Path) -> Result<ImageIndex> {
         if !self.layout {
             return Err(archive_error(
                 path,
@@ -285,15 +287,80 @@ impl Loaded {
             .index
             .clone()
             .ok_or_else(|| archive_error(path, "no index.json"))?;
-        for entry in &index.manifests {
+        let mut index = index;
+        for entry in &mut index.manifests {
             let bytes = self.blob_bytes(store, &entry.digest, entry.size, path)?;
             let what = format!("archive {}: manifest {}", path.display(), entry.digest);
-            let (manifest, _) = classify(&bytes, &what)?;
+            let (manifest, source) = classify(&bytes, &what)?;
             for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
                 self.require(store, &d.digest, d.size, path)?;
             }
+            let claimed = entry.annotations.remove(annotations::WASM_DIGEST);
+            if let WasmSource::TarGz(layer) = &source {
+                let actual = self.unpack_compat(store, layer, &what, path)?;
+                if let Some(claimed) = claimed.filter(|c| *c != actual) {
+                    return Err(archive_error(
+                        path,
+                        format!(
+                            "index.json entry {}: annotation {} names the wasm {claimed}, but \
+                             the manifest's layer holds {actual}",
+                            entry.digest,
+                            annotations::WASM_DIGEST
+                        ),
+                    ));
+                }
+                entry
+                    .annotations
+                    .insert(annotations::WASM_DIGEST.to_owned(), actual);
+            } else if let Some(claimed) = claimed {
+                return Err(archive_error(
+                    path,
+                    format!(
+                        "index.json entry {}: annotation {} names the wasm {claimed}, but the \
+                         manifest is not a compat image",
+                        entry.digest,
+                        annotations::WASM_DIGEST
+                    ),
+                ));
+            }
         }
         Ok(index)
+    }
+
+    /// Unpacks a compat image's wasm from its verified layer, stages it as a blob unless the
+    /// store has it, and returns its digest.
+    fn unpack_compat(
+        &mut self,
+        store: &Store,
+        layer: &Descriptor,
+        what: &str,
+        path: &Path,
+    ) -> Result<String> {
+        let wasm = match self
+            .staged
+            .get(&layer.digest)
+            .filter(|s| s.size == layer.size)
+        {
+            // Verified against its name while it was staged.
+            Some(staged) => {
+                let file = File::open(staged.path()).map_err(Error::io(staged.path()))?;
+                extract_wasm(BufReader::new(file), what)?
+            }
+            None => {
+                self.require(store, &layer.digest, layer.size, path)?;
+                extract_wasm(store.read_blob(&layer.digest)?.as_slice(), what)?
+            }
+        };
+        let d = digest::of(&wasm);
+        let size = wasm.len() as u64;
+        let known = self.staged.get(&d).is_some_and(|s| s.size == size)
+            || self.present.get(&d) == Some(&size)
+            || store.has_verified_blob(&d, size)?;
+        if !known {
+            let staged = store.stage_bytes(&wasm, Some((&d, size)), what)?;
+            self.staged.insert(d.clone(), staged);
+        }
+        Ok(d)
     }
 
     fn require(&self, store: &Store, digest: &str, size: u64, path: &Path) -> Result<PathBuf> {
@@ -357,6 +424,40 @@ mod tests {
         assert_eq!(dst.wasm_for(&d).expect("wasm"), b"\0asm\x01\0\0\0");
         // Loading again adds nothing.
         assert_eq!(load(&dst, &tarball).expect("again").present_blobs, 3);
+    }
+
+    #[test]
+    fn a_recorded_wasm_digest_that_is_not_the_layers_is_refused() {
+        let a = tempfile::tempdir().expect("tmp");
+        let src = Store::open(a.path().join("s")).expect("open");
+        let harmless = b"\0asm\x01\0\0\0".to_vec();
+        let hostile = src.write_blob(b"\0asm\x01\0\0\0hostile").expect("hostile");
+        let manifest = crate::store::tests::compat_image(&src, &harmless);
+        let forged = BTreeMap::from([(annotations::WASM_DIGEST.to_owned(), hostile.clone())]);
+        src.add_entry(manifest.clone(), Some("ctl:compat"), forged)
+            .expect("entry");
+        let tarball = a.path().join("out.tar");
+        save(&src, &[], &tarball).expect("save");
+        let dst = Store::open(a.path().join("d")).expect("open");
+        let err = load(&dst, &tarball).unwrap_err().to_string();
+        assert!(
+            err.contains(annotations::WASM_DIGEST) && err.contains(&hostile),
+            "{err}"
+        );
+        assert!(dst.entries().expect("entries").is_empty());
+
+        // Without the claim, load records the digest it unpacks itself.
+        src.add_entry(manifest.clone(), Some("ctl:compat"), BTreeMap::new())
+            .expect("entry");
+        save(&src, &[], &tarball).expect("save");
+        load(&dst, &tarball).expect("load");
+        let entry = dst.entry(&manifest.digest).expect("entry").expect("loaded");
+        assert_eq!(
+            entry.annotation(annotations::WASM_DIGEST),
+            Some(digest::of(&harmless).as_str())
+        );
+        assert!(dst.verify().expect("verify").is_empty());
+        assert_eq!(dst.wasm_for(&manifest.digest).expect("wasm"), harmless);
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //! * [`store`]: an OCI image-layout directory (`oci-layout`, `index.json`,
 //!   `blobs/sha256/<hex>`); blobs land through hashed temp files and renames, `index.json`
 //!   changes under an exclusive lock, every read re-verifies the digest.
-//! * [`registry`]: push, pull and inspect against a registry (oci-client), with Docker
-//!   `config.json` credentials and plain HTTP only for loopback or named hosts.
+//! * [`registry`]: push, pull and inspect against a registry (cup's own requests on
+//!   reqwest; oci-client for chunked uploads), with Docker `config.json` credentials sent
+//!   only to the registry or a token service it may name, and plain HTTP only for loopback
+//!   or named hosts.
 //! * [`archive`]: the store as an OCI-layout tarball for air-gapped machines.
 //!
 //! The user-facing description is `docs/OCI.md`.

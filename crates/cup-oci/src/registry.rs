@@ -2,18 +2,23 @@
 //!
 //! * Plain HTTP only for loopback registries (127.0.0.0/8, `localhost`, `::1`) and for hosts
 //!   named in [`RegistryOptions::plain_http`]; everything else is HTTPS.
+//! * Credentials: cup runs the registry's challenge itself ([`token`]) and sends them to a
+//!   token service only on the registry's own host (or one named in
+//!   [`RegistryOptions::token_realms`]), and never over plain HTTP for an HTTPS registry.
 //! * Push: refuses a module whose `cup.*` sections are not intact (unless forced), skips
 //!   blobs the registry already has (HEAD), uploads each blob in one request (POST for the
 //!   session, one PUT with the whole body: the fewest round trips) and falls back to
 //!   chunked PATCHes if the registry refuses that. The manifest goes last, so a tag never
 //!   names a manifest whose blobs are missing. These requests are our own, on one reqwest
-//!   client ([`push_http`]); oci-client serves the rest.
+//!   client ([`push_http`]), as are the pull's and inspect's; oci-client serves only the
+//!   chunked uploads.
 //! * Every request step is retried when the failure is transient, bounded and with
 //!   backoff ([`crate::retry`]); a failed upload restarts with a fresh session.
 //! * Pull: accepted layouts are in [`crate::accept`]; sizes are checked against the
 //!   descriptors while streaming (the transfer stops at the first byte too many), digests
 //!   are checked before anything reaches the store, and blobs are committed before the
-//!   `index.json` entry that names them.
+//!   `index.json` entry that names them. A manifest is read up to its cap (a larger
+//!   `Content-Length` is refused unread), a config up to its descriptor's size.
 //! * Inspect: the manifest (and a small config) only; the wasm is never downloaded.
 
 use std::collections::BTreeMap;
@@ -25,9 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use oci_client::client::{
-    BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
-};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
@@ -41,9 +44,10 @@ use crate::progress::Progress;
 use crate::reference::ImageRef;
 use crate::retry::{Failure, Retrier, RetryPolicy, verdict};
 use crate::store::{StagedBlob, Store};
-use push_http::{Failed, PushAuth, PushHttp};
+use push_http::{Failed, PushHttp, RequestAuth};
 
 mod push_http;
+mod token;
 use crate::{
     Error, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, MAX_WASM_BYTES, Result, annotations, digest, media,
 };
@@ -59,6 +63,10 @@ pub struct RegistryOptions {
     /// Hosts (`host` or `host:port`) reached over plain HTTP besides loopback ones.
     pub plain_http: Vec<String>,
     pub credentials: Credentials,
+    /// Token services (`host` or `host:port`) on another host than the registry's that may
+    /// receive its credentials when the registry's challenge names them (Docker Hub's
+    /// `auth.docker.io` is always allowed for Docker Hub).
+    pub token_realms: Vec<String>,
     /// Retries and the per-request timeout.
     pub retry: RetryPolicy,
 }
@@ -248,22 +256,170 @@ impl Registry {
             .map_err(|panic| https_setup_error(registry, target, panic_message(&panic)))
     }
 
-    async fn connect(&self, target: &Target) -> Result<(Client, RegistryAuth)> {
+    /// oci-client with the credentials cup's own challenge settled on ([`Registry::request_auth`]):
+    /// a token (oci-client then asks nothing itself) or, for a registry that takes basic
+    /// auth, the user's credentials.
+    async fn oci_client(&self, target: &Target, auth: &RequestAuth) -> Result<Client> {
         let client = self.client(target)?;
-        self.authorise(target, client).await
+        let auth = match auth {
+            // oci-client asks `GET /v2/` before every request when anonymous credentials
+            // are stored (it caches tokens only); storing none skips those round trips.
+            RequestAuth::None => return Ok(client),
+            RequestAuth::Basic { username, password } => {
+                RegistryAuth::Basic(username.clone(), password.clone())
+            }
+            RequestAuth::Bearer(token) => RegistryAuth::Bearer(token.clone()),
+        };
+        client
+            .store_auth_if_needed(target.reference.resolve_registry(), &auth)
+            .await;
+        Ok(client)
     }
 
-    /// Resolves the credentials for `target` and hands them to `client`.
-    async fn authorise(&self, target: &Target, client: Client) -> Result<(Client, RegistryAuth)> {
-        let auth = auth::resolve(&self.options.credentials, &target.registry)?;
-        // oci-client asks `GET /v2/` before every request when anonymous credentials are
-        // stored (it caches tokens only); storing none skips those round trips.
-        if auth != RegistryAuth::Anonymous {
-            client
-                .store_auth_if_needed(target.reference.resolve_registry(), &auth)
-                .await;
+    /// cup's own HTTP client for `target`, authenticated for `op`.
+    async fn connect_http<'t>(
+        &self,
+        target: &'t Target,
+        op: RegistryOperation,
+        retrier: &Retrier<'_>,
+    ) -> Result<PushHttp<'t>> {
+        let registry = target.reference.resolve_registry();
+        let settings = push_http::ClientSettings {
+            registry,
+            user_agent: USER_AGENT,
+            connect_timeout: CONNECT_TIMEOUT,
+            read_timeout: self.options.retry.request_timeout,
+        };
+        let http = push_http::client(&settings)
+            .map_err(|detail| https_setup_error(registry, target, &detail))?;
+        let scheme = self.scheme(registry);
+        let auth = self
+            .request_auth(target, &http, scheme, op, retrier)
+            .await?;
+        PushHttp::new(http, target, scheme, auth)
+    }
+
+    fn scheme(&self, registry: &str) -> &'static str {
+        if self.allows_plain_http(registry) {
+            "http"
+        } else {
+            "https"
         }
-        Ok((client, auth))
+    }
+
+    /// How cup's requests authenticate. Anonymous requests send nothing and ask nothing (a
+    /// registry that wants credentials answers 401, reported as such). With credentials,
+    /// the registry's challenge (`GET /v2/`) is run once: a Bearer challenge names a token
+    /// service, which gets the credentials only if [`Registry::check_realm`] allows it, and
+    /// the token is used from then on; otherwise the registry gets HTTP basic auth.
+    async fn request_auth(
+        &self,
+        target: &Target,
+        http: &reqwest::Client,
+        scheme: &str,
+        op: RegistryOperation,
+        retrier: &Retrier<'_>,
+    ) -> Result<RequestAuth> {
+        let (username, password) = match auth::resolve(&self.options.credentials, &target.registry)?
+        {
+            RegistryAuth::Anonymous => return Ok(RequestAuth::None),
+            RegistryAuth::Bearer(token) => return Ok(RequestAuth::Bearer(token)),
+            RegistryAuth::Basic(username, password) => (username, password),
+        };
+        let registry = target.reference.resolve_registry();
+        let base = format!("{scheme}://{registry}");
+        let step = "authenticating";
+        let challenge = retrier
+            .run(step, || async {
+                token::challenge(http, &base)
+                    .await
+                    .map_err(|f| f.failure(target, step))
+            })
+            .await?;
+        let Some(challenge) = challenge else {
+            return Ok(RequestAuth::Basic { username, password });
+        };
+        let realm = self.check_realm(registry, scheme, &challenge.realm)?;
+        let scope = match op {
+            RegistryOperation::Pull => format!("repository:{}:pull", target.reference.repository()),
+            RegistryOperation::Push => {
+                format!("repository:{}:pull,push", target.reference.repository())
+            }
+        };
+        let step = format!("authenticating at {realm}");
+        let token = retrier
+            .run(&step, || async {
+                token::fetch(
+                    http,
+                    realm.clone(),
+                    &challenge,
+                    &scope,
+                    (&username, &password),
+                )
+                .await
+                .map_err(|f| f.failure(target, &step))
+            })
+            .await?;
+        Ok(RequestAuth::Bearer(token))
+    }
+
+    /// The token service a registry's challenge names, if the registry's credentials may go
+    /// there: over HTTPS (plain HTTP only when the registry itself is spoken to in plain
+    /// HTTP and the realm's host may be), on the registry's own host or one the user
+    /// allowed ([`RegistryOptions::token_realms`]; Docker Hub's is built in).
+    fn check_realm(&self, registry: &str, scheme: &str, realm: &str) -> Result<reqwest::Url> {
+        let refuse = |detail: String| Error::Credentials {
+            registry: registry.to_owned(),
+            detail,
+        };
+        let url = reqwest::Url::parse(realm).map_err(|e| {
+            refuse(format!(
+                "the registry names the token service {realm:?}, which is not a URL ({e})"
+            ))
+        })?;
+        let host = url.host_str().unwrap_or_default();
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if scheme == "http" && self.allows_plain_http(&authority) => {}
+            "http" => {
+                return Err(refuse(format!(
+                    "the registry names the token service {realm} over plain HTTP; its \
+                     credentials are not sent there (only a registry spoken to in plain HTTP \
+                     may name a plain-HTTP token service, on a host allowed plain HTTP)"
+                )));
+            }
+            other => {
+                return Err(refuse(format!(
+                    "the registry names the token service {realm}, whose scheme {other} is \
+                     neither https nor http"
+                )));
+            }
+        }
+        let registry_host = host_of(registry)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let realm_host = host.trim_start_matches('[').trim_end_matches(']');
+        let docker_hub = ["docker.io", "index.docker.io", "registry-1.docker.io"]
+            .contains(&registry_host)
+            && realm_host.eq_ignore_ascii_case("auth.docker.io");
+        let allowed =
+            realm_host.eq_ignore_ascii_case(registry_host)
+                || docker_hub
+                || self.options.token_realms.iter().any(|h| {
+                    h.eq_ignore_ascii_case(&authority) || h.eq_ignore_ascii_case(realm_host)
+                });
+        if !allowed {
+            return Err(refuse(format!(
+                "the registry names the token service {realm}, on another host ({realm_host}); \
+                 its credentials are not sent there unless that host is allowed with \
+                 --allow-token-realm {realm_host}"
+            )));
+        }
+        Ok(url)
     }
 
     // ---- push ----
@@ -387,51 +543,8 @@ impl Registry {
         target: &'t Target,
         retrier: &Retrier<'_>,
     ) -> Result<PushHttp<'t>> {
-        let registry = target.reference.resolve_registry();
-        let settings = push_http::ClientSettings {
-            registry,
-            user_agent: USER_AGENT,
-            connect_timeout: CONNECT_TIMEOUT,
-            read_timeout: self.options.retry.request_timeout,
-        };
-        let http = push_http::client(&settings)
-            .map_err(|detail| https_setup_error(registry, target, &detail))?;
-        let auth = self.push_auth(target, retrier).await?;
-        let scheme = if self.allows_plain_http(registry) {
-            "http"
-        } else {
-            "https"
-        };
-        PushHttp::new(http, target, scheme, auth)
-    }
-
-    /// How the push's requests authenticate. Anonymous pushes send nothing and ask nothing
-    /// (as before: a registry that wants credentials answers 401, reported as such). With
-    /// credentials, oci-client runs the registry's challenge (`GET /v2/`; a bearer token for
-    /// `pull,push` on the repository, or HTTP basic auth) once for the whole push.
-    async fn push_auth(&self, target: &Target, retrier: &Retrier<'_>) -> Result<PushAuth> {
-        let auth = auth::resolve(&self.options.credentials, &target.registry)?;
-        let (username, password) = match &auth {
-            RegistryAuth::Anonymous => return Ok(PushAuth::None),
-            RegistryAuth::Bearer(token) => return Ok(PushAuth::Bearer(token.clone())),
-            RegistryAuth::Basic(username, password) => (username.clone(), password.clone()),
-        };
-        let client = self.client(target)?;
-        let step = "authenticating";
-        let token = retrier
-            .run(step, || async {
-                client
-                    .auth(&target.reference, &auth, RegistryOperation::Push)
-                    .await
-                    .map_err(|e| oci_failure(target, step, e))
-            })
-            .await?;
-        // No token: the registry takes basic auth, or asks for nothing (then the header
-        // is ignored).
-        Ok(match token {
-            Some(token) => PushAuth::Bearer(token),
-            None => PushAuth::Basic { username, password },
-        })
+        self.connect_http(target, RegistryOperation::Push, retrier)
+            .await
     }
 
     /// Uploads one blob unless the registry has it; returns whether it was uploaded.
@@ -491,7 +604,7 @@ impl Registry {
                     body = refusal.body,
                     "the registry refused a single-request upload; uploading in chunks"
                 );
-                let (chunked, _) = self.connect(target).await?;
+                let chunked = self.oci_client(target, push.auth()).await?;
                 chunked
                     .push_blob(&target.reference, blob.data.clone(), blob.digest)
                     .await
@@ -516,16 +629,18 @@ impl Registry {
         if let Some(report) = self.pull_from_store(&target, store)? {
             return Ok(report);
         }
-        let (client, auth) = self.connect(&target).await?;
         let retrier = Retrier {
             policy: &self.options.retry,
             progress: progress.as_ref(),
         };
-        let (body, manifest_digest) = fetch_manifest(&client, &auth, &target, &retrier).await?;
+        let http = self
+            .connect_http(&target, RegistryOperation::Pull, &retrier)
+            .await?;
+        let (body, manifest_digest) = fetch_manifest(&http, &target, &retrier).await?;
         let what = target.what(&format!("manifest {manifest_digest}"));
         let (manifest, source) = classify(&body, &what)?;
         let mut fetch = Fetch {
-            client: &client,
+            http: &http,
             target: &target,
             store,
             progress: progress.clone(),
@@ -583,15 +698,14 @@ impl Registry {
             return Ok(None);
         };
         let (manifest, source) = classify(&store.read_blob(d)?, &target.what(d))?;
-        let entry = store.entry(d)?;
         let media_type = manifest
             .media_type
             .clone()
             .unwrap_or_else(|| media::OCI_MANIFEST.to_owned());
         let size = store.read_blob(d)?.len() as u64;
-        let extra = entry
-            .map(|e| without_ref_name(e.annotations))
-            .unwrap_or_default();
+        // Derived again from the verified content, never carried over from the entry (it
+        // may have come from an archive or an older cup).
+        let extra = store.derived_annotations(d)?;
         store.add_entry(
             Descriptor::new(&media_type, d.to_owned(), size),
             tag_name(target).as_deref(),
@@ -615,12 +729,14 @@ impl Registry {
     /// The manifest (and small config) of a remote reference; the wasm is not downloaded.
     pub async fn inspect(&self, reference: &str) -> Result<RemoteInspect> {
         let target = Target::parse(reference)?;
-        let (client, auth) = self.connect(&target).await?;
         let retrier = Retrier {
             policy: &self.options.retry,
             progress: &crate::NoProgress,
         };
-        let (body, manifest_digest) = fetch_manifest(&client, &auth, &target, &retrier).await?;
+        let http = self
+            .connect_http(&target, RegistryOperation::Pull, &retrier)
+            .await?;
+        let (body, manifest_digest) = fetch_manifest(&http, &target, &retrier).await?;
         let what = target.what(&format!("manifest {manifest_digest}"));
         let (manifest, refused) = match classify(&body, &what) {
             Ok((m, _)) => (m, None),
@@ -632,7 +748,7 @@ impl Registry {
                 }
             }
         };
-        let config = fetch_small_config(&client, &target, &manifest.config, &retrier).await?;
+        let config = fetch_small_config(&http, &target, &manifest.config, &retrier).await?;
         Ok(RemoteInspect {
             reference: target.whole,
             digest: manifest_digest,
@@ -721,7 +837,7 @@ fn check_manifest_location(target: &Target, location: &str, ours: &str) -> Resul
 
 /// Blob downloads of one pull, counting fetched and cached blobs.
 struct Fetch<'a> {
-    client: &'a Client,
+    http: &'a PushHttp<'a>,
     target: &'a Target,
     store: &'a Store,
     progress: Arc<dyn Progress>,
@@ -771,18 +887,14 @@ impl Fetch<'_> {
         desc: &Descriptor,
         what: &str,
     ) -> std::result::Result<StagedBlob, Failure> {
-        // The whole blob is asked for as a range (`bytes=0-`): a registry that honours it
-        // answers 206, which oci-client passes through without hashing it a second time (we
-        // hash every byte anyway, as we write it); one that ignores the range answers 200
-        // and oci-client checks the digest too.
+        let doing = format!("fetching blob {}", desc.digest);
         let response = self
-            .client
-            .pull_blob_stream_partial(&self.target.reference, desc.digest.as_str(), 0, None)
+            .http
+            .get_blob(&desc.digest)
             .await
-            .map_err(|e| oci_failure(self.target, &format!("fetching blob {}", desc.digest), e))?;
-        let (BlobResponse::Full(mut stream) | BlobResponse::Partial(mut stream)) = response;
+            .map_err(|f| f.failure(self.target, &doing))?;
         // A wrong Content-Length may come from a broken hop on the way: worth a retry.
-        if let Some(announced) = stream.content_length
+        if let Some(announced) = response.content_length()
             && announced != desc.size
         {
             return Err(Failure::transient(Error::SizeMismatch {
@@ -791,6 +903,7 @@ impl Fetch<'_> {
                 actual: format!("{announced} (announced by the registry)"),
             }));
         }
+        let mut stream = response.bytes_stream();
         let mut writer = self
             .store
             .blob_writer(Some((&desc.digest, desc.size)), what)?;
@@ -800,9 +913,8 @@ impl Fetch<'_> {
                     writer.write(&bytes)?;
                     self.progress.advance(bytes.len() as u64);
                 }
-                // oci-client reports a digest mismatch as a stream error at the end; our
-                // own hash of what arrived gives the precise message. Complete but wrong
-                // bytes would arrive wrong again: permanent.
+                // A transport error after every byte arrived: complete but wrong bytes
+                // would arrive wrong again (permanent), complete and right ones are retried.
                 Err(e) if writer.written() == desc.size => {
                     return Err(match writer.finish() {
                         Err(mismatch) => Failure::permanent(mismatch),
@@ -821,7 +933,7 @@ impl Fetch<'_> {
         })
     }
 
-    fn transfer_error(&self, desc: &Descriptor, e: &std::io::Error) -> Error {
+    fn transfer_error(&self, desc: &Descriptor, e: &reqwest::Error) -> Error {
         self.target.error(
             Blame::Registry,
             format!(
@@ -881,11 +993,6 @@ fn file_head(path: &std::path::Path) -> Result<Vec<u8>> {
     Ok(head)
 }
 
-fn without_ref_name(mut annotations: BTreeMap<String, String>) -> BTreeMap<String, String> {
-    annotations.remove(annotations::REF_NAME);
-    annotations
-}
-
 /// The tag to record for a pulled reference (`registry/repository:tag`), if it has one.
 fn tag_name(target: &Target) -> Option<String> {
     let r = &target.reference;
@@ -893,31 +1000,22 @@ fn tag_name(target: &Target) -> Option<String> {
         .map(|t| format!("{}/{}:{t}", r.registry(), r.repository()))
 }
 
-/// Fetches a manifest, checks its size and digest, and returns it with its digest.
+/// Fetches a manifest (at most [`MAX_MANIFEST_BYTES`], never more read), checks its digest
+/// and returns it with its digest.
 async fn fetch_manifest(
-    client: &Client,
-    auth: &RegistryAuth,
+    http: &PushHttp<'_>,
     target: &Target,
     retrier: &Retrier<'_>,
 ) -> Result<(Vec<u8>, String)> {
     let step = "fetching the manifest";
-    let (body, _) = retrier
+    let what = target.what("manifest");
+    let (body, announced) = retrier
         .run(step, || async {
-            client
-                .pull_manifest_raw(&target.reference, auth, &media::ACCEPTED_MANIFESTS)
+            http.get_manifest(&media::ACCEPTED_MANIFESTS, MAX_MANIFEST_BYTES as u64, &what)
                 .await
-                .map_err(|e| oci_failure(target, step, e))
+                .map_err(|f| f.failure(target, step))
         })
         .await?;
-    if body.len() > MAX_MANIFEST_BYTES {
-        return Err(Error::TooLarge {
-            what: target.what("manifest"),
-            reason: format!(
-                "{} bytes, over the limit of {MAX_MANIFEST_BYTES}",
-                body.len()
-            ),
-        });
-    }
     // The digest is our own hash of the bytes, whatever headers said.
     let actual = digest::of(&body);
     if let Some(expected) = target.reference.digest()
@@ -929,11 +1027,23 @@ async fn fetch_manifest(
             actual,
         });
     }
-    Ok((body.to_vec(), actual))
+    // A registry whose own digest of the bytes differs sent other bytes than it stored.
+    if let Some(announced) = announced.filter(|d| d.starts_with(digest::SHA256_PREFIX))
+        && announced != actual
+    {
+        return Err(Error::DigestMismatch {
+            what: target.what("fetching the manifest: its Docker-Content-Digest"),
+            expected: announced,
+            actual,
+        });
+    }
+    Ok((body, actual))
 }
 
+/// The config of an inspected manifest when it is small: read up to its descriptor's size,
+/// never further.
 async fn fetch_small_config(
-    client: &Client,
+    http: &PushHttp<'_>,
     target: &Target,
     config: &Descriptor,
     retrier: &Retrier<'_>,
@@ -943,22 +1053,19 @@ async fn fetch_small_config(
         return Ok(None);
     }
     let step = format!("fetching config {}", config.digest);
+    let what = target.what("config");
     let out = retrier
         .run(&step, || async {
-            let mut out = Vec::new();
-            client
-                .pull_blob(&target.reference, config.digest.as_str(), &mut out)
+            let response = http
+                .get_blob(&config.digest)
                 .await
-                .map_err(|e| oci_failure(target, &step, e))?;
-            Ok(out)
+                .map_err(|f| f.failure(target, &step))?;
+            push_http::read_capped(response, config.size, &what)
+                .await
+                .map_err(|f| f.failure(target, &step))
         })
         .await?;
-    digest::verify(
-        &target.what("config"),
-        &out,
-        &config.digest,
-        Some(config.size),
-    )?;
+    digest::verify(&what, &out, &config.digest, Some(config.size))?;
     Ok(serde_json::from_slice(&out).ok())
 }
 
@@ -1082,6 +1189,84 @@ mod tests {
             "ghcr.io",
         ] {
             assert!(!r.allows_plain_http(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn credentials_go_only_to_token_services_on_the_registrys_host_or_allowed_ones() {
+        let r = Registry::new(RegistryOptions {
+            token_realms: vec!["auth.example".into(), "127.0.0.3:7000".into()],
+            ..Default::default()
+        });
+        let ok = |registry: &str, scheme: &str, realm: &str| {
+            r.check_realm(registry, scheme, realm)
+                .map(|u| u.to_string())
+                .map_err(|e| e.to_string())
+        };
+        // The registry's own host, any port; an allowed host; Docker Hub's own service.
+        for (registry, scheme, realm) in [
+            ("ghcr.io", "https", "https://ghcr.io/token"),
+            (
+                "reg.example:5000",
+                "https",
+                "https://REG.example:5001/token",
+            ),
+            ("reg.example", "https", "https://auth.example/token"),
+            ("index.docker.io", "https", "https://auth.docker.io/token"),
+            ("127.0.0.1:5000", "http", "http://127.0.0.1:5001/token"),
+            ("127.0.0.1:5000", "http", "http://127.0.0.3:7000/token"),
+            ("[::1]:5000", "http", "http://[::1]:5001/token"),
+        ] {
+            ok(registry, scheme, realm).unwrap_or_else(|e| panic!("{realm}: {e}"));
+        }
+        // Another host; plain HTTP for an HTTPS registry (even on its own host); odd URLs.
+        for (registry, scheme, realm, says) in [
+            (
+                "127.0.0.1:5999",
+                "http",
+                "http://127.0.0.2:5998/token",
+                "--allow-token-realm 127.0.0.2",
+            ),
+            (
+                "reg.example",
+                "https",
+                "https://evil.example/token",
+                "another host",
+            ),
+            (
+                "reg.example",
+                "https",
+                "http://reg.example/token",
+                "plain HTTP",
+            ),
+            (
+                "reg.example",
+                "https",
+                "http://auth.example/token",
+                "plain HTTP",
+            ),
+            (
+                "ghcr.io",
+                "https",
+                "https://auth.docker.io/token",
+                "another host",
+            ),
+            (
+                "127.0.0.1:5000",
+                "http",
+                "http://10.0.0.1/token",
+                "plain HTTP",
+            ),
+            (
+                "reg.example",
+                "https",
+                "file:///etc/passwd",
+                "neither https nor http",
+            ),
+            ("reg.example", "https", "/token", "not a URL"),
+        ] {
+            let err = ok(registry, scheme, realm).expect_err(realm);
+            assert!(err.contains(says), "{realm}: {err}");
         }
     }
 

@@ -3,8 +3,9 @@
 //! Every request step (blob HEAD, blob upload, manifest PUT, manifest GET, blob GET) runs
 //! through [`Retrier::run`]: a failure the registry or the network may not repeat is tried
 //! again, up to [`RetryPolicy::attempts`] in all, after an exponential backoff with jitter.
-//! What is retried is decided from oci-client's typed errors ([`verdict`]), never from
-//! message text: connection errors and resets, timeouts (a stalled transfer ends at
+//! What is retried is decided from HTTP statuses and transport errors of cup's own requests
+//! ([`status_verdict`]) and oci-client's typed errors ([`verdict`]), never from message
+//! text: connection errors and resets, timeouts (a stalled transfer ends at
 //! [`RetryPolicy::request_timeout`]), bodies cut short, 5xx except 501, 408 and 429.
 //! Everything else (401/403, 404, invalid requests, a digest that does not match after a
 //! complete download) fails at once.

@@ -354,28 +354,47 @@ impl Store {
         })
     }
 
-    /// The wasm module of a stored controller manifest, every byte verified.
+    /// The wasm module of a stored controller manifest, every byte verified. For a compat
+    /// image it is unpacked from the verified layer every time: the wasm digest recorded on
+    /// the `index.json` entry is not trusted (an entry may have come from an archive or an
+    /// older cup), so what runs is always what the manifest's digest pins.
     pub fn wasm_for(&self, manifest_digest: &str) -> Result<Vec<u8>> {
         let what = format!("store {}: manifest {manifest_digest}", self.root.display());
         let (_, source) = classify(&self.read_blob(manifest_digest)?, &what)?;
+        let layer = source.layer();
+        let bytes = self.read_blob(&layer.digest)?;
+        digest::verify(&what, &bytes, &layer.digest, Some(layer.size))?;
         match source {
-            WasmSource::Layer(layer) => {
-                let wasm = self.read_blob(&layer.digest)?;
-                digest::verify(&what, &wasm, &layer.digest, Some(layer.size))?;
-                check_magic(&wasm, &what, &layer.media_type)?;
-                Ok(wasm)
+            WasmSource::Layer(_) => {
+                check_magic(&bytes, &what, &layer.media_type)?;
+                Ok(bytes)
             }
-            WasmSource::TarGz(layer) => {
-                let recorded = self
-                    .entry(manifest_digest)?
-                    .and_then(|e| e.annotation(annotations::WASM_DIGEST).map(str::to_owned));
-                match recorded {
-                    Some(d) if self.blob_path(&d)?.exists() => self.read_blob(&d),
-                    // Derived data: unpacking the verified layer again gives the same bytes.
-                    _ => extract_wasm(self.read_blob(&layer.digest)?.as_slice(), &what),
-                }
-            }
+            WasmSource::TarGz(_) => extract_wasm(bytes.as_slice(), &what),
         }
+    }
+
+    /// The wasm a stored compat image's layer holds (`None` for any other manifest).
+    fn compat_wasm(&self, manifest_digest: &str) -> Result<Option<Vec<u8>>> {
+        let what = format!("store {}: manifest {manifest_digest}", self.root.display());
+        match classify(&self.read_blob(manifest_digest)?, &what)?.1 {
+            WasmSource::TarGz(_) => self.wasm_for(manifest_digest).map(Some),
+            WasmSource::Layer(_) => Ok(None),
+        }
+    }
+
+    /// The `index.json` annotations a stored manifest's entry should carry besides its tag,
+    /// derived from the verified content, never taken from elsewhere: for a compat image,
+    /// the digest of the wasm its layer holds (stored as a blob of its own when missing).
+    pub fn derived_annotations(&self, manifest_digest: &str) -> Result<BTreeMap<String, String>> {
+        let Some(wasm) = self.compat_wasm(manifest_digest)? else {
+            return Ok(BTreeMap::new());
+        };
+        let d = digest::of(&wasm);
+        if !self.has_verified_blob(&d, wasm.len() as u64)? {
+            self.stage_bytes(&wasm, None, "unpacked compat wasm")?
+                .commit()?;
+        }
+        Ok(BTreeMap::from([(annotations::WASM_DIGEST.to_owned(), d)]))
     }
 
     /// Packages a local module into the store (as `push` would build it) and returns the
@@ -442,12 +461,42 @@ impl Store {
                 return Err(self.store_error(format!("blob {} missing", d.digest)));
             }
         }
+        // The recorded wasm digest must be that of the wasm the layer holds (what runs is
+        // unpacked from the layer; a different claim means the entry was tampered with).
+        if let Some(recorded) = entry.annotation(annotations::WASM_DIGEST) {
+            let actual = self.compat_wasm(&entry.digest)?.map(|w| digest::of(&w));
+            if actual.as_deref() != Some(recorded) {
+                return Err(self.store_error(format!(
+                    "annotation {} names {recorded}, but {}",
+                    annotations::WASM_DIGEST,
+                    match actual {
+                        Some(a) => format!("the manifest's layer holds the wasm {a}"),
+                        None => "the manifest is not a compat image".to_owned(),
+                    }
+                )));
+            }
+        }
         Ok(())
     }
 }
 
 /// Adds or moves an entry (see [`Store::add_entry`]).
 pub(crate) fn insert_entry(index: &mut ImageIndex, entry: Descriptor) {
+    // Annotations besides the tag are derived from the manifest's content: every entry of
+    // the same digest takes the fresh ones (so an entry with a wrong claim is repaired).
+    let mut derived = entry.annotations.clone();
+    derived.remove(annotations::REF_NAME);
+    for e in index
+        .manifests
+        .iter_mut()
+        .filter(|e| e.digest == entry.digest)
+    {
+        let tag = e.annotations.remove(annotations::REF_NAME);
+        e.annotations = derived.clone();
+        if let Some(tag) = tag {
+            e.annotations.insert(annotations::REF_NAME.to_owned(), tag);
+        }
+    }
     match entry.annotation(annotations::REF_NAME).map(str::to_owned) {
         Some(name) => {
             index.manifests.retain(|e| {
@@ -589,7 +638,7 @@ impl StagedBlob {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn plain() -> Vec<u8> {
@@ -648,6 +697,91 @@ mod tests {
             "{err}"
         );
         assert_eq!(store.verify().expect("verify").len(), 1);
+    }
+
+    /// A compat image (tar+gzip layer holding `controller.wasm`) written into the store;
+    /// returns the manifest's descriptor.
+    pub(crate) fn compat_image(store: &Store, wasm: &[u8]) -> Descriptor {
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            Default::default(),
+        ));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(wasm.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "controller.wasm", wasm)
+            .expect("append");
+        let layer = tar.into_inner().expect("tar").finish().expect("gzip");
+        let config = b"{}";
+        let manifest = ImageManifest {
+            schema_version: 2,
+            media_type: Some(media::OCI_MANIFEST.to_owned()),
+            artifact_type: None,
+            config: Descriptor::new(
+                "application/vnd.oci.empty.v1+json",
+                store.write_blob(config).expect("config"),
+                config.len() as u64,
+            ),
+            layers: vec![Descriptor::new(
+                media::TAR_GZIP_LAYERS[0],
+                store.write_blob(&layer).expect("layer"),
+                layer.len() as u64,
+            )],
+            annotations: BTreeMap::new(),
+        };
+        let bytes = serde_json::to_vec(&manifest).expect("json");
+        Descriptor::new(
+            media::OCI_MANIFEST,
+            store.write_blob(&bytes).expect("manifest"),
+            bytes.len() as u64,
+        )
+    }
+
+    #[test]
+    fn a_compat_entry_runs_its_layer_whatever_the_recorded_wasm_digest() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        let harmless = plain();
+        let hostile = b"\0asm\x01\0\0\0hostile".to_vec();
+        let hostile_digest = store.write_blob(&hostile).expect("hostile");
+        let manifest = compat_image(&store, &harmless);
+        // An entry that claims the layer holds another module (as a crafted archive or a
+        // hand-edited index.json could record it).
+        let forged = BTreeMap::from([(annotations::WASM_DIGEST.to_owned(), hostile_digest)]);
+        store
+            .add_entry(manifest.clone(), Some("ctl:compat"), forged)
+            .expect("entry");
+        assert_eq!(store.wasm_for(&manifest.digest).expect("wasm"), harmless);
+        let problems = store.verify().expect("verify");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains(annotations::WASM_DIGEST)
+                && problems[0].contains(&digest::of(&harmless)),
+            "{problems:?}"
+        );
+        // Recording the entry again from its content repairs it.
+        let derived = store
+            .derived_annotations(&manifest.digest)
+            .expect("derived");
+        assert_eq!(
+            derived.get(annotations::WASM_DIGEST),
+            Some(&digest::of(&harmless))
+        );
+        store
+            .add_entry(manifest, None, derived)
+            .expect("entry again");
+        assert!(store.verify().expect("verify").is_empty());
+        assert_eq!(
+            store
+                .entries()
+                .expect("entries")
+                .iter()
+                .filter(|e| e.annotation(annotations::REF_NAME) == Some("ctl:compat"))
+                .count(),
+            1,
+            "the tag is kept"
+        );
     }
 
     #[test]

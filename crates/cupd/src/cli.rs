@@ -155,6 +155,15 @@ pub struct Serve {
         value_name = "HOSTS"
     )]
     pub plain_http: Vec<String>,
+    /// Hosts (host[:port]) of token services other than the registry's own that may receive
+    /// registry credentials when a registry's challenge names them (comma-separated).
+    #[arg(
+        long,
+        env = "CUPD_ALLOW_TOKEN_REALM",
+        value_delimiter = ',',
+        value_name = "HOSTS"
+    )]
+    pub allow_token_realm: Vec<String>,
     /// Git source: directory of the bare cache of the remote [default: <store>/git].
     #[arg(long, env = "CUPD_GIT_CACHE", value_name = "DIR")]
     pub git_cache: Option<PathBuf>,

@@ -123,6 +123,7 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
         },
         registry: RegistryOptions {
             plain_http: serve.plain_http.clone(),
+            token_realms: serve.allow_token_realm.clone(),
             retry: RetryPolicy {
                 attempts: serve.registry_attempts,
                 request_timeout: serve.registry_timeout,

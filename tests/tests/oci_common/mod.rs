@@ -206,3 +206,22 @@ pub fn assert_registry_serves_the_package(registry: &TestRegistry, name: &str) {
     assert_eq!(std::fs::read(&out).expect("pulled"), flipt_package());
     ok(w.cup(&["controller", "list", "--verify"]));
 }
+
+/// A tar+gzip filesystem layer with the given files (what `FROM scratch` + `COPY` builds),
+/// and its diff_id (the digest of the uncompressed tar).
+pub fn tar_gz(files: &[(&str, &[u8])]) -> (Vec<u8>, String) {
+    use std::io::Write;
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, *data).expect("append");
+    }
+    let tar = tar.into_inner().expect("tar");
+    let diff_id = cup_sections::sha256_digest(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).expect("gzip");
+    (gz.finish().expect("gzip"), diff_id)
+}

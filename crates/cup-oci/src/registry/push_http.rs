@@ -1,13 +1,15 @@
-//! The push's own HTTP requests: blob HEADs, upload sessions, the single-PUT uploads and the
-//! manifest PUT, all on one reqwest client.
+//! cup's own HTTP requests to a registry, on one reqwest client: the push's blob HEADs,
+//! upload sessions, single-PUT uploads and manifest PUT; the pull's and inspect's manifest,
+//! config and blob GETs; and the credential challenge ([`super::token`]).
 //!
 //! Why not oci-client here: its `Client` always builds a second, default reqwest client
 //! next to the configured one, and that one loads the system's TLS roots (≈ 150 files)
 //! even for a plain-HTTP loopback registry; with our own requests a push builds exactly
-//! one client, whose connections (keep-alive) serve every request of the push. oci-client
-//! is still used where it earns its keep: the credential challenge (`GET /v2/`, bearer
-//! token exchange) when credentials are given, and chunked uploads for registries that
-//! refuse a single PUT.
+//! one client, whose connections (keep-alive) serve every request of the push. A pull
+//! reads a manifest only up to its cap (oci-client reads any body whole before its size
+//! can be judged), and credentials go only where cup decided they may go (oci-client would
+//! send them to whatever token service a registry names). oci-client is still used for
+//! chunked uploads to registries that refuse a single PUT.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oci_client::errors::{OciEnvelope, OciErrorCode};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 
 use super::{Blame, Target, chain, loopback_trust_roots};
@@ -27,9 +29,9 @@ use crate::{Error, Result};
 /// whole HTML page).
 const MAX_ERROR_BODY: usize = 1024;
 
-/// How each request of the push authenticates.
+/// How cup's own requests to the registry authenticate.
 #[derive(Clone)]
-pub(super) enum PushAuth {
+pub(super) enum RequestAuth {
     None,
     Basic { username: String, password: String },
     Bearer(String),
@@ -44,11 +46,20 @@ pub(super) struct Refusal {
 }
 
 impl Refusal {
-    async fn from(response: reqwest::Response) -> Refusal {
+    pub async fn from(mut response: reqwest::Response) -> Refusal {
         let status = response.status();
         let url = response.url().to_string();
-        // The body only explains the status; a body that cannot be read leaves it empty.
-        let mut body = response.text().await.unwrap_or_default();
+        // The body only explains the status: read no more than a message's worth of it (a
+        // hostile registry may send gigabytes), and a body that cannot be read leaves it
+        // empty.
+        let mut raw = Vec::new();
+        while raw.len() <= MAX_ERROR_BODY {
+            match response.chunk().await {
+                Ok(Some(chunk)) => raw.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        let mut body = String::from_utf8_lossy(&raw).into_owned();
         if body.len() > MAX_ERROR_BODY {
             let mut end = MAX_ERROR_BODY;
             while !body.is_char_boundary(end) {
@@ -120,17 +131,20 @@ pub(super) enum Failed {
     Transport(reqwest::Error),
     Answer(Refusal),
     Protocol(String),
+    /// What arrived is refused as it is (too large); the same registry would send it again.
+    Content(Error),
 }
 
 impl Failed {
-    pub fn failure(&self, target: &Target, doing: &str) -> Failure {
+    pub fn failure(self, target: &Target, doing: &str) -> Failure {
         match self {
             Failed::Answer(refusal) => refusal.failure(target, doing),
-            Failed::Transport(e) => transport_failure(target, doing, e),
+            Failed::Transport(e) => transport_failure(target, doing, &e),
             // The same registry would break it the same way again.
             Failed::Protocol(what) => {
                 Failure::permanent(target.error(Blame::Registry, format!("{doing}: {what}")))
             }
+            Failed::Content(error) => Failure::permanent(error),
         }
     }
 }
@@ -144,7 +158,7 @@ impl From<reqwest::Error> for Failed {
 /// A request that got no answer: connection refused or reset, a timeout (the registry went
 /// silent), a body cut short. Worth repeating, except a redirect loop or a request built
 /// wrong.
-fn transport_failure(target: &Target, doing: &str, e: &reqwest::Error) -> Failure {
+pub(super) fn transport_failure(target: &Target, doing: &str, e: &reqwest::Error) -> Failure {
     let blame = if e.is_connect() || e.is_timeout() {
         Blame::Unreachable
     } else {
@@ -165,7 +179,7 @@ pub(super) struct PushHttp<'a> {
     target: &'a Target,
     /// `scheme://registry/v2/<repository>/`.
     base: Url,
-    auth: PushAuth,
+    auth: RequestAuth,
 }
 
 /// How a push client is set up.
@@ -206,7 +220,7 @@ impl<'a> PushHttp<'a> {
         http: reqwest::Client,
         target: &'a Target,
         scheme: &str,
-        auth: PushAuth,
+        auth: RequestAuth,
     ) -> Result<PushHttp<'a>> {
         let r = &target.reference;
         let text = format!("{scheme}://{}/v2/{}/", r.resolve_registry(), r.repository());
@@ -220,6 +234,11 @@ impl<'a> PushHttp<'a> {
             base,
             auth,
         })
+    }
+
+    /// The credentials these requests carry.
+    pub fn auth(&self) -> &RequestAuth {
+        &self.auth
     }
 
     fn url(&self, path: &str) -> std::result::Result<Url, Failed> {
@@ -236,10 +255,10 @@ impl<'a> PushHttp<'a> {
             && url.port_or_known_default() == self.base.port_or_known_default();
         let builder = self.http.request(method, url);
         match (&self.auth, same_origin) {
-            (PushAuth::Basic { username, password }, true) => {
+            (RequestAuth::Basic { username, password }, true) => {
                 builder.basic_auth(username, Some(password))
             }
-            (PushAuth::Bearer(token), true) => builder.bearer_auth(token),
+            (RequestAuth::Bearer(token), true) => builder.bearer_auth(token),
             _ => builder,
         }
     }
@@ -298,6 +317,45 @@ impl<'a> PushHttp<'a> {
         Ok(())
     }
 
+    /// The manifest the reference names (`GET …/manifests/<digest or tag>`), at most `cap`
+    /// bytes, with the `Docker-Content-Digest` the registry sent, if any.
+    pub async fn get_manifest(
+        &self,
+        accept: &[&str],
+        cap: u64,
+        what: &str,
+    ) -> std::result::Result<(Vec<u8>, Option<String>), Failed> {
+        let r = &self.target.reference;
+        let name = r.digest().or(r.tag()).unwrap_or("latest");
+        let url = self.url(&format!("manifests/{name}"))?;
+        let response = self
+            .request(Method::GET, url)
+            .header(ACCEPT, accept.join(", "))
+            .send()
+            .await?;
+        if response.status() != StatusCode::OK {
+            return Err(Failed::Answer(Refusal::from(response).await));
+        }
+        let digest = response
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((read_capped(response, cap, what).await?, digest))
+    }
+
+    /// A blob (`GET …/blobs/<digest>`; redirects to blob storage are followed, without the
+    /// credentials when they leave the registry): the response, to be streamed or read
+    /// with [`read_capped`].
+    pub async fn get_blob(&self, digest: &str) -> std::result::Result<reqwest::Response, Failed> {
+        let url = self.url(&format!("blobs/{digest}"))?;
+        let response = self.request(Method::GET, url).send().await?;
+        if response.status() != StatusCode::OK {
+            return Err(Failed::Answer(Refusal::from(response).await));
+        }
+        Ok(response)
+    }
+
     /// PUTs the manifest under the reference's digest, else its tag; returns where the
     /// registry says it stored it (`…/manifests/<digest it computed>`), if it says.
     pub async fn put_manifest(
@@ -329,6 +387,39 @@ impl<'a> PushHttp<'a> {
             header("Docker-Content-Digest").map(|digest| format!("/manifests/{digest}"))
         }))
     }
+}
+
+/// Reads a body of at most `cap` bytes: a `Content-Length` over it is refused before any
+/// byte is read, and the transfer stops at the first byte past it (a chunked body has no
+/// length to check up front). `what` names the content in the error.
+pub(super) async fn read_capped(
+    mut response: reqwest::Response,
+    cap: u64,
+    what: &str,
+) -> std::result::Result<Vec<u8>, Failed> {
+    let too_large = |reason: String| {
+        Failed::Content(Error::TooLarge {
+            what: what.to_owned(),
+            reason,
+        })
+    };
+    if let Some(announced) = response.content_length()
+        && announced > cap
+    {
+        return Err(too_large(format!(
+            "its Content-Length {announced} is over the limit of {cap} bytes (not read)"
+        )));
+    }
+    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() as u64 + chunk.len() as u64 > cap {
+            return Err(too_large(format!(
+                "the body did not end within the limit of {cap} bytes (read no further)"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A Location header, absolute or relative to the request's URL.
