@@ -510,8 +510,8 @@ fn concurrent_invocations_are_independent() {
 
 #[test]
 fn code_cache_hits_and_replaces_corrupt_files() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cache = CodeCache::new(dir.path()).expect("cache");
+    let outer = tempfile::tempdir().expect("temp dir");
+    let cache = CodeCache::new(outer.path().join("code")).expect("cache");
     let root = empty_root();
 
     let first = Runtime::new(Limits::default()).expect("runtime");
@@ -553,7 +553,7 @@ fn code_cache_hits_and_replaces_corrupt_files() {
     assert_eq!(d.load_info().cache, CacheStatus::Hit);
 
     // No temp files left behind.
-    let names: Vec<_> = fs::read_dir(dir.path())
+    let names: Vec<_> = fs::read_dir(cache.dir())
         .expect("read_dir")
         .map(|e| e.expect("entry").file_name())
         .collect();
