@@ -23,6 +23,7 @@ mod heap;
 mod http;
 mod image;
 mod inline;
+mod listing;
 mod load;
 mod metrics;
 mod ops;
@@ -44,6 +45,7 @@ pub use config_dir::{ConfigDir, ConfigError};
 pub use cup_git::Author;
 pub use cup_oci::{RegistryOptions, RetryPolicy};
 pub use git::GitOptions;
+pub use listing::ListLimits;
 pub use source::{LocalSource, ScratchPlace};
 
 /// How to run the server (already resolved from flags, environment and config file).
@@ -68,6 +70,8 @@ pub struct Options {
     pub strict_digests: bool,
     /// Per-invocation limits of wasm controllers.
     pub limits: Limits,
+    /// Bounds of list responses.
+    pub list_limits: ListLimits,
     pub registry: RegistryOptions,
 }
 
@@ -156,7 +160,12 @@ impl Server {
             status: status.clone(),
         };
         loader.announce();
-        let state = Arc::new(state::AppState::new(source, status, metrics));
+        let state = Arc::new(state::AppState::new(
+            source,
+            status,
+            metrics,
+            options.list_limits,
+        ));
         Ok(Server {
             listener,
             state,
