@@ -35,6 +35,10 @@
 //! - `Flood`    write 100 MiB (or the name's number of bytes) to stdout, exit 0
 //! - `Spin`     loop forever
 //! - `Grow`     allocate without bound
+//! - `Braces`   write 15 MiB (or the name's number of bytes) of `{}` to stdout, exit 0 (see
+//!   [`amplify`])
+
+mod amplify;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -299,6 +303,7 @@ fn abuse(kind: &str, namespace: &str, what: &str) {
         }
         "Spin" => spin(),
         "Grow" => grow(),
+        "Braces" => amplify::braces(what.parse().unwrap_or(15 << 20)),
         other => {
             eprintln!("probe: unknown Kind {other:?}");
             exit(64)
