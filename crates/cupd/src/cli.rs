@@ -132,7 +132,9 @@ pub struct Serve {
     /// Local OCI store shared with `cup` [default: $XDG_CACHE_HOME/cup or ~/.cache/cup].
     #[arg(long, env = "CUPD_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
-    /// Compiled-code cache [default: <store>/code].
+    /// Compiled-code cache [default: <store>/code]. Disabled (with a warning) unless owned by
+    /// cupd's user and not writable by group or others, nor any ancestor (sticky ones
+    /// excepted); its files are authenticated with the key in DIR.key, beside it.
     #[arg(long, env = "CUPD_CODE_CACHE", value_name = "DIR")]
     pub code_cache: Option<PathBuf>,
     /// Where wasm controllers' writes to the local source run: a scratch copy of the tree
