@@ -111,26 +111,31 @@ impl Cupd {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// cupd's process id (to read its memory from /proc).
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, std::process::Child::id)
+    /// A line of cupd's `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let pid = self.pid().expect("cupd runs");
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).expect("cupd's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
     }
 
     /// cupd's peak resident memory so far (`VmHWM`), in MiB.
     pub fn peak_rss_mib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("cupd's /proc status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("a VmHWM line");
-        kib / 1024
+        self.status_kib("VmHWM") / 1024
     }
 
     /// The loopback port cupd listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// cupd's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Everything cupd logged so far.

@@ -170,7 +170,7 @@ fn embedded_controller_by_digest_from_the_store_without_a_registry() {
 fn the_compiled_code_cache_is_hit_on_restart() {
     let s = by_path();
     let cache = tempfile::tempdir().unwrap();
-    let cache_arg = cache.path().display().to_string();
+    let cache_arg = cache.path().join("code").display().to_string();
     let first = start(&s, &["--code-cache", &cache_arg]);
     assert_eq!(
         first.get("/status").json()["controllers"][0]["cache"],

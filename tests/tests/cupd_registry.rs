@@ -41,7 +41,10 @@ fn pulled_by_digest_then_served_offline_from_the_store() {
     let store = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let mut cfg = CupdConfig::new(config.path(), source.path(), store.path());
-    cfg.args = vec!["--code-cache".into(), cache.path().display().to_string()];
+    cfg.args = vec![
+        "--code-cache".into(),
+        cache.path().join("code").display().to_string(),
+    ];
 
     // A tag is resolved once (and allowed without --strict-digests).
     controller(config.path(), &registry.reference("cup/flipt:v1"));

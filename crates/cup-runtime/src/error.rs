@@ -30,6 +30,13 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+    /// Someone other than the server's user could put machine code in the cache (see
+    /// [`CodeCache`](crate::CodeCache) for the rule).
+    #[error("compiled-code cache directory {dir} is not private: {reason}")]
+    NotPrivate { dir: PathBuf, reason: String },
+    /// The key that authenticates cache files is unusable.
+    #[error("compiled-code cache key {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
 }
 
 /// A module could not be loaded as a controller.

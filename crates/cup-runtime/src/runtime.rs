@@ -199,14 +199,17 @@ impl Runtime {
     ///
     /// A cache hit is read into memory and loaded with wasmtime's `unsafe` `Module::deserialize`,
     /// which runs it as machine code without verifying it. That is sound here because:
-    /// the files are written only by [`CodeCache`] from `Module::serialize` of an engine with the
-    /// same fingerprint (the name binds both the wasm sha256 and the fingerprint); they are
-    /// written atomically (temp file + rename), so a reader never maps a half-written file and
-    /// no writer ever changes a mapped file in place; wasmtime itself checks the header
+    /// nothing is deserialized before [`CodeCache`] has checked the file's HMAC-SHA256 tag,
+    /// keyed by a secret kept outside the cache directory and covering the file's name (the
+    /// wasm sha256 and the engine fingerprint) and the code, so only a file this cache wrote
+    /// for this module, from `Module::serialize` of an engine with this fingerprint, gets
+    /// there (a file that fails is removed and the module recompiled); the cache refuses a
+    /// directory others can write (see [`CodeCache`]); files are written atomically (temp
+    /// file + rename) and read into memory, never mapped; wasmtime itself checks the header
     /// (version and engine settings) and refuses a mismatch, in which case the file is deleted
-    /// and the module recompiled; and the directory is the server's own, never exposed to
-    /// guests. What it does not defend against is someone with write access to the cache
-    /// directory, who could equally replace the server binary.
+    /// and the module recompiled; and the directory is never exposed to guests. What it does
+    /// not defend against is someone who can read the key as the server's user, who could
+    /// equally replace the server binary.
     pub fn load(
         &self,
         wasm: &[u8],
@@ -231,7 +234,7 @@ impl Runtime {
             None => (self.compile(wasm)?, CacheStatus::Disabled),
             Some(cache) => {
                 let path = cache.path_for(&digest, &self.inner.fingerprint);
-                match self.read_cached(&path) {
+                match self.read_cached(cache, &path) {
                     Ok(Some(placed)) => (placed, CacheStatus::Hit),
                     Ok(None) => (self.compile(wasm)?, CacheStatus::Miss),
                     Err(reason) => {
@@ -357,9 +360,9 @@ impl Runtime {
         }
     }
 
-    /// `Ok(None)`: no cache file. `Err`: there was one but it was unusable; it has been
-    /// removed (the caller recompiles and writes a new one).
-    fn read_cached(&self, path: &Path) -> Result<Option<Placed>, String> {
+    /// `Ok(None)`: no cache file. `Err`: there was one but it was unusable or not authentic;
+    /// it has been removed (the caller recompiles and writes a new one).
+    fn read_cached(&self, cache: &CodeCache, path: &Path) -> Result<Option<Placed>, String> {
         match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("reading {}: {e}", path.display())),
@@ -376,30 +379,45 @@ impl Runtime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("reading cache file {}: {e}", path.display())),
         };
+        let code = match cache.authenticate(path, &bytes) {
+            Ok(code) => code,
+            Err(why) => {
+                return Err(discard(
+                    path,
+                    format!("refused cache file {}: {why}", path.display()),
+                ));
+            }
+        };
         let not_pooled = match &self.inner.pool {
-            // SAFETY: see "Loading cached code" on `Runtime::load`: the file was written
-            // atomically by `CodeCache::write` from `Module::serialize` of an engine with this
-            // fingerprint (the pool engine's code is the same), in a directory only the server
-            // writes, and wasmtime rejects version/config mismatches.
-            Ok(pool) => match unsafe { Module::deserialize(&pool.engine, &bytes) } {
+            // SAFETY: see "Loading cached code" on `Runtime::load`: `code` carries this
+            // cache's tag for this file name, so `CodeCache::write` wrote it from
+            // `Module::serialize` of an engine with this fingerprint (the pool engine's code
+            // is the same), and wasmtime rejects version/config mismatches.
+            Ok(pool) => match unsafe { Module::deserialize(&pool.engine, code) } {
                 Ok(module) => return Ok(Some(Placed::Pooled(module))),
                 Err(e) => format!("{e:#}"),
             },
             Err(why) => format!("no pool: {why}"),
         };
         // SAFETY: as above.
-        let loaded = unsafe { Module::deserialize(&self.inner.engine, &bytes) };
+        let loaded = unsafe { Module::deserialize(&self.inner.engine, code) };
         match loaded {
             Ok(module) => Ok(Some(Placed::OnDemand(module, not_pooled))),
-            Err(e) => {
-                let reason = format!("unusable cache file {}: {e:#}", path.display());
-                match std::fs::remove_file(path) {
-                    Ok(()) => Err(reason),
-                    Err(rm) if rm.kind() == std::io::ErrorKind::NotFound => Err(reason),
-                    Err(rm) => Err(format!("{reason}; removing it: {rm}")),
-                }
-            }
+            Err(e) => Err(discard(
+                path,
+                format!("unusable cache file {}: {e:#}", path.display()),
+            )),
         }
+    }
+}
+
+/// Removes a cache file that will not be loaded (a new one is written after compiling);
+/// returns `reason`, with why removing failed if it did.
+fn discard(path: &Path, reason: String) -> String {
+    match std::fs::remove_file(path) {
+        Ok(()) => reason,
+        Err(rm) if rm.kind() == std::io::ErrorKind::NotFound => reason,
+        Err(rm) => format!("{reason}; removing it: {rm}"),
     }
 }
 

@@ -510,8 +510,8 @@ fn concurrent_invocations_are_independent() {
 
 #[test]
 fn code_cache_hits_and_replaces_corrupt_files() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cache = CodeCache::new(dir.path()).expect("cache");
+    let outer = tempfile::tempdir().expect("temp dir");
+    let cache = CodeCache::new(outer.path().join("code")).expect("cache");
     let root = empty_root();
 
     let first = Runtime::new(Limits::default()).expect("runtime");
@@ -553,11 +553,46 @@ fn code_cache_hits_and_replaces_corrupt_files() {
     assert_eq!(d.load_info().cache, CacheStatus::Hit);
 
     // No temp files left behind.
-    let names: Vec<_> = fs::read_dir(dir.path())
+    let names: Vec<_> = fs::read_dir(cache.dir())
         .expect("read_dir")
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
+}
+
+#[test]
+fn another_modules_cache_file_under_this_name_is_never_loaded() {
+    let outer = tempfile::tempdir().expect("temp dir");
+    let cache = CodeCache::new(outer.path().join("code")).expect("cache");
+    let root = empty_root();
+    let runtime = Runtime::new(Limits::default()).expect("runtime");
+    // A command that exits 7 whatever it is asked: what the plant would make the probe do.
+    let other = wat::parse_str(
+        r#"(module
+             (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+             (memory (export "memory") 1)
+             (func (export "_start") (call $exit (i32.const 7))))"#,
+    )
+    .expect("valid wat");
+    let planted = runtime.load(&other, Some(&cache)).expect("load");
+    let probe = runtime.load(probe_wasm(), Some(&cache)).expect("load");
+    let target = cache.path_for(probe.digest(), runtime.engine_fingerprint());
+    fs::copy(
+        cache.path_for(planted.digest(), runtime.engine_fingerprint()),
+        &target,
+    )
+    .expect("plant");
+
+    let restarted = Runtime::new(Limits::default()).expect("runtime");
+    let loaded = restarted.load(probe_wasm(), Some(&cache)).expect("load");
+    assert_eq!(loaded.load_info().cache, CacheStatus::Replaced);
+    let why = loaded.load_info().cache_error.clone().unwrap_or_default();
+    assert!(why.contains("tag does not match"), "{why}");
+    let out = run(&loaded, &["echo", "x"], root.path(), Access::ReadOnly);
+    assert_eq!(out.exit_code, 0, "the probe ran, not the planted code");
+    let again = Runtime::new(Limits::default()).expect("runtime");
+    let hit = again.load(probe_wasm(), Some(&cache)).expect("load");
+    assert_eq!(hit.load_info().cache, CacheStatus::Hit);
 }
 
 fn load_wat(wat: &str) -> Result<LoadedController, LoadError> {

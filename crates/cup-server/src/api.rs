@@ -7,9 +7,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use cup_model::Resource;
-use cup_template::gojson;
 
 use crate::error::{ApiError, Violation, text};
+use crate::listing::{self, ListTooBig};
 use crate::ops::{Call, Written};
 use crate::routes::{self, Route};
 use crate::source::Source;
@@ -81,7 +81,14 @@ async fn handle(
         if method != Method::GET {
             return Ok(method_not_allowed("GET"));
         }
-        return Ok(list_response(call.list().await?, headers));
+        let limits = state.list_limits;
+        let listed = call.list(limits.max_items).await?;
+        return list_response(&listed, headers, limits.max_bytes).map_err(|e| {
+            ApiError::internal(format!(
+                "list: {}/{}/{}/{namespace}: {e}",
+                route.group, route.version, route.kind
+            ))
+        });
     };
     let name = routes::variable("name", raw_name).map_err(ApiError::bad_request)?;
     match *method {
@@ -101,29 +108,15 @@ async fn handle(
 }
 
 /// NDJSON (the original's format) unless the client asks for `application/json` and not
-/// for NDJSON: then one JSON array.
-fn list_response(resources: Vec<Resource>, headers: &HeaderMap) -> Response {
+/// for NDJSON: then one JSON array. Refused once the body passes `max_bytes`.
+fn list_response(
+    resources: &[Resource],
+    headers: &HeaderMap,
+    max_bytes: usize,
+) -> Result<Response, ListTooBig> {
     let array = accepts(headers, JSON) && !accepts(headers, NDJSON);
-    let mut out = Vec::new();
-    if array {
-        out.push(b'[');
-    }
-    for (i, r) in resources.iter().enumerate() {
-        let Ok(bytes) = encode(r) else { continue };
-        if array && i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&bytes);
-        if !array {
-            out.push(b'\n');
-        }
-    }
-    if array {
-        out.extend_from_slice(b"]\n");
-        body(StatusCode::OK, JSON, out)
-    } else {
-        body(StatusCode::OK, NDJSON, out)
-    }
+    let out = listing::encode(resources, array, max_bytes)?;
+    Ok(body(StatusCode::OK, if array { JSON } else { NDJSON }, out))
 }
 
 /// The put body: valid JSON, valid against the route version's schema (the whole
@@ -204,8 +197,7 @@ fn dotted(pointer: &str) -> String {
 
 /// A resource as compact Go JSON (HTML-escaped, `spec` compacted).
 fn encode(resource: &Resource) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(resource)
-        .map(|b| gojson::compact(&b))
+    listing::encode_one(resource)
         .map_err(|e| ApiError::internal(format!("encoding the resource: {e}")))
 }
 

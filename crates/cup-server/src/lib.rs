@@ -23,6 +23,7 @@ mod heap;
 mod http;
 mod image;
 mod inline;
+mod listing;
 mod load;
 mod metrics;
 mod ops;
@@ -45,6 +46,7 @@ pub use cup_git::WriteLimit;
 pub use cup_git::{Author, WriteLimits};
 pub use cup_oci::{RegistryOptions, RetryPolicy};
 pub use git::GitOptions;
+pub use listing::ListLimits;
 /// How long one read of the local source may hold writes off by default.
 pub use source::DEFAULT_READ_HOLD;
 pub use source::{LocalSource, ScratchPlace};
@@ -76,6 +78,8 @@ pub struct Options {
     pub strict_digests: bool,
     /// Per-invocation limits of wasm controllers.
     pub limits: Limits,
+    /// Bounds of list responses.
+    pub list_limits: ListLimits,
     pub registry: RegistryOptions,
 }
 
@@ -170,7 +174,12 @@ impl Server {
             status: status.clone(),
         };
         loader.announce();
-        let state = Arc::new(state::AppState::new(source, status, metrics));
+        let state = Arc::new(state::AppState::new(
+            source,
+            status,
+            metrics,
+            options.list_limits,
+        ));
         Ok(Server {
             listener,
             state,

@@ -85,7 +85,9 @@ impl Call<'_> {
         }
     }
 
-    pub async fn list(&self) -> Result<Vec<Resource>, ApiError> {
+    /// Every resource of the namespace; a wasm controller may list at most `max_items`
+    /// (`listing`).
+    pub async fn list(&self, max_items: usize) -> Result<Vec<Resource>, ApiError> {
         match self.backend()? {
             Backend::Template(t) => {
                 let req = self.owned_request();
@@ -96,7 +98,8 @@ impl Call<'_> {
             }
             Backend::Wasm(c) => {
                 let out = self.invoke_read(c, Verb::List, None).await?;
-                all_resources(&out.stdout).map_err(|e| self.failure(Verb::List, None, &e))
+                all_resources(&out.stdout, max_items)
+                    .map_err(|e| self.failure(Verb::List, None, &e))
             }
         }
     }
@@ -535,12 +538,9 @@ fn first_resource(stdout: &[u8]) -> Result<Resource, String> {
     }
 }
 
-/// Every JSON value of a list's stdout.
-fn all_resources(stdout: &[u8]) -> Result<Vec<Resource>, String> {
-    serde_json::Deserializer::from_slice(stdout)
-        .into_iter::<Resource>()
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("decoding the controller's output: {e}"))
+/// Every JSON value of a list's stdout, refused past `max_items` values.
+fn all_resources(stdout: &[u8], max_items: usize) -> Result<Vec<Resource>, String> {
+    crate::listing::decode(stdout, max_items).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -562,8 +562,9 @@ mod tests {
         assert_eq!(first_resource(one).unwrap().metadata.name, "x");
         assert!(first_resource(b"").is_err());
         let many = b"{\"metadata\":{\"name\":\"a\"}}\n{\"metadata\":{\"name\":\"b\"}}\n";
-        assert_eq!(all_resources(many).unwrap().len(), 2);
-        assert!(all_resources(b"").unwrap().is_empty());
-        assert!(all_resources(b"{} {").is_err());
+        assert_eq!(all_resources(many, 2).unwrap().len(), 2);
+        assert!(all_resources(many, 1).is_err());
+        assert!(all_resources(b"", 1).unwrap().is_empty());
+        assert!(all_resources(b"{} {", 9).is_err());
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::{Arc, RwLock};
 
 use crate::inline::InlineReads;
+use crate::listing::ListLimits;
 use crate::load::Served;
 use crate::metrics::Metrics;
 use crate::source::Source;
@@ -16,6 +17,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Wasm reads running on async workers right now (see `inline`).
     pub inline_reads: InlineReads,
+    /// Bounds of every list response.
+    pub list_limits: ListLimits,
 }
 
 /// The route template of a response, for metrics (set by the resource handler).
@@ -23,13 +26,19 @@ pub struct AppState {
 pub struct RouteLabel(pub String);
 
 impl AppState {
-    pub fn new(source: Source, status: Arc<StatusBoard>, metrics: Arc<Metrics>) -> AppState {
+    pub fn new(
+        source: Source,
+        status: Arc<StatusBoard>,
+        metrics: Arc<Metrics>,
+        list_limits: ListLimits,
+    ) -> AppState {
         AppState {
             source: Arc::new(source),
             served: RwLock::new(None),
             status,
             metrics,
             inline_reads: InlineReads::default(),
+            list_limits,
         }
     }
 

@@ -167,6 +167,20 @@ fn class_char(mut chunk: &[char]) -> Result<(char, &[char]), BadPattern> {
     Ok((c, rest))
 }
 
+/// `s` as a pattern that matches exactly `s`: each of `*`, `?`, `[` and `\` gets a `\` in
+/// front, which is how Go's `path.Match` spells a literal metacharacter (`]` and `-` are
+/// literal outside a class already).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn has_meta(pattern: &str) -> bool {
     pattern.contains(['*', '?', '[', '\\'])
 }
@@ -336,5 +350,25 @@ mod tests {
         );
         assert!(glob(root, "missing/*.json").unwrap().is_empty());
         assert_eq!(glob(root, "default/[").unwrap_err(), BadPattern);
+    }
+
+    #[test]
+    fn escaped_values_match_only_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["*", "?", "[", "\\", "a", "ab", "a*b"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+            std::fs::write(root.join(d).join("x.json"), "{}").unwrap();
+        }
+        for d in ["*", "?", "[", "\\", "a", "a*b"] {
+            let pattern = format!("{}/*.json", escape(d));
+            assert_eq!(
+                glob(root, &pattern).unwrap(),
+                [format!("{d}/x.json")],
+                "{d:?}"
+            );
+            assert!(matches(&escape(d), d).unwrap(), "{d:?}");
+        }
+        assert!(!matches(&escape("a*b"), "axxb").unwrap());
     }
 }

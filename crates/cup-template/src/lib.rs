@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use cup_model::{Resource, TemplateSpec};
 
-pub use glob::{BadPattern, glob, matches};
+pub use glob::{BadPattern, escape, glob, matches};
 pub use render::{DEFAULT_LIST_TEMPLATE, DEFAULT_RESOURCE_TEMPLATE, Which};
 use render::{PathTemplate, base_data, resource_value};
 
@@ -92,8 +92,18 @@ impl TemplateController {
     }
 
     /// Every resource the list template matches, sorted by path.
+    ///
+    /// The request's values reach the template glob-escaped ([`glob::escape`]), so a
+    /// namespace such as `*` or `[` is the literal directory name it is, as in get, put and
+    /// delete, never a pattern over other namespaces (nor a malformed one).
     pub fn list(&self, root: &Path, req: &Request<'_>) -> Result<Vec<Resource>, Error> {
-        let pattern = self.list.render(data(req))?;
+        let literal = Request {
+            group: &glob::escape(req.group),
+            version: &glob::escape(req.version),
+            kind: &glob::escape(req.kind),
+            namespace: &glob::escape(req.namespace),
+        };
+        let pattern = self.list.render(data(&literal))?;
         paths::check_relative(&pattern)?;
         let found = glob::glob(root, &pattern).map_err(|source| Error::Pattern {
             pattern: pattern.clone(),
@@ -322,6 +332,36 @@ mod tests {
             written.contains("\"spec\": {\n    \"b\": \"\\u003c\\u0026\\u003e\",\n    \"a\": [\n      1\n    ]\n  }\n}\n"),
             "{written}"
         );
+    }
+
+    #[test]
+    fn list_treats_glob_characters_in_the_namespace_literally() {
+        let dir = fixture();
+        for ns in ["*", "?", "[", "\\", "def*"] {
+            let req = Request {
+                namespace: ns,
+                ..REQ
+            };
+            let listed = controller().list(dir.path(), &req);
+            assert!(listed.is_ok_and(|l| l.is_empty()), "{ns:?}");
+        }
+        let body: Resource = serde_json::from_str(
+            r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{"namespace":"*","name":"star"},"spec":{}}"#,
+        )
+        .unwrap();
+        let star = Request {
+            namespace: "*",
+            ..REQ
+        };
+        controller().put(dir.path(), &star, "star", &body).unwrap();
+        let names: Vec<String> = controller()
+            .list(dir.path(), &star)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.metadata.name)
+            .collect();
+        assert_eq!(names, ["star"]);
+        assert_eq!(controller().list(dir.path(), &REQ).unwrap().len(), 2);
     }
 
     #[test]

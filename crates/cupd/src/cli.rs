@@ -134,7 +134,9 @@ pub struct Serve {
     /// Local OCI store shared with `cup` [default: $XDG_CACHE_HOME/cup or ~/.cache/cup].
     #[arg(long, env = "CUPD_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
-    /// Compiled-code cache [default: <store>/code].
+    /// Compiled-code cache [default: <store>/code]. Disabled (with a warning) unless owned by
+    /// cupd's user and not writable by group or others, nor any ancestor (sticky ones
+    /// excepted); its files are authenticated with the key in DIR.key, beside it.
     #[arg(long, env = "CUPD_CODE_CACHE", value_name = "DIR")]
     pub code_cache: Option<PathBuf>,
     /// Where wasm controllers' writes to the local source run: a scratch copy of the tree
@@ -184,6 +186,15 @@ pub struct Serve {
     /// Memory limit of one controller invocation (256MiB, 64MB, bytes).
     #[arg(long, env = "CUPD_CONTROLLER_MEMORY", default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
     pub controller_memory: usize,
+    /// Most resources one list of a wasm controller may return; a list with more is a 500
+    /// naming this flag (each value of a controller's output becomes a whole resource, so
+    /// this bounds what decoding it may cost).
+    #[arg(long, env = "CUPD_MAX_LIST_ITEMS", default_value_t = cup_server::ListLimits::DEFAULT_MAX_ITEMS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..), value_name = "N")]
+    pub max_list_items: usize,
+    /// Largest list response body (32MiB, bytes); a list whose encoding passes it is a 500
+    /// naming this flag.
+    #[arg(long, env = "CUPD_MAX_LIST_BYTES", default_value = "32MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_list_bytes: usize,
     /// Controller instances kept in reusable, pre-reserved slots (wasmtime's pooling
     /// allocator); requests beyond it run on freshly mapped memory. 0 turns the pool off.
     #[arg(long, env = "CUPD_CONTROLLER_POOL", default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=1000), value_name = "N")]

@@ -121,6 +121,10 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
             pooled_instances: serve.controller_pool,
             ..cup_runtime::Limits::default()
         },
+        list_limits: cup_server::ListLimits {
+            max_items: serve.max_list_items,
+            max_bytes: serve.max_list_bytes,
+        },
         registry: RegistryOptions {
             plain_http: serve.plain_http.clone(),
             token_realms: serve.allow_token_realm.clone(),

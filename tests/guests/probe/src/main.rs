@@ -38,7 +38,10 @@
 //! - `Sparse`, `Nest`: `put` leaves a 2 GiB sparse file or deeply nested directories in
 //!   its checkout, exit 0 (see [`sparse`])
 //! - `Slow`     get sleeps for the name's number of milliseconds, then answers (see [`slow`])
+//! - `Braces`   write 15 MiB (or the name's number of bytes) of `{}` to stdout, exit 0 (see
+//!   [`amplify`])
 
+mod amplify;
 mod slow;
 mod sparse;
 
@@ -313,6 +316,7 @@ fn abuse(kind: &str, namespace: &str, what: &str) {
         }
         "Spin" => spin(),
         "Grow" => grow(),
+        "Braces" => amplify::braces(what.parse().unwrap_or(15 << 20)),
         other => {
             eprintln!("probe: unknown Kind {other:?}");
             exit(64)
