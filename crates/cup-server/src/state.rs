@@ -2,6 +2,8 @@
 
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::Semaphore;
+
 use crate::inline::InlineReads;
 use crate::load::Served;
 use crate::metrics::Metrics;
@@ -16,6 +18,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Wasm reads running on async workers right now (see `inline`).
     pub inline_reads: InlineReads,
+    /// One permit: listing a body's schema violations (`api::decode_put`).
+    pub schema_errors: Semaphore,
 }
 
 /// The route template of a response, for metrics (set by the resource handler).
@@ -30,6 +34,7 @@ impl AppState {
             status,
             metrics,
             inline_reads: InlineReads::default(),
+            schema_errors: Semaphore::new(1),
         }
     }
 
