@@ -144,10 +144,17 @@ async fn decode_put(
     let document: serde_json::Value = serde_json::from_slice(payload)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     if !route.validator.is_valid(&document) {
-        // jsonschema collects every error before its iterator yields the first (a 2 MiB
-        // body can hold a million), so only one request at a time does it.
+        // jsonschema 0.61 collects every error before its iterator yields the first (a
+        // 2 MiB body can hold a million, ~350 bytes each), so only one request at a time
+        // does it.
         let _turn = state.schema_errors.acquire().await;
         let (violations, omitted) = violations(&route.validator, &document);
+        drop(document);
+        if omitted > 0 {
+            // Hundreds of MB may just have been freed on this worker's arena; without a
+            // trim glibc keeps them resident.
+            crate::heap::trim();
+        }
         return Err(ApiError::schema(violations, omitted));
     }
     let mut resource: Resource = serde_json::from_value(document)
