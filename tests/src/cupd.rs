@@ -55,12 +55,36 @@ impl Cupd {
         panic!("cupd could not find a free port");
     }
 
+    /// Starts cupd under a wrapper command (`["prlimit", "--nofile=128:128"]`: the wrapper
+    /// gets cupd's path and arguments after its own) and waits until it is ready.
+    pub fn start_under(config: &CupdConfig<'_>, wrapper: &[&str]) -> Cupd {
+        for _ in 0..5 {
+            match Self::try_start_under(config, wrapper) {
+                Ok(cupd) => return cupd,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("cupd did not become ready:\n{log}"),
+            }
+        }
+        panic!("cupd could not find a free port");
+    }
+
     /// Starts cupd; `Err(log)` if it exits or is not ready in time.
     pub fn try_start(config: &CupdConfig<'_>) -> Result<Cupd, String> {
+        Self::try_start_under(config, &[])
+    }
+
+    fn try_start_under(config: &CupdConfig<'_>, wrapper: &[&str]) -> Result<Cupd, String> {
         let log_dir = tempfile::tempdir().expect("temp dir");
         let log = log_dir.path().join("cupd.log");
         let port = free_port();
-        let mut command = Command::new(crate::bin("cupd"));
+        let mut command = match wrapper.split_first() {
+            None => Command::new(crate::bin("cupd")),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(crate::bin("cupd"));
+                command
+            }
+        };
         command
             .args(["serve", "-api-address"])
             .arg(format!("127.0.0.1:{port}"))
@@ -133,7 +157,7 @@ impl Cupd {
         self.port
     }
 
-    /// cupd's process id (while it runs).
+    /// cupd's process id (under a wrapper that execs it, the wrapper's).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

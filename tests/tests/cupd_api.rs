@@ -203,29 +203,105 @@ fn errors_get_the_right_status_codes() {
     assert_eq!(cupd.get(&format!("{RESOURCES}/a%2Fb")).status, 400);
 }
 
-#[test]
-fn cors_allows_everything_like_the_original() {
-    let f = fixture();
-    let cupd = start(&f);
-    let preflight = cupd.request(
+const PAGE: &str = "https://page.example";
+
+fn preflight(cupd: &Cupd, origin: &str) -> cup_e2e::cupd::Response {
+    cupd.request(
         "OPTIONS",
         &format!("{RESOURCES}/foo"),
         &[
-            ("Origin", "http://example.com"),
-            ("Access-Control-Request-Method", "PUT"),
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "DELETE"),
             ("Access-Control-Request-Headers", "content-type"),
         ],
         b"",
+    )
+}
+
+#[test]
+fn cors_is_off_by_default_and_cross_origin_writes_are_refused() {
+    let f = fixture();
+    let cupd = start(&f);
+    let denied = preflight(&cupd, PAGE);
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    assert_eq!(denied.header("access-control-allow-origin"), None);
+
+    let read = cupd.request("GET", &format!("{RESOURCES}/foo"), &[("Origin", PAGE)], b"");
+    assert_eq!(read.status, 200);
+    assert_eq!(
+        read.header("access-control-allow-origin"),
+        None,
+        "the page may not read the answer"
     );
-    assert_eq!(preflight.status, 200);
-    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
-    let get = cupd.request(
-        "GET",
+
+    // What a page could send anyway (a preflighted method, a form post without one).
+    for (method, path, content_type) in [
+        ("DELETE", format!("{RESOURCES}/foo"), "text/plain"),
+        ("PUT", format!("{RESOURCES}/foo"), "application/json"),
+        ("POST", "/proposals/x/merge".to_owned(), "text/plain"),
+        (
+            "POST",
+            format!("{RESOURCES}/foo"),
+            "application/x-www-form-urlencoded",
+        ),
+    ] {
+        let answer = cupd.request(
+            method,
+            &path,
+            &[("Origin", PAGE), ("Content-Type", content_type)],
+            FOO.as_bytes(),
+        );
+        assert_eq!(answer.status, 403, "{method} {path}: {}", answer.text());
+        assert!(answer.text().contains("--cors-allowed-origins"));
+    }
+    assert!(
+        resource_file(f.source.path(), "foo").exists(),
+        "foo survived"
+    );
+    // Clients that are not browsers send no Origin.
+    assert_eq!(cupd.delete(&format!("{RESOURCES}/foo")).status, 202);
+}
+
+#[test]
+fn cors_answers_only_the_listed_origins() {
+    let f = fixture();
+    let mut config = CupdConfig::new(f.config.path(), f.source.path(), f.store.path());
+    config.args = vec![
+        "--cors-allowed-origins".into(),
+        format!("http://localhost:3000,{PAGE}"),
+    ];
+    let cupd = Cupd::start(&config);
+    let allowed = preflight(&cupd, PAGE);
+    assert_eq!(allowed.status, 200);
+    assert_eq!(allowed.header("access-control-allow-origin"), Some(PAGE));
+    assert!(
+        allowed
+            .header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("DELETE"))
+    );
+    assert_eq!(
+        allowed.header("access-control-allow-headers"),
+        Some("content-type")
+    );
+    let get = cupd.request("GET", &format!("{RESOURCES}/foo"), &[("Origin", PAGE)], b"");
+    assert_eq!(get.header("access-control-allow-origin"), Some(PAGE));
+    assert_eq!(get.header("vary"), Some("Origin"));
+    assert_eq!(preflight(&cupd, "https://other.example").status, 403);
+    let foreign = cupd.request(
+        "DELETE",
         &format!("{RESOURCES}/foo"),
-        &[("Origin", "http://example.com")],
+        &[("Origin", "https://other.example")],
         b"",
     );
-    assert_eq!(get.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(foreign.status, 403);
+    let delete = cupd.request(
+        "DELETE",
+        &format!("{RESOURCES}/foo"),
+        &[("Origin", PAGE)],
+        b"",
+    );
+    assert_eq!(delete.status, 202);
+    assert_eq!(delete.header("access-control-allow-origin"), Some(PAGE));
 }
 
 #[test]

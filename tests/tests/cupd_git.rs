@@ -251,6 +251,32 @@ fn the_original_source_scenario_on_a_master_repository() {
     no_local_branches(&remote);
 }
 
+/// A page's form POST needs no CORS preflight, and merge reads no body: without the Origin
+/// check any web page could merge a proposal on a developer's cupd.
+#[test]
+fn a_cross_origin_form_post_cannot_merge_a_proposal() {
+    let (f, base) = template_fixture();
+    let remote = Remote::new(base.path(), "master");
+    let cupd = start(&f, &remote);
+    let (id, _, commit) = proposal(&cupd.put(&format!("{RESOURCES}/baz"), BAZ_PAYLOAD));
+    let master = remote.git(&["rev-parse", "master"]);
+    let forged = cupd.request(
+        "POST",
+        &format!("/proposals/{id}/merge"),
+        &[
+            ("Origin", "https://page.example"),
+            ("Content-Type", "text/plain"),
+        ],
+        b"x",
+    );
+    assert_eq!(forged.status, 403, "{}", forged.text());
+    assert_eq!(remote.git(&["rev-parse", "master"]), master, "not merged");
+    assert_eq!(cupd.get("/proposals").json()[0]["id"], id.as_str());
+    let merged = cupd.request("POST", &format!("/proposals/{id}/merge"), &[], b"");
+    assert_eq!(merged.status, 200, "{}", merged.text());
+    assert_eq!(remote.git(&["rev-parse", "master"]), commit);
+}
+
 #[test]
 fn revisions_branch_tag_commit_and_missing() {
     let (f, base) = template_fixture();

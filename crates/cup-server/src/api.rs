@@ -99,7 +99,7 @@ async fn handle(
             Ok(body(StatusCode::OK, JSON, bytes))
         }
         Method::PUT => {
-            let resource = decode_put(route, &namespace, &name, &payload)?;
+            let resource = decode_put(state, route, &namespace, &name, &payload).await?;
             Ok(written(call.put(&name, resource).await?))
         }
         Method::DELETE => Ok(written(call.delete(&name).await?)),
@@ -119,9 +119,16 @@ fn list_response(
     Ok(body(StatusCode::OK, if array { JSON } else { NDJSON }, out))
 }
 
+/// Schema violations listed in a 400; the rest are only counted.
+pub const MAX_VIOLATIONS: usize = 100;
+/// Longest violation message kept (jsonschema's messages quote the offending value, which
+/// may be most of the body).
+const MAX_MESSAGE: usize = 500;
+
 /// The put body: valid JSON, valid against the route version's schema (the whole
 /// document), decodable as a resource, and about the resource the URL names.
-fn decode_put(
+async fn decode_put(
+    state: &AppState,
     route: &Route,
     namespace: &str,
     name: &str,
@@ -129,21 +136,55 @@ fn decode_put(
 ) -> Result<Resource, ApiError> {
     let document: serde_json::Value = serde_json::from_slice(payload)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-    let violations: Vec<Violation> = route
-        .validator
-        .iter_errors(&document)
-        .map(|e| Violation {
-            path: dotted(e.instance_path().as_str()),
-            message: e.to_string(),
-        })
-        .collect();
-    if !violations.is_empty() {
-        return Err(ApiError::schema(violations));
+    if !route.validator.is_valid(&document) {
+        // jsonschema 0.61 collects every error before its iterator yields the first (a
+        // 2 MiB body can hold a million, ~350 bytes each), so only one request at a time
+        // does it.
+        let _turn = state.schema_errors.acquire().await;
+        let (violations, omitted) = violations(&route.validator, &document);
+        drop(document);
+        if omitted > 0 {
+            // Hundreds of MB may just have been freed on this worker's arena; without a
+            // trim glibc keeps them resident.
+            crate::heap::trim();
+        }
+        return Err(ApiError::schema(violations, omitted));
     }
     let mut resource: Resource = serde_json::from_value(document)
         .map_err(|e| ApiError::bad_request(format!("invalid resource: {e}")))?;
     check_identity(&mut resource, route, namespace, name)?;
     Ok(resource)
+}
+
+/// The first [`MAX_VIOLATIONS`] violations (messages cut at [`MAX_MESSAGE`] bytes) and how
+/// many more there are.
+fn violations(
+    validator: &jsonschema::Validator,
+    document: &serde_json::Value,
+) -> (Vec<Violation>, usize) {
+    let mut errors = validator.iter_errors(document);
+    let listed = errors
+        .by_ref()
+        .take(MAX_VIOLATIONS)
+        .map(|e| Violation {
+            path: shorten(dotted(e.instance_path().as_str())),
+            message: shorten(e.to_string()),
+        })
+        .collect();
+    (listed, errors.count())
+}
+
+/// `text` cut to [`MAX_MESSAGE`] bytes (at a character boundary) with `…` appended.
+fn shorten(mut text: String) -> String {
+    if text.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// The body must be about the URL's resource. Empty fields are filled from the URL;
@@ -378,6 +419,25 @@ mod tests {
         assert_eq!(dotted(""), "(root)");
         assert_eq!(dotted("/spec/foo"), "spec.foo");
         assert_eq!(dotted("/spec/items/0/a~1b"), "spec.items.0.a/b");
+    }
+
+    #[test]
+    fn violations_are_capped_and_counted() {
+        let schema = serde_json::json!({"type": "object", "properties": {
+            "spec": {"type": "array", "items": {"type": "string"}}}});
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let items: Vec<serde_json::Value> = (0..250).map(|i| serde_json::json!(i)).collect();
+        let document = serde_json::json!({"spec": items});
+        let (listed, omitted) = violations(&validator, &document);
+        assert_eq!(listed.len(), MAX_VIOLATIONS);
+        assert_eq!(omitted, 150);
+        assert_eq!(listed[0].path, "spec.0");
+
+        let long = serde_json::json!({"spec": "x".repeat(10_000)});
+        let (listed, omitted) = violations(&validator, &long);
+        assert_eq!((listed.len(), omitted), (1, 0));
+        assert!(listed[0].message.len() <= MAX_MESSAGE + '…'.len_utf8());
+        assert!(listed[0].message.ends_with('…'));
     }
 
     #[test]

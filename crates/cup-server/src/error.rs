@@ -21,6 +21,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub violations: Vec<Violation>,
+    /// Violations found beyond those listed.
+    pub omitted: usize,
 }
 
 impl ApiError {
@@ -29,6 +31,7 @@ impl ApiError {
             status,
             message: message.into(),
             violations: Vec::new(),
+            omitted: 0,
         }
     }
 
@@ -48,17 +51,22 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
 
-    /// 400 listing every violation, one `<path>: <message>` per line.
-    pub fn schema(violations: Vec<Violation>) -> ApiError {
-        let message = violations
+    /// 400 listing the violations, one `<path>: <message>` per line, then
+    /// `… and N more` when `omitted` were left out.
+    pub fn schema(violations: Vec<Violation>, omitted: usize) -> ApiError {
+        let mut message = violations
             .iter()
             .map(|v| format!("{}: {}", v.path, v.message))
             .collect::<Vec<_>>()
             .join("\n");
+        if omitted > 0 {
+            message.push_str(&format!("\n… and {omitted} more"));
+        }
         ApiError {
             status: StatusCode::BAD_REQUEST,
             message,
             violations,
+            omitted,
         }
     }
 
@@ -69,10 +77,17 @@ impl ApiError {
             struct Body<'a> {
                 error: &'static str,
                 errors: &'a [Violation],
+                /// Violations found beyond those listed.
+                #[serde(skip_serializing_if = "is_zero")]
+                omitted: usize,
+            }
+            fn is_zero(n: &usize) -> bool {
+                *n == 0
             }
             let body = Body {
                 error: "the resource does not match its schema",
                 errors: &self.violations,
+                omitted: self.omitted,
             };
             let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
             bytes.push(b'\n');

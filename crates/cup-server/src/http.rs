@@ -1,56 +1,139 @@
 //! The router, its middleware and the operations endpoints.
 //!
-//! Layers, outermost first: request log + metrics, CORS (allow-all, as the original's
-//! `cors.AllowAll()`; preflights are answered by the layer), panic catcher (a panic in a
-//! handler becomes a 500 instead of a dropped connection), then the routes.
+//! Layers, outermost first: request log + metrics; cross-origin checks (`cors`: CORS only
+//! for listed origins, 403 for state-changing requests from others); the request body,
+//! read whole within `--http-body-timeout` (2 MiB at most); panic catcher (a panic in a
+//! handler becomes a 500 instead of a dropped connection); then the routes, where the
+//! resource and proposal routes (not the operations endpoints, so probes still answer on a
+//! saturated server) wait for one of `--http-max-requests` slots.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{Any, CorsLayer};
 
 use crate::api;
+use crate::cors::{self, CorsPolicy};
 use crate::error::text;
 use crate::source::Source;
 use crate::state::{AppState, RouteLabel};
 use crate::status::ControllerStatus;
 
+/// Largest request body read (axum's default limit, which cupd always had).
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Settings of the HTTP application.
+#[derive(Debug, Clone)]
+pub struct AppLimits {
+    pub cors: CorsPolicy,
+    /// The whole request body must arrive within this.
+    pub body_timeout: Duration,
+    /// Resource and proposal requests served at once; more wait for a slot.
+    pub max_requests: usize,
+}
+
 /// The whole HTTP application.
-pub fn router(state: Arc<AppState>) -> Router {
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([
-            Method::HEAD,
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-        ])
-        .allow_headers(Any);
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
+pub fn router(state: Arc<AppState>, limits: &AppLimits) -> Router {
+    let slots = Arc::new(Semaphore::new(limits.max_requests));
+    let api = Router::new()
         .route("/proposals", get(api::proposals))
         .route("/proposals/{id}", get(api::proposal))
         .route("/proposals/{id}/merge", axum::routing::post(api::merge))
         .route("/apis", get(api::discovery))
         .route("/apis/{*rest}", any(api::resource))
+        .route_layer(middleware::from_fn_with_state(slots, limit_requests));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .merge(api)
         .fallback(|| async { api::not_found_page() })
         .layer(CatchPanicLayer::custom(panicked))
-        .layer(cors)
+        .layer(middleware::from_fn_with_state(
+            limits.body_timeout,
+            read_body,
+        ))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(limits.cors.clone()),
+            cors::guard,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Waits for one of the `--http-max-requests` slots.
+async fn limit_requests(
+    State(slots): State<Arc<Semaphore>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match slots.acquire().await {
+        Ok(_slot) => next.run(request).await,
+        // The semaphore is never closed; answer rather than panic if it were.
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+    }
+}
+
+/// Reads the whole body before the handlers run, so a client sending it slowly holds a
+/// connection for `timeout` at most and never holds a request slot.
+async fn read_body(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return too_large();
+    }
+    let read = tokio::time::timeout(timeout, Limited::new(body, BODY_LIMIT).collect()).await;
+    let bytes = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => return too_large(),
+        Ok(Err(error)) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("reading the request body: {error}"),
+            );
+        }
+        Err(_) => {
+            let mut response = text(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body did not arrive within {} s (--http-body-timeout)",
+                    timeout.as_secs_f64()
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+fn too_large() -> Response {
+    let mut response = text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("request body larger than {BODY_LIMIT} bytes"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -73,7 +156,7 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     let code = response.status().as_u16();
     state
         .metrics
-        .observe_request(method.as_str(), &route, code, elapsed.as_secs_f64());
+        .observe_request(&method, &route, code, elapsed.as_secs_f64());
     tracing::info!(
         method = %method,
         path = %path,
@@ -85,6 +168,8 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     response
 }
 
+/// The route label of a response the resource handler did not label: a fixed name, never
+/// the path itself (see `metrics`).
 fn fixed_route(path: &str) -> &'static str {
     match path {
         "/healthz" => "/healthz",
@@ -92,7 +177,15 @@ fn fixed_route(path: &str) -> &'static str {
         "/status" => "/status",
         "/metrics" => "/metrics",
         "/apis" => "/apis",
-        _ => "unmatched",
+        "/proposals" => "/proposals",
+        _ => match path.strip_prefix("/proposals/").map(|rest| rest.split('/')) {
+            Some(mut parts) => match (parts.next(), parts.next(), parts.next()) {
+                (Some(id), None, None) if !id.is_empty() => "/proposals/{id}",
+                (Some(id), Some("merge"), None) if !id.is_empty() => "/proposals/{id}/merge",
+                _ => "unmatched",
+            },
+            None => "unmatched",
+        },
     }
 }
 
@@ -169,4 +262,19 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_labels_are_fixed_names() {
+        assert_eq!(fixed_route("/healthz"), "/healthz");
+        assert_eq!(fixed_route("/proposals/01J"), "/proposals/{id}");
+        assert_eq!(fixed_route("/proposals/01J/merge"), "/proposals/{id}/merge");
+        assert_eq!(fixed_route("/proposals/01J/other"), "unmatched");
+        assert_eq!(fixed_route("/proposals//merge"), "unmatched");
+        assert_eq!(fixed_route("/anything/else"), "unmatched");
+    }
 }

@@ -12,10 +12,12 @@
 //! routes), `image` (OCI), `routes`, `ops` (one verb on one controller), `source` (the
 //! local directory and its write guarantees), `git` (the Git source over `cup-git`),
 //! `sweep` (what a killed cupd left behind, removed at start), `api` and `http` (axum),
+//! `cors` (cross-origin requests), `serve` (the listener and its connection limits),
 //! `metrics`, `status`. The API and every difference from the original are in `docs/API.md`.
 
 mod api;
 pub mod config_dir;
+mod cors;
 mod discovery;
 mod error;
 mod git;
@@ -28,6 +30,7 @@ mod load;
 mod metrics;
 mod ops;
 mod routes;
+mod serve;
 mod source;
 mod state;
 mod status;
@@ -37,11 +40,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cup_runtime::{CodeCache, Limits, Runtime};
 use tokio::net::TcpListener;
 
 pub use config_dir::{ConfigDir, ConfigError};
+pub use cors::BadOrigin;
 pub use cup_git::WriteLimit;
 pub use cup_git::{Author, WriteLimits};
 pub use cup_oci::{RegistryOptions, RetryPolicy};
@@ -81,6 +86,39 @@ pub struct Options {
     /// Bounds of list responses.
     pub list_limits: ListLimits,
     pub registry: RegistryOptions,
+    pub http: HttpOptions,
+}
+
+/// Limits of the HTTP side (the `--http-*` and `--cors-allowed-origins` flags).
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// A complete request head must arrive within this of the connection's start or of the
+    /// first byte of the request.
+    pub header_timeout: Duration,
+    /// A keep-alive connection silent this long between requests is closed.
+    pub idle_timeout: Duration,
+    /// A request body must arrive whole within this.
+    pub body_timeout: Duration,
+    /// Connections open at once; more wait in the listen backlog. Lowered at startup to
+    /// fit the open-file limit.
+    pub max_connections: usize,
+    /// Resource and proposal requests served at once; more wait for a slot.
+    pub max_requests: usize,
+    /// Origins (`scheme://host[:port]`, or `*`) allowed to use the API from a browser.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_requests: 256,
+            cors_allowed_origins: Vec::new(),
+        }
+    }
 }
 
 /// Why the server could not start or stopped.
@@ -102,8 +140,8 @@ pub enum ServerError {
         address: String,
         source: std::io::Error,
     },
-    #[error("serving: {0}")]
-    Serve(std::io::Error),
+    #[error(transparent)]
+    Origin(#[from] BadOrigin),
 }
 
 /// A bound server whose controllers are not loaded yet.
@@ -111,6 +149,8 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<state::AppState>,
     loader: load::Loader,
+    app: http::AppLimits,
+    connections: serve::ConnLimits,
 }
 
 impl Server {
@@ -118,6 +158,8 @@ impl Server {
     /// a single controller are not errors here: they show up in `/status` and as 503s.
     pub async fn bind(options: Options) -> Result<Server, ServerError> {
         let config = config_dir::load(&options.resources)?;
+        let cors = cors::CorsPolicy::new(&options.http.cors_allowed_origins)?;
+        let max_connections = fit_open_files(options.http.max_connections);
         let source = match &options.git {
             None => {
                 let scratch = match &options.scratch_dir {
@@ -154,6 +196,16 @@ impl Server {
         let listener = TcpListener::bind(&address)
             .await
             .map_err(|source| ServerError::Bind { address, source })?;
+        if let Ok(bound) = listener.local_addr()
+            && !bound.ip().is_loopback()
+        {
+            tracing::warn!(
+                address = %bound,
+                "listening on a non-loopback address without authentication: anyone who can \
+                 reach it can read and write every resource; listen on 127.0.0.1 or put an \
+                 authenticating proxy in front"
+            );
+        }
         let status = Arc::new(status::StatusBoard::default());
         let metrics = Arc::new(metrics::Metrics::default());
         let runtime = Runtime::new(options.limits.clone())
@@ -184,6 +236,16 @@ impl Server {
             listener,
             state,
             loader,
+            app: http::AppLimits {
+                cors,
+                body_timeout: options.http.body_timeout,
+                max_requests: options.http.max_requests,
+            },
+            connections: serve::ConnLimits {
+                header_timeout: options.http.header_timeout,
+                idle_timeout: options.http.idle_timeout,
+                max_connections,
+            },
         })
     }
 
@@ -202,6 +264,8 @@ impl Server {
             listener,
             state,
             loader,
+            app,
+            connections,
         } = self;
         let publisher = state.clone();
         tokio::spawn(async move {
@@ -209,10 +273,10 @@ impl Server {
             tracing::info!(routes = served.routes.len(), "controllers loaded; ready");
             publisher.publish(served);
         });
-        axum::serve(listener, http::router(state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ServerError::Serve)
+        let metrics = state.metrics.clone();
+        let router = http::router(state, &app);
+        serve::serve(listener, router, connections, metrics, shutdown).await;
+        Ok(())
     }
 }
 
@@ -261,6 +325,71 @@ pub fn limit_flag(limit: WriteLimit) -> &'static str {
         WriteLimit::Entries => "--write-max-entries",
         WriteLimit::Depth => "--write-max-depth",
     }
+}
+
+/// Raises the soft open-file limit to the hard one (each connection is a descriptor; the
+/// soft limit is often 1024), then lowers `wanted` connections if they would not leave
+/// room for cupd's own files (modules, sources, scratch copies, git packs).
+fn fit_open_files(wanted: usize) -> usize {
+    let limit = match raise_open_file_limit() {
+        Ok((before, after)) => {
+            if after > before {
+                tracing::info!(from = before, to = after, "raised the open-file limit");
+            }
+            after
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the open-file limit");
+            return wanted;
+        }
+    };
+    let reserve = (limit / 4).clamp(32, 256);
+    let room = usize::try_from(limit.saturating_sub(reserve))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if wanted > room {
+        tracing::warn!(
+            wanted,
+            open_file_limit = limit,
+            connections = room,
+            "--http-max-connections lowered to leave descriptors for cupd's own files"
+        );
+        room
+    } else {
+        wanted
+    }
+}
+
+/// `(soft before, soft after)`.
+#[cfg(unix)]
+fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own; setrlimit reads it.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let before = limit.rlim_cur;
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit = raised;
+        }
+        Ok((before, limit.rlim_cur))
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
+    Err(std::io::Error::other("not supported on this platform"))
 }
 
 /// Go's `:8181` means every interface.

@@ -4,15 +4,24 @@
 //!   `cupd_http_request_duration_seconds{method,route}`: `route` is a template
 //!   (`/apis/flipt.io/v1alpha1/namespaces/{ns}/flags/{name}`), never the raw path, so
 //!   namespaces and names cannot blow up the series count; unknown paths are `unmatched`.
+//!   `method` is one of the standard methods or `other` ([`method_label`]).
+//!
+//! Every label takes its values from a set fixed by the code or by the server's
+//! configuration (route templates, controller names), never from a request: each new label
+//! value is a series kept for the life of the process and written out by every scrape, so a
+//! client choosing values would grow memory and `/metrics` without bound.
 //! * `cupd_controller_loads_total{controller,result}` (`loaded`/`failed`).
 //! * `cupd_code_cache_total{status}`: how each wasm load got its machine code (`hit`,
 //!   `miss`, `replaced`, `shared`, `disabled`).
 //! * `cupd_controller_invocations_total{controller,verb,outcome}` (`ok`, `not_found`,
 //!   `error`).
+//! * `cupd_http_connections` (open now) and `cupd_http_connection_timeouts_total{timeout}`
+//!   (`header`, `idle`: connections closed by the listener's timeouts).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -27,6 +36,8 @@ pub struct Metrics {
     loads: Family<Labels<2>, Counter>,
     cache: Family<Labels<1>, Counter>,
     invocations: Family<Labels<3>, Counter>,
+    connections: Gauge,
+    connection_timeouts: Family<Labels<1>, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -43,6 +54,8 @@ impl Default for Metrics {
         let loads = Family::<Labels<2>, Counter>::default();
         let cache = Family::<Labels<1>, Counter>::default();
         let invocations = Family::<Labels<3>, Counter>::default();
+        let connections = Gauge::default();
+        let connection_timeouts = Family::<Labels<1>, Counter>::default();
         registry.register(
             "cupd_http_requests",
             "HTTP requests by method, route template and status code",
@@ -68,6 +81,16 @@ impl Default for Metrics {
             "Controller invocations by controller, verb and outcome",
             invocations.clone(),
         );
+        registry.register(
+            "cupd_http_connections",
+            "HTTP connections open",
+            connections.clone(),
+        );
+        registry.register(
+            "cupd_http_connection_timeouts",
+            "HTTP connections closed by the header or idle timeout",
+            connection_timeouts.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -75,12 +98,39 @@ impl Default for Metrics {
             loads,
             cache,
             invocations,
+            connections,
+            connection_timeouts,
         }
     }
 }
 
+/// The `method` label: a standard method's name, else `other` (a request line may carry
+/// any token as its method, and every one of them would be a new series).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
 impl Metrics {
-    pub fn observe_request(&self, method: &str, route: &str, code: u16, seconds: f64) {
+    /// One answered request; `route` must be a template or a fixed name, never a raw path.
+    pub fn observe_request(
+        &self,
+        method: &axum::http::Method,
+        route: &str,
+        code: u16,
+        seconds: f64,
+    ) {
+        let method = method_label(method);
         self.requests
             .get_or_create(&[
                 ("method", method.to_owned()),
@@ -119,11 +169,46 @@ impl Metrics {
             .inc();
     }
 
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    /// `timeout` is `header` or `idle`.
+    pub fn connection_timed_out(&self, timeout: &'static str) {
+        self.connection_timeouts
+            .get_or_create(&[("timeout", timeout.to_owned())])
+            .inc();
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn methods_outside_the_standard_ones_share_one_label() {
+        let metrics = Metrics::default();
+        for i in 0..50 {
+            let method = Method::from_bytes(format!("X{i:0>100}").as_bytes()).unwrap();
+            metrics.observe_request(&method, "unmatched", 405, 0.001);
+        }
+        metrics.observe_request(&Method::GET, "/healthz", 200, 0.001);
+        let text = metrics.render();
+        assert!(text.contains(r#"method="other""#), "{text}");
+        assert!(!text.contains("X000"), "{text}");
+        assert!(text.len() < 8_000, "{} bytes", text.len());
     }
 }

@@ -2,6 +2,8 @@
 
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::Semaphore;
+
 use crate::inline::InlineReads;
 use crate::listing::ListLimits;
 use crate::load::Served;
@@ -19,6 +21,8 @@ pub struct AppState {
     pub inline_reads: InlineReads,
     /// Bounds of every list response.
     pub list_limits: ListLimits,
+    /// One permit: listing a body's schema violations (`api::decode_put`).
+    pub schema_errors: Semaphore,
 }
 
 /// The route template of a response, for metrics (set by the resource handler).
@@ -39,6 +43,7 @@ impl AppState {
             metrics,
             inline_reads: InlineReads::default(),
             list_limits,
+            schema_errors: Semaphore::new(1),
         }
     }
 

@@ -19,6 +19,14 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 
 use crate::units::{parse_duration, parse_size};
 
+/// A duration above zero (a zero timeout would close every connection at once).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be more than 0".into()),
+        d => Ok(d),
+    }
+}
+
 /// cupd: serves a directory as cup's typed resource API.
 #[derive(Debug, Parser)]
 // Go's flag package lets a later occurrence of a flag replace an earlier one.
@@ -226,6 +234,36 @@ pub struct Serve {
     /// retried) (Go duration: 30s, 1m).
     #[arg(long, env = "CUPD_REGISTRY_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub registry_timeout: Duration,
+    /// Origins allowed to call the API from a browser (comma-separated `scheme://host[:port]`,
+    /// or `*` for any, as the original cupd). Empty (the default): no CORS headers, and
+    /// requests other than GET/HEAD/OPTIONS that carry an `Origin` header are refused (403);
+    /// clients that are not browsers send no `Origin` and are not affected.
+    #[arg(
+        long,
+        env = "CUPD_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS"
+    )]
+    pub cors_allowed_origins: Vec<String>,
+    /// A connection must send a complete request head within this of being accepted, or of
+    /// the first byte of its next request; else it is closed.
+    #[arg(long, env = "CUPD_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
+    pub http_header_timeout: Duration,
+    /// A keep-alive connection that sends nothing this long between requests is closed.
+    #[arg(long, env = "CUPD_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = positive_duration, value_name = "DURATION")]
+    pub http_idle_timeout: Duration,
+    /// A request body must arrive whole within this (408 otherwise).
+    #[arg(long, env = "CUPD_HTTP_BODY_TIMEOUT", default_value = "60s", value_parser = positive_duration, value_name = "DURATION")]
+    pub http_body_timeout: Duration,
+    /// Connections open at once. Beyond it new connections wait in the kernel's listen
+    /// backlog until one closes; lowered at startup if the open-file limit (raised to its
+    /// hard limit) leaves no room for it.
+    #[arg(long, env = "CUPD_HTTP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
+    pub http_max_connections: u32,
+    /// Resource and proposal requests served at once; more wait for a slot (/healthz,
+    /// /readyz, /status and /metrics never wait).
+    #[arg(long, env = "CUPD_HTTP_MAX_REQUESTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000), value_name = "N")]
+    pub http_max_requests: u32,
     /// Log level or tracing filter (RUST_LOG, when set, wins).
     #[arg(
         long,
@@ -469,5 +507,33 @@ mod tests {
         assert_eq!(set.registry_attempts, 1);
         assert_eq!(set.registry_timeout, Duration::from_secs(2));
         assert_eq!(set.controller_pool, 0);
+    }
+
+    #[test]
+    fn http_limits_and_cors_origins_are_settable() {
+        let serve = |extra: &[&str]| {
+            let mut all = vec!["cupd", "serve"];
+            all.extend_from_slice(extra);
+            let Command::Serve(serve) = parse(args(&all)).unwrap().command;
+            serve
+        };
+        let default = serve(&[]);
+        assert!(default.cors_allowed_origins.is_empty());
+        assert_eq!(default.http_header_timeout, Duration::from_secs(10));
+        assert_eq!(default.http_idle_timeout, Duration::from_secs(60));
+        assert_eq!(default.http_max_connections, 1024);
+        let set = serve(&[
+            "-cors-allowed-origins",
+            "http://localhost:3000,https://ui.example",
+            "--http-header-timeout=500ms",
+            "--http-max-requests",
+            "4",
+        ]);
+        assert_eq!(
+            set.cors_allowed_origins,
+            ["http://localhost:3000", "https://ui.example"]
+        );
+        assert_eq!(set.http_header_timeout, Duration::from_millis(500));
+        assert_eq!(set.http_max_requests, 4);
     }
 }

@@ -4,7 +4,7 @@ mod cli;
 mod units;
 
 use anyhow::{Context, bail};
-use cup_server::{GitOptions, Options, RegistryOptions, RetryPolicy, Server};
+use cup_server::{GitOptions, HttpOptions, Options, RegistryOptions, RetryPolicy, Server};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Command, Serve};
@@ -134,6 +134,14 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
                 ..RetryPolicy::default()
             },
             ..RegistryOptions::default()
+        },
+        http: HttpOptions {
+            header_timeout: serve.http_header_timeout,
+            idle_timeout: serve.http_idle_timeout,
+            body_timeout: serve.http_body_timeout,
+            max_connections: serve.http_max_connections as usize,
+            max_requests: serve.http_max_requests as usize,
+            cors_allowed_origins: serve.cors_allowed_origins.clone(),
         },
     })
 }
