@@ -137,9 +137,11 @@ async fn decode_put(
     let document: serde_json::Value = serde_json::from_slice(payload)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     if !route.validator.is_valid(&document) {
-        // jsonschema 0.61 collects every error before its iterator yields the first (a
-        // 2 MiB body can hold a million, ~350 bytes each), so only one request at a time
-        // does it.
+        if holds_more_values_than(&document, MAX_VALUES_LISTED) {
+            return Err(first_violation_only(&route.validator, &document));
+        }
+        // jsonschema 0.61 collects every error before its iterator yields the first (about
+        // 350 bytes each), so only one request at a time does it.
         let _turn = state.schema_errors.acquire().await;
         let (violations, omitted) = violations(&route.validator, &document);
         drop(document);
@@ -154,6 +156,52 @@ async fn decode_put(
         .map_err(|e| ApiError::bad_request(format!("invalid resource: {e}")))?;
     check_identity(&mut resource, route, namespace, name)?;
     Ok(resource)
+}
+
+/// Bodies with more JSON values than this get only their first violation listed: listing
+/// them all means building every one first (a 2 MiB body can hold a million).
+const MAX_VALUES_LISTED: usize = 50_000;
+
+/// Whether `document` holds more than `max` JSON values (objects, arrays and scalars alike);
+/// stops counting past it.
+fn holds_more_values_than(document: &serde_json::Value, max: usize) -> bool {
+    let mut pending = vec![document];
+    let mut seen = 0;
+    while let Some(value) = pending.pop() {
+        seen += 1;
+        if seen > max {
+            return true;
+        }
+        match value {
+            serde_json::Value::Array(items) => pending.extend(items),
+            serde_json::Value::Object(fields) => pending.extend(fields.values()),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The 400 for a big invalid body: its first violation, and why no more are listed.
+fn first_violation_only(
+    validator: &jsonschema::Validator,
+    document: &serde_json::Value,
+) -> ApiError {
+    let mut listed: Vec<Violation> = validator
+        .validate(document)
+        .err()
+        .map(|e| Violation {
+            path: shorten(dotted(e.instance_path().as_str())),
+            message: shorten(e.to_string()),
+        })
+        .into_iter()
+        .collect();
+    listed.push(Violation {
+        path: String::new(),
+        message: format!(
+            "only the first violation is listed: the body holds more than {MAX_VALUES_LISTED} JSON values"
+        ),
+    });
+    ApiError::schema(listed, 0)
 }
 
 /// The first [`MAX_VIOLATIONS`] violations (messages cut at [`MAX_MESSAGE`] bytes) and how
