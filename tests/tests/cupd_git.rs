@@ -524,6 +524,44 @@ fn a_rejected_push_is_a_500_naming_the_rejection_and_leaves_nothing() {
     assert_eq!(cupd.get("/healthz").status, 200, "the server stays up");
 }
 
+/// A hook that refuses updates of the base branch: merging a proposal is then a refusal
+/// that names the hook's reason, not "the base changed, retry" (which would send a client
+/// round a loop that can never succeed).
+#[test]
+fn a_merge_the_remote_refuses_is_worded_as_a_refusal() {
+    let (f, base) = template_fixture();
+    let remote = Remote::new(base.path(), "main");
+    let hook = remote.bare().join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\nwhile read old new ref; do\n  if [ \"$ref\" = refs/heads/main ]; then\n    echo 'main is protected: merge through review' >&2; exit 1\n  fi\ndone\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let d = daemon(remote.tmp.path());
+    let url = format!("git://127.0.0.1:{}/remote.git", d.1);
+    let cupd = Cupd::start(&config(&f, &url, &remote.cache()));
+    let put = cupd.put(&format!("{RESOURCES}/baz"), BAZ_PAYLOAD);
+    assert_eq!(put.status, 202, "{}", put.text());
+    let id = put.json()["id"].as_str().unwrap().to_owned();
+    let before = git(&remote.bare(), &["rev-parse", "refs/heads/main"]);
+    let merged = cupd.request("POST", &format!("/proposals/{id}/merge"), &[], b"");
+    let text = merged.text();
+    assert_eq!(merged.status, 409, "{text}");
+    assert!(text.contains("the remote refused to update main"), "{text}");
+    assert!(
+        !text.contains("retry"),
+        "a refusal is not worth retrying: {text}"
+    );
+    assert_eq!(
+        git(&remote.bare(), &["rev-parse", "refs/heads/main"]),
+        before
+    );
+}
+
 #[test]
 fn git_flags_are_checked_at_startup() {
     let (f, _) = template_fixture();

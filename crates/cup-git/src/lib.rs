@@ -1177,8 +1177,12 @@ impl GitRepo {
         // and nothing is overwritten.
         self.push(&repo, commit, &format!("refs/heads/{branch}"), false)
             .map_err(|e| match e {
-                GitError::Rejected { reason, .. } => {
+                GitError::Rejected { reason, .. } if moved_on(&reason) => {
                     conflict(format!("{branch} changed on the remote ({reason}); retry"))
+                }
+                // A hook or a branch protection said no: retrying would not help.
+                GitError::Rejected { reason, .. } => {
+                    conflict(format!("the remote refused to update {branch}: {reason}"))
                 }
                 other => other,
             })?;
@@ -1438,6 +1442,20 @@ fn cache_name(url: &str) -> String {
         "{}-{hash:016x}.git",
         if last.is_empty() { "repo" } else { &last }
     )
+}
+
+/// Whether a refused ref update means the ref moved on the remote (the push was not a
+/// fast-forward of what the remote now has), as opposed to a refusal by policy.
+fn moved_on(reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    [
+        "non-fast-forward",
+        "fetch first",
+        "stale info",
+        "not a fast-forward",
+    ]
+    .iter()
+    .any(|words| reason.contains(words))
 }
 
 #[cfg(test)]
