@@ -524,6 +524,31 @@ fn a_rejected_push_is_a_500_naming_the_rejection_and_leaves_nothing() {
     assert_eq!(cupd.get("/healthz").status, 200, "the server stays up");
 }
 
+/// An id that cannot name a proposal is a 404 before any network call: with the remote gone,
+/// a fetch would fail (and with the remote there, every such request cost it a fetch).
+#[test]
+fn an_id_that_is_not_a_proposal_id_costs_the_remote_nothing() {
+    let (f, base) = template_fixture();
+    let remote = Remote::new(base.path(), "main");
+    let url = remote.bare().to_str().unwrap().to_owned();
+    let cupd = Cupd::start(&config(&f, &url, &remote.cache()));
+    let moved = remote.tmp.path().join("moved-away.git");
+    std::fs::rename(remote.bare(), &moved).unwrap();
+    for (method, path) in [
+        ("GET", "/proposals/not-a-ulid"),
+        ("POST", "/proposals/not-a-ulid/merge"),
+        ("GET", "/proposals/01M922VHGAMHW887FP0AWPYRK1x"),
+    ] {
+        let r = cupd.request(method, path, &[], b"");
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.text());
+        assert!(r.text().contains("not found"), "{}", r.text());
+    }
+    // A well-formed id still asks the remote (which is gone now).
+    let r = cupd.get("/proposals/01M922VHGAMHW887FP0AWPYRK1");
+    assert_ne!(r.status, 200, "{}", r.text());
+    std::fs::rename(&moved, remote.bare()).unwrap();
+}
+
 /// A hook that refuses updates of the base branch: merging a proposal is then a refusal
 /// that names the hook's reason, not "the base changed, retry" (which would send a client
 /// round a loop that can never succeed).

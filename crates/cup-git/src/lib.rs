@@ -1061,9 +1061,7 @@ impl GitRepo {
     }
 
     fn proposal_commit(&self, repo: &Repository, id: &str) -> Result<Oid, GitError> {
-        if Ulid::from_string(id).is_err() {
-            return Err(GitError::ProposalNotFound(id.to_owned()));
-        }
+        check_proposal_id(id)?;
         repo.refname_to_id(&format!("{REMOTE_REFS}{PROPOSAL_PREFIX}{id}"))
             .map_err(|_| GitError::ProposalNotFound(id.to_owned()))
     }
@@ -1102,6 +1100,9 @@ impl GitRepo {
 
     /// One proposal and the files it changes since it left the base.
     pub fn proposal(&self, id: &str, revision: Option<&str>) -> Result<ProposalDetail, GitError> {
+        // Before any network call: a client cannot make the remote serve a fetch for an id
+        // that cannot exist.
+        check_proposal_id(id)?;
         self.fetch()?;
         let repo = self.repo()?;
         let (branch, base) = self.base_branch(&repo, revision)?;
@@ -1129,6 +1130,7 @@ impl GitRepo {
         revision: Option<&str>,
         strategy: MergeStrategy,
     ) -> Result<Merged, GitError> {
+        check_proposal_id(id)?;
         let _write = lock(&self.writes);
         self.fetch()?;
         let repo = self.repo()?;
@@ -1442,6 +1444,14 @@ fn cache_name(url: &str) -> String {
         "{}-{hash:016x}.git",
         if last.is_empty() { "repo" } else { &last }
     )
+}
+
+/// A proposal id is a ULID (what `propose` names branches with); anything else cannot exist.
+fn check_proposal_id(id: &str) -> Result<(), GitError> {
+    match Ulid::from_string(id) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(GitError::ProposalNotFound(id.to_owned())),
+    }
 }
 
 /// Whether a refused ref update means the ref moved on the remote (the push was not a
