@@ -438,6 +438,70 @@ fn unreachable_remote_fails_at_startup() {
     assert!(err.contains("fetching from"), "{err}");
 }
 
+/// A remote that accepts connections and never answers: the fetch at startup fails once
+/// `--git-timeout` has passed, instead of holding cupd (and, once serving, every write,
+/// merge and proposal call) forever.
+#[test]
+fn a_stalled_remote_fails_after_the_git_timeout() {
+    let (f, _) = template_fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stalled = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            // Hold every connection open without a byte of answer.
+            let mut held = Vec::new();
+            listener.set_nonblocking(true).unwrap();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => held.push(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            held.len()
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/remote.git");
+    let mut args = git_args(&url, &tmp.path().join("c"));
+    args.extend(["--git-timeout".to_owned(), "2s".to_owned()]);
+    let started = Instant::now();
+    let mut child = Command::new(cup_e2e::bin("cupd"))
+        .args(["serve", "-api-address", "127.0.0.1:0", "-api-resources"])
+        .arg(f.config.path())
+        .arg("--store")
+        .arg(f.store.path())
+        .args(&args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cupd runs");
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    eprintln!("stalled remote: cupd ended after {took:?}: {status:?}");
+    let status =
+        status.unwrap_or_else(|| panic!("cupd still waited on the remote after 30 s:\n{stderr}"));
+    assert!(!status.success());
+    assert!(stderr.contains("fetching from"), "{stderr}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(stalled.join().unwrap() >= 1, "the remote was contacted");
+}
+
 #[test]
 fn missing_default_branch_is_a_clear_404() {
     let (f, base) = template_fixture();

@@ -55,6 +55,27 @@ pub use scm::{BranchesOnly, NewProposal, PullRequests, ScmError};
 pub use ssh::{AgentProblem, HostKeyError};
 pub use tree::{WriteLimit, WriteLimitExceeded, WriteLimits};
 
+/// Bounds every connection libgit2 makes to a remote (HTTP(S), `git://`, SSH): a connect
+/// may take at most `connect`, and a connection may stay silent at most `silence` before the
+/// fetch or push fails. Without them a remote that accepts and never answers holds the one
+/// thread cupd runs remote calls on forever.
+///
+/// # Safety
+/// libgit2 keeps these in unsynchronised globals: call this before any thread that may use
+/// libgit2 is started (cupd does, first thing in `main`).
+pub unsafe fn set_network_timeouts(
+    connect: std::time::Duration,
+    silence: std::time::Duration,
+) -> Result<(), GitError> {
+    let millis = |d: std::time::Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX).max(1);
+    // SAFETY: the caller promises no other thread uses libgit2 yet.
+    unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(millis(connect))?;
+        git2::opts::set_server_timeout_in_milliseconds(millis(silence))?;
+    }
+    Ok(())
+}
+
 /// Prefix of proposal branches on the remote.
 pub const PROPOSAL_PREFIX: &str = "cup/proposal/";
 const REMOTE_REFS: &str = "refs/remotes/origin/";

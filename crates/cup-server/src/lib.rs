@@ -48,6 +48,7 @@ use tokio::net::TcpListener;
 pub use config_dir::{ConfigDir, ConfigError};
 pub use cors::BadOrigin;
 pub use cup_git::WriteLimit;
+pub use cup_git::set_network_timeouts as set_git_network_timeouts;
 pub use cup_git::{Author, WriteLimits};
 pub use cup_oci::{RegistryOptions, RetryPolicy};
 pub use git::GitOptions;

@@ -180,6 +180,11 @@ pub struct Serve {
     /// Git source: how often to fetch from the remote (0 disables; writes always fetch).
     #[arg(long, env = "CUPD_GIT_FETCH_INTERVAL", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub git_fetch_interval: Duration,
+    /// Git source: the longest a connection to the remote may take to open, and may stay
+    /// silent, before the fetch or push fails (a stalled remote would otherwise hold every
+    /// write, merge and proposal call).
+    #[arg(long, env = "CUPD_GIT_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub git_timeout: Duration,
     /// Git source: author and committer of proposals, "Name <email>".
     #[arg(
         long,

@@ -13,6 +13,9 @@ fn main() -> anyhow::Result<()> {
     let cli = cli::parse(std::env::args_os().collect())?;
     let Command::Serve(serve) = cli.command;
     init_logging(&serve.log_level)?;
+    // SAFETY: no thread has been started yet (the async runtime is built below).
+    unsafe { cup_server::set_git_network_timeouts(serve.git_timeout, serve.git_timeout) }
+        .context("setting the Git network timeouts")?;
     let options = options(&serve)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
