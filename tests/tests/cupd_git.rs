@@ -613,6 +613,54 @@ fn an_id_that_is_not_a_proposal_id_costs_the_remote_nothing() {
     std::fs::rename(&moved, remote.bare()).unwrap();
 }
 
+/// A write whose client gives up while it waits for the remote is never pushed (it used to be
+/// pushed minutes later: a "ghost write" nobody was told about).
+#[test]
+fn a_write_abandoned_while_it_waits_is_not_pushed() {
+    let (f, base) = template_fixture();
+    let remote = Remote::new(base.path(), "main");
+    // Every push takes 2 s, so a second write waits behind the first.
+    let hook = remote.bare().join("hooks/pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\ncat >/dev/null\nsleep 2\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let d = daemon(remote.tmp.path());
+    let url = format!("git://127.0.0.1:{}/remote.git", d.1);
+    let cupd = std::sync::Arc::new(Cupd::start(&config(&f, &url, &remote.cache())));
+    let first = {
+        let cupd = cupd.clone();
+        std::thread::spawn(move || cupd.put(&format!("{RESOURCES}/baz"), BAZ_PAYLOAD))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // The second client sends its PUT and hangs up before any answer.
+    let body = BAZ_PAYLOAD.replace("\"baz\"", "\"qux\"");
+    let mut conn = TcpStream::connect(("127.0.0.1", cupd.port())).unwrap();
+    std::io::Write::write_all(
+        &mut conn,
+        format!(
+            "PUT {RESOURCES}/qux HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(conn);
+    let first = first.join().unwrap();
+    assert_eq!(first.status, 202, "{}", first.text());
+    // Long enough for the abandoned write's own push, had it been made.
+    std::thread::sleep(Duration::from_secs(4));
+    let branches = remote.proposal_branches();
+    assert_eq!(
+        branches.len(),
+        1,
+        "only the answered write is pushed: {branches:?}"
+    );
+    assert_eq!(cupd.get("/healthz").status, 200);
+}
+
 /// A hook that refuses updates of the base branch: merging a proposal is then a refusal
 /// that names the hook's reason, not "the base changed, retry" (which would send a client
 /// round a loop that can never succeed).

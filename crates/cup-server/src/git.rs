@@ -243,23 +243,45 @@ const MAX_WRITES_PER_PUSH: usize = 32;
 /// Writes are taken in batches: every write already queued when the thread picks one up
 /// goes with it (up to [`MAX_WRITES_PER_PUSH`]), so the cost of a push, which grows with the
 /// remote's refs, is shared by the writes that waited for the previous one.
+///
+/// A job whose client has gone away by the time the thread takes it up is dropped, not run:
+/// a write abandoned while it waited is never pushed (one taken up before its client left
+/// is pushed, and listed by `/proposals`). At most [`MAX_QUEUED_JOBS`] wait; more are a 503.
 #[derive(Debug, Clone)]
 struct RemoteThread {
     jobs: std::sync::mpsc::Sender<RemoteJob>,
+    /// Jobs sent and not yet taken up.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Jobs that may wait for the remote thread; a stalled remote must not let them pile up
+/// without bound.
+const MAX_QUEUED_JOBS: usize = 512;
 
 impl RemoteThread {
     /// Starts the thread; it ends when the last sender (the `GitSource`) is dropped.
     fn start(repo: Arc<GitRepo>) -> std::io::Result<RemoteThread> {
         let (jobs, queue) = std::sync::mpsc::channel::<RemoteJob>();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let taken = queued.clone();
         std::thread::Builder::new()
             .name("cupd-git-remote".into())
-            .spawn(move || serve_remote_jobs(&repo, &queue))?;
-        Ok(RemoteThread { jobs })
+            .spawn(move || serve_remote_jobs(&repo, &queue, &taken))?;
+        Ok(RemoteThread { jobs, queued })
     }
 
     fn send(&self, job: RemoteJob) -> Result<(), ApiError> {
-        self.jobs.send(job).map_err(|_| stopped())
+        use std::sync::atomic::Ordering;
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_JOBS {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::unavailable(format!(
+                "{MAX_QUEUED_JOBS} requests are already waiting for the git remote; retry later"
+            )));
+        }
+        self.jobs.send(job).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            stopped()
+        })
     }
 
     /// Runs `work` on the thread and waits (asynchronously) for its result.
@@ -269,6 +291,10 @@ impl RemoteThread {
     ) -> Result<T, ApiError> {
         let (reply, result) = tokio::sync::oneshot::channel();
         self.send(RemoteJob::Call(Box::new(move || {
+            // Nobody waits for the answer any more (the client went away).
+            if reply.is_closed() {
+                return;
+            }
             // A panic in libgit2's bindings must not take the thread (and every later
             // write) down with it: it becomes this request's 500.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
@@ -290,15 +316,23 @@ fn panicked() -> ApiError {
 }
 
 /// The remote thread's loop: calls one by one, writes in batches of those queued.
-fn serve_remote_jobs(repo: &GitRepo, queue: &std::sync::mpsc::Receiver<RemoteJob>) {
-    let mut next = queue.recv().ok();
+fn serve_remote_jobs(
+    repo: &GitRepo,
+    queue: &std::sync::mpsc::Receiver<RemoteJob>,
+    queued: &std::sync::atomic::AtomicUsize,
+) {
+    let take = |job: RemoteJob| {
+        queued.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        job
+    };
+    let mut next = queue.recv().ok().map(take);
     while let Some(job) = next.take() {
         match job {
             RemoteJob::Call(call) => call(),
             RemoteJob::Write(first) => {
                 let mut batch = vec![first];
                 while batch.len() < MAX_WRITES_PER_PUSH {
-                    match queue.try_recv() {
+                    match queue.try_recv().map(take) {
                         Ok(RemoteJob::Write(write)) => batch.push(write),
                         // A call queued after these writes runs after them, in order.
                         Ok(call) => {
@@ -312,13 +346,18 @@ fn serve_remote_jobs(repo: &GitRepo, queue: &std::sync::mpsc::Receiver<RemoteJob
             }
         }
         if next.is_none() {
-            next = queue.recv().ok();
+            next = queue.recv().ok().map(take);
         }
     }
 }
 
 /// Proposes `batch` with one push and answers each write.
 fn propose_batch(repo: &GitRepo, batch: Vec<QueuedWrite>) {
+    // A write whose client went away while it waited is not run, so never pushed.
+    let batch: Vec<QueuedWrite> = batch.into_iter().filter(|w| !w.reply.is_closed()).collect();
+    if batch.is_empty() {
+        return;
+    }
     let mut replies = Vec::with_capacity(batch.len());
     let mut texts = Vec::with_capacity(batch.len());
     let mut changes = Vec::with_capacity(batch.len());
