@@ -62,6 +62,8 @@ const FETCH_REFSPECS: [&str; 2] = [
     "+refs/heads/*:refs/remotes/origin/*",
     "+refs/tags/*:refs/tags/*",
 ];
+/// Fewest hex digits of a commit id `?revision=` accepts.
+const MIN_COMMIT_HEX: usize = 7;
 const MODE_TREE: i32 = 0o040000;
 /// How many pushed refs between two packings of the cache's refs.
 const PACK_REFS_EVERY: u64 = 32;
@@ -95,7 +97,9 @@ pub enum GitError {
     Credentials(#[from] CredentialsError),
     #[error("invalid revision {revision:?}: {why}")]
     InvalidRevision { revision: String, why: &'static str },
-    #[error("revision {revision:?} not found in {url} (not a branch, a tag or a commit)")]
+    #[error(
+        "revision {revision:?} not found in {url} (not a branch, a tag or a commit reachable from one)"
+    )]
     RevisionNotFound { revision: String, url: String },
     #[error("the default branch of {url} is unknown or missing ({why}); pass ?revision=BRANCH")]
     NoDefaultBranch { url: String, why: String },
@@ -586,7 +590,8 @@ impl GitRepo {
     }
 
     /// What a write needs before it starts: the base branch or tag as the remote has it now
-    /// (nothing when the base is a commit the cache already holds). Fetching every branch
+    /// (every branch and tag when the base is a commit id, to know it is still reachable).
+    /// Fetching every branch
     /// and pruning, as [`GitRepo::fetch`] does, costs a read of every remote-tracking ref per
     /// write, which grows with the number of proposal branches (docs/RELIABILITY.md).
     fn fetch_for_write(&self, revision: Option<&str>) -> Result<(), GitError> {
@@ -600,10 +605,11 @@ impl GitRepo {
                 }
                 if repo.find_reference(&format!("{REMOTE_REFS}{rev}")).is_ok() {
                     Some(rev.to_owned())
-                } else if self.resolve_named(&repo, rev).is_ok() {
-                    return Ok(()); // a commit: immutable, and already here
                 } else {
-                    None // not known yet: look at everything
+                    // A commit id, or not known yet: look at everything. A commit is
+                    // immutable, but whether a branch or tag still reaches it is not, and
+                    // a write must not push back a commit the remote has dropped.
+                    None
                 }
             }
         };
@@ -685,14 +691,32 @@ impl GitRepo {
                 return Ok(commit.id());
             }
         }
-        let hex = (4..=40).contains(&rev.len()) && rev.bytes().all(|b| b.is_ascii_hexdigit());
-        if hex
-            && let Ok(object) = repo.revparse_single(rev)
-            && let Ok(commit) = object.peel_to_commit()
-        {
-            return Ok(commit.id());
+        if !rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(not_found());
         }
-        Err(not_found())
+        // Short prefixes make guessing the ids of commits cheap: 7 hex digits at least.
+        if rev.len() < MIN_COMMIT_HEX {
+            return Err(GitError::InvalidRevision {
+                revision: rev.to_owned(),
+                why: "not a branch or tag, and a commit id needs 7 to 40 hex digits",
+            });
+        }
+        if rev.len() > 40 {
+            return Err(not_found());
+        }
+        // A prefix lookup in the object database only: never a ref or an expression.
+        let Ok(commit) = repo.find_commit_by_prefix(rev) else {
+            return Err(not_found());
+        };
+        // The cache keeps objects the remote dropped (a force-pushed-away commit, say one
+        // that leaked a secret): only what its branches and tags still reach is served or
+        // used as a write base. Unreachable and absent answer alike, so the answer does
+        // not tell whether the cache still holds the object.
+        if reachable(repo, commit.id())? {
+            Ok(commit.id())
+        } else {
+            Err(not_found())
+        }
     }
 
     /// A read-only directory holding the tree of `commit`, made once per commit.
@@ -1334,6 +1358,40 @@ impl PhaseTimer {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether `commit` is reachable from a branch or tag of the remote, as the cache mirrors
+/// them after the last fetch (`refs/remotes/origin/*`, `refs/tags/*`).
+///
+/// Cost: one ancestry check per ref tip, and a remote may have thousands of proposal
+/// branches. Branches and tags other than proposals are checked first, since an ordinary
+/// commit id is almost always reached from one of them; proposal branches only for ids
+/// no other ref reaches (a proposal's own commit, or one that is not there at all).
+fn reachable(repo: &Repository, commit: Oid) -> Result<bool, GitError> {
+    let mut proposals = Vec::new();
+    for glob in [format!("{REMOTE_REFS}*"), "refs/tags/*".to_owned()] {
+        for reference in repo.references_glob(&glob)? {
+            let reference = reference?;
+            let Ok(tip) = reference.peel_to_commit() else {
+                continue; // a tag of a tree or a blob reaches no commit
+            };
+            let proposal = reference
+                .name_bytes()
+                .strip_prefix(REMOTE_REFS.as_bytes())
+                .is_some_and(|n| n.starts_with(PROPOSAL_PREFIX.as_bytes()));
+            if proposal {
+                proposals.push(tip.id());
+            } else if is_merged(repo, tip.id(), commit)? {
+                return Ok(true);
+            }
+        }
+    }
+    for tip in proposals {
+        if is_merged(repo, tip, commit)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn is_merged(repo: &Repository, base: Oid, commit: Oid) -> Result<bool, GitError> {
