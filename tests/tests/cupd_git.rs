@@ -690,6 +690,13 @@ fn a_commit_force_pushed_away_is_not_served_nor_proposed_on() {
         "{}",
         gone.text()
     );
+    // The fetch that saw it dropped removes its snapshot as well.
+    let snapshot = remote.cache_repo().join("cup-snapshots").join(&dropped);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshot.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!snapshot.exists(), "snapshot of the dropped commit removed");
     let short = cupd.get(&format!("{RESOURCES}?revision={}", &dropped[..8]));
     assert_eq!(short.status, 404, "{}", short.text());
     assert_eq!(

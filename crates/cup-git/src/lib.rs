@@ -385,6 +385,8 @@ pub struct GitRepo {
     writes: Mutex<()>,
     /// Refs pushed so far (the cache's refs are packed every [`PACK_REFS_EVERY`]).
     pushed_refs: std::sync::atomic::AtomicU64,
+    /// The branches and tags as of the last pruning of snapshots ([`GitRepo::fetch`]).
+    tips: Mutex<Option<RefTips>>,
     /// Held (flock) for the life of this value: the startup sweep below removes checkouts
     /// and half-made snapshots, which is only safe when no other process uses the cache.
     _cache_lock: std::fs::File,
@@ -430,6 +432,7 @@ impl GitRepo {
             remote: Mutex::new(()),
             writes: Mutex::new(()),
             pushed_refs: std::sync::atomic::AtomicU64::new(0),
+            tips: Mutex::new(None),
             _cache_lock: cache_lock,
         };
         // Leftovers of a crash: half-made snapshots and checkouts.
@@ -584,9 +587,53 @@ impl GitRepo {
         })
     }
 
-    /// Fetches every branch and tag from the remote and records its default branch.
+    /// Fetches every branch and tag from the remote and records its default branch, then
+    /// removes the snapshots of commits no branch or tag reaches any more.
     pub fn fetch(&self) -> Result<(), GitError> {
-        self.fetch_refspecs(&FETCH_REFSPECS, true)
+        self.fetch_refspecs(&FETCH_REFSPECS, true)?;
+        // Checking every snapshot costs ancestry walks: only when a ref moved, came or went
+        // since the last pruning (and after the first fetch, for what an earlier run left).
+        let after = self.repo().and_then(|repo| ref_tips(&repo));
+        if let Ok(after) = &after
+            && lock(&self.tips).as_ref() == Some(after)
+        {
+            return Ok(());
+        }
+        // The refs are fetched; a snapshot left behind is only disk, not served.
+        match self.prune_snapshots() {
+            Ok(()) => *lock(&self.tips) = after.ok(),
+            Err(error) => {
+                tracing::warn!(%error, "removing snapshots of unreachable commits failed")
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the snapshot of each commit no branch or tag reaches any more (one
+    /// force-pushed away, a merged and deleted proposal), so its files do not stay on disk
+    /// after the remote dropped them. A read that resolved the commit just before may find
+    /// its snapshot gone and fail; it would be refused from now on anyway.
+    fn prune_snapshots(&self) -> Result<(), GitError> {
+        let dir = self.snapshot_dir();
+        let repo = self.repo()?;
+        for entry in std::fs::read_dir(&dir).map_err(io("reading", &dir))? {
+            let entry = entry.map_err(io("reading", &dir))?;
+            let name = entry.file_name();
+            // Half-made snapshots (`.tmp-*`) are their makers' to publish or remove.
+            let Some(commit) = name.to_str().and_then(|n| Oid::from_str(n).ok()) else {
+                continue;
+            };
+            if name.len() != 40 || reachable(&repo, commit)? {
+                continue;
+            }
+            // Renamed first, so the commit's name never points at a half-removed tree.
+            let doomed = dir.join(format!(".tmp-pruned-{commit}"));
+            let path = entry.path();
+            std::fs::rename(&path, &doomed).map_err(io("removing snapshot", &path))?;
+            std::fs::remove_dir_all(&doomed).map_err(io("removing snapshot", &doomed))?;
+            tracing::debug!(%commit, "snapshot of an unreachable commit removed");
+        }
+        Ok(())
     }
 
     /// What a write needs before it starts: the base branch or tag as the remote has it now
@@ -1392,6 +1439,22 @@ fn reachable(repo: &Repository, commit: Oid) -> Result<bool, GitError> {
         }
     }
     Ok(false)
+}
+
+/// Branch and tag names with their targets, sorted: what reachability depends on.
+type RefTips = Vec<(Vec<u8>, Option<Oid>)>;
+
+/// Every branch and tag of the cache with its target.
+fn ref_tips(repo: &Repository) -> Result<RefTips, GitError> {
+    let mut tips = Vec::new();
+    for glob in [format!("{REMOTE_REFS}*"), "refs/tags/*".to_owned()] {
+        for reference in repo.references_glob(&glob)? {
+            let reference = reference?;
+            tips.push((reference.name_bytes().to_vec(), reference.target()));
+        }
+    }
+    tips.sort();
+    Ok(tips)
 }
 
 fn is_merged(repo: &Repository, base: Oid, commit: Oid) -> Result<bool, GitError> {

@@ -723,9 +723,18 @@ fn a_commit_no_branch_or_tag_reaches_is_neither_read_nor_written_on() {
     // While master holds it, it is an ordinary commit.
     let view = repo.view(Some(&dropped[..7])).unwrap();
     assert!(view.join("secret.txt").is_file());
+    let kept_view = repo.view(Some(&kept)).unwrap();
     git(&seed, &["reset", "-q", "--hard", &kept]);
     git(&seed, &["push", "-q", "-f", "origin", "master"]);
     repo.fetch().unwrap();
+    // Its snapshot goes with the fetch that sees it dropped; a reachable one stays.
+    assert!(!view.exists(), "snapshot of the dropped commit removed");
+    assert!(kept_view.join("d/a.txt").is_file());
+    let left: Vec<_> = std::fs::read_dir(repo.snapshot_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from(&kept)], "nothing else left");
     assert!(
         repo.repo()
             .unwrap()
