@@ -9,6 +9,9 @@
 //!
 //! * Reads never check out the cache: a revision's tree is materialised once per commit
 //!   into a snapshot directory, because wasm controllers need a real directory to mount.
+//! * A commit id names a commit only if a branch or tag of the remote (as of the last fetch)
+//!   reaches it, with 7 to 40 hex digits: the cache keeps objects the remote dropped, which
+//!   are neither served nor used as write bases, and their snapshots go after a fetch.
 //! * A write materialises the base tree into a temp dir, lets the caller change it, builds
 //!   a tree from the result with the object database (no index, no worktree state), and if
 //!   it differs from the base commits it and pushes it as `cup/proposal/<ULID>`. The local
