@@ -820,3 +820,84 @@ fn the_original_cli_scenario_over_git() {
         "cup wrote no config file"
     );
 }
+
+/// A commit force-pushed away on the remote (say one that leaked a secret) stays in cupd's
+/// cache, but once a fetch sees it gone it is neither served nor used as a write base, so
+/// no proposal pushes it back.
+#[test]
+fn a_commit_force_pushed_away_is_not_served_nor_proposed_on() {
+    let (f, base) = template_fixture();
+    let remote = Remote::new(base.path(), "main");
+    let kept = remote.git(&["rev-parse", "main"]);
+    let seed = remote.tmp.path().join("seed");
+    std::fs::write(
+        seed.join(resource_path("leak")),
+        FOO.replace("\"foo\",\"labels", "\"leak\",\"labels"),
+    )
+    .unwrap();
+    git(&seed, &["add", "-A"]);
+    git(&seed, &["commit", "-q", "-m", "oops"]);
+    git(&seed, &["push", "-q", "origin", "main"]);
+    let dropped = remote.git(&["rev-parse", "main"]);
+    let cupd = start(&f, &remote);
+    let by_id = format!("{RESOURCES}?revision={dropped}");
+    assert_eq!(
+        cupd.get(&by_id).status,
+        200,
+        "reachable while main holds it"
+    );
+
+    git(&seed, &["reset", "-q", "--hard", &kept]);
+    git(&seed, &["push", "-q", "-f", "origin", "main"]);
+    // cupd fetches every second; the cache keeps the object but no ref reaches it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let gone = loop {
+        let r = cupd.get(&by_id);
+        if r.status != 200 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(gone.status, 404, "{}", gone.text());
+    assert!(
+        gone.text()
+            .contains(&format!("revision \"{dropped}\" not found")),
+        "{}",
+        gone.text()
+    );
+    // The fetch that saw it dropped removes its snapshot as well.
+    let snapshot = remote.cache_repo().join("cup-snapshots").join(&dropped);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshot.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!snapshot.exists(), "snapshot of the dropped commit removed");
+    let short = cupd.get(&format!("{RESOURCES}?revision={}", &dropped[..8]));
+    assert_eq!(short.status, 404, "{}", short.text());
+    assert_eq!(
+        git(&remote.cache_repo(), &["cat-file", "-t", &dropped]),
+        "commit",
+        "the cache still holds it: only reachability refuses it"
+    );
+
+    let put = cupd.put(&format!("{RESOURCES}/baz?revision={dropped}"), BAZ_PAYLOAD);
+    assert_eq!(put.status, 404, "{}", put.text());
+    assert!(
+        !put.text().contains(&kept),
+        "names nothing but the given id: {}",
+        put.text()
+    );
+    assert!(remote.proposal_branches().is_empty());
+    assert_eq!(
+        remote.git(&["branch", "--contains", &dropped]),
+        "",
+        "no branch of the remote holds the dropped commit"
+    );
+    // A reachable commit by id still takes writes.
+    let (_, branch, _) = proposal(&cupd.put(
+        &format!("{RESOURCES}/baz?revision={}", &kept[..7]),
+        BAZ_PAYLOAD,
+    ));
+    assert_eq!(remote.git(&["rev-parse", &format!("{branch}^")]), kept);
+    no_local_branches(&remote);
+}

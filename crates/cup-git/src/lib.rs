@@ -9,6 +9,9 @@
 //!
 //! * Reads never check out the cache: a revision's tree is materialised once per commit
 //!   into a snapshot directory, because wasm controllers need a real directory to mount.
+//! * A commit id names a commit only if a branch or tag of the remote (as of the last fetch)
+//!   reaches it, with 7 to 40 hex digits: the cache keeps objects the remote dropped, which
+//!   are neither served nor used as write bases, and their snapshots go after a fetch.
 //! * A write materialises the base tree into a temp dir, lets the caller change it, builds
 //!   a tree from the result with the object database (no index, no worktree state), and if
 //!   it differs from the base commits it and pushes it as `cup/proposal/<ULID>`. The local
@@ -83,6 +86,8 @@ const FETCH_REFSPECS: [&str; 2] = [
     "+refs/heads/*:refs/remotes/origin/*",
     "+refs/tags/*:refs/tags/*",
 ];
+/// Fewest hex digits of a commit id `?revision=` accepts.
+const MIN_COMMIT_HEX: usize = 7;
 const MODE_TREE: i32 = 0o040000;
 /// How many pushed refs between two packings of the cache's refs.
 const PACK_REFS_EVERY: u64 = 32;
@@ -116,7 +121,9 @@ pub enum GitError {
     Credentials(#[from] CredentialsError),
     #[error("invalid revision {revision:?}: {why}")]
     InvalidRevision { revision: String, why: &'static str },
-    #[error("revision {revision:?} not found in {url} (not a branch, a tag or a commit)")]
+    #[error(
+        "revision {revision:?} not found in {url} (not a branch, a tag or a commit reachable from one)"
+    )]
     RevisionNotFound { revision: String, url: String },
     #[error("the default branch of {url} is unknown or missing ({why}); pass ?revision=BRANCH")]
     NoDefaultBranch { url: String, why: String },
@@ -402,6 +409,8 @@ pub struct GitRepo {
     writes: Mutex<()>,
     /// Refs pushed so far (the cache's refs are packed every [`PACK_REFS_EVERY`]).
     pushed_refs: std::sync::atomic::AtomicU64,
+    /// The branches and tags as of the last pruning of snapshots ([`GitRepo::fetch`]).
+    tips: Mutex<Option<RefTips>>,
     /// Held (flock) for the life of this value: the startup sweep below removes checkouts
     /// and half-made snapshots, which is only safe when no other process uses the cache.
     _cache_lock: std::fs::File,
@@ -447,6 +456,7 @@ impl GitRepo {
             remote: Mutex::new(()),
             writes: Mutex::new(()),
             pushed_refs: std::sync::atomic::AtomicU64::new(0),
+            tips: Mutex::new(None),
             _cache_lock: cache_lock,
         };
         // Leftovers of a crash: half-made snapshots and checkouts.
@@ -601,13 +611,58 @@ impl GitRepo {
         })
     }
 
-    /// Fetches every branch and tag from the remote and records its default branch.
+    /// Fetches every branch and tag from the remote and records its default branch, then
+    /// removes the snapshots of commits no branch or tag reaches any more.
     pub fn fetch(&self) -> Result<(), GitError> {
-        self.fetch_refspecs(&FETCH_REFSPECS, true)
+        self.fetch_refspecs(&FETCH_REFSPECS, true)?;
+        // Checking every snapshot costs ancestry walks: only when a ref moved, came or went
+        // since the last pruning (and after the first fetch, for what an earlier run left).
+        let after = self.repo().and_then(|repo| ref_tips(&repo));
+        if let Ok(after) = &after
+            && lock(&self.tips).as_ref() == Some(after)
+        {
+            return Ok(());
+        }
+        // The refs are fetched; a snapshot left behind is only disk, not served.
+        match self.prune_snapshots() {
+            Ok(()) => *lock(&self.tips) = after.ok(),
+            Err(error) => {
+                tracing::warn!(%error, "removing snapshots of unreachable commits failed")
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the snapshot of each commit no branch or tag reaches any more (one
+    /// force-pushed away, a merged and deleted proposal), so its files do not stay on disk
+    /// after the remote dropped them. A read that resolved the commit just before may find
+    /// its snapshot gone and fail; it would be refused from now on anyway.
+    fn prune_snapshots(&self) -> Result<(), GitError> {
+        let dir = self.snapshot_dir();
+        let repo = self.repo()?;
+        for entry in std::fs::read_dir(&dir).map_err(io("reading", &dir))? {
+            let entry = entry.map_err(io("reading", &dir))?;
+            let name = entry.file_name();
+            // Half-made snapshots (`.tmp-*`) are their makers' to publish or remove.
+            let Some(commit) = name.to_str().and_then(|n| Oid::from_str(n).ok()) else {
+                continue;
+            };
+            if name.len() != 40 || reachable(&repo, commit)? {
+                continue;
+            }
+            // Renamed first, so the commit's name never points at a half-removed tree.
+            let doomed = dir.join(format!(".tmp-pruned-{commit}"));
+            let path = entry.path();
+            std::fs::rename(&path, &doomed).map_err(io("removing snapshot", &path))?;
+            std::fs::remove_dir_all(&doomed).map_err(io("removing snapshot", &doomed))?;
+            tracing::debug!(%commit, "snapshot of an unreachable commit removed");
+        }
+        Ok(())
     }
 
     /// What a write needs before it starts: the base branch or tag as the remote has it now
-    /// (nothing when the base is a commit the cache already holds). Fetching every branch
+    /// (every branch and tag when the base is a commit id, to know it is still reachable).
+    /// Fetching every branch
     /// and pruning, as [`GitRepo::fetch`] does, costs a read of every remote-tracking ref per
     /// write, which grows with the number of proposal branches (docs/RELIABILITY.md).
     fn fetch_for_write(&self, revision: Option<&str>) -> Result<(), GitError> {
@@ -621,10 +676,11 @@ impl GitRepo {
                 }
                 if repo.find_reference(&format!("{REMOTE_REFS}{rev}")).is_ok() {
                     Some(rev.to_owned())
-                } else if self.resolve_named(&repo, rev).is_ok() {
-                    return Ok(()); // a commit: immutable, and already here
                 } else {
-                    None // not known yet: look at everything
+                    // A commit id, or not known yet: look at everything. A commit is
+                    // immutable, but whether a branch or tag still reaches it is not, and
+                    // a write must not push back a commit the remote has dropped.
+                    None
                 }
             }
         };
@@ -706,14 +762,32 @@ impl GitRepo {
                 return Ok(commit.id());
             }
         }
-        let hex = (4..=40).contains(&rev.len()) && rev.bytes().all(|b| b.is_ascii_hexdigit());
-        if hex
-            && let Ok(object) = repo.revparse_single(rev)
-            && let Ok(commit) = object.peel_to_commit()
-        {
-            return Ok(commit.id());
+        if !rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(not_found());
         }
-        Err(not_found())
+        // Short prefixes make guessing the ids of commits cheap: 7 hex digits at least.
+        if rev.len() < MIN_COMMIT_HEX {
+            return Err(GitError::InvalidRevision {
+                revision: rev.to_owned(),
+                why: "not a branch or tag, and a commit id needs 7 to 40 hex digits",
+            });
+        }
+        if rev.len() > 40 {
+            return Err(not_found());
+        }
+        // A prefix lookup in the object database only: never a ref or an expression.
+        let Ok(commit) = repo.find_commit_by_prefix(rev) else {
+            return Err(not_found());
+        };
+        // The cache keeps objects the remote dropped (a force-pushed-away commit, say one
+        // that leaked a secret): only what its branches and tags still reach is served or
+        // used as a write base. Unreachable and absent answer alike, so the answer does
+        // not tell whether the cache still holds the object.
+        if reachable(repo, commit.id())? {
+            Ok(commit.id())
+        } else {
+            Err(not_found())
+        }
     }
 
     /// A read-only directory holding the tree of `commit`, made once per commit.
@@ -1361,6 +1435,56 @@ impl PhaseTimer {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether `commit` is reachable from a branch or tag of the remote, as the cache mirrors
+/// them after the last fetch (`refs/remotes/origin/*`, `refs/tags/*`).
+///
+/// Cost: one ancestry check per ref tip, and a remote may have thousands of proposal
+/// branches. Branches and tags other than proposals are checked first, since an ordinary
+/// commit id is almost always reached from one of them; proposal branches only for ids
+/// no other ref reaches (a proposal's own commit, or one that is not there at all).
+fn reachable(repo: &Repository, commit: Oid) -> Result<bool, GitError> {
+    let mut proposals = Vec::new();
+    for glob in [format!("{REMOTE_REFS}*"), "refs/tags/*".to_owned()] {
+        for reference in repo.references_glob(&glob)? {
+            let reference = reference?;
+            let Ok(tip) = reference.peel_to_commit() else {
+                continue; // a tag of a tree or a blob reaches no commit
+            };
+            let proposal = reference
+                .name_bytes()
+                .strip_prefix(REMOTE_REFS.as_bytes())
+                .is_some_and(|n| n.starts_with(PROPOSAL_PREFIX.as_bytes()));
+            if proposal {
+                proposals.push(tip.id());
+            } else if is_merged(repo, tip.id(), commit)? {
+                return Ok(true);
+            }
+        }
+    }
+    for tip in proposals {
+        if is_merged(repo, tip, commit)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Branch and tag names with their targets, sorted: what reachability depends on.
+type RefTips = Vec<(Vec<u8>, Option<Oid>)>;
+
+/// Every branch and tag of the cache with its target.
+fn ref_tips(repo: &Repository) -> Result<RefTips, GitError> {
+    let mut tips = Vec::new();
+    for glob in [format!("{REMOTE_REFS}*"), "refs/tags/*".to_owned()] {
+        for reference in repo.references_glob(&glob)? {
+            let reference = reference?;
+            tips.push((reference.name_bytes().to_vec(), reference.target()));
+        }
+    }
+    tips.sort();
+    Ok(tips)
 }
 
 fn is_merged(repo: &Repository, base: Oid, commit: Oid) -> Result<bool, GitError> {

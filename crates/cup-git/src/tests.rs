@@ -699,3 +699,94 @@ impl Drop for GitDaemon {
         let _ = self.child.wait();
     }
 }
+
+/// A commit the remote dropped (pushed, then force-pushed away) stays in the cache's object
+/// database, but is neither read nor used as a write base; short ids are refused.
+#[test]
+fn a_commit_no_branch_or_tag_reaches_is_neither_read_nor_written_on() {
+    let (tmp, bare) = remote();
+    let seed = tmp.path().join("seed");
+    let kept = git(&seed, &["rev-parse", "HEAD"]);
+    std::fs::write(seed.join("secret.txt"), "hunter2\n").unwrap();
+    git(&seed, &["add", "-A"]);
+    git(&seed, &["commit", "-q", "-m", "oops"]);
+    git(&seed, &["push", "-q", "origin", "master"]);
+    let dropped = git(&seed, &["rev-parse", "HEAD"]);
+    let cache = tmp.path().join("cache");
+    let repo = GitRepo::open(
+        bare.to_str().unwrap(),
+        &cache,
+        Author::default(),
+        RemoteOptions::default(),
+    )
+    .unwrap();
+    // While master holds it, it is an ordinary commit.
+    let view = repo.view(Some(&dropped[..7])).unwrap();
+    assert!(view.join("secret.txt").is_file());
+    let kept_view = repo.view(Some(&kept)).unwrap();
+    git(&seed, &["reset", "-q", "--hard", &kept]);
+    git(&seed, &["push", "-q", "-f", "origin", "master"]);
+    repo.fetch().unwrap();
+    // Its snapshot goes with the fetch that sees it dropped; a reachable one stays.
+    assert!(!view.exists(), "snapshot of the dropped commit removed");
+    assert!(kept_view.join("d/a.txt").is_file());
+    let left: Vec<_> = std::fs::read_dir(repo.snapshot_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from(&kept)], "nothing else left");
+    assert!(
+        repo.repo()
+            .unwrap()
+            .find_commit(dropped.parse().unwrap())
+            .is_ok(),
+        "the cache still holds the dropped commit"
+    );
+
+    for id in [&dropped[..], &dropped[..7], &dropped[..12]] {
+        let err = repo.view(Some(id)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{id}: {err}");
+        assert!(!err.to_string().contains(&dropped[id.len()..]) || id.len() == 40);
+    }
+    let err = repo
+        .propose(Some(&dropped), "on a dropped commit", |d| {
+            (std::fs::write(d.join("x"), "x").unwrap(), true)
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(
+        git(&bare, &["for-each-ref", "refs/heads/cup"]),
+        "",
+        "nothing pushed"
+    );
+    assert_eq!(
+        git(&bare, &["branch", "--contains", &dropped]),
+        "",
+        "no branch of the remote holds the dropped commit"
+    );
+
+    // Four to six hex digits are refused, even for a reachable commit.
+    for short in [&kept[..4], &kept[..6]] {
+        let err = repo.view(Some(short)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadRequest, "{short}: {err}");
+    }
+    // Seven or more, or all forty, still name a reachable commit, for reads and writes.
+    for id in [&kept[..7], &kept[..]] {
+        let view = repo.view(Some(id)).unwrap();
+        assert!(!view.join("secret.txt").exists());
+    }
+    let ((), p) = repo
+        .propose(Some(&kept[..7]), "on a commit", |d| {
+            (std::fs::write(d.join("x"), "x").unwrap(), true)
+        })
+        .unwrap();
+    let p = p.unwrap();
+    assert_eq!(
+        git(&bare, &["rev-parse", &format!("{}^", p.commit)]),
+        kept,
+        "based on the commit named"
+    );
+    // A proposal's own commit is reachable from its branch.
+    repo.fetch().unwrap();
+    repo.view(Some(&p.commit)).unwrap();
+}
