@@ -7,6 +7,10 @@
 //!          └── cup-work/cup-proposal-*   one fresh checkout per write, removed when it ends
 //! ```
 //!
+//! * Everything cupd makes there is owner-only, set explicitly whatever the umask: the cache
+//!   root, the bare cache, work and snapshot directories 0700, snapshot and checkout files
+//!   0600 (0700 when executable). They are copies of the remote's files, and the cache of
+//!   compiled code is private too; an existing root open to others is tightened at open.
 //! * Reads never check out the cache: a revision's tree is materialised once per commit
 //!   into a snapshot directory, because wasm controllers need a real directory to mount.
 //! * A write materialises the base tree into a temp dir, lets the caller change it, builds
@@ -388,6 +392,59 @@ fn lock_cache(dir: &Path) -> Result<std::fs::File, GitError> {
     }
 }
 
+/// Owner-only modes of what the cache holds: snapshots and checkouts are copies of the
+/// remote's files, which other local users must not read through the cache.
+const PRIVATE_DIR: u32 = 0o700;
+const PRIVATE_FILE: u32 = 0o600;
+const PRIVATE_EXEC: u32 = 0o700;
+
+/// Creates `dir` (and its parents) and sets it to [`PRIVATE_DIR`] whatever the umask, an
+/// existing directory included.
+fn create_private_dir(dir: &Path, what: &'static str) -> Result<(), GitError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, PRIVATE_DIR);
+    builder.create(dir).map_err(io(what, dir))?;
+    set_mode(dir, PRIVATE_DIR)
+}
+
+/// Creates the cache root owner-only, or tightens an existing one of ours that other users
+/// can enter (earlier cupds made it 0755), saying so in the log. A shared directory (sticky,
+/// like `/tmp`, or someone else's) is left as it is: the bare cache inside is 0700 anyway.
+fn private_cache_root(root: &Path) -> Result<(), GitError> {
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(root) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mode = meta.permissions().mode() & 0o7777;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let ours = meta.uid() == unsafe { libc::geteuid() };
+        if meta.is_dir() && mode & 0o077 != 0 {
+            if !ours || mode & 0o1000 != 0 {
+                tracing::warn!(cache = %root.display(), mode = format!("{mode:o}"),
+                    "the git cache root is shared with other users; only the cache inside is 0700");
+                return Ok(());
+            }
+            tracing::info!(cache = %root.display(), from = format!("{mode:o}"),
+                "the git cache root was open to other users; setting it to 0700");
+            return set_mode(root, PRIVATE_DIR);
+        }
+    }
+    create_private_dir(root, "creating the git cache root")
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> Result<(), GitError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io("setting the mode of", path))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_: &Path, _: u32) -> Result<(), GitError> {
+    Ok(())
+}
+
 /// A remote repository and its local bare cache.
 pub struct GitRepo {
     url: String,
@@ -429,7 +486,8 @@ impl GitRepo {
         // Refused before anything shows it: an unparsable URL may hold a password anywhere.
         let display_url = remote_url::Remote::parse(url)?.redacted();
         let dir = cache_root.join(cache_name(&display_url));
-        std::fs::create_dir_all(&dir).map_err(io("creating the git cache", &dir))?;
+        private_cache_root(cache_root)?;
+        create_private_dir(&dir, "creating the git cache")?;
         let cache_lock = lock_cache(&dir)?;
         if Repository::open_bare(&dir).is_err() {
             Repository::init_bare(&dir).map_err(|source| GitError::Cache {
@@ -452,9 +510,9 @@ impl GitRepo {
         // Leftovers of a crash: half-made snapshots and checkouts.
         let work = repo.work_dir();
         let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(&work).map_err(io("creating", &work))?;
+        create_private_dir(&work, "creating")?;
         let snapshots = repo.snapshot_dir();
-        std::fs::create_dir_all(&snapshots).map_err(io("creating", &snapshots))?;
+        create_private_dir(&snapshots, "creating")?;
         if let Ok(entries) = std::fs::read_dir(&snapshots) {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().starts_with(".tmp") {
@@ -726,6 +784,7 @@ impl GitRepo {
         let tree = repo.find_commit(commit)?.tree()?;
         let temp = tempfile::Builder::new()
             .prefix(".tmp-")
+            .permissions(private_dir_permissions())
             .tempdir_in(self.snapshot_dir())
             .map_err(io("creating a snapshot in", &self.snapshot_dir()))?;
         materialise(&repo, &tree, temp.path())?;
@@ -849,6 +908,7 @@ impl GitRepo {
         let base_tree = base_commit.tree()?;
         let checkout = tempfile::Builder::new()
             .prefix("cup-proposal-")
+            .permissions(private_dir_permissions())
             .tempdir_in(self.work_dir())
             .map_err(io("creating a checkout in", &self.work_dir()))?;
         materialise(repo, &base_tree, checkout.path())?;
@@ -1403,16 +1463,14 @@ fn materialise(repo: &Repository, tree: &Tree<'_>, dir: &Path) -> Result<(), Git
         let path = dir.join(name);
         match (entry.kind(), entry.filemode()) {
             (Some(ObjectType::Tree), _) => {
-                std::fs::create_dir(&path).map_err(io("creating", &path))?;
+                create_dir_private(&path).map_err(io("creating", &path))?;
                 let sub = repo.find_tree(entry.id())?;
                 materialise(repo, &sub, &path)?;
             }
             (Some(ObjectType::Blob), mode @ (MODE_BLOB | MODE_EXEC)) => {
                 let blob = repo.find_blob(entry.id())?;
-                std::fs::write(&path, blob.content()).map_err(io("writing", &path))?;
-                if mode == MODE_EXEC {
-                    set_executable(&path)?;
-                }
+                write_private(&path, blob.content(), mode == MODE_EXEC)
+                    .map_err(io("writing", &path))?;
             }
             _ => {}
         }
@@ -1420,15 +1478,42 @@ fn materialise(repo: &Repository, tree: &Tree<'_>, dir: &Path) -> Result<(), Git
     Ok(())
 }
 
-#[cfg(unix)]
-fn set_executable(path: &Path) -> Result<(), GitError> {
+/// For the top directory of a snapshot or checkout (tempfile's default follows the umask).
+fn private_dir_permissions() -> std::fs::Permissions {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .map_err(io("setting the mode of", path))
+    std::fs::Permissions::from_mode(PRIVATE_DIR)
 }
 
-#[cfg(not(unix))]
-fn set_executable(_: &Path) -> Result<(), GitError> {
+/// A new directory of a snapshot or checkout, [`PRIVATE_DIR`] (the umask can only take
+/// bits away, and there are none for others to take).
+fn create_dir_private(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, PRIVATE_DIR);
+    builder.create(path)
+}
+
+/// A new file of a snapshot or checkout: [`PRIVATE_FILE`], or [`PRIVATE_EXEC`] for an
+/// executable (the bit is what a write carries back into the tree). The mode is set
+/// explicitly after writing, so a umask that strips the owner's bits changes nothing.
+fn write_private(path: &Path, content: &[u8], executable: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mode = if executable {
+        PRIVATE_EXEC
+    } else {
+        PRIVATE_FILE
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    let mut file = options.open(path)?;
+    file.write_all(content)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
     Ok(())
 }
 

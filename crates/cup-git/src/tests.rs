@@ -699,3 +699,91 @@ impl Drop for GitDaemon {
         let _ = self.child.wait();
     }
 }
+
+/// Every directory and file under `dir` with its mode (`dir` itself first).
+fn modes_under(dir: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = vec![(
+        dir.to_owned(),
+        std::fs::metadata(dir).unwrap().permissions().mode() & 0o7777,
+    )];
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(modes_under(&path));
+        } else {
+            out.push((
+                path,
+                entry.metadata().unwrap().permissions().mode() & 0o7777,
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_cache_and_its_snapshots_are_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    // The usual umask, which left the cache 0755 and snapshot files 0644. Process-wide, but
+    // the other tests make no assumption about it.
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0o022) };
+    let (tmp, bare) = remote();
+    let cache = tmp.path().join("cache");
+    // A root an earlier cupd made open to others is tightened at open.
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = GitRepo::open(
+        bare.to_str().unwrap(),
+        &cache,
+        Author::default(),
+        RemoteOptions::default(),
+    )
+    .unwrap();
+    let view = repo.view(None).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(view.join("d/a.txt")).unwrap(),
+        "a\n"
+    );
+    let mut checked = Vec::new();
+    for dir in [cache.clone(), repo.cache_dir().to_owned(), repo.work_dir()] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        checked.push((dir, mode));
+    }
+    checked.extend(modes_under(&repo.cache_dir().join("cup-snapshots")));
+    let open: Vec<String> = checked
+        .iter()
+        .filter(|(_, mode)| mode & 0o077 != 0)
+        .map(|(path, mode)| format!("{} {mode:o}", path.display()))
+        .collect();
+    assert!(open.is_empty(), "open to other users:\n{}", open.join("\n"));
+    let mode = |p: &str| {
+        std::fs::metadata(view.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        (mode("d"), mode("d/a.txt"), mode("run.sh")),
+        (0o700, 0o600, 0o700)
+    );
+
+    // A write's checkout is owner-only too (and the executable bit still goes back).
+    let ((), p) = repo
+        .propose(None, "modes", |d| {
+            let seen = [d, &d.join("d"), &d.join("d/a.txt")]
+                .map(|p| std::fs::metadata(p).unwrap().permissions().mode() & 0o777);
+            assert_eq!(seen, [0o700, 0o700, 0o600]);
+            std::fs::write(d.join("new"), "n").unwrap();
+            ((), true)
+        })
+        .unwrap();
+    let p = p.unwrap();
+    assert_eq!(
+        git(&bare, &["ls-tree", &p.commit, "run.sh"])
+            .split(' ')
+            .next(),
+        Some("100755")
+    );
+}
