@@ -91,6 +91,8 @@ const MODE_TREE: i32 = 0o040000;
 /// How many pushed refs between two packings of the cache's refs.
 const PACK_REFS_EVERY: u64 = 32;
 const MODE_BLOB: i32 = 0o100644;
+/// How many unreadable commits [`GitRepo::snapshot`] remembers.
+const MAX_BAD_TREES: usize = 1024;
 const MODE_EXEC: i32 = 0o100755;
 
 /// Why a Git operation failed. [`GitError::kind`] says how an API should report it.
@@ -140,6 +142,25 @@ pub enum GitError {
     Io {
         what: &'static str,
         path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A commit's tree cannot be written out, whatever cupd does: two entries of one name
+    /// (`git mktree` and libgit2 make such trees; `git fsck` refuses them), a path too long
+    /// for this host, a missing object. The revision cannot be read (nor written on); the
+    /// entry is named by its path in the repository, never by the cache's.
+    #[error(
+        "commit {commit} cannot be read: its tree entry {entry:?} cannot be written out: {reason}"
+    )]
+    BadTree {
+        commit: String,
+        entry: String,
+        reason: String,
+    },
+    /// Writing a tree entry out failed for a reason of this host (a full disk, say).
+    #[error("commit {commit}: writing its tree entry {entry:?} out of the git cache: {source}")]
+    Materialise {
+        commit: String,
+        entry: String,
         source: std::io::Error,
     },
     #[error("git: {0}")]
@@ -457,6 +478,10 @@ pub struct GitRepo {
     remote: Mutex<()>,
     /// Whole writes (propose, merge): one at a time.
     writes: Mutex<()>,
+    /// Commits whose tree cannot be written out ([`GitError::BadTree`]): `(entry, reason)`.
+    /// Never cleared, as a commit's content never changes; without it every read of such a
+    /// revision would write out its tree again up to the bad entry.
+    bad_trees: Mutex<HashMap<Oid, (String, String)>>,
     /// Refs pushed so far (the cache's refs are packed every [`PACK_REFS_EVERY`]).
     pushed_refs: std::sync::atomic::AtomicU64,
     /// Held (flock) for the life of this value: the startup sweep below removes checkouts
@@ -504,6 +529,7 @@ impl GitRepo {
             default_branch: Mutex::new(None),
             remote: Mutex::new(()),
             writes: Mutex::new(()),
+            bad_trees: Mutex::new(HashMap::new()),
             pushed_refs: std::sync::atomic::AtomicU64::new(0),
             _cache_lock: cache_lock,
         };
@@ -780,6 +806,13 @@ impl GitRepo {
         if target.is_dir() {
             return Ok(target);
         }
+        if let Some((entry, reason)) = lock(&self.bad_trees).get(&commit) {
+            return Err(GitError::BadTree {
+                commit: commit.to_string(),
+                entry: entry.clone(),
+                reason: reason.clone(),
+            });
+        }
         let repo = self.repo()?;
         let tree = repo.find_commit(commit)?.tree()?;
         let temp = tempfile::Builder::new()
@@ -787,7 +820,16 @@ impl GitRepo {
             .permissions(private_dir_permissions())
             .tempdir_in(self.snapshot_dir())
             .map_err(io("creating a snapshot in", &self.snapshot_dir()))?;
-        materialise(&repo, &tree, temp.path())?;
+        if let Err(error) = materialise(&repo, &tree, temp.path(), commit) {
+            if let GitError::BadTree { entry, reason, .. } = &error {
+                let mut bad = lock(&self.bad_trees);
+                // Bounded: whoever can push could make bad commits without end.
+                if bad.len() < MAX_BAD_TREES {
+                    bad.insert(commit, (entry.clone(), reason.clone()));
+                }
+            }
+            return Err(error);
+        }
         let made = temp.keep();
         if let Err(e) = std::fs::rename(&made, &target) {
             let _ = std::fs::remove_dir_all(&made);
@@ -911,7 +953,7 @@ impl GitRepo {
             .permissions(private_dir_permissions())
             .tempdir_in(self.work_dir())
             .map_err(io("creating a checkout in", &self.work_dir()))?;
-        materialise(repo, &base_tree, checkout.path())?;
+        materialise(repo, &base_tree, checkout.path(), base.commit)?;
         let checkout_ms = timer.lap();
         let keep = (write.change)(checkout.path());
         let change_ms = timer.lap();
@@ -1451,31 +1493,88 @@ fn check_revision(rev: &str) -> Result<(), GitError> {
     Ok(())
 }
 
-/// Writes `tree` into `dir`: directories and regular files (executable bit kept). Symbolic
-/// links and submodules are not materialised: a controller must not follow a link out of
-/// the tree. [`tree::build_tree`] carries them over unchanged.
-fn materialise(repo: &Repository, tree: &Tree<'_>, dir: &Path) -> Result<(), GitError> {
+/// Writes `tree` (of `commit`) into `dir`: directories and regular files (executable bit
+/// kept). Symbolic links and submodules are not materialised: a controller must not follow
+/// a link out of the tree. [`tree::build_tree`] carries them over unchanged. A failure names
+/// the entry by its path in the repository, never `dir` (see [`GitError::BadTree`]).
+fn materialise(
+    repo: &Repository,
+    tree: &Tree<'_>,
+    dir: &Path,
+    commit: Oid,
+) -> Result<(), GitError> {
+    materialise_at(repo, tree, dir, "", commit)
+}
+
+fn materialise_at(
+    repo: &Repository,
+    tree: &Tree<'_>,
+    dir: &Path,
+    prefix: &str,
+    commit: Oid,
+) -> Result<(), GitError> {
     for entry in tree.iter() {
         let Ok(name) = entry.name() else { continue };
         if name == ".git" || name == "." || name == ".." || name.contains('/') {
             continue;
         }
         let path = dir.join(name);
+        let entry_path = if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let object = |e: git2::Error| GitError::BadTree {
+            commit: commit.to_string(),
+            entry: entry_path.clone(),
+            reason: e.message().to_owned(),
+        };
         match (entry.kind(), entry.filemode()) {
             (Some(ObjectType::Tree), _) => {
-                create_dir_private(&path).map_err(io("creating", &path))?;
-                let sub = repo.find_tree(entry.id())?;
-                materialise(repo, &sub, &path)?;
+                create_dir_private(&path).map_err(|e| unwritable(&path, &entry_path, commit, e))?;
+                let sub = repo.find_tree(entry.id()).map_err(object)?;
+                materialise_at(repo, &sub, &path, &entry_path, commit)?;
             }
             (Some(ObjectType::Blob), mode @ (MODE_BLOB | MODE_EXEC)) => {
-                let blob = repo.find_blob(entry.id())?;
+                let blob = repo.find_blob(entry.id()).map_err(object)?;
                 write_private(&path, blob.content(), mode == MODE_EXEC)
-                    .map_err(io("writing", &path))?;
+                    .map_err(|e| unwritable(&path, &entry_path, commit, e))?;
             }
             _ => {}
         }
     }
     Ok(())
+}
+
+/// A tree entry that could not be written to `host` (logged here, the only place the host
+/// path appears): [`GitError::BadTree`] when the tree itself is the cause (two entries of
+/// one name, a path too long for this host), [`GitError::Materialise`] otherwise (a full
+/// disk: another try may work).
+fn unwritable(host: &Path, entry: &str, commit: Oid, error: std::io::Error) -> GitError {
+    tracing::warn!(%commit, entry, path = %host.display(), %error,
+        "cannot write a tree entry out of the git cache");
+    let reason = match error.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            Some("another entry of the same name comes before it (a malformed tree)")
+        }
+        std::io::ErrorKind::InvalidFilename => Some("the path is too long for this host"),
+        _ if error.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+            Some("the path is too long for this host")
+        }
+        _ => None,
+    };
+    match reason {
+        Some(reason) => GitError::BadTree {
+            commit: commit.to_string(),
+            entry: entry.to_owned(),
+            reason: reason.to_owned(),
+        },
+        None => GitError::Materialise {
+            commit: commit.to_string(),
+            entry: entry.to_owned(),
+            source: error,
+        },
+    }
 }
 
 /// For the top directory of a snapshot or checkout (tempfile's default follows the umask).

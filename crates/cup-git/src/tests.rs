@@ -787,3 +787,71 @@ fn the_cache_and_its_snapshots_are_owner_only_whatever_the_umask() {
         Some("100755")
     );
 }
+
+/// `git` with `input` on its stdin; its trimmed stdout.
+fn git_input(dir: &Path, args: &[&str], input: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("git runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_tree_with_two_entries_of_one_name_is_refused_naming_the_entry_not_the_cache() {
+    let (tmp, bare) = remote();
+    // `d/` holds a blob `dup` and a tree `dup`: `git mktree` makes it, `git fsck` refuses it.
+    let blob = git_input(&bare, &["hash-object", "-w", "--stdin"], "y\n");
+    let sub = git_input(&bare, &["mktree"], &format!("100644 blob {blob}\ty\n"));
+    let d = git_input(
+        &bare,
+        &["mktree"],
+        &format!("100644 blob {blob}\tdup\n040000 tree {sub}\tdup\n"),
+    );
+    let root = git_input(&bare, &["mktree"], &format!("040000 tree {d}\td\n"));
+    let commit = git(&bare, &["commit-tree", &root, "-p", "master", "-m", "bad"]);
+    git(&bare, &["update-ref", "refs/heads/bad", &commit]);
+    let cache = tmp.path().join("cache");
+    let repo = GitRepo::open(
+        bare.to_str().unwrap(),
+        &cache,
+        Author::default(),
+        RemoteOptions::default(),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let error = repo.view(Some("bad")).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            matches!(&error, GitError::BadTree { entry, commit: c, .. }
+                if entry == "d/dup" && *c == commit),
+            "{text}"
+        );
+        assert!(!text.contains(cache.to_str().unwrap()), "{text}");
+        assert_eq!(error.kind(), ErrorKind::Internal);
+    }
+    assert!(lock(&repo.bad_trees).contains_key(&Oid::from_str(&commit).unwrap()));
+    // Nothing half-made is left, and the good revisions still read.
+    let snapshots = repo.cache_dir().join("cup-snapshots");
+    assert_eq!(std::fs::read_dir(&snapshots).unwrap().count(), 0);
+    assert!(repo.view(None).unwrap().join("d/a.txt").is_file());
+    // A write based on it is refused the same way, before its controller runs.
+    let error = repo
+        .propose(Some("bad"), "x", |_| unreachable!("no checkout to change"))
+        .map(|_: ((), _)| ())
+        .unwrap_err();
+    assert!(matches!(error, GitError::BadTree { .. }), "{error}");
+}
