@@ -854,4 +854,18 @@ fn a_tree_with_two_entries_of_one_name_is_refused_naming_the_entry_not_the_cache
         .map(|_: ((), _)| ())
         .unwrap_err();
     assert!(matches!(error, GitError::BadTree { .. }), "{error}");
+
+    // A name longer than the host allows (255 bytes on Linux) is the same kind of failure.
+    let long = "n".repeat(300);
+    let root = git_input(&bare, &["mktree"], &format!("100644 blob {blob}\t{long}\n"));
+    let commit = git(&bare, &["commit-tree", &root, "-p", "master", "-m", "long"]);
+    git(&bare, &["update-ref", "refs/heads/long", &commit]);
+    repo.fetch().unwrap();
+    let error = repo.view(Some("long")).unwrap_err();
+    assert!(
+        matches!(&error, GitError::BadTree { entry, reason, .. }
+            if *entry == long && reason.contains("too long")),
+        "{error}"
+    );
+    assert!(!error.to_string().contains(cache.to_str().unwrap()));
 }
