@@ -7,6 +7,10 @@
 //!          └── cup-work/cup-proposal-*   one fresh checkout per write, removed when it ends
 //! ```
 //!
+//! * Everything cupd makes there is owner-only, set explicitly whatever the umask: the cache
+//!   root, the bare cache, work and snapshot directories 0700, snapshot and checkout files
+//!   0600 (0700 when executable). They are copies of the remote's files, and the cache of
+//!   compiled code is private too; an existing root open to others is tightened at open.
 //! * Reads never check out the cache: a revision's tree is materialised once per commit
 //!   into a snapshot directory, because wasm controllers need a real directory to mount.
 //! * A commit id names a commit only if a branch or tag of the remote (as of the last fetch)
@@ -92,6 +96,8 @@ const MODE_TREE: i32 = 0o040000;
 /// How many pushed refs between two packings of the cache's refs.
 const PACK_REFS_EVERY: u64 = 32;
 const MODE_BLOB: i32 = 0o100644;
+/// How many unreadable commits [`GitRepo::snapshot`] remembers.
+const MAX_BAD_TREES: usize = 1024;
 const MODE_EXEC: i32 = 0o100755;
 
 /// Why a Git operation failed. [`GitError::kind`] says how an API should report it.
@@ -143,6 +149,25 @@ pub enum GitError {
     Io {
         what: &'static str,
         path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A commit's tree cannot be written out, whatever cupd does: two entries of one name
+    /// (`git mktree` and libgit2 make such trees; `git fsck` refuses them), a path too long
+    /// for this host, a missing object. The revision cannot be read (nor written on); the
+    /// entry is named by its path in the repository, never by the cache's.
+    #[error(
+        "commit {commit} cannot be read: its tree entry {entry:?} cannot be written out: {reason}"
+    )]
+    BadTree {
+        commit: String,
+        entry: String,
+        reason: String,
+    },
+    /// Writing a tree entry out failed for a reason of this host (a full disk, say).
+    #[error("commit {commit}: writing its tree entry {entry:?} out of the git cache: {source}")]
+    Materialise {
+        commit: String,
+        entry: String,
         source: std::io::Error,
     },
     #[error("git: {0}")]
@@ -395,6 +420,59 @@ fn lock_cache(dir: &Path) -> Result<std::fs::File, GitError> {
     }
 }
 
+/// Owner-only modes of what the cache holds: snapshots and checkouts are copies of the
+/// remote's files, which other local users must not read through the cache.
+const PRIVATE_DIR: u32 = 0o700;
+const PRIVATE_FILE: u32 = 0o600;
+const PRIVATE_EXEC: u32 = 0o700;
+
+/// Creates `dir` (and its parents) and sets it to [`PRIVATE_DIR`] whatever the umask, an
+/// existing directory included.
+fn create_private_dir(dir: &Path, what: &'static str) -> Result<(), GitError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, PRIVATE_DIR);
+    builder.create(dir).map_err(io(what, dir))?;
+    set_mode(dir, PRIVATE_DIR)
+}
+
+/// Creates the cache root owner-only, or tightens an existing one of ours that other users
+/// can enter (earlier cupds made it 0755), saying so in the log. A shared directory (sticky,
+/// like `/tmp`, or someone else's) is left as it is: the bare cache inside is 0700 anyway.
+fn private_cache_root(root: &Path) -> Result<(), GitError> {
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(root) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mode = meta.permissions().mode() & 0o7777;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let ours = meta.uid() == unsafe { libc::geteuid() };
+        if meta.is_dir() && mode & 0o077 != 0 {
+            if !ours || mode & 0o1000 != 0 {
+                tracing::warn!(cache = %root.display(), mode = format!("{mode:o}"),
+                    "the git cache root is shared with other users; only the cache inside is 0700");
+                return Ok(());
+            }
+            tracing::info!(cache = %root.display(), from = format!("{mode:o}"),
+                "the git cache root was open to other users; setting it to 0700");
+            return set_mode(root, PRIVATE_DIR);
+        }
+    }
+    create_private_dir(root, "creating the git cache root")
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> Result<(), GitError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io("setting the mode of", path))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_: &Path, _: u32) -> Result<(), GitError> {
+    Ok(())
+}
+
 /// A remote repository and its local bare cache.
 pub struct GitRepo {
     url: String,
@@ -407,6 +485,10 @@ pub struct GitRepo {
     remote: Mutex<()>,
     /// Whole writes (propose, merge): one at a time.
     writes: Mutex<()>,
+    /// Commits whose tree cannot be written out ([`GitError::BadTree`]): `(entry, reason)`.
+    /// Never cleared, as a commit's content never changes; without it every read of such a
+    /// revision would write out its tree again up to the bad entry.
+    bad_trees: Mutex<HashMap<Oid, (String, String)>>,
     /// Refs pushed so far (the cache's refs are packed every [`PACK_REFS_EVERY`]).
     pushed_refs: std::sync::atomic::AtomicU64,
     /// The branches and tags as of the last pruning of snapshots ([`GitRepo::fetch`]).
@@ -438,7 +520,8 @@ impl GitRepo {
         // Refused before anything shows it: an unparsable URL may hold a password anywhere.
         let display_url = remote_url::Remote::parse(url)?.redacted();
         let dir = cache_root.join(cache_name(&display_url));
-        std::fs::create_dir_all(&dir).map_err(io("creating the git cache", &dir))?;
+        private_cache_root(cache_root)?;
+        create_private_dir(&dir, "creating the git cache")?;
         let cache_lock = lock_cache(&dir)?;
         if Repository::open_bare(&dir).is_err() {
             Repository::init_bare(&dir).map_err(|source| GitError::Cache {
@@ -455,6 +538,7 @@ impl GitRepo {
             default_branch: Mutex::new(None),
             remote: Mutex::new(()),
             writes: Mutex::new(()),
+            bad_trees: Mutex::new(HashMap::new()),
             pushed_refs: std::sync::atomic::AtomicU64::new(0),
             tips: Mutex::new(None),
             _cache_lock: cache_lock,
@@ -462,9 +546,9 @@ impl GitRepo {
         // Leftovers of a crash: half-made snapshots and checkouts.
         let work = repo.work_dir();
         let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(&work).map_err(io("creating", &work))?;
+        create_private_dir(&work, "creating")?;
         let snapshots = repo.snapshot_dir();
-        std::fs::create_dir_all(&snapshots).map_err(io("creating", &snapshots))?;
+        create_private_dir(&snapshots, "creating")?;
         if let Ok(entries) = std::fs::read_dir(&snapshots) {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().starts_with(".tmp") {
@@ -796,13 +880,30 @@ impl GitRepo {
         if target.is_dir() {
             return Ok(target);
         }
+        if let Some((entry, reason)) = lock(&self.bad_trees).get(&commit) {
+            return Err(GitError::BadTree {
+                commit: commit.to_string(),
+                entry: entry.clone(),
+                reason: reason.clone(),
+            });
+        }
         let repo = self.repo()?;
         let tree = repo.find_commit(commit)?.tree()?;
         let temp = tempfile::Builder::new()
             .prefix(".tmp-")
+            .permissions(private_dir_permissions())
             .tempdir_in(self.snapshot_dir())
             .map_err(io("creating a snapshot in", &self.snapshot_dir()))?;
-        materialise(&repo, &tree, temp.path())?;
+        if let Err(error) = materialise(&repo, &tree, temp.path(), commit) {
+            if let GitError::BadTree { entry, reason, .. } = &error {
+                let mut bad = lock(&self.bad_trees);
+                // Bounded: whoever can push could make bad commits without end.
+                if bad.len() < MAX_BAD_TREES {
+                    bad.insert(commit, (entry.clone(), reason.clone()));
+                }
+            }
+            return Err(error);
+        }
         let made = temp.keep();
         if let Err(e) = std::fs::rename(&made, &target) {
             let _ = std::fs::remove_dir_all(&made);
@@ -923,9 +1024,10 @@ impl GitRepo {
         let base_tree = base_commit.tree()?;
         let checkout = tempfile::Builder::new()
             .prefix("cup-proposal-")
+            .permissions(private_dir_permissions())
             .tempdir_in(self.work_dir())
             .map_err(io("creating a checkout in", &self.work_dir()))?;
-        materialise(repo, &base_tree, checkout.path())?;
+        materialise(repo, &base_tree, checkout.path(), base.commit)?;
         let checkout_ms = timer.lap();
         let keep = (write.change)(checkout.path());
         let change_ms = timer.lap();
@@ -1515,28 +1617,52 @@ fn check_revision(rev: &str) -> Result<(), GitError> {
     Ok(())
 }
 
-/// Writes `tree` into `dir`: directories and regular files (executable bit kept). Symbolic
-/// links and submodules are not materialised: a controller must not follow a link out of
-/// the tree. [`tree::build_tree`] carries them over unchanged.
-fn materialise(repo: &Repository, tree: &Tree<'_>, dir: &Path) -> Result<(), GitError> {
+/// Writes `tree` (of `commit`) into `dir`: directories and regular files (executable bit
+/// kept). Symbolic links and submodules are not materialised: a controller must not follow
+/// a link out of the tree. [`tree::build_tree`] carries them over unchanged. A failure names
+/// the entry by its path in the repository, never `dir` (see [`GitError::BadTree`]).
+fn materialise(
+    repo: &Repository,
+    tree: &Tree<'_>,
+    dir: &Path,
+    commit: Oid,
+) -> Result<(), GitError> {
+    materialise_at(repo, tree, dir, "", commit)
+}
+
+fn materialise_at(
+    repo: &Repository,
+    tree: &Tree<'_>,
+    dir: &Path,
+    prefix: &str,
+    commit: Oid,
+) -> Result<(), GitError> {
     for entry in tree.iter() {
         let Ok(name) = entry.name() else { continue };
         if name == ".git" || name == "." || name == ".." || name.contains('/') {
             continue;
         }
         let path = dir.join(name);
+        let entry_path = if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let object = |e: git2::Error| GitError::BadTree {
+            commit: commit.to_string(),
+            entry: entry_path.clone(),
+            reason: e.message().to_owned(),
+        };
         match (entry.kind(), entry.filemode()) {
             (Some(ObjectType::Tree), _) => {
-                std::fs::create_dir(&path).map_err(io("creating", &path))?;
-                let sub = repo.find_tree(entry.id())?;
-                materialise(repo, &sub, &path)?;
+                create_dir_private(&path).map_err(|e| unwritable(&path, &entry_path, commit, e))?;
+                let sub = repo.find_tree(entry.id()).map_err(object)?;
+                materialise_at(repo, &sub, &path, &entry_path, commit)?;
             }
             (Some(ObjectType::Blob), mode @ (MODE_BLOB | MODE_EXEC)) => {
-                let blob = repo.find_blob(entry.id())?;
-                std::fs::write(&path, blob.content()).map_err(io("writing", &path))?;
-                if mode == MODE_EXEC {
-                    set_executable(&path)?;
-                }
+                let blob = repo.find_blob(entry.id()).map_err(object)?;
+                write_private(&path, blob.content(), mode == MODE_EXEC)
+                    .map_err(|e| unwritable(&path, &entry_path, commit, e))?;
             }
             _ => {}
         }
@@ -1544,15 +1670,73 @@ fn materialise(repo: &Repository, tree: &Tree<'_>, dir: &Path) -> Result<(), Git
     Ok(())
 }
 
-#[cfg(unix)]
-fn set_executable(path: &Path) -> Result<(), GitError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .map_err(io("setting the mode of", path))
+/// A tree entry that could not be written to `host` (logged here, the only place the host
+/// path appears): [`GitError::BadTree`] when the tree itself is the cause (two entries of
+/// one name, a path too long for this host), [`GitError::Materialise`] otherwise (a full
+/// disk: another try may work).
+fn unwritable(host: &Path, entry: &str, commit: Oid, error: std::io::Error) -> GitError {
+    tracing::warn!(%commit, entry, path = %host.display(), %error,
+        "cannot write a tree entry out of the git cache");
+    let reason = match error.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            Some("another entry of the same name comes before it (a malformed tree)")
+        }
+        std::io::ErrorKind::InvalidFilename => Some("the path is too long for this host"),
+        _ if error.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+            Some("the path is too long for this host")
+        }
+        _ => None,
+    };
+    match reason {
+        Some(reason) => GitError::BadTree {
+            commit: commit.to_string(),
+            entry: entry.to_owned(),
+            reason: reason.to_owned(),
+        },
+        None => GitError::Materialise {
+            commit: commit.to_string(),
+            entry: entry.to_owned(),
+            source: error,
+        },
+    }
 }
 
-#[cfg(not(unix))]
-fn set_executable(_: &Path) -> Result<(), GitError> {
+/// For the top directory of a snapshot or checkout (tempfile's default follows the umask).
+fn private_dir_permissions() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(PRIVATE_DIR)
+}
+
+/// A new directory of a snapshot or checkout, [`PRIVATE_DIR`] (the umask can only take
+/// bits away, and there are none for others to take).
+fn create_dir_private(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, PRIVATE_DIR);
+    builder.create(path)
+}
+
+/// A new file of a snapshot or checkout: [`PRIVATE_FILE`], or [`PRIVATE_EXEC`] for an
+/// executable (the bit is what a write carries back into the tree). The mode is set
+/// explicitly after writing, so a umask that strips the owner's bits changes nothing.
+fn write_private(path: &Path, content: &[u8], executable: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mode = if executable {
+        PRIVATE_EXEC
+    } else {
+        PRIVATE_FILE
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    let mut file = options.open(path)?;
+    file.write_all(content)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
     Ok(())
 }
 

@@ -790,3 +790,173 @@ fn a_commit_no_branch_or_tag_reaches_is_neither_read_nor_written_on() {
     repo.fetch().unwrap();
     repo.view(Some(&p.commit)).unwrap();
 }
+
+/// Every directory and file under `dir` with its mode (`dir` itself first).
+fn modes_under(dir: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = vec![(
+        dir.to_owned(),
+        std::fs::metadata(dir).unwrap().permissions().mode() & 0o7777,
+    )];
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(modes_under(&path));
+        } else {
+            out.push((
+                path,
+                entry.metadata().unwrap().permissions().mode() & 0o7777,
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_cache_and_its_snapshots_are_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    // The usual umask, which left the cache 0755 and snapshot files 0644. Process-wide, but
+    // the other tests make no assumption about it.
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0o022) };
+    let (tmp, bare) = remote();
+    let cache = tmp.path().join("cache");
+    // A root an earlier cupd made open to others is tightened at open.
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = GitRepo::open(
+        bare.to_str().unwrap(),
+        &cache,
+        Author::default(),
+        RemoteOptions::default(),
+    )
+    .unwrap();
+    let view = repo.view(None).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(view.join("d/a.txt")).unwrap(),
+        "a\n"
+    );
+    let mut checked = Vec::new();
+    for dir in [cache.clone(), repo.cache_dir().to_owned(), repo.work_dir()] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        checked.push((dir, mode));
+    }
+    checked.extend(modes_under(&repo.cache_dir().join("cup-snapshots")));
+    let open: Vec<String> = checked
+        .iter()
+        .filter(|(_, mode)| mode & 0o077 != 0)
+        .map(|(path, mode)| format!("{} {mode:o}", path.display()))
+        .collect();
+    assert!(open.is_empty(), "open to other users:\n{}", open.join("\n"));
+    let mode = |p: &str| {
+        std::fs::metadata(view.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        (mode("d"), mode("d/a.txt"), mode("run.sh")),
+        (0o700, 0o600, 0o700)
+    );
+
+    // A write's checkout is owner-only too (and the executable bit still goes back).
+    let ((), p) = repo
+        .propose(None, "modes", |d| {
+            let seen = [d, &d.join("d"), &d.join("d/a.txt")]
+                .map(|p| std::fs::metadata(p).unwrap().permissions().mode() & 0o777);
+            assert_eq!(seen, [0o700, 0o700, 0o600]);
+            std::fs::write(d.join("new"), "n").unwrap();
+            ((), true)
+        })
+        .unwrap();
+    let p = p.unwrap();
+    assert_eq!(
+        git(&bare, &["ls-tree", &p.commit, "run.sh"])
+            .split(' ')
+            .next(),
+        Some("100755")
+    );
+}
+
+/// `git` with `input` on its stdin; its trimmed stdout.
+fn git_input(dir: &Path, args: &[&str], input: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("git runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_tree_with_two_entries_of_one_name_is_refused_naming_the_entry_not_the_cache() {
+    let (tmp, bare) = remote();
+    // `d/` holds a blob `dup` and a tree `dup`: `git mktree` makes it, `git fsck` refuses it.
+    let blob = git_input(&bare, &["hash-object", "-w", "--stdin"], "y\n");
+    let sub = git_input(&bare, &["mktree"], &format!("100644 blob {blob}\ty\n"));
+    let d = git_input(
+        &bare,
+        &["mktree"],
+        &format!("100644 blob {blob}\tdup\n040000 tree {sub}\tdup\n"),
+    );
+    let root = git_input(&bare, &["mktree"], &format!("040000 tree {d}\td\n"));
+    let commit = git(&bare, &["commit-tree", &root, "-p", "master", "-m", "bad"]);
+    git(&bare, &["update-ref", "refs/heads/bad", &commit]);
+    let cache = tmp.path().join("cache");
+    let repo = GitRepo::open(
+        bare.to_str().unwrap(),
+        &cache,
+        Author::default(),
+        RemoteOptions::default(),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let error = repo.view(Some("bad")).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            matches!(&error, GitError::BadTree { entry, commit: c, .. }
+                if entry == "d/dup" && *c == commit),
+            "{text}"
+        );
+        assert!(!text.contains(cache.to_str().unwrap()), "{text}");
+        assert_eq!(error.kind(), ErrorKind::Internal);
+    }
+    assert!(lock(&repo.bad_trees).contains_key(&Oid::from_str(&commit).unwrap()));
+    // Nothing half-made is left, and the good revisions still read.
+    let snapshots = repo.cache_dir().join("cup-snapshots");
+    assert_eq!(std::fs::read_dir(&snapshots).unwrap().count(), 0);
+    assert!(repo.view(None).unwrap().join("d/a.txt").is_file());
+    // A write based on it is refused the same way, before its controller runs.
+    let error = repo
+        .propose(Some("bad"), "x", |_| unreachable!("no checkout to change"))
+        .map(|_: ((), _)| ())
+        .unwrap_err();
+    assert!(matches!(error, GitError::BadTree { .. }), "{error}");
+
+    // A name longer than the host allows (255 bytes on Linux) is the same kind of failure.
+    let long = "n".repeat(300);
+    let root = git_input(&bare, &["mktree"], &format!("100644 blob {blob}\t{long}\n"));
+    let commit = git(&bare, &["commit-tree", &root, "-p", "master", "-m", "long"]);
+    git(&bare, &["update-ref", "refs/heads/long", &commit]);
+    repo.fetch().unwrap();
+    let error = repo.view(Some("long")).unwrap_err();
+    assert!(
+        matches!(&error, GitError::BadTree { entry, reason, .. }
+            if *entry == long && reason.contains("too long")),
+        "{error}"
+    );
+    assert!(!error.to_string().contains(cache.to_str().unwrap()));
+}

@@ -100,11 +100,13 @@ impl GitSource {
         );
         let repo = Arc::new(repo);
         Ok(GitSource {
-            remote_thread: RemoteThread::start(repo.clone()).map_err(|source| GitError::Io {
-                what: "starting the remote thread for the git cache",
-                path: options.cache.clone(),
-                source,
-            })?,
+            remote_thread: RemoteThread::start(repo.clone(), options.cache.clone()).map_err(
+                |source| GitError::Io {
+                    what: "starting the remote thread for the git cache",
+                    path: options.cache.clone(),
+                    source,
+                },
+            )?,
             repo,
         })
     }
@@ -145,7 +147,8 @@ impl GitSource {
     pub async fn view(&self, revision: Option<&str>) -> Result<PathBuf, ApiError> {
         let repo = self.repo.clone();
         let revision = revision.map(str::to_owned);
-        run(move || repo.view(revision.as_deref())).await
+        let cache = self.remote_thread.cache.clone();
+        run(&cache, move || repo.view(revision.as_deref())).await
     }
 
     /// Runs `change` on a fresh checkout and proposes the result (see `GitRepo::propose`;
@@ -252,6 +255,8 @@ struct RemoteThread {
     jobs: std::sync::mpsc::Sender<RemoteJob>,
     /// Jobs sent and not yet taken up.
     queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// The cache root (`--git-cache`), kept out of API errors by [`api_error`].
+    cache: Arc<Path>,
 }
 
 /// Jobs that may wait for the remote thread; a stalled remote must not let them pile up
@@ -260,14 +265,20 @@ const MAX_QUEUED_JOBS: usize = 512;
 
 impl RemoteThread {
     /// Starts the thread; it ends when the last sender (the `GitSource`) is dropped.
-    fn start(repo: Arc<GitRepo>) -> std::io::Result<RemoteThread> {
+    fn start(repo: Arc<GitRepo>, cache: PathBuf) -> std::io::Result<RemoteThread> {
         let (jobs, queue) = std::sync::mpsc::channel::<RemoteJob>();
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let taken = queued.clone();
+        let cache: Arc<Path> = cache.into();
+        let thread_cache = cache.clone();
         std::thread::Builder::new()
             .name("cupd-git-remote".into())
-            .spawn(move || serve_remote_jobs(&repo, &queue, &taken))?;
-        Ok(RemoteThread { jobs, queued })
+            .spawn(move || serve_remote_jobs(&repo, &thread_cache, &queue, &taken))?;
+        Ok(RemoteThread {
+            jobs,
+            queued,
+            cache,
+        })
     }
 
     fn send(&self, job: RemoteJob) -> Result<(), ApiError> {
@@ -301,7 +312,7 @@ impl RemoteThread {
             let _ = reply.send(outcome);
         })))?;
         match result.await.map_err(|_| stopped())? {
-            Ok(outcome) => outcome.map_err(api_error),
+            Ok(outcome) => outcome.map_err(|e| api_error(&self.cache, e)),
             Err(_) => Err(panicked()),
         }
     }
@@ -318,6 +329,7 @@ fn panicked() -> ApiError {
 /// The remote thread's loop: calls one by one, writes in batches of those queued.
 fn serve_remote_jobs(
     repo: &GitRepo,
+    cache: &Path,
     queue: &std::sync::mpsc::Receiver<RemoteJob>,
     queued: &std::sync::atomic::AtomicUsize,
 ) {
@@ -342,7 +354,7 @@ fn serve_remote_jobs(
                         Err(_) => break,
                     }
                 }
-                propose_batch(repo, batch);
+                propose_batch(repo, cache, batch);
             }
         }
         if next.is_none() {
@@ -352,7 +364,7 @@ fn serve_remote_jobs(
 }
 
 /// Proposes `batch` with one push and answers each write.
-fn propose_batch(repo: &GitRepo, batch: Vec<QueuedWrite>) {
+fn propose_batch(repo: &GitRepo, cache: &Path, batch: Vec<QueuedWrite>) {
     // A write whose client went away while it waited is not run, so never pushed.
     let batch: Vec<QueuedWrite> = batch.into_iter().filter(|w| !w.reply.is_closed()).collect();
     if batch.is_empty() {
@@ -381,7 +393,7 @@ fn propose_batch(repo: &GitRepo, batch: Vec<QueuedWrite>) {
     match answers {
         Ok(answers) => {
             for (reply, answer) in replies.into_iter().zip(answers) {
-                let _ = reply.send(answer.map_err(api_error));
+                let _ = reply.send(answer.map_err(|e| api_error(cache, e)));
             }
         }
         Err(_) => {
@@ -393,17 +405,25 @@ fn propose_batch(repo: &GitRepo, batch: Vec<QueuedWrite>) {
 }
 
 async fn run<T: Send + 'static>(
+    cache: &Path,
     work: impl FnOnce() -> Result<T, GitError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ApiError::internal(format!("git worker failed: {e}")))?
-        .map_err(api_error)
+        .map_err(|e| api_error(cache, e))
 }
 
 /// A Git failure as an API error (the message names the cause, e.g. the remote's refusal).
-pub fn api_error(error: GitError) -> ApiError {
-    let mut message = error.to_string();
+/// Host paths under the cache root `cache` (an I/O error's path, one libgit2 quotes) are
+/// shown as `<git cache>`: a client learns nothing of the host's layout from an error. The
+/// whole message goes to the log when something was hidden.
+fn api_error(cache: &Path, error: GitError) -> ApiError {
+    let full = error.to_string();
+    let mut message = hide_cache(&full, cache);
+    if message != full {
+        tracing::warn!(error = full, "git operation failed");
+    }
     if let GitError::WriteLimit(over) = &error {
         message.push_str(&format!(" ({})", crate::limit_flag(over.limit)));
     }
@@ -412,5 +432,52 @@ pub fn api_error(error: GitError) -> ApiError {
         ErrorKind::NotFound => ApiError::not_found(message),
         ErrorKind::Conflict => ApiError::new(axum::http::StatusCode::CONFLICT, message),
         ErrorKind::Internal => ApiError::internal(message),
+    }
+}
+
+/// `text` with the cache root (resolved, then as given) shown as `<git cache>` wherever it
+/// leads a path.
+fn hide_cache(text: &str, cache: &Path) -> String {
+    let mut out = text.to_owned();
+    let resolved = std::fs::canonicalize(cache).ok();
+    // The resolved form first: it may contain the given one when that is relative.
+    for root in resolved.as_deref().into_iter().chain([cache]) {
+        let root = root.to_str().map(|r| r.trim_end_matches('/'));
+        // `/` as the root would hide every path's separators, and nothing of the host.
+        if let Some(root) = root.filter(|r| !r.is_empty()) {
+            out = out.replace(&format!("{root}/"), "<git cache>/");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_show_no_path_under_the_cache_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        let inside = cache.join("r.git/cup-snapshots/.tmp-x/d");
+        let error = GitError::Io {
+            what: "creating",
+            path: inside.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        };
+        let text = api_error(&cache, error).message;
+        assert!(
+            text.starts_with("creating <git cache>/r.git/cup-snapshots/.tmp-x/d:"),
+            "{text}"
+        );
+        assert!(!text.contains(tmp.path().to_str().unwrap()), "{text}");
+        // The root given with a trailing slash, or `/`, changes nothing else.
+        assert_eq!(hide_cache("a/b: x", Path::new("/")), "a/b: x");
+        let given = format!("{}/", cache.display());
+        assert_eq!(
+            hide_cache(&format!("{}: x", inside.display()), Path::new(&given)),
+            "<git cache>/r.git/cup-snapshots/.tmp-x/d: x"
+        );
     }
 }

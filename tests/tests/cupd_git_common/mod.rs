@@ -1,5 +1,6 @@
-//! Shared by `cupd_git_auth` and `cupd_git_ssh`: the original's template fixture, a bare
-//! remote seeded with it (read back with the `git` CLI), and cupd started on a Git URL.
+//! Shared by `cupd_git_auth`, `cupd_git_ssh`, `cupd_git_limits` and `cupd_git_hostile`: the
+//! original's template fixture, a bare remote seeded with it (read back with the `git` CLI),
+//! and cupd started on a Git URL.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
