@@ -1,4 +1,4 @@
-//! cupd's Git plumbing (issue 6), on libgit2 through `git2`.
+//! cupd's Git plumbing, on libgit2 through `git2`.
 //!
 //! ```text
 //! <cache>/<name>-<hash>.git     bare clone of the remote: refs/remotes/origin/*, refs/tags/*
