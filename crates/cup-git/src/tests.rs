@@ -960,3 +960,39 @@ fn a_tree_with_two_entries_of_one_name_is_refused_naming_the_entry_not_the_cache
     );
     assert!(!error.to_string().contains(cache.to_str().unwrap()));
 }
+
+/// A tag the remote points at a blob or a tree (legal in Git, useless for revisions) is left
+/// out of the cache: it must not break fetching, nor reading and writing the branches.
+#[test]
+fn tags_that_name_no_commit_do_not_break_fetching() {
+    let (tmp, bare) = remote();
+    let seed = tmp.path().join("seed");
+    let cache = tmp.path().join("cache");
+    let url = format!("file://{}", bare.display());
+    let open = || GitRepo::open(&url, &cache, Author::default(), RemoteOptions::default());
+    let repo = open().unwrap();
+    // Tags pushed after the cache was made, then fetched.
+    let blob = git(&seed, &["hash-object", "-w", "run.sh"]);
+    let tree = git(&seed, &["rev-parse", "HEAD^{tree}"]);
+    git(&seed, &["tag", "v1", "HEAD"]);
+    git(&seed, &["tag", "blob-tag", &blob]);
+    git(&seed, &["tag", "-a", "-m", "annotated", "tree-tag", &tree]);
+    git(&seed, &["push", "-q", "origin", "--tags"]);
+    repo.fetch()
+        .expect("a tag on a blob or a tree does not break fetching");
+    repo.fetch().expect("nor the next fetch");
+    drop(repo);
+    let repo = open().expect("nor a restart");
+    assert!(repo.view(None).unwrap().join("run.sh").is_file());
+    assert!(repo.view(Some("v1")).unwrap().join("run.sh").is_file());
+    for bad in ["blob-tag", "tree-tag"] {
+        assert!(repo.view(Some(bad)).is_err(), "{bad} names no commit");
+    }
+    let ((), proposal) = repo
+        .propose(None, "after bad tags", |d| {
+            std::fs::write(d.join("new"), "n").unwrap();
+            ((), true)
+        })
+        .unwrap();
+    assert!(proposal.is_some());
+}
