@@ -557,20 +557,22 @@ fn daemon(base: &Path) -> Daemon {
     Daemon(child, port)
 }
 
+/// Installs `script` as the `pre-receive` hook of the bare repository `bare`.
+fn pre_receive_hook(bare: &Path, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let hook = bare.join("hooks/pre-receive");
+    std::fs::write(&hook, script).unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 #[test]
 fn a_rejected_push_is_a_500_naming_the_rejection_and_leaves_nothing() {
     let (f, base) = template_fixture();
     let remote = Remote::new(base.path(), "main");
-    let hook = remote.bare().join("hooks/pre-receive");
-    std::fs::write(
-        &hook,
+    pre_receive_hook(
+        &remote.bare(),
         "#!/bin/sh\necho 'proposals are frozen' >&2\nexit 1\n",
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    );
     let d = daemon(remote.tmp.path());
     let url = format!("git://127.0.0.1:{}/remote.git", d.1);
     let cupd = Cupd::start(&config(&f, &url, &remote.cache()));
@@ -620,12 +622,7 @@ fn a_write_abandoned_while_it_waits_is_not_pushed() {
     let (f, base) = template_fixture();
     let remote = Remote::new(base.path(), "main");
     // Every push takes 2 s, so a second write waits behind the first.
-    let hook = remote.bare().join("hooks/pre-receive");
-    std::fs::write(&hook, "#!/bin/sh\ncat >/dev/null\nsleep 2\n").unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    pre_receive_hook(&remote.bare(), "#!/bin/sh\ncat >/dev/null\nsleep 2\n");
     let d = daemon(remote.tmp.path());
     let url = format!("git://127.0.0.1:{}/remote.git", d.1);
     let cupd = std::sync::Arc::new(Cupd::start(&config(&f, &url, &remote.cache())));
@@ -668,16 +665,10 @@ fn a_write_abandoned_while_it_waits_is_not_pushed() {
 fn a_merge_the_remote_refuses_is_worded_as_a_refusal() {
     let (f, base) = template_fixture();
     let remote = Remote::new(base.path(), "main");
-    let hook = remote.bare().join("hooks/pre-receive");
-    std::fs::write(
-        &hook,
+    pre_receive_hook(
+        &remote.bare(),
         "#!/bin/sh\nwhile read old new ref; do\n  if [ \"$ref\" = refs/heads/main ]; then\n    echo 'main is protected: merge through review' >&2; exit 1\n  fi\ndone\n",
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    );
     let d = daemon(remote.tmp.path());
     let url = format!("git://127.0.0.1:{}/remote.git", d.1);
     let cupd = Cupd::start(&config(&f, &url, &remote.cache()));

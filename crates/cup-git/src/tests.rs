@@ -152,13 +152,18 @@ fn an_unparsable_url_is_refused_at_open_without_showing_it() {
     );
 }
 
+/// The cache in `cache` of the remote `bare`.
+fn open_repo(bare: &Path, cache: &Path, options: RemoteOptions) -> GitRepo {
+    GitRepo::open(bare.to_str().unwrap(), cache, Author::default(), options).unwrap()
+}
+
 /// A repository on `bare` with `limits`.
 fn open_limited(bare: &Path, cache: &Path, limits: WriteLimits) -> GitRepo {
     let options = RemoteOptions {
         write_limits: limits,
         ..RemoteOptions::default()
     };
-    GitRepo::open(bare.to_str().unwrap(), cache, Author::default(), options).unwrap()
+    open_repo(bare, cache, options)
 }
 
 /// The limit a write went over, after checking nothing reached the remote.
@@ -284,13 +289,7 @@ fn links_and_special_files_in_a_write_are_left_out_never_followed() {
 fn read_propose_list_show_merge() {
     let (tmp, bare) = remote();
     let cache = tmp.path().join("cache");
-    let repo = GitRepo::open(
-        bare.to_str().unwrap(),
-        &cache,
-        Author::default(),
-        RemoteOptions::default(),
-    )
-    .unwrap();
+    let repo = open_repo(&bare, &cache, RemoteOptions::default());
     assert_eq!(repo.default_branch().as_deref(), Some("master"));
     let view = repo.view(None).unwrap();
     assert_eq!(
@@ -468,7 +467,7 @@ fn open_with(bare: &Path, cache: &Path, scm: Arc<RecordingScm>) -> GitRepo {
         pull_requests: scm,
         ..RemoteOptions::default()
     };
-    GitRepo::open(bare.to_str().unwrap(), cache, Author::default(), options).unwrap()
+    open_repo(bare, cache, options)
 }
 
 #[test]
@@ -713,13 +712,7 @@ fn a_commit_no_branch_or_tag_reaches_is_neither_read_nor_written_on() {
     git(&seed, &["push", "-q", "origin", "master"]);
     let dropped = git(&seed, &["rev-parse", "HEAD"]);
     let cache = tmp.path().join("cache");
-    let repo = GitRepo::open(
-        bare.to_str().unwrap(),
-        &cache,
-        Author::default(),
-        RemoteOptions::default(),
-    )
-    .unwrap();
+    let repo = open_repo(&bare, &cache, RemoteOptions::default());
     // While master holds it, it is an ordinary commit.
     let view = repo.view(Some(&dropped[..7])).unwrap();
     assert!(view.join("secret.txt").is_file());
@@ -824,13 +817,7 @@ fn the_cache_and_its_snapshots_are_owner_only_whatever_the_umask() {
     // A root an earlier cupd made open to others is tightened at open.
     std::fs::create_dir(&cache).unwrap();
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let repo = GitRepo::open(
-        bare.to_str().unwrap(),
-        &cache,
-        Author::default(),
-        RemoteOptions::default(),
-    )
-    .unwrap();
+    let repo = open_repo(&bare, &cache, RemoteOptions::default());
     let view = repo.view(None).unwrap();
     assert_eq!(
         std::fs::read_to_string(view.join("d/a.txt")).unwrap(),
@@ -916,13 +903,7 @@ fn a_tree_with_two_entries_of_one_name_is_refused_naming_the_entry_not_the_cache
     let commit = git(&bare, &["commit-tree", &root, "-p", "master", "-m", "bad"]);
     git(&bare, &["update-ref", "refs/heads/bad", &commit]);
     let cache = tmp.path().join("cache");
-    let repo = GitRepo::open(
-        bare.to_str().unwrap(),
-        &cache,
-        Author::default(),
-        RemoteOptions::default(),
-    )
-    .unwrap();
+    let repo = open_repo(&bare, &cache, RemoteOptions::default());
     for _ in 0..2 {
         let error = repo.view(Some("bad")).unwrap_err();
         let text = error.to_string();

@@ -484,14 +484,16 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// `cupd serve EXTRA…` parsed.
+    fn serve(extra: &[&str]) -> Serve {
+        let mut all = vec!["cupd", "serve"];
+        all.extend_from_slice(extra);
+        let Command::Serve(serve) = parse(args(&all)).unwrap().command;
+        serve
+    }
+
     #[test]
     fn registry_retries_and_the_instance_pool_are_settable() {
-        let serve = |extra: &[&str]| {
-            let mut all = vec!["cupd", "serve"];
-            all.extend_from_slice(extra);
-            let Command::Serve(serve) = parse(args(&all)).unwrap().command;
-            serve
-        };
         let default = serve(&[]);
         assert_eq!(
             default.registry_attempts,
@@ -516,12 +518,6 @@ mod tests {
 
     #[test]
     fn http_limits_and_cors_origins_are_settable() {
-        let serve = |extra: &[&str]| {
-            let mut all = vec!["cupd", "serve"];
-            all.extend_from_slice(extra);
-            let Command::Serve(serve) = parse(args(&all)).unwrap().command;
-            serve
-        };
         let default = serve(&[]);
         assert!(default.cors_allowed_origins.is_empty());
         assert_eq!(default.http_header_timeout, Duration::from_secs(10));

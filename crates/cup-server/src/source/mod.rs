@@ -192,6 +192,21 @@ mod tests {
         names
     }
 
+    /// [`with_scratch_copy`] with a fresh view lock and the default limits.
+    fn write_with_defaults<T, E>(
+        place: &ScratchPlace,
+        root: &Path,
+        run: impl FnOnce(&Path) -> Result<T, E>,
+    ) -> Result<Result<T, E>, WriteError> {
+        with_scratch_copy(
+            place,
+            root,
+            &ViewLock::default(),
+            &WriteLimits::default(),
+            run,
+        )
+    }
+
     fn tree() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
@@ -207,20 +222,14 @@ mod tests {
     fn success_applies_changes_creations_and_removals() {
         let dir = tree();
         let (_base, place) = place();
-        let out: Result<(), ()> = with_scratch_copy(
-            &place,
-            dir.path(),
-            &ViewLock::default(),
-            &WriteLimits::default(),
-            |s| {
-                assert!(!s.join(".git").exists(), "the guest does not see .git");
-                std::fs::write(s.join("a/change.yml"), "new").unwrap();
-                std::fs::remove_file(s.join("a/b/remove.yml")).unwrap();
-                std::fs::create_dir_all(s.join("n")).unwrap();
-                std::fs::write(s.join("n/created.yml"), "hi").unwrap();
-                Ok(())
-            },
-        )
+        let out: Result<(), ()> = write_with_defaults(&place, dir.path(), |s| {
+            assert!(!s.join(".git").exists(), "the guest does not see .git");
+            std::fs::write(s.join("a/change.yml"), "new").unwrap();
+            std::fs::remove_file(s.join("a/b/remove.yml")).unwrap();
+            std::fs::create_dir_all(s.join("n")).unwrap();
+            std::fs::write(s.join("n/created.yml"), "hi").unwrap();
+            Ok(())
+        })
         .unwrap();
         assert!(out.is_ok());
         let root = dir.path();
@@ -252,17 +261,11 @@ mod tests {
     fn failure_changes_nothing() {
         let dir = tree();
         let (_base, place) = place();
-        let out: Result<(), &str> = with_scratch_copy(
-            &place,
-            dir.path(),
-            &ViewLock::default(),
-            &WriteLimits::default(),
-            |s| {
-                std::fs::write(s.join("a/change.yml"), "half").unwrap();
-                std::fs::remove_file(s.join("keep.yml")).unwrap();
-                Err("trap")
-            },
-        )
+        let out: Result<(), &str> = write_with_defaults(&place, dir.path(), |s| {
+            std::fs::write(s.join("a/change.yml"), "half").unwrap();
+            std::fs::remove_file(s.join("keep.yml")).unwrap();
+            Err("trap")
+        })
         .unwrap();
         assert_eq!(out, Err("trap"));
         assert_eq!(
@@ -276,19 +279,13 @@ mod tests {
     fn file_replaced_by_directory_and_back() {
         let dir = tree();
         let (_base, place) = place();
-        let out: Result<(), ()> = with_scratch_copy(
-            &place,
-            dir.path(),
-            &ViewLock::default(),
-            &WriteLimits::default(),
-            |s| {
-                std::fs::remove_file(s.join("keep.yml")).unwrap();
-                std::fs::create_dir(s.join("keep.yml")).unwrap();
-                std::fs::remove_dir_all(s.join("a/b")).unwrap();
-                std::fs::write(s.join("a/b"), "file").unwrap();
-                Ok(())
-            },
-        )
+        let out: Result<(), ()> = write_with_defaults(&place, dir.path(), |s| {
+            std::fs::remove_file(s.join("keep.yml")).unwrap();
+            std::fs::create_dir(s.join("keep.yml")).unwrap();
+            std::fs::remove_dir_all(s.join("a/b")).unwrap();
+            std::fs::write(s.join("a/b"), "file").unwrap();
+            Ok(())
+        })
         .unwrap();
         assert!(out.is_ok());
         assert!(dir.path().join("keep.yml").is_dir());
@@ -307,17 +304,11 @@ mod tests {
             dir.path().join("keep.yml"),
             Some(fallback.path().to_owned()),
         );
-        let out: Result<(), ()> = with_scratch_copy(
-            &place,
-            dir.path(),
-            &ViewLock::default(),
-            &WriteLimits::default(),
-            |s| {
-                assert!(s.starts_with(fallback.path()), "{}", s.display());
-                std::fs::write(s.join("a/change.yml"), "new").unwrap();
-                Ok(())
-            },
-        )
+        let out: Result<(), ()> = write_with_defaults(&place, dir.path(), |s| {
+            assert!(s.starts_with(fallback.path()), "{}", s.display());
+            std::fs::write(s.join("a/change.yml"), "new").unwrap();
+            Ok(())
+        })
         .unwrap();
         assert!(out.is_ok());
         assert_eq!(
