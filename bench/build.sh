@@ -2,8 +2,8 @@
 # Figure: the team's own build cost. Incremental debug builds after touching
 # crates/cup-sections/src/lib.rs (a leaf library most crates depend on), in the shared
 # target directory: `cargo build --workspace` and `cargo test --workspace --no-run` (the
-# edit-test loop), alternating. No cold build here (minutes on 2 cores): PLATFORM.md's cold
-# figures are quoted as reference in docs/BENCHMARKS.md.
+# edit-test loop), alternating. No cold build here (minutes on 2 cores): cold
+# figures measured once are quoted as reference in docs/BENCHMARKS.md.
 # Writes bench/work/build.md (and build.json) and prints it.
 #   BENCH_BUILD_RUNS (2)
 set -euo pipefail

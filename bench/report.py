@@ -149,7 +149,7 @@ doc = f"""# Benchmarks
 
 Every figure compares cup with the tool a user would otherwise pick, on the same input, in the
 same run, ours and the peer alternating. One command produces all of them and rewrites this
-file: `just bench` (= `bench/run.sh`). Targets are the "Speed targets" of `../shared/DESIGN.md`.
+file: `just bench` (= `bench/run.sh`). The targets are listed in the summary below.
 
 **Run:** {now}, commit `{rev}`{dirty}. **Machine:** {os.cpu_count()} cores ({cpu}, {platform.machine()}),
 {mem_gib:.0f} GiB, {os_name}, Linux {platform.release()}. Release builds (`cargo build --release`).
@@ -219,8 +219,8 @@ Synthetic modules, the example's definitions; time per call, ± criterion's spre
 |---|---|---|---|---|---|
 {section("build.md").rstrip()}
 
-Cold builds are not rerun here (minutes on 2 cores). Reference figures from
-`../shared/PLATFORM.md` (wasmtime 48 host, 2 cores): debug **3 min 34 s** (peak RSS 1.67 GB,
+Cold builds are not rerun here (minutes on 2 cores). Reference figures measured
+once on this kind of machine (wasmtime 48 host, 2 cores): debug **3 min 34 s** (peak RSS 1.67 GB,
 target 2.2 GB), release **7 min 10 s**; with trimmed wasmtime features 2 min 53 s / 6 min 13 s.
 The wasmtime CLI used as the peer took about as long again to install (`cargo install`, once).
 

@@ -2,7 +2,7 @@
 //!
 //! The types here have exactly the JSON shapes of the original Go cup (field names, field
 //! order, `null` for absent maps), so documents written by either implementation read the
-//! same in both. See `cup-reference.md` §1.3 for the shapes and `docs/FORMAT.md` for the
+//! same in both. See `docs/API.md` for the API and `docs/FORMAT.md` for the
 //! canonical form used inside `.wasm` custom sections.
 //!
 //! * [`ResourceDefinition`], [`Controller`], [`Binding`]: configuration objects

@@ -126,7 +126,7 @@ pub struct ControllerSpec {
 /// How a controller is implemented.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Implementation {
-    /// Files rendered from Go-style templates (cup-reference §3.2).
+    /// Files rendered from Go-style templates (docs/API.md, "Template controller").
     Template(TemplateSpec),
     /// A WASI preview 1 command module, from a file or an OCI image.
     Wasm(WasmSpec),
