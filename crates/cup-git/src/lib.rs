@@ -431,9 +431,6 @@ fn lock_cache(dir: &Path) -> Result<std::fs::File, GitError> {
     }
 }
 
-/// Owner-only modes of what the cache holds: snapshots and checkouts are copies of the
-/// remote's files, which other local users must not read through the cache.
-
 /// Creates `dir` (and its parents) and sets it to [`PRIVATE_DIR`] whatever the umask, an
 /// existing directory included.
 fn create_private_dir(dir: &Path, what: &'static str) -> Result<(), GitError> {
