@@ -387,6 +387,8 @@ fn thread_panicked(what: &str) -> Error {
 /// queues behind that burst of writes. Writing back while the hash is still running takes
 /// that wait off the end of the embedding (≈ 4 ms of ≈ 20 ms for a 14 MB module).
 #[cfg(target_os = "linux")]
+// std has no binding for sync_file_range; libc is the only way to it.
+#[allow(unsafe_code)]
 fn start_writeback(file: &File, range: Range<u64>) {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (

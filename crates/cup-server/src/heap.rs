@@ -8,6 +8,8 @@
 /// cupd held 96 MiB once ready against 63 MiB after a warm start (compiled code loaded from
 /// the cache, nothing compiled); with this trim a cold start holds 83 MiB (bench/start.sh).
 /// Called once after a batch of loads, not per request: a trim walks every arena (≈ 1–2 ms).
+// std has no binding for malloc_trim; libc is the only way to it.
+#[allow(unsafe_code)]
 pub fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases memory the allocator itself holds as free; it takes

@@ -9,6 +9,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Command, Serve};
 
+// libgit2 keeps its network timeouts in unsynchronised globals, so setting them is an
+// unsafe call that must come before any thread starts: here, first thing.
+#[allow(unsafe_code)]
 fn main() -> anyhow::Result<()> {
     let cli = cli::parse(std::env::args_os().collect())?;
     let Command::Serve(serve) = cli.command;
