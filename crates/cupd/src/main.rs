@@ -163,7 +163,7 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
                 filter
             } else {
                 // wasmtime-wasi opens an INFO span around every WASI call a guest makes;
-                // recording them costs ~45 µs per request (docs/BENCHMARKS.md) and tells an
+                // recording them is a noticeable share of a request's host time and tells an
                 // operator nothing. `-log-level info,wasmtime_wasi=info` brings them back.
                 filter.add_directive(
                     "wasmtime_wasi=warn"
