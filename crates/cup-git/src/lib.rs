@@ -45,6 +45,7 @@
 //!   cache (`cup-remote`), so that [`GitRepo::open`] with an unreachable remote serves the
 //!   last fetched state instead of failing ([`GitRepo::fetch_status`] says since when).
 
+mod checkout;
 pub mod credentials;
 mod remote_url;
 pub mod scm;
@@ -60,12 +61,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use git2::{
-    AutotagOption, CertificateCheckStatus, Cred, CredentialType, FetchOptions, FetchPrune,
-    ObjectType, Oid, PushOptions, RemoteCallbacks, Repository, Signature, Tree,
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, FetchOptions, FetchPrune, Oid,
+    PushOptions, RemoteCallbacks, Repository, Signature, Tree,
 };
 use serde::Serialize;
 use ulid::Ulid;
 
+use checkout::{PRIVATE_DIR, materialise, private_dir_permissions};
+
+pub use checkout::{SnapshotLimitExceeded, SnapshotLimits};
 pub use credentials::{CredentialOrigin, CredentialStore, CredentialsError};
 pub use remote_url::{UNPARSABLE, UrlError, redact};
 pub use scm::{BranchesOnly, NewProposal, PullRequests, ScmError};
@@ -123,6 +127,10 @@ pub enum GitError {
     /// A write's tree is over one of its [`WriteLimits`]; nothing was committed or pushed.
     #[error(transparent)]
     WriteLimit(#[from] WriteLimitExceeded),
+    /// A commit's tree is over one of the [`SnapshotLimits`]: it is neither read nor
+    /// written on.
+    #[error(transparent)]
+    SnapshotLimit(#[from] SnapshotLimitExceeded),
     #[error("git cache {path}: {source}")]
     Cache { path: PathBuf, source: git2::Error },
     #[error(
@@ -246,6 +254,8 @@ pub struct RemoteOptions {
     pub pull_requests: Arc<dyn PullRequests>,
     /// What one write may put in its tree.
     pub write_limits: WriteLimits,
+    /// What a commit's tree may hold to be read or written on.
+    pub snapshot_limits: SnapshotLimits,
 }
 
 impl Default for RemoteOptions {
@@ -255,6 +265,7 @@ impl Default for RemoteOptions {
             known_hosts: None,
             pull_requests: Arc::new(BranchesOnly),
             write_limits: WriteLimits::default(),
+            snapshot_limits: SnapshotLimits::default(),
         }
     }
 }
@@ -541,12 +552,6 @@ fn lock_cache(dir: &Path) -> Result<std::fs::File, GitError> {
     }
 }
 
-/// Owner-only modes of what the cache holds: snapshots and checkouts are copies of the
-/// remote's files, which other local users must not read through the cache.
-const PRIVATE_DIR: u32 = 0o700;
-const PRIVATE_FILE: u32 = 0o600;
-const PRIVATE_EXEC: u32 = 0o700;
-
 /// Creates `dir` (and its parents) and sets it to [`PRIVATE_DIR`] whatever the umask, an
 /// existing directory included.
 fn create_private_dir(dir: &Path, what: &'static str) -> Result<(), GitError> {
@@ -606,10 +611,13 @@ pub struct GitRepo {
     remote: Mutex<()>,
     /// Whole writes (propose, merge): one at a time.
     writes: Mutex<()>,
-    /// Commits whose tree cannot be written out ([`GitError::BadTree`]): `(entry, reason)`.
-    /// Never cleared, as a commit's content never changes; without it every read of such a
-    /// revision would write out its tree again up to the bad entry.
-    bad_trees: Mutex<HashMap<Oid, (String, String)>>,
+    /// Commits whose tree cannot be written out, and why. Never cleared, as neither a
+    /// commit's content nor the limits change; without it every read of such a revision
+    /// would write out its tree again up to the bad entry.
+    bad_trees: Mutex<HashMap<Oid, Unreadable>>,
+    /// Held while a snapshot is made: readers of a new commit wait for the one snapshot
+    /// rather than each writing out its own copy, and at most one is half-made on disk.
+    making_snapshot: Mutex<()>,
     /// Refs pushed so far (the cache's refs are packed every [`PACK_REFS_EVERY`]).
     pushed_refs: std::sync::atomic::AtomicU64,
     /// The branches and tags as of the last pruning of snapshots ([`GitRepo::fetch`]).
@@ -669,6 +677,7 @@ impl GitRepo {
             remote: Mutex::new(()),
             writes: Mutex::new(()),
             bad_trees: Mutex::new(HashMap::new()),
+            making_snapshot: Mutex::new(()),
             pushed_refs: std::sync::atomic::AtomicU64::new(0),
             tips: Mutex::new(None),
             fetches_started: AtomicU64::new(0),
@@ -1168,13 +1177,13 @@ impl GitRepo {
         if target.is_dir() {
             return Ok(target);
         }
-        if let Some((entry, reason)) = lock(&self.bad_trees).get(&commit) {
-            return Err(GitError::BadTree {
-                commit: commit.to_string(),
-                entry: entry.clone(),
-                reason: reason.clone(),
-            });
+        self.known_unreadable(commit)?;
+        let _making = lock(&self.making_snapshot);
+        // Made (or found unreadable) by the reader this one waited for.
+        if target.is_dir() {
+            return Ok(target);
         }
+        self.known_unreadable(commit)?;
         let repo = self.repo()?;
         let tree = repo.find_commit(commit)?.tree()?;
         let temp = tempfile::Builder::new()
@@ -1182,12 +1191,13 @@ impl GitRepo {
             .permissions(private_dir_permissions())
             .tempdir_in(self.snapshot_dir())
             .map_err(io("creating a snapshot in", &self.snapshot_dir()))?;
-        if let Err(error) = materialise(&repo, &tree, temp.path(), commit) {
-            if let GitError::BadTree { entry, reason, .. } = &error {
+        let limits = self.options.snapshot_limits;
+        if let Err(error) = materialise(&repo, &tree, temp.path(), commit, limits) {
+            if let Some(unreadable) = Unreadable::of(&error) {
                 let mut bad = lock(&self.bad_trees);
                 // Bounded: whoever can push could make bad commits without end.
                 if bad.len() < MAX_BAD_TREES {
-                    bad.insert(commit, (entry.clone(), reason.clone()));
+                    bad.insert(commit, unreadable);
                 }
             }
             return Err(error);
@@ -1195,12 +1205,17 @@ impl GitRepo {
         let made = temp.keep();
         if let Err(e) = std::fs::rename(&made, &target) {
             let _ = std::fs::remove_dir_all(&made);
-            // Another reader made the same snapshot first: theirs is as good.
-            if !target.is_dir() {
-                return Err(io("publishing snapshot", &target)(e));
-            }
+            return Err(io("publishing snapshot", &target)(e));
         }
         Ok(target)
+    }
+
+    /// The error a read of `commit` met before, if its tree cannot be written out.
+    fn known_unreadable(&self, commit: Oid) -> Result<(), GitError> {
+        match lock(&self.bad_trees).get(&commit) {
+            Some(unreadable) => Err(unreadable.error(commit)),
+            None => Ok(()),
+        }
     }
 
     /// Resolves `revision` and returns its snapshot directory.
@@ -1315,7 +1330,8 @@ impl GitRepo {
             .permissions(private_dir_permissions())
             .tempdir_in(self.work_dir())
             .map_err(io("creating a checkout in", &self.work_dir()))?;
-        materialise(repo, &base_tree, checkout.path(), base.commit)?;
+        let limits = self.options.snapshot_limits;
+        materialise(repo, &base_tree, checkout.path(), base.commit, limits)?;
         let checkout_ms = timer.lap();
         let keep = (write.change)(checkout.path());
         let change_ms = timer.lap();
@@ -1874,6 +1890,38 @@ impl GitError {
     }
 }
 
+/// Why a commit's tree cannot be written out, whatever cupd does: what
+/// [`GitRepo::snapshot`] remembers.
+enum Unreadable {
+    BadTree { entry: String, reason: String },
+    Limit(SnapshotLimitExceeded),
+}
+
+impl Unreadable {
+    /// `None` for failures another try may not meet (a full disk).
+    fn of(error: &GitError) -> Option<Unreadable> {
+        match error {
+            GitError::BadTree { entry, reason, .. } => Some(Unreadable::BadTree {
+                entry: entry.clone(),
+                reason: reason.clone(),
+            }),
+            GitError::SnapshotLimit(over) => Some(Unreadable::Limit(over.clone())),
+            _ => None,
+        }
+    }
+
+    fn error(&self, commit: Oid) -> GitError {
+        match self {
+            Unreadable::BadTree { entry, reason } => GitError::BadTree {
+                commit: commit.to_string(),
+                entry: entry.clone(),
+                reason: reason.clone(),
+            },
+            Unreadable::Limit(over) => GitError::SnapshotLimit(over.clone()),
+        }
+    }
+}
+
 /// Milliseconds spent in each phase of a write, for the debug log.
 struct PhaseTimer(std::time::Instant);
 
@@ -2042,133 +2090,10 @@ fn check_revision(rev: &str) -> Result<(), GitError> {
     Ok(())
 }
 
-/// Writes `tree` (of `commit`) into `dir`: directories and regular files (executable bit
-/// kept). Symbolic links and submodules are not materialised: a controller must not follow
-/// a link out of the tree. [`tree::build_tree`] carries them over unchanged. A failure names
-/// the entry by its path in the repository, never `dir` (see [`GitError::BadTree`]).
-fn materialise(
-    repo: &Repository,
-    tree: &Tree<'_>,
-    dir: &Path,
-    commit: Oid,
-) -> Result<(), GitError> {
-    materialise_at(repo, tree, dir, "", commit)
-}
-
-fn materialise_at(
-    repo: &Repository,
-    tree: &Tree<'_>,
-    dir: &Path,
-    prefix: &str,
-    commit: Oid,
-) -> Result<(), GitError> {
-    for entry in tree.iter() {
-        let Ok(name) = entry.name() else { continue };
-        if name == ".git" || name == "." || name == ".." || name.contains('/') {
-            continue;
-        }
-        let path = dir.join(name);
-        let entry_path = if prefix.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let object = |e: git2::Error| GitError::BadTree {
-            commit: commit.to_string(),
-            entry: entry_path.clone(),
-            reason: e.message().to_owned(),
-        };
-        match (entry.kind(), entry.filemode()) {
-            (Some(ObjectType::Tree), _) => {
-                create_dir_private(&path).map_err(|e| unwritable(&path, &entry_path, commit, e))?;
-                let sub = repo.find_tree(entry.id()).map_err(object)?;
-                materialise_at(repo, &sub, &path, &entry_path, commit)?;
-            }
-            (Some(ObjectType::Blob), mode @ (MODE_BLOB | MODE_EXEC)) => {
-                let blob = repo.find_blob(entry.id()).map_err(object)?;
-                write_private(&path, blob.content(), mode == MODE_EXEC)
-                    .map_err(|e| unwritable(&path, &entry_path, commit, e))?;
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// A tree entry that could not be written to `host` (logged here, the only place the host
-/// path appears): [`GitError::BadTree`] when the tree itself is the cause (two entries of
-/// one name, a path too long for this host), [`GitError::Materialise`] otherwise (a full
-/// disk: another try may work).
-fn unwritable(host: &Path, entry: &str, commit: Oid, error: std::io::Error) -> GitError {
-    tracing::warn!(%commit, entry, path = %host.display(), %error,
-        "cannot write a tree entry out of the git cache");
-    let reason = match error.kind() {
-        std::io::ErrorKind::AlreadyExists => {
-            Some("another entry of the same name comes before it (a malformed tree)")
-        }
-        std::io::ErrorKind::InvalidFilename => Some("the path is too long for this host"),
-        _ if error.raw_os_error() == Some(libc::ENAMETOOLONG) => {
-            Some("the path is too long for this host")
-        }
-        _ => None,
-    };
-    match reason {
-        Some(reason) => GitError::BadTree {
-            commit: commit.to_string(),
-            entry: entry.to_owned(),
-            reason: reason.to_owned(),
-        },
-        None => GitError::Materialise {
-            commit: commit.to_string(),
-            entry: entry.to_owned(),
-            source: error,
-        },
-    }
-}
-
 /// For a file of the cache cupd writes whole (tempfile's default is 0600 already; said so).
 fn private_file_permissions() -> std::fs::Permissions {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::Permissions::from_mode(PRIVATE_FILE)
-}
-
-/// For the top directory of a snapshot or checkout (tempfile's default follows the umask).
-fn private_dir_permissions() -> std::fs::Permissions {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::Permissions::from_mode(PRIVATE_DIR)
-}
-
-/// A new directory of a snapshot or checkout, [`PRIVATE_DIR`] (the umask can only take
-/// bits away, and there are none for others to take).
-fn create_dir_private(path: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, PRIVATE_DIR);
-    builder.create(path)
-}
-
-/// A new file of a snapshot or checkout: [`PRIVATE_FILE`], or [`PRIVATE_EXEC`] for an
-/// executable (the bit is what a write carries back into the tree). The mode is set
-/// explicitly after writing, so a umask that strips the owner's bits changes nothing.
-fn write_private(path: &Path, content: &[u8], executable: bool) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mode = if executable {
-        PRIVATE_EXEC
-    } else {
-        PRIVATE_FILE
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    let mut file = options.open(path)?;
-    file.write_all(content)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
+    std::fs::Permissions::from_mode(checkout::PRIVATE_FILE)
 }
 
 #[cfg(unix)]

@@ -1,6 +1,8 @@
 use super::*;
 use std::process::Command;
 
+mod snapshot;
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")

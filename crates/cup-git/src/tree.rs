@@ -5,15 +5,20 @@
 //! thousands deep, links and special files. Sizes are read from `symlink_metadata` before a
 //! file is opened, a file is read through a bound one byte past its limit (so one that grew
 //! meanwhile is caught too) and streamed into the object database, never held in memory.
-//! Links and special files are never followed: they are left out, as [`crate::materialise`]
-//! never writes them, and the base tree's links and submodules are carried over.
+//! Links and special files are never followed: they are left out, as
+//! [`crate::checkout::materialise`] never writes them. Every entry of the base tree that was
+//! not written out (links, submodules, nested `.git`, names that are not UTF-8) is carried
+//! over unchanged, so a write cannot delete what its controller never saw. Names are
+//! handled as bytes throughout.
 
 use std::collections::HashSet;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use git2::{ObjectType, Odb, Oid, Repository, Tree};
 
+use crate::checkout::written_name;
 use crate::{GitError, MODE_BLOB, MODE_EXEC, MODE_TREE, io, is_executable};
 
 /// What one write may put in its tree. Over any of them the write is refused with
@@ -83,7 +88,8 @@ impl WriteLimitExceeded {
 }
 
 /// Builds the tree of `dir` in the object database. Empty directories vanish (Git cannot
-/// store them); entries of `base` that [`crate::materialise`] left out are carried over.
+/// store them); entries of `base` that [`crate::checkout::materialise`] left out are
+/// carried over.
 pub(crate) fn build_tree(
     repo: &Repository,
     dir: &Path,
@@ -134,14 +140,18 @@ impl Builder<'_> {
 
     /// `dir` is `depth` levels below the root.
     fn dir(&mut self, dir: &Path, base: Option<&Tree<'_>>, depth: u32) -> Result<Oid, GitError> {
-        let mut builder = self.repo.treebuilder(None)?;
-        let mut seen = HashSet::new();
+        // Starts as the base: an entry the checkout never showed stays exactly as it was,
+        // without going through libgit2's checks of new names (which refuse `.git`).
+        let mut builder = self.repo.treebuilder(base)?;
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
         let entries = std::fs::read_dir(dir).map_err(io("reading", dir))?;
         for entry in entries {
             let entry = entry.map_err(io("reading", dir))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name == ".git" {
+            let file_name = entry.file_name();
+            let name = file_name.as_bytes();
+            // A repository inside the tree is never taken from the checkout (Git refuses
+            // such entries); the base's, if any, stays.
+            if name == b".git" {
                 continue;
             }
             let path = entry.path();
@@ -150,25 +160,27 @@ impl Builder<'_> {
                 let max = self.limits.max_entries;
                 return Err(self.exceeded(WriteLimit::Entries, &path, self.entries, max));
             }
-            let base_entry = base.and_then(|t| t.get_name(name));
+            let base_entry = base.and_then(|t| t.get_name_bytes(name));
             // Never follows a link: a link reports itself, not its target.
             let meta = std::fs::symlink_metadata(&path).map_err(io("reading", &path))?;
-            if meta.is_dir() {
+            let (id, mode) = if meta.is_dir() {
                 let depth = depth + 1;
                 if depth > self.limits.max_depth {
                     let max = u64::from(self.limits.max_depth);
                     return Err(self.exceeded(WriteLimit::Depth, &path, depth.into(), max));
                 }
                 let sub_base = base_entry
+                    .as_ref()
                     .filter(|e| e.kind() == Some(ObjectType::Tree))
                     .and_then(|e| self.repo.find_tree(e.id()).ok());
                 let sub = self.dir(&path, sub_base.as_ref(), depth)?;
                 if self.repo.find_tree(sub)?.is_empty() {
                     continue;
                 }
-                builder.insert(name, sub, MODE_TREE)?;
+                (sub, MODE_TREE)
             } else if meta.is_file() {
                 let base_blob = base_entry
+                    .as_ref()
                     .filter(|e| e.kind() == Some(ObjectType::Blob))
                     .map(|e| e.id());
                 let Some(blob) = self.blob(&path, meta.len(), base_blob)? else {
@@ -179,19 +191,23 @@ impl Builder<'_> {
                 } else {
                     MODE_BLOB
                 };
-                builder.insert(name, blob, mode)?;
+                (blob, mode)
             } else {
                 continue;
-            }
+            };
             seen.insert(name.to_owned());
+            let unchanged = base_entry
+                .as_ref()
+                .is_some_and(|e| e.id() == id && e.filemode() == mode);
+            if !unchanged {
+                builder.insert(name, id, mode)?;
+            }
         }
+        // What the checkout showed and no longer holds was deleted by the write.
         if let Some(base) = base {
             for entry in base.iter() {
-                let Ok(name) = entry.name() else { continue };
-                let kept = matches!(entry.kind(), Some(ObjectType::Commit))
-                    || entry.filemode() == 0o120000;
-                if kept && !seen.contains(name) {
-                    builder.insert(name, entry.id(), entry.filemode())?;
+                if written_name(&entry).is_some() && !seen.contains(entry.name_bytes()) {
+                    builder.remove(entry.name_bytes())?;
                 }
             }
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use cup_git::{
     Author, BranchesOnly, CredentialStore, ErrorKind, FetchStatus, GitError, GitRepo,
     MergeStrategy, Merged, Proposal, ProposalDetail, ProposalPage, ProposalQuery, PullRequests,
-    RemoteOptions, Write, WriteLimits,
+    RemoteOptions, SnapshotLimits, Write, WriteLimits,
 };
 
 use crate::error::ApiError;
@@ -35,6 +35,8 @@ pub struct GitOptions {
     pub pull_requests: Arc<dyn PullRequests>,
     /// What one write may put in its tree (a controller's checkout is read within these).
     pub write_limits: WriteLimits,
+    /// What a commit's tree may hold to be read or written on.
+    pub snapshot_limits: SnapshotLimits,
 }
 
 impl std::fmt::Debug for GitOptions {
@@ -49,6 +51,7 @@ impl std::fmt::Debug for GitOptions {
             .field("known_hosts", &self.known_hosts)
             .field("pull_requests", &self.pull_requests.name())
             .field("write_limits", &self.write_limits)
+            .field("snapshot_limits", &self.snapshot_limits)
             .finish()
     }
 }
@@ -90,6 +93,7 @@ impl GitSource {
             known_hosts: options.known_hosts.clone(),
             pull_requests: options.pull_requests.clone(),
             write_limits: options.write_limits,
+            snapshot_limits: options.snapshot_limits,
         };
         let scm = options.pull_requests.name().to_owned();
         let repo = GitRepo::open(&options.url, &options.cache, options.author.clone(), remote)?;
@@ -452,8 +456,14 @@ fn api_error(cache: &Path, error: GitError) -> ApiError {
     if message != full {
         tracing::warn!(error = full, "git operation failed");
     }
-    if let GitError::WriteLimit(over) = &error {
-        message.push_str(&format!(" ({})", crate::limit_flag(over.limit)));
+    match &error {
+        GitError::WriteLimit(over) => {
+            message.push_str(&format!(" ({})", crate::limit_flag(over.limit)));
+        }
+        GitError::SnapshotLimit(over) => {
+            message.push_str(&format!(" ({})", crate::snapshot_limit_flag(over.limit)));
+        }
+        _ => {}
     }
     match error.kind() {
         ErrorKind::BadRequest => ApiError::bad_request(message),

@@ -49,7 +49,7 @@ pub use config_dir::{ConfigDir, ConfigError};
 pub use cors::BadOrigin;
 pub use cup_git::WriteLimit;
 pub use cup_git::set_network_timeouts as set_git_network_timeouts;
-pub use cup_git::{Author, WriteLimits};
+pub use cup_git::{Author, SnapshotLimits, WriteLimits};
 pub use cup_oci::{RegistryOptions, RetryPolicy};
 pub use git::GitOptions;
 pub use listing::ListLimits;
@@ -325,6 +325,16 @@ pub fn limit_flag(limit: WriteLimit) -> &'static str {
         WriteLimit::TotalBytes => "--write-max-total-size",
         WriteLimit::Entries => "--write-max-entries",
         WriteLimit::Depth => "--write-max-depth",
+    }
+}
+
+/// The cupd flag that sets `limit` of the Git source's [`SnapshotLimits`].
+pub fn snapshot_limit_flag(limit: WriteLimit) -> &'static str {
+    match limit {
+        WriteLimit::FileBytes => "--git-snapshot-max-file-size",
+        WriteLimit::TotalBytes => "--git-snapshot-max-size",
+        WriteLimit::Entries => "--git-snapshot-max-entries",
+        WriteLimit::Depth => "--git-snapshot-max-depth",
     }
 }
 

@@ -185,6 +185,20 @@ pub struct Serve {
     /// write, merge and proposal call).
     #[arg(long, env = "CUPD_GIT_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub git_timeout: Duration,
+    /// Git source: the largest file a revision may hold to be read or written on (its size
+    /// is read from the object's header, before the file is loaded).
+    #[arg(long, env = "CUPD_GIT_SNAPSHOT_MAX_FILE_SIZE", default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub git_snapshot_max_file_size: usize,
+    /// Git source: the total size of the files of one revision (what one snapshot of it
+    /// takes on disk).
+    #[arg(long, env = "CUPD_GIT_SNAPSHOT_MAX_SIZE", default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub git_snapshot_max_size: usize,
+    /// Git source: files and directories one revision may hold.
+    #[arg(long, env = "CUPD_GIT_SNAPSHOT_MAX_ENTRIES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub git_snapshot_max_entries: u64,
+    /// Git source: the deepest directory (in names) of one revision.
+    #[arg(long, env = "CUPD_GIT_SNAPSHOT_MAX_DEPTH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "N")]
+    pub git_snapshot_max_depth: u32,
     /// Git source: author and committer of proposals, "Name <email>".
     #[arg(
         long,

@@ -103,6 +103,12 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
             known_hosts: serve.api_git_known_hosts.clone(),
             pull_requests,
             write_limits,
+            snapshot_limits: cup_server::SnapshotLimits {
+                max_file_bytes: serve.git_snapshot_max_file_size as u64,
+                max_total_bytes: serve.git_snapshot_max_size as u64,
+                max_entries: serve.git_snapshot_max_entries,
+                max_depth: serve.git_snapshot_max_depth,
+            },
         })
     } else {
         None
