@@ -35,7 +35,7 @@ fuzz target="sections" seconds="300":
 demo:
     examples/quickstart.sh
 
-# The load run (issue 7): 64 clients of mixed get/list/put/delete against a release cupd,
+# The load run: 64 clients of mixed get/list/put/delete against a release cupd,
 # local source for LOAD_DURATION (10m) then Git for LOAD_GIT_DURATION (3m), every write
 # checked afterwards; writes bench/work/load.md. Example: LOAD_DURATION=60s just load
 load:

@@ -4,9 +4,8 @@
 #
 # Why copies: they are installed as `cargo install` installs them (a copy of the linker's
 # output), as the peers were copied into place by their installers. A binary run straight
-# from the file the linker just wrote starts slower on this kernel (6.18, ext4):
-# `cup controller definitions` took 2.5–2.7 ms against 1.8–2.0 ms for a `cp` of the same
-# file (359 against 329 page faults; 2026-11-28), and cup-embed ≈ 0.5–1 ms more.
+# from the file the linker just wrote starts measurably slower (more page faults) than a
+# copy of the same bytes, which would bias every whole-process figure against cup.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 mkdir -p "$root/target/bench-bin"

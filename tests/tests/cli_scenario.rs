@@ -1,4 +1,4 @@
-//! The original's integration scenario (cup-reference §5) through the real `cup` binary
+//! The original cup's integration scenario through the real `cup` binary
 //! against a real `cupd` serving the template controller over a local directory:
 //! definitions, list, get, apply on stdin, delete; in JSON and in table form. Plus `edit`.
 

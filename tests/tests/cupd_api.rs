@@ -1,4 +1,4 @@
-//! The original's API scenario (cup-reference §5: `pkg/api/server_test.go` and the local
+//! The original cup's API scenario (its `pkg/api/server_test.go` and the local
 //! integration pipeline) through the real `cupd` with the template controller, byte for
 //! byte where the original was right, plus the status codes where it was not.
 

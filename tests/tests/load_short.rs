@@ -1,4 +1,4 @@
-//! The load run, short (issue 7 item 4): the real `cup-load` binary with 16 clients against
+//! The load run, short: the real `cup-load` binary with 16 clients against
 //! the real cupd serving the example Flipt controller (debug build), ~15 s on the local
 //! source and ~10 s on the Git source (a real bare repository). Correctness only: zero
 //! unexpected errors and zero lost, mixed or unacknowledged writes; nothing is timed.

@@ -199,8 +199,8 @@ const GLOBAL_OPTION_ENV: [&str; 2] = ["CUP_CONFIG", "CUP_STORE"];
 
 /// `cup [-o|--output json|table] controller|ctl definitions FILE`, recognised without
 /// building clap's command tree. Building and walking that tree (every command, argument
-/// and help text) is ≈ 0.2 ms of the ≈ 2 ms this command takes as a whole process, and
-/// reading definitions is meant to be instant (docs/BENCHMARKS.md). Only this exact shape
+/// and help text) is a tenth of this command's whole-process time, and reading definitions
+/// has a budget of 2 ms for the whole process (docs/PRODUCT.md). Only this exact shape
 /// is taken, with every option at its default; anything else (other flags, `--`, `=` or
 /// attached values, a FILE starting with '-', a global option set through the
 /// environment) goes through clap, so errors, help and every other form are clap's.

@@ -2,7 +2,7 @@
 //!
 //! A cup wasm controller is a WASI preview 1 *command*: the host instantiates the module afresh
 //! for every operation, passes the operation in argv, the resource (for `put`) on stdin, and
-//! reads results from stdout and the exit code (`wit/README.md`). This crate implements that
+//! reads results from stdout and the exit code (docs/ABI.md). This crate implements that
 //! contract so a controller only has to implement [`Controller`]:
 //!
 //! | argv | stdin | stdout on success |

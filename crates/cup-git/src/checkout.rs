@@ -2,8 +2,8 @@
 //!
 //! The tree comes from the remote, and whoever can push there controls it: a blob of
 //! gigabytes that compresses to a few kilobytes, a hundred thousand entries, paths nested
-//! thousands deep. The tree is written out within [`SnapshotLimits`], counted before
-//! anything is loaded: a blob's size comes from its object header (no inflating), so one
+//! thousands deep. The tree is written out within [`SnapshotLimits`], counted over the
+//! whole tree before anything is loaded or written: a blob's size comes from its object header (no inflating), so one
 //! over the limit is never read. libgit2 inflates a packed blob whole, so a blob is held
 //! in memory while it is written; the file-size limit bounds that.
 //!
@@ -100,9 +100,10 @@ pub(crate) fn written_name<'e>(entry: &'e TreeEntry<'_>) -> Option<&'e str> {
     }
 }
 
-/// Writes `tree` (of `commit`) into the empty directory `dir`, within `limits`. A failure
-/// names the entry by its path in the repository, never by `dir` (see
-/// [`GitError::BadTree`]); the caller removes `dir`.
+/// Writes `tree` (of `commit`) into the empty directory `dir`, within `limits`: the whole
+/// tree is measured first (tree objects and blob headers only), so a revision over a limit
+/// costs no disk. A failure names the entry by its path in the repository, never by `dir`
+/// (see [`GitError::BadTree`]); the caller removes `dir`.
 pub(crate) fn materialise(
     repo: &Repository,
     tree: &Tree<'_>,
@@ -118,7 +119,8 @@ pub(crate) fn materialise(
         entries: 0,
         total: 0,
     };
-    writer.tree(tree, dir, "", 0)
+    writer.measure(tree, "", 0)?;
+    writer.tree(tree, dir, "")
 }
 
 struct Writer<'r> {
@@ -142,48 +144,31 @@ impl Writer<'_> {
         })
     }
 
-    /// Writes `tree`, found at `prefix` in the repository and `depth` levels below its
-    /// root, into `dir`.
-    fn tree(
-        &mut self,
-        tree: &Tree<'_>,
-        dir: &Path,
-        prefix: &str,
-        depth: u32,
-    ) -> Result<(), GitError> {
+    /// Counts `tree`, found at `prefix` in the repository and `depth` levels below its
+    /// root, against the limits: entries, depth, and file sizes from the object headers
+    /// (which need no inflating).
+    fn measure(&mut self, tree: &Tree<'_>, prefix: &str, depth: u32) -> Result<(), GitError> {
         for entry in tree.iter() {
             let Some(name) = written_name(&entry) else {
                 continue;
             };
-            let path = dir.join(name);
-            let entry_path = if prefix.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{prefix}/{name}")
-            };
+            let entry_path = join(prefix, name);
             self.entries += 1;
             if self.entries > self.limits.max_entries {
                 let max = self.limits.max_entries;
                 return Err(self.over(WriteLimit::Entries, &entry_path, self.entries, max));
             }
-            let object = |e: git2::Error| GitError::BadTree {
-                commit: self.commit.to_string(),
-                entry: entry_path.clone(),
-                reason: e.message().to_owned(),
-            };
+            let object = |e: git2::Error| bad_object(self.commit, &entry_path, e);
             if entry.kind() == Some(ObjectType::Tree) {
                 let depth = depth + 1;
                 if depth > self.limits.max_depth {
                     let max = u64::from(self.limits.max_depth);
                     return Err(self.over(WriteLimit::Depth, &entry_path, depth.into(), max));
                 }
-                create_dir_private(&path)
-                    .map_err(|e| unwritable(&path, &entry_path, self.commit, e))?;
                 let sub = self.repo.find_tree(entry.id()).map_err(object)?;
-                self.tree(&sub, &path, &entry_path, depth)?;
+                self.measure(&sub, &entry_path, depth)?;
                 continue;
             }
-            // The header gives the size without inflating the object.
             let (size, _) = self.odb.read_header(entry.id()).map_err(object)?;
             let size = size as u64;
             let max = self.limits.max_file_bytes;
@@ -195,11 +180,51 @@ impl Writer<'_> {
             if self.total > max {
                 return Err(self.over(WriteLimit::TotalBytes, &entry_path, self.total, max));
             }
+        }
+        Ok(())
+    }
+
+    /// Writes `tree`, found at `prefix` in the repository and measured before, into `dir`.
+    fn tree(&mut self, tree: &Tree<'_>, dir: &Path, prefix: &str) -> Result<(), GitError> {
+        for entry in tree.iter() {
+            let Some(name) = written_name(&entry) else {
+                continue;
+            };
+            let path = dir.join(name);
+            let entry_path = join(prefix, name);
+            let object = |e: git2::Error| bad_object(self.commit, &entry_path, e);
+            if entry.kind() == Some(ObjectType::Tree) {
+                create_dir_private(&path)
+                    .map_err(|e| unwritable(&path, &entry_path, self.commit, e))?;
+                let sub = self.repo.find_tree(entry.id()).map_err(object)?;
+                self.tree(&sub, &path, &entry_path)?;
+                continue;
+            }
+            // Measured by its header: an object's id is the hash of its content, so the
+            // blob read now is the one measured.
             let blob = self.repo.find_blob(entry.id()).map_err(object)?;
             write_private(&path, blob.content(), entry.filemode() == MODE_EXEC)
                 .map_err(|e| unwritable(&path, &entry_path, self.commit, e))?;
         }
         Ok(())
+    }
+}
+
+/// `name` below `prefix` (a path in the repository).
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// An object of the tree that cannot be read (missing, or not what its entry says).
+fn bad_object(commit: Oid, entry: &str, e: git2::Error) -> GitError {
+    GitError::BadTree {
+        commit: commit.to_string(),
+        entry: entry.to_owned(),
+        reason: e.message().to_owned(),
     }
 }
 

@@ -84,6 +84,8 @@ pub use tree::{WriteLimit, WriteLimitExceeded, WriteLimits};
 /// # Safety
 /// libgit2 keeps these in unsynchronised globals: call this before any thread that may use
 /// libgit2 is started (cupd does, first thing in `main`).
+// git2 offers these settings only as unsafe setters of libgit2's globals.
+#[allow(unsafe_code)]
 pub unsafe fn set_network_timeouts(
     connect: std::time::Duration,
     silence: std::time::Duration,
@@ -566,6 +568,8 @@ fn create_private_dir(dir: &Path, what: &'static str) -> Result<(), GitError> {
 /// Creates the cache root owner-only, or tightens an existing one of ours that other users
 /// can enter (earlier cupds made it 0755), saying so in the log. A shared directory (sticky,
 /// like `/tmp`, or someone else's) is left as it is: the bare cache inside is 0700 anyway.
+// std has no binding for geteuid.
+#[allow(unsafe_code)]
 fn private_cache_root(root: &Path) -> Result<(), GitError> {
     #[cfg(unix)]
     if let Ok(meta) = std::fs::metadata(root) {

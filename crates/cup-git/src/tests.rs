@@ -254,6 +254,8 @@ fn a_write_over_its_write_limits_is_refused_before_reading_and_pushes_nothing() 
 }
 
 #[test]
+// std has no binding for mkfifo.
+#[allow(unsafe_code)]
 fn links_and_special_files_in_a_write_are_left_out_never_followed() {
     let (tmp, bare) = remote();
     let outside = tmp.path().join("outside-secret");
@@ -275,6 +277,7 @@ fn links_and_special_files_in_a_write_are_left_out_never_followed() {
             std::os::unix::fs::symlink(&big, d.join("to-big")).unwrap();
             std::os::unix::fs::symlink(tmp.path(), d.join("to-dir")).unwrap();
             let fifo = std::ffi::CString::new(d.join("fifo").to_str().unwrap()).unwrap();
+            // SAFETY: `fifo` is a NUL-terminated path that outlives the call.
             assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
             std::fs::write(d.join("kept"), "k").unwrap();
             ((), true)
@@ -808,6 +811,8 @@ fn modes_under(dir: &Path) -> Vec<(PathBuf, u32)> {
 }
 
 #[test]
+// std has no binding for umask.
+#[allow(unsafe_code)]
 fn the_cache_and_its_snapshots_are_owner_only_whatever_the_umask() {
     use std::os::unix::fs::PermissionsExt;
     // The usual umask, which left the cache 0755 and snapshot files 0644. Process-wide, but

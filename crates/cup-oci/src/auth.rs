@@ -115,6 +115,9 @@ mod tests {
     }
 
     #[test]
+    // Docker finds credential helpers on PATH, so the test must set it; Rust 2024 makes
+    // `set_var` unsafe because another thread may read the environment at the same time.
+    #[allow(unsafe_code)]
     fn runs_credential_helpers() {
         let dir = tempfile::tempdir().expect("tmp");
         let helper = dir.path().join("docker-credential-fake");
@@ -139,6 +142,7 @@ mod tests {
         // SAFETY: this is the only test in this binary that reads or writes PATH.
         unsafe { std::env::set_var("PATH", &joined) };
         let got = from_docker_config(&path, "reg.example");
+        // SAFETY: as above.
         unsafe { std::env::set_var("PATH", &old) };
         assert_eq!(
             got.expect("auth"),

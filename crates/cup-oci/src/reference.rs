@@ -1,7 +1,7 @@
 //! Parsing image references (`registry/repository[:tag][@sha256:…]`) with Docker's rules.
 //!
-//! oci-client parses references with one large regex whose compilation costs about 15 ms,
-//! a fifth of a whole pull; this hand-written parser applies the same grammar without it.
+//! oci-client parses references with one large regex whose compilation costs a sizeable
+//! share of a whole pull; this hand-written parser applies the same grammar without it.
 
 use crate::{Error, Result, digest};
 

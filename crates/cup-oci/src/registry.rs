@@ -458,8 +458,8 @@ impl Registry {
         progress: Arc<dyn Progress>,
     ) -> Result<PushReport> {
         let target = Target::parse(reference)?;
-        // Reading and hashing the module (≈ 10 ms for 20 MB) run on a blocking thread,
-        // while this one builds the HTTP client (the system's TLS roots, for a registry
+        // Reading and hashing the module (the longest step of a push on cup's side) run on a
+        // blocking thread, while this one builds the HTTP client (the system's TLS roots, for a registry
         // that is not on loopback) and runs the credential challenge, if any.
         let build_options = options.clone();
         let hashing = tokio::task::spawn_blocking(move || match module {
@@ -511,7 +511,7 @@ impl Registry {
             self.upload(&push, &target, &config, &quiet, &retrier),
         )
         .await?;
-        // Unmapping the module's 20 MB takes ≈ 2 ms: done on the side while the manifest
+        // Unmapping a large module takes milliseconds: done on the side while the manifest
         // goes up (inline only if no thread can be started).
         let Upload { data, .. } = layer;
         let _ = std::thread::Builder::new().spawn(move || drop(data));
@@ -793,7 +793,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
 
 /// The TLS trust roots for a loopback registry: only a certificate whose key was thrown
 /// away. A loopback registry is spoken to in plain HTTP, so the system's roots would never
-/// be used, yet loading them (~150 files, ≈ 6 ms) is a measurable part of a short `cup` run. A
+/// be used, yet loading them (one file per root) is a measurable part of a short `cup` run. A
 /// redirect from such a registry to an HTTPS host then fails verification: closed, not open.
 /// Other registries get the system's roots (empty list).
 fn loopback_trust_roots(registry: &str) -> Vec<Certificate> {

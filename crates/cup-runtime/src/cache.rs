@@ -257,6 +257,8 @@ mod private {
     const GROUP_OR_OTHER_WRITE: u32 = 0o022;
     const STICKY: u32 = 0o1000;
 
+    // libc is the only way to the effective uid that the ownership checks compare against.
+    #[allow(unsafe_code)]
     fn me() -> u32 {
         // SAFETY: geteuid has no preconditions and cannot fail.
         unsafe { libc::geteuid() }
@@ -385,6 +387,8 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
+    // The last case needs root; libc is the only way to ask.
+    #[allow(unsafe_code)]
     fn shared_directories_and_keys_are_refused() {
         use std::os::unix::fs::PermissionsExt;
         let outer = tempfile::tempdir().unwrap();
@@ -406,6 +410,7 @@ mod tests {
         CodeCache::new(&below).unwrap();
 
         // Owned by another user (only root can arrange that here).
+        // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } == 0 {
             let other = outer.path().join("other");
             std::fs::create_dir(&other).unwrap();

@@ -259,7 +259,8 @@ impl LoadedController {
             // File I/O runs inline on the polling thread instead of bouncing every WASI call
             // through tokio's blocking pool: the mounted trees are local directories, where a
             // call takes microseconds and a hop to another thread costs more than the call
-            // (wasmtime issue 7973). Must come before `preopened_dir`, which reads it.
+            // (wasmtime-wasi hands every such call to `spawn_blocking` unless told otherwise).
+            // Must come before `preopened_dir`, which reads it.
             .allow_blocking_current_thread(true)
             .args(request.args)
             .stdin(MemoryInputPipe::new(request.stdin.clone()))

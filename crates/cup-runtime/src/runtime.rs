@@ -337,6 +337,9 @@ impl Runtime {
     }
 
     /// Compiles on the on-demand engine, then moves the code to the pool if it fits there.
+    // Moving code between the two engines goes through wasmtime's unsafe
+    // `Module::deserialize`; there is no safe way to share compiled code across engines.
+    #[allow(unsafe_code)]
     fn compile(&self, wasm: &[u8]) -> Result<Placed, LoadError> {
         let module = Module::new(&self.inner.engine, wasm)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
@@ -362,6 +365,9 @@ impl Runtime {
 
     /// `Ok(None)`: no cache file. `Err`: there was one but it was unusable or not authentic;
     /// it has been removed (the caller recompiles and writes a new one).
+    // Loading cached machine code is what the code cache is for, and wasmtime offers it only
+    // as the unsafe `Module::deserialize` (see "Loading cached code" on `Runtime::load`).
+    #[allow(unsafe_code)]
     fn read_cached(&self, cache: &CodeCache, path: &Path) -> Result<Option<Placed>, String> {
         match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -472,6 +478,9 @@ impl LoadedController {
 
     /// The code linked on the on-demand engine; for a pooled module, made from the pooled
     /// copy the first time it is needed.
+    // Copying code from the pool engine to the on-demand engine goes through wasmtime's
+    // unsafe `Module::deserialize`; recompiling instead would cost seconds per controller.
+    #[allow(unsafe_code)]
     pub(crate) fn on_demand(&self) -> Result<&InstancePre<HostState>, String> {
         self.compiled
             .on_demand

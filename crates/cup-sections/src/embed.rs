@@ -253,7 +253,8 @@ const CHUNK_BYTES: usize = 256 << 10;
 /// backlog keep the hasher busy while the copying thread does the side work.
 const CHUNKS_IN_FLIGHT: usize = 8;
 /// How much written data to hand to the kernel's writeback at a time (see
-/// [`start_writeback`]); 1–4 MiB measured best on a 14 MB module, 8 MiB starts too late.
+/// [`start_writeback`]): early enough that writeback overlaps the copy, large enough that
+/// the calls stay few.
 const WRITEBACK_BYTES: u64 = 4 << 20;
 
 /// One chunk of the module on its way from the copying thread to the hashing thread.
@@ -385,8 +386,10 @@ fn thread_panicked(what: &str) -> Error {
 /// irrelevant and ignored). Why: the final rename over an existing output makes ext4 flush
 /// the new file at once (`auto_da_alloc`), and freeing the replaced file's blocks then
 /// queues behind that burst of writes. Writing back while the hash is still running takes
-/// that wait off the end of the embedding (≈ 4 ms of ≈ 20 ms for a 14 MB module).
+/// that wait off the end of the embedding, where it would be a large share of the whole.
 #[cfg(target_os = "linux")]
+// std has no binding for sync_file_range; libc is the only way to it.
+#[allow(unsafe_code)]
 fn start_writeback(file: &File, range: Range<u64>) {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (

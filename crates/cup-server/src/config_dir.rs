@@ -1,4 +1,4 @@
-//! The config directory (`-api-resources`, cup-reference §2.2): every `*.json` file below
+//! The config directory (`-api-resources`, the original cup's format): every `*.json` file below
 //! it, recursively, in lexical order; only the first JSON value of each file is read.
 //! Each must be a `cup.flipt.io/v1alpha1` object with a non-empty `metadata.name`; kinds
 //! `ResourceDefinition`, `Controller` and `Binding` are used, others ignored. Every error

@@ -1,5 +1,6 @@
 //! `GET /apis`: one JSON object mapping `group/version/plural` to the whole definition,
-//! keys sorted, compact, Go-escaped, then `\n` (cup-reference §1.4). Schemas from the config
+//! keys sorted, compact, Go-escaped, then `\n`, as the original cup answers, so its clients
+//! read it unchanged (docs/API.md, "The API"). Schemas from the config
 //! directory are re-emitted as written (compacted, key order kept), as the original does
 //! with its raw JSON; definitions embedded in modules are already canonical JSON.
 

@@ -1,7 +1,7 @@
 //! How many wasm reads may run on async workers at once.
 //!
 //! A get or list runs the guest on the request's own task when it can (no hand-off to
-//! another thread and back: ≈ 20 µs each on a quiet 2-core machine, docs/BENCHMARKS.md), but
+//! another thread and back, which costs more than the rest of cupd's share of a request), but
 //! never on every worker at once: one worker is always left for I/O (accepting, reading
 //! requests, writing responses, health checks), and reads beyond the budget go to the
 //! blocking pool as before. Under concurrency the guests then run on as many threads as

@@ -373,6 +373,8 @@ fn fit_open_files(wanted: usize) -> usize {
 
 /// `(soft before, soft after)`.
 #[cfg(unix)]
+// std has no binding for getrlimit/setrlimit; libc is the only way to them.
+#[allow(unsafe_code)]
 fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

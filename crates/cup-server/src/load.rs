@@ -1,5 +1,5 @@
-//! Loading controllers and building the routes (cup-reference §1.10, DESIGN "Loading by
-//! digest").
+//! Loading controllers and building the routes (docs/API.md, "Loading controllers" and
+//! "Routes"; the rules of loading by digest are in docs/PRODUCT.md).
 //!
 //! For each Controller of the config directory, in name order: a template controller
 //! parses its templates; a wasm controller gets its module (a file under the config

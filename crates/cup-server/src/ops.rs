@@ -212,7 +212,8 @@ impl Call<'_> {
         resource: Option<Resource>,
     ) -> Result<Written, ApiError> {
         let route = self.route;
-        // cup-reference §1.7/§1.8: put names the body's kind, delete the route's plural.
+        // The original cup's messages, which existing history and tooling may match on: put
+        // names the body's apiVersion and kind, delete the route's group/version/plural.
         let message = match &resource {
             Some(r) => format!(
                 "feat: update {}/{} {}/{}",

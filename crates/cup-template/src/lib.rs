@@ -1,4 +1,4 @@
-//! cup's template controller (`type: "template"`, cup-reference §3.2).
+//! cup's template controller (`type: "template"`), compatible with the original cup's.
 //!
 //! Each resource is one JSON file; where it lives is rendered from two Go text/template
 //! templates, `list_template` (a glob of every resource of a kind in a namespace) and

@@ -9,6 +9,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Command, Serve};
 
+// libgit2 keeps its network timeouts in unsynchronised globals, so setting them is an
+// unsafe call that must come before any thread starts: here, first thing.
+#[allow(unsafe_code)]
 fn main() -> anyhow::Result<()> {
     let cli = cli::parse(std::env::args_os().collect())?;
     let Command::Serve(serve) = cli.command;
@@ -166,7 +169,7 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
                 filter
             } else {
                 // wasmtime-wasi opens an INFO span around every WASI call a guest makes;
-                // recording them costs ~45 µs per request (docs/BENCHMARKS.md) and tells an
+                // recording them is a noticeable share of a request's host time and tells an
                 // operator nothing. `-log-level info,wasmtime_wasi=info` brings them back.
                 filter.add_directive(
                     "wasmtime_wasi=warn"

@@ -211,8 +211,7 @@ impl Document {
 /// than an error, since "no flags yet" is a normal state.
 fn parse_yaml<T: DeserializeOwned + Default>(text: &str) -> Result<T, serde_yaml_ng::Error> {
     // Straight into `T`, not through a `Value` first: that tree would be built only to be
-    // copied into `T` (≈ 14 % of the parse natively; guest get 0.120 → 0.113 ms,
-    // bench/notes.md, session 7).
+    // copied into `T`, a noticeable share of the guest's time per request.
     let parsed: Option<T> = serde_yaml_ng::from_str(text)?;
     Ok(parsed.unwrap_or_default())
 }

@@ -1,4 +1,4 @@
-//! `cup-load`: the load run of issue 7 (see `cup_e2e::load`). Exit status 0 when every
+//! `cup-load`: the load run behind `just load` (see `cup_e2e::load`). Exit status 0 when every
 //! answer was expected and no write was lost or mixed, 1 when not (the report says what),
 //! 2 when the run could not be made (bad arguments, cupd unreachable, unclean source).
 

@@ -1,7 +1,7 @@
 //! Shared by the `cli_*` tests: `cup` invocations isolated from the machine's config, the
-//! original's template fixture (cup-reference §5) served by a real `cupd` (the
-//! `cup_e2e::cupd` harness), and snapshots of a source tree to prove a failure changed
-//! nothing.
+//! original cup's template fixture (its `build/testing/template/testdata`) served by a real
+//! `cupd` (the `cup_e2e::cupd` harness), and snapshots of a source tree to prove a failure
+//! changed nothing.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -134,7 +134,7 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-// ---- the original's integration fixture (cup-reference §5) ----
+// ---- the original cup's integration fixture ----
 
 /// The definition of `build/testing/template/testdata/config/resources.json`.
 pub const DEFINITION: &str = r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"ResourceDefinition","metadata":{"name":"resources.test.cup.flipt.io"},"names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object","properties":{"spec":{"type":"object","properties":{"foo":{"type":"string"}},"additionalProperties":false}},"additionalProperties":true}}}}"#;

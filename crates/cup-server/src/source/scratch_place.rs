@@ -19,10 +19,10 @@ pub(crate) const SCRATCH_PREFIX: &str = "cupd-scratch-";
 /// Where scratch copies are made: a directory, and one to use instead when a copy does not
 /// fit there.
 ///
-/// The default prefers memory: the guest's own `fsync` of the copy is then free (it cost
-/// ≈ 0.5 ms of a 1.1 ms put through the example controller with `$TMPDIR` on ext4;
-/// bench/notes.md), and nothing in the copy needs to outlive the request, since the apply
-/// step writes each changed file to the real tree through a temp file, `fsync` and rename.
+/// The default prefers memory: the guest's own `fsync` of the copy is then free (on a disk
+/// it is a large share of a put), and nothing in the copy needs to outlive the request,
+/// since the apply step writes each changed file to the real tree through a temp file,
+/// `fsync` and rename.
 #[derive(Debug)]
 pub struct ScratchPlace {
     dir: PathBuf,
