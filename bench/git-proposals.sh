@@ -122,6 +122,23 @@ for bin in "$@"; do
     median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 2p)
     bytes=$(wc -c <"$work/list.json")
     echo "GET /proposals, $BRANCHES $kind proposal branches over $COMMITS commits: ${times[*]} s (median $median s), $bytes bytes"
+    # Every page, following `metadata.continue` (a cupd that answers one array: one page).
+    python3 - "$port" <<'PY'
+import json, sys, time, urllib.request
+port, token, ids, pages, start = sys.argv[1], None, 0, 0, time.monotonic()
+while True:
+    url = f"http://127.0.0.1:{port}/proposals" + (f"?continue={token}" if token else "")
+    body = json.load(urllib.request.urlopen(url))
+    pages += 1
+    if isinstance(body, list):
+        ids += len(body)
+        break
+    ids += len(body["items"])
+    token = body["metadata"].get("continue")
+    if not token:
+        break
+print(f"every page: {ids} proposals in {pages} pages, {time.monotonic() - start:.3f} s")
+PY
     rss=$(awk '/VmHWM/ {print $2}' "/proc/$big_pid/status")
     echo "cupd peak RSS after the listings: ${rss} KiB"
 
