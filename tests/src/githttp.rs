@@ -20,6 +20,8 @@ use std::thread::JoinHandle;
 pub struct Request {
     pub method: String,
     pub path: String,
+    /// The query string (`service=git-upload-pack` on the advertisement of each fetch).
+    pub query: String,
     pub status: u16,
     /// The body came with `Transfer-Encoding: chunked`.
     pub chunked: bool,
@@ -209,6 +211,7 @@ fn log(shared: &Shared, head: &Head, status: u16) {
     lock(&shared.log).push(Request {
         method: head.method.clone(),
         path: head.path.clone(),
+        query: head.query.clone(),
         status,
         chunked: head.chunked(),
     });

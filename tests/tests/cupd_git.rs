@@ -210,8 +210,9 @@ fn the_original_source_scenario_on_a_master_repository() {
 
     // Proposals: listed, shown, merged.
     let list = cupd.get("/proposals").json();
-    assert_eq!(list.as_array().unwrap().len(), 1);
-    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"][0]["id"], id.as_str());
+    assert_eq!(list["metadata"], serde_json::json!({}), "no more pages");
     let detail = cupd.get(&format!("/proposals/{id}")).json();
     assert_eq!(detail["files"][0]["path"], resource_path("baz"));
     assert_eq!(detail["files"][0]["status"], "added");
@@ -220,7 +221,10 @@ fn the_original_source_scenario_on_a_master_repository() {
     assert_eq!(merged.status, 200, "{}", merged.text());
     assert_eq!(merged.json()["fast_forward"], true);
     assert_eq!(remote.git(&["rev-parse", "master"]), commit);
-    assert_eq!(cupd.get("/proposals").json(), serde_json::json!([]));
+    assert_eq!(
+        cupd.get("/proposals").json(),
+        serde_json::json!({"metadata": {}, "items": []})
+    );
     assert_eq!(
         cupd.request("POST", &format!("/proposals/{id}/merge"), &[], b"")
             .status,
@@ -271,7 +275,7 @@ fn a_cross_origin_form_post_cannot_merge_a_proposal() {
     );
     assert_eq!(forged.status, 403, "{}", forged.text());
     assert_eq!(remote.git(&["rev-parse", "master"]), master, "not merged");
-    assert_eq!(cupd.get("/proposals").json()[0]["id"], id.as_str());
+    assert_eq!(cupd.get("/proposals").json()["items"][0]["id"], id.as_str());
     let merged = cupd.request("POST", &format!("/proposals/{id}/merge"), &[], b"");
     assert_eq!(merged.status, 200, "{}", merged.text());
     assert_eq!(remote.git(&["rev-parse", "master"]), commit);
@@ -419,7 +423,8 @@ fn fifty_concurrent_puts_give_fifty_proposals() {
             "{branch} has exactly its own change"
         );
     }
-    assert_eq!(cupd.get("/proposals").json().as_array().unwrap().len(), 50);
+    let listed = cupd.get("/proposals").json();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 50);
     no_local_branches(&remote);
 }
 

@@ -33,7 +33,7 @@ fn read_and_propose_over_ssh_through_the_agent() {
     put_baz_and_read_back(&cupd, &fixture);
     let listed = cupd.get("/proposals");
     assert_eq!(listed.status, 200, "{}", listed.text());
-    assert_eq!(listed.json().as_array().map(Vec::len), Some(1));
+    assert_eq!(listed.json()["items"].as_array().map(Vec::len), Some(1));
     drop(cupd);
 
     // Without the flag, ~/.ssh/known_hosts is the file checked; here hashed by OpenSSH

@@ -36,6 +36,14 @@
 //!   never written to the cache's config (the remote is anonymous) nor logged.
 //! * After a proposal branch is pushed, a [`PullRequests`] implementation is told about it
 //!   and may return a pull request's URL ([`scm`]).
+//! * Only refs that name a commit are kept: a tag (or branch) of a blob or a tree is dropped
+//!   after the fetch that brought it, because libgit2's local transport (path and `file://`
+//!   remotes) fails every fetch that has something to download while the cache holds one.
+//! * A full fetch is shared: callers that asked for one before it started use it (and its
+//!   outcome) instead of starting another ([`GitRepo::fetch_since`]).
+//! * After each good fetch the remote's default branch and the time are recorded in the
+//!   cache (`cup-remote`), so that [`GitRepo::open`] with an unreachable remote serves the
+//!   last fetched state instead of failing ([`GitRepo::fetch_status`] says since when).
 
 mod checkout;
 pub mod credentials;
@@ -45,10 +53,12 @@ pub mod ssh;
 mod tree;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use git2::{
     AutotagOption, CertificateCheckStatus, Cred, CredentialType, FetchOptions, FetchPrune, Oid,
@@ -104,6 +114,11 @@ const PACK_REFS_EVERY: u64 = 32;
 const MODE_BLOB: i32 = 0o100644;
 /// How many unreadable commits [`GitRepo::snapshot`] remembers.
 const MAX_BAD_TREES: usize = 1024;
+/// The file in the bare cache that records the remote's default branch and the time of the
+/// last good fetch, so that a restart while the remote is unreachable can serve the cache.
+const REMOTE_RECORD: &str = "cup-remote";
+/// Prefix of a [`REMOTE_RECORD`] being written.
+const REMOTE_RECORD_TEMP: &str = ".tmp-cup-remote";
 const MODE_EXEC: i32 = 0o100755;
 
 /// Why a Git operation failed. [`GitError::kind`] says how an API should report it.
@@ -414,6 +429,112 @@ pub struct Merged {
     pub fast_forward: bool,
 }
 
+/// What the fetches of the remote did lately (for an operator; see `/status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchStatus {
+    /// When a fetch last succeeded: in this run, or in an earlier one as the cache recorded.
+    pub last_success: Option<SystemTime>,
+    /// Why the last fetch failed; `None` when it succeeded.
+    pub error: Option<String>,
+    /// When the last fetch failed.
+    pub error_at: Option<SystemTime>,
+}
+
+/// The moment a caller asked for the remote's current state: any full fetch that started
+/// after it serves the caller ([`GitRepo::fetch_ticket`], [`GitRepo::fetch_since`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchTicket(u64);
+
+/// Which open proposals to list ([`GitRepo::proposals_since`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ProposalQuery<'a> {
+    /// The base branch (`None` = the default branch).
+    pub revision: Option<&'a str>,
+    /// Only ids after this one (the last id of the previous page).
+    pub after: Option<&'a str>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// One page of open proposals, by id.
+#[derive(Debug, Clone)]
+pub struct ProposalPage {
+    pub items: Vec<ProposalSummary>,
+    /// More open proposals follow the last one.
+    pub more: bool,
+}
+
+/// What the cache remembers of the remote between runs ([`REMOTE_RECORD`]).
+#[derive(Debug, Default)]
+struct RemoteRecord {
+    default_branch: Option<String>,
+    fetched_at: Option<SystemTime>,
+}
+
+impl RemoteRecord {
+    /// The record in `dir`; anything unreadable or unknown in it is left out.
+    fn read(dir: &Path) -> RemoteRecord {
+        use std::io::Read as _;
+        let mut text = String::new();
+        let read = std::fs::File::open(dir.join(REMOTE_RECORD))
+            .and_then(|f| f.take(4096).read_to_string(&mut text));
+        let mut record = RemoteRecord::default();
+        if read.is_err() {
+            return record;
+        }
+        for line in text.lines() {
+            match line.split_once(' ') {
+                Some(("default-branch", branch)) if check_revision(branch).is_ok() => {
+                    record.default_branch = Some(branch.to_owned());
+                }
+                Some(("fetched-at", secs)) => {
+                    record.fetched_at = secs
+                        .parse()
+                        .ok()
+                        .and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s)));
+                }
+                _ => {}
+            }
+        }
+        record
+    }
+
+    /// Replaces the record in `dir` (a temp file renamed over it, 0600).
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut text = String::new();
+        if let Some(branch) = &self.default_branch {
+            text.push_str(&format!("default-branch {branch}\n"));
+        }
+        if let Some(at) = self
+            .fetched_at
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        {
+            text.push_str(&format!("fetched-at {}\n", at.as_secs()));
+        }
+        let mut file = tempfile::Builder::new()
+            .prefix(REMOTE_RECORD_TEMP)
+            .permissions(private_file_permissions())
+            .tempfile_in(dir)?;
+        file.write_all(text.as_bytes())?;
+        file.persist(dir.join(REMOTE_RECORD))
+            .map(drop)
+            .map_err(|e| e.error)
+    }
+}
+
+/// What one fetch changed: the refs it updated, and the remote's default branch.
+struct Fetched {
+    updated: Vec<String>,
+    head: Option<String>,
+}
+
+/// A failed fetch, and whether libgit2 failed on a ref of the cache that names no commit.
+struct FetchFailed {
+    error: GitError,
+    names_no_commit: bool,
+}
+
 /// Takes the cache's lock file, or says which cupd-wide mistake (a shared cache) it is.
 fn lock_cache(dir: &Path) -> Result<std::fs::File, GitError> {
     let path = dir.join("cup.lock");
@@ -505,6 +626,13 @@ pub struct GitRepo {
     pushed_refs: std::sync::atomic::AtomicU64,
     /// The branches and tags as of the last pruning of snapshots ([`GitRepo::fetch`]).
     tips: Mutex<Option<RefTips>>,
+    /// Full fetches started so far ([`GitRepo::fetch_ticket`]).
+    fetches_started: AtomicU64,
+    /// Held for the whole of a full fetch: the number of the last one and its outcome, which
+    /// callers that asked before it started share ([`GitRepo::fetch_since`]).
+    last_full_fetch: Mutex<Option<(u64, Result<(), GitError>)>>,
+    /// Successes and failures of every fetch, for an operator.
+    fetch_status: Mutex<FetchStatus>,
     /// Held (flock) for the life of this value: the startup sweep below removes checkouts
     /// and half-made snapshots, which is only safe when no other process uses the cache.
     _cache_lock: std::fs::File,
@@ -521,8 +649,10 @@ impl std::fmt::Debug for GitRepo {
 }
 
 impl GitRepo {
-    /// Opens (or creates) the bare cache of `url` under `cache_root` and fetches once: an
-    /// unreachable remote is an error here, not at the first request.
+    /// Opens (or creates) the bare cache of `url` under `cache_root` and fetches once. When
+    /// that fetch fails, a cache holding refs from an earlier run is served as it is (a
+    /// warning is logged and [`GitRepo::fetch_status`] says why); an empty one is an error
+    /// here, not at the first request.
     pub fn open(
         url: &str,
         cache_root: &Path,
@@ -541,19 +671,26 @@ impl GitRepo {
                 source,
             })?;
         }
+        let record = RemoteRecord::read(&dir);
         let repo = GitRepo {
             url: url.to_owned(),
             display_url,
-            dir,
             author,
             options,
-            default_branch: Mutex::new(None),
+            default_branch: Mutex::new(record.default_branch),
             remote: Mutex::new(()),
             writes: Mutex::new(()),
             bad_trees: Mutex::new(HashMap::new()),
             making_snapshot: Mutex::new(()),
             pushed_refs: std::sync::atomic::AtomicU64::new(0),
             tips: Mutex::new(None),
+            fetches_started: AtomicU64::new(0),
+            last_full_fetch: Mutex::new(None),
+            fetch_status: Mutex::new(FetchStatus {
+                last_success: record.fetched_at,
+                ..FetchStatus::default()
+            }),
+            dir,
             _cache_lock: cache_lock,
         };
         // Leftovers of a crash: half-made snapshots and checkouts.
@@ -569,8 +706,47 @@ impl GitRepo {
                 }
             }
         }
-        repo.fetch()?;
+        if let Ok(entries) = std::fs::read_dir(&repo.dir) {
+            for e in entries.flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(REMOTE_RECORD_TEMP)
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        if let Err(error) = repo.fetch() {
+            if !repo.has_refs()? {
+                return Err(error);
+            }
+            let status = repo.fetch_status();
+            let fetched_at = status.last_success.map(|t| {
+                t.duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            });
+            tracing::warn!(url = repo.display_url, %error,
+                default_branch = repo.default_branch().as_deref().unwrap_or("<unknown>"),
+                last_good_fetch_unix = fetched_at,
+                "the remote cannot be fetched: serving the git cache as last fetched until a fetch succeeds");
+        }
         Ok(repo)
+    }
+
+    /// Whether the cache holds any branch or tag of the remote (from this run or an earlier).
+    fn has_refs(&self) -> Result<bool, GitError> {
+        let repo = self.repo()?;
+        for glob in [format!("{REMOTE_REFS}*"), "refs/tags/*".to_owned()] {
+            if repo.references_glob(&glob)?.next().is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Successes and failures of the fetches so far.
+    pub fn fetch_status(&self) -> FetchStatus {
+        lock(&self.fetch_status).clone()
     }
 
     /// `text` (a libgit2 message) without the URL's secrets, should libgit2 quote them.
@@ -711,6 +887,46 @@ impl GitRepo {
     /// Fetches every branch and tag from the remote and records its default branch, then
     /// removes the snapshots of commits no branch or tag reaches any more.
     pub fn fetch(&self) -> Result<(), GitError> {
+        let mut last = lock(&self.last_full_fetch);
+        self.full_fetch(&mut last)
+    }
+
+    /// Now, for [`GitRepo::fetch_since`]: taken when a caller asks (a request arrives), before
+    /// it waits for its turn.
+    pub fn fetch_ticket(&self) -> FetchTicket {
+        FetchTicket(self.fetches_started.load(Ordering::SeqCst))
+    }
+
+    /// Makes sure a full fetch that started after `ticket` was taken has run: if one has,
+    /// its outcome is this call's; else this call fetches. Callers queued behind one fetch
+    /// share the next one instead of fetching one after the other, and none is served a
+    /// fetch that started before it asked.
+    pub fn fetch_since(&self, ticket: FetchTicket) -> Result<(), GitError> {
+        let mut last = lock(&self.last_full_fetch);
+        if let Some((number, outcome)) = last.as_ref()
+            && *number > ticket.0
+        {
+            return match outcome {
+                Ok(()) => Ok(()),
+                Err(error) => Err(error.clone_shared()),
+            };
+        }
+        self.full_fetch(&mut last)
+    }
+
+    /// One full fetch, numbered and remembered in `last` (the held [`GitRepo::last_full_fetch`]).
+    fn full_fetch(&self, last: &mut Option<(u64, Result<(), GitError>)>) -> Result<(), GitError> {
+        let number = self.fetches_started.fetch_add(1, Ordering::SeqCst) + 1;
+        let outcome = self.fetch_all_and_prune();
+        let kept = match &outcome {
+            Ok(()) => Ok(()),
+            Err(error) => Err(error.clone_shared()),
+        };
+        *last = Some((number, kept));
+        outcome
+    }
+
+    fn fetch_all_and_prune(&self) -> Result<(), GitError> {
         self.fetch_refspecs(&FETCH_REFSPECS, true)?;
         // Checking every snapshot costs ancestry walks: only when a ref moved, came or went
         // since the last pruning (and after the first fetch, for what an earlier run left).
@@ -791,21 +1007,97 @@ impl GitRepo {
         }
     }
 
+    /// Fetches `refspecs` (under the remote lock) and records the outcome.
     fn fetch_refspecs(&self, refspecs: &[&str], prune: bool) -> Result<(), GitError> {
         let _remote = lock(&self.remote);
+        let outcome = self.fetch_recovering(refspecs, prune);
+        let now = SystemTime::now();
+        {
+            let mut status = lock(&self.fetch_status);
+            match &outcome {
+                Ok(()) => {
+                    status.last_success = Some(now);
+                    status.error = None;
+                    status.error_at = None;
+                }
+                Err(error) => {
+                    status.error = Some(error.to_string());
+                    status.error_at = Some(now);
+                }
+            }
+        }
+        if outcome.is_ok() {
+            let record = RemoteRecord {
+                default_branch: self.default_branch(),
+                fetched_at: Some(now),
+            };
+            // Without it a restart with the remote away cannot serve: worth a line, not a
+            // failed fetch.
+            if let Err(error) = record.write(&self.dir) {
+                tracing::warn!(%error, "recording the remote's default branch in the git cache");
+            }
+        }
+        outcome
+    }
+
+    /// One fetch; if libgit2 fails on a ref of the cache that names no commit (one an
+    /// earlier version kept), every such ref is dropped and the fetch tried once more. Refs
+    /// the fetch brings that name no commit are dropped after it.
+    fn fetch_recovering(&self, refspecs: &[&str], prune: bool) -> Result<(), GitError> {
         let repo = self.repo()?;
+        let fetched = match self.fetch_once(&repo, refspecs, prune) {
+            Ok(fetched) => fetched,
+            Err(FetchFailed {
+                error,
+                names_no_commit: true,
+            }) => {
+                let names = all_ref_names(&repo)?;
+                let dropped = drop_refs_naming_no_commit(&repo, &names);
+                tracing::warn!(%error, dropped = dropped.join(" "),
+                    "the git cache held refs that name no commit; dropped them and fetching again");
+                self.fetch_once(&repo, refspecs, prune)
+                    .map_err(|failed| failed.error)?
+            }
+            Err(failed) => return Err(failed.error),
+        };
+        let dropped = drop_refs_naming_no_commit(&repo, &fetched.updated);
+        if !dropped.is_empty() {
+            tracing::debug!(
+                refs = dropped.join(" "),
+                "refs that name no commit left out of the cache"
+            );
+        }
+        *lock(&self.default_branch) = fetched.head;
+        Ok(())
+    }
+
+    fn fetch_once(
+        &self,
+        repo: &Repository,
+        refspecs: &[&str],
+        prune: bool,
+    ) -> Result<Fetched, FetchFailed> {
         let state = Rc::new(RefCell::new(AuthState::default()));
-        let fail = |e: git2::Error| {
-            self.remote_error("fetching from", &e, &state)
+        let fail = |e: git2::Error| FetchFailed {
+            names_no_commit: names_no_commit(&e),
+            error: self
+                .remote_error("fetching from", &e, &state)
                 .unwrap_or_else(|| GitError::Fetch {
                     url: self.display_url.clone(),
                     reason: self.scrub(e.message()),
-                })
+                }),
         };
         let mut remote = repo.remote_anonymous(&self.url).map_err(fail)?;
+        let updated = Rc::new(RefCell::new(Vec::new()));
+        let mut callbacks = self.callbacks(&state);
+        let seen = updated.clone();
+        callbacks.update_tips(move |name, _, _| {
+            seen.borrow_mut().push(name.to_owned());
+            true
+        });
         let mut options = FetchOptions::new();
         options
-            .remote_callbacks(self.callbacks(&state))
+            .remote_callbacks(callbacks)
             .prune(if prune {
                 FetchPrune::On
             } else {
@@ -815,13 +1107,14 @@ impl GitRepo {
         remote
             .fetch(refspecs, Some(&mut options), None)
             .map_err(fail)?;
+        drop(options);
         let head = remote
             .default_branch()
             .ok()
             .and_then(|b| b.as_str().ok().map(str::to_owned))
             .and_then(|b| b.strip_prefix("refs/heads/").map(str::to_owned));
-        *lock(&self.default_branch) = head;
-        Ok(())
+        let updated = updated.take();
+        Ok(Fetched { updated, head })
     }
 
     /// Resolves `revision` (a branch, a tag or a commit id; `None` = the default branch).
@@ -829,12 +1122,7 @@ impl GitRepo {
         let repo = self.repo()?;
         let commit = match revision {
             None => {
-                let branch = self
-                    .default_branch()
-                    .ok_or_else(|| GitError::NoDefaultBranch {
-                        url: self.display_url.clone(),
-                        why: "the remote has no HEAD".into(),
-                    })?;
+                let branch = self.default_branch().ok_or_else(|| self.no_head())?;
                 let refname = format!("{REMOTE_REFS}{branch}");
                 repo.refname_to_id(&refname)
                     .map_err(|_| GitError::NoDefaultBranch {
@@ -1249,6 +1537,19 @@ impl GitRepo {
         Ok(rejected)
     }
 
+    /// Why there is no default branch.
+    fn no_head(&self) -> GitError {
+        let why = if self.fetch_status().last_success.is_none() {
+            "no fetch of the remote has succeeded yet"
+        } else {
+            "the remote has no HEAD"
+        };
+        GitError::NoDefaultBranch {
+            url: self.display_url.clone(),
+            why: why.into(),
+        }
+    }
+
     /// The base branch of proposal operations: `revision` if given (must be a branch),
     /// else the default branch.
     fn base_branch(
@@ -1261,12 +1562,7 @@ impl GitRepo {
                 check_revision(rev)?;
                 rev.to_owned()
             }
-            None => self
-                .default_branch()
-                .ok_or_else(|| GitError::NoDefaultBranch {
-                    url: self.display_url.clone(),
-                    why: "the remote has no HEAD".into(),
-                })?,
+            None => self.default_branch().ok_or_else(|| self.no_head())?,
         };
         let oid = repo
             .refname_to_id(&format!("{REMOTE_REFS}{branch}"))
@@ -1283,36 +1579,75 @@ impl GitRepo {
             .map_err(|_| GitError::ProposalNotFound(id.to_owned()))
     }
 
-    /// Open proposals: `cup/proposal/*` branches not merged into the base (fetches first).
+    /// Open proposals: `cup/proposal/*` branches not merged into the base, by id (fetches
+    /// first).
     pub fn proposals(&self, revision: Option<&str>) -> Result<Vec<ProposalSummary>, GitError> {
         self.fetch()?;
+        let query = ProposalQuery {
+            revision,
+            after: None,
+            limit: usize::MAX,
+        };
+        Ok(self.list_proposals(&query)?.items)
+    }
+
+    /// One page of open proposals, after a full fetch that started after `fetched` was taken
+    /// ([`GitRepo::fetch_since`]).
+    pub fn proposals_since(
+        &self,
+        fetched: FetchTicket,
+        query: &ProposalQuery<'_>,
+    ) -> Result<ProposalPage, GitError> {
+        self.fetch_since(fetched)?;
+        self.list_proposals(query)
+    }
+
+    /// Open proposals as the cache has them. Whether each branch is merged is decided for
+    /// all of them by one walk of the history (every tip pushed, the base hidden): a
+    /// remote may hold thousands of proposal branches, and one ancestry check each would
+    /// walk the base's history thousands of times. Only the page's commits are read.
+    fn list_proposals(&self, query: &ProposalQuery<'_>) -> Result<ProposalPage, GitError> {
         let repo = self.repo()?;
-        let (_, base) = self.base_branch(&repo, revision)?;
-        let mut out = Vec::new();
+        let (_, base) = self.base_branch(&repo, query.revision)?;
+        let mut branches: Vec<(String, Oid)> = Vec::new();
         for reference in repo.references_glob(&format!("{REMOTE_REFS}{PROPOSAL_PREFIX}*"))? {
             let reference = reference?;
             let (Ok(name), Some(oid)) = (reference.name(), reference.target()) else {
                 continue;
             };
-            if is_merged(&repo, base, oid)? {
-                continue;
-            }
-            let Some(branch) = name.strip_prefix(REMOTE_REFS) else {
+            let Some(id) = name
+                .strip_prefix(REMOTE_REFS)
+                .and_then(|b| b.strip_prefix(PROPOSAL_PREFIX))
+            else {
                 continue;
             };
-            let message = repo
-                .find_commit(oid)
-                .map(|c| c.summary().ok().flatten().unwrap_or_default().to_owned())
-                .unwrap_or_default();
-            out.push(ProposalSummary {
-                id: branch.trim_start_matches(PROPOSAL_PREFIX).to_owned(),
-                branch: branch.to_owned(),
-                commit: oid.to_string(),
-                message,
-            });
+            if query.after.is_some_and(|after| id <= after) {
+                continue;
+            }
+            branches.push((id.to_owned(), oid));
         }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
+        let tips: Vec<Oid> = branches.iter().map(|(_, oid)| *oid).collect();
+        let open = unmerged(&repo, base, &tips)?;
+        branches.retain(|(_, oid)| open.contains(oid));
+        branches.sort();
+        let more = branches.len() > query.limit;
+        branches.truncate(query.limit);
+        let items = branches
+            .into_iter()
+            .map(|(id, oid)| {
+                let message = repo
+                    .find_commit(oid)
+                    .map(|c| c.summary().ok().flatten().unwrap_or_default().to_owned())
+                    .unwrap_or_default();
+                ProposalSummary {
+                    branch: format!("{PROPOSAL_PREFIX}{id}"),
+                    id,
+                    commit: oid.to_string(),
+                    message,
+                }
+            })
+            .collect();
+        Ok(ProposalPage { items, more })
     }
 
     /// One proposal and the files it changes since it left the base.
@@ -1321,6 +1656,22 @@ impl GitRepo {
         // that cannot exist.
         check_proposal_id(id)?;
         self.fetch()?;
+        self.show_proposal(id, revision)
+    }
+
+    /// [`GitRepo::proposal`] after a full fetch that started after `fetched` was taken.
+    pub fn proposal_since(
+        &self,
+        fetched: FetchTicket,
+        id: &str,
+        revision: Option<&str>,
+    ) -> Result<ProposalDetail, GitError> {
+        check_proposal_id(id)?;
+        self.fetch_since(fetched)?;
+        self.show_proposal(id, revision)
+    }
+
+    fn show_proposal(&self, id: &str, revision: Option<&str>) -> Result<ProposalDetail, GitError> {
         let repo = self.repo()?;
         let (branch, base) = self.base_branch(&repo, revision)?;
         let oid = self.proposal_commit(&repo, id)?;
@@ -1516,11 +1867,16 @@ fn shared_error(error: &GitError) -> GitError {
 }
 
 impl GitError {
-    /// This error again, for another write of the same batch (the message is kept; the
-    /// kind is kept for the variants that carry no `git2::Error`).
+    /// This error again, for another write of the same batch or another caller of the same
+    /// fetch (the message is kept; the kind is kept for the variants that carry no
+    /// `git2::Error`).
     fn clone_shared(&self) -> GitError {
         match self {
             GitError::Push { url, reason } => GitError::Push {
+                url: url.clone(),
+                reason: reason.clone(),
+            },
+            GitError::Fetch { url, reason } => GitError::Fetch {
                 url: url.clone(),
                 reason: reason.clone(),
             },
@@ -1641,6 +1997,75 @@ fn ref_tips(repo: &Repository) -> Result<RefTips, GitError> {
     Ok(tips)
 }
 
+/// Which of `tips` the history of `base` does not hold, in one walk: every tip pushed, the
+/// base hidden; the walk yields exactly the commits reachable from a tip and not from the
+/// base, so a tip is unmerged iff the walk yields it. It stops once every tip was seen. A
+/// tip that names no commit is left out.
+fn unmerged(repo: &Repository, base: Oid, tips: &[Oid]) -> Result<HashSet<Oid>, GitError> {
+    let mut walk = repo.revwalk()?;
+    walk.hide(base)?;
+    let mut wanted = HashSet::new();
+    for &tip in tips {
+        if tip != base && !wanted.contains(&tip) && walk.push(tip).is_ok() {
+            wanted.insert(tip);
+        }
+    }
+    let mut found = HashSet::new();
+    if wanted.is_empty() {
+        return Ok(found);
+    }
+    for commit in walk {
+        let commit = commit?;
+        if wanted.contains(&commit) {
+            found.insert(commit);
+            if found.len() == wanted.len() {
+                break;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The names of every ref in the cache.
+fn all_ref_names(repo: &Repository) -> Result<Vec<String>, GitError> {
+    let mut names = Vec::new();
+    for reference in repo.references()? {
+        let reference = reference?;
+        if let Ok(name) = reference.name() {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// Deletes those of `names` that exist and name no commit (through tags); returns them.
+fn drop_refs_naming_no_commit(repo: &Repository, names: &[String]) -> Vec<String> {
+    let mut dropped = Vec::new();
+    for name in names {
+        let Ok(mut reference) = repo.find_reference(name) else {
+            continue; // pruned, or a name that is no ref
+        };
+        if reference.kind() != Some(git2::ReferenceType::Direct)
+            || reference.peel_to_commit().is_ok()
+        {
+            continue;
+        }
+        if reference.delete().is_ok() {
+            dropped.push(name.clone());
+        }
+    }
+    dropped
+}
+
+/// Whether libgit2 failed on an object that is no commit (a ref of a blob or a tree in the
+/// cache, over the local transport: `object is not a committish`).
+fn names_no_commit(error: &git2::Error) -> bool {
+    matches!(
+        error.code(),
+        git2::ErrorCode::Peel | git2::ErrorCode::InvalidSpec
+    ) || error.message().contains("not a committish")
+}
+
 fn is_merged(repo: &Repository, base: Oid, commit: Oid) -> Result<bool, GitError> {
     Ok(base == commit || repo.graph_descendant_of(base, commit)?)
 }
@@ -1667,6 +2092,12 @@ fn check_revision(rev: &str) -> Result<(), GitError> {
         return bad("not a branch, tag or commit name");
     }
     Ok(())
+}
+
+/// For a file of the cache cupd writes whole (tempfile's default is 0600 already; said so).
+fn private_file_permissions() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(checkout::PRIVATE_FILE)
 }
 
 #[cfg(unix)]

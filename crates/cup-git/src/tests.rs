@@ -984,3 +984,244 @@ fn tags_that_name_no_commit_do_not_break_fetching() {
         .unwrap();
     assert!(proposal.is_some());
 }
+
+/// The names of the cache's refs under `prefix`.
+fn cache_refs(repo: &GitRepo, prefix: &str) -> Vec<String> {
+    git(
+        repo.cache_dir(),
+        &["for-each-ref", "--format=%(refname)", prefix],
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Over a path or `file://` remote, libgit2 hides every ref of the cache from the pack it
+/// asks for, and fails the whole fetch ("object is not a committish") on one that names a
+/// blob or a tree; it only does so when there is something new to download. Such tags are
+/// dropped from the cache after each fetch, so the next new commit still arrives.
+#[test]
+fn tags_that_name_no_commit_are_not_kept_and_new_commits_still_arrive() {
+    let (tmp, bare) = remote();
+    let seed = tmp.path().join("seed");
+    let cache = tmp.path().join("cache");
+    for url in [
+        bare.to_str().unwrap().to_owned(),
+        format!("file://{}", bare.display()),
+    ] {
+        let _ = std::fs::remove_dir_all(&cache);
+        let repo =
+            GitRepo::open(&url, &cache, Author::default(), RemoteOptions::default()).unwrap();
+        let blob = git(&seed, &["hash-object", "-w", "run.sh"]);
+        let tree = git(&seed, &["rev-parse", "HEAD^{tree}"]);
+        git(&seed, &["tag", "-f", "v1", "HEAD"]);
+        git(&seed, &["tag", "-f", "blob-tag", &blob]);
+        git(
+            &seed,
+            &["tag", "-f", "-a", "-m", "annotated", "tree-tag", &tree],
+        );
+        git(&seed, &["push", "-q", "-f", "origin", "--tags"]);
+        repo.fetch().unwrap();
+        assert_eq!(cache_refs(&repo, "refs/tags"), ["refs/tags/v1"], "{url}");
+        // Something new to download: the fetch that broke on the bad tags.
+        std::fs::write(seed.join("new.txt"), &url).unwrap();
+        git(&seed, &["add", "-A"]);
+        git(&seed, &["commit", "-q", "-m", "after the bad tags"]);
+        git(&seed, &["push", "-q", "origin", "master"]);
+        repo.fetch()
+            .unwrap_or_else(|e| panic!("{url}: fetching a new commit after bad tags: {e}"));
+        let view = repo.view(None).unwrap();
+        assert_eq!(std::fs::read_to_string(view.join("new.txt")).unwrap(), url);
+        assert_eq!(cache_refs(&repo, "refs/tags"), ["refs/tags/v1"], "{url}");
+        for bad in ["blob-tag", "tree-tag"] {
+            assert!(
+                matches!(repo.view(Some(bad)), Err(GitError::RevisionNotFound { .. })),
+                "{bad} names no commit"
+            );
+        }
+    }
+}
+
+/// A cache an earlier version left holding refs that name no commit: the fetch that fails
+/// on them drops them and is tried once more.
+#[test]
+fn refs_that_name_no_commit_in_an_old_cache_are_dropped_and_the_fetch_retried() {
+    let (tmp, bare) = remote();
+    let seed = tmp.path().join("seed");
+    let cache = tmp.path().join("cache");
+    let url = format!("file://{}", bare.display());
+    let repo = GitRepo::open(&url, &cache, Author::default(), RemoteOptions::default()).unwrap();
+    let tree = git(&seed, &["rev-parse", "HEAD^{tree}"]);
+    let blob = git(&seed, &["hash-object", "-w", "run.sh"]);
+    git(
+        repo.cache_dir(),
+        &["update-ref", "refs/tags/left-behind", &tree],
+    );
+    git(
+        repo.cache_dir(),
+        &["update-ref", "refs/remotes/origin/not-a-branch", &blob],
+    );
+    std::fs::write(seed.join("new.txt"), "new\n").unwrap();
+    git(&seed, &["add", "-A"]);
+    git(&seed, &["commit", "-q", "-m", "new"]);
+    git(&seed, &["push", "-q", "origin", "master"]);
+    repo.fetch().expect("the fetch recovers");
+    assert!(repo.view(None).unwrap().join("new.txt").is_file());
+    assert!(cache_refs(&repo, "refs/tags/left-behind").is_empty());
+    assert!(cache_refs(&repo, "refs/remotes/origin/not-a-branch").is_empty());
+    assert!(repo.fetch_status().error.is_none());
+}
+
+/// A restart with the remote gone serves the last fetched state, default branch included,
+/// and says why and since when; a cache with nothing fetched is still an error.
+#[test]
+fn a_restart_with_an_unreachable_remote_serves_the_cache() {
+    let (tmp, bare) = remote();
+    let cache = tmp.path().join("cache");
+    let url = bare.to_str().unwrap().to_owned();
+    let open = || GitRepo::open(&url, &cache, Author::default(), RemoteOptions::default());
+    let repo = open().unwrap();
+    let fetched = repo.fetch_status();
+    assert!(fetched.last_success.is_some() && fetched.error.is_none());
+    let record = std::fs::metadata(repo.cache_dir().join(REMOTE_RECORD)).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(record.permissions().mode() & 0o777, 0o600);
+    }
+    drop(repo);
+    let moved = tmp.path().join("moved.git");
+    std::fs::rename(&bare, &moved).unwrap();
+    let repo = open().expect("a usable cache survives an unreachable remote");
+    assert_eq!(repo.default_branch().as_deref(), Some("master"));
+    assert!(repo.view(None).unwrap().join("d/a.txt").is_file());
+    let status = repo.fetch_status();
+    let secs = |t: Option<std::time::SystemTime>| {
+        t.unwrap()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    assert_eq!(secs(status.last_success), secs(fetched.last_success));
+    let error = status.error.expect("the failed fetch is reported");
+    assert!(error.contains("fetching from"), "{error}");
+    assert!(status.error_at.is_some());
+    // The remote is back: the next fetch clears the error.
+    std::fs::rename(&moved, &bare).unwrap();
+    repo.fetch().unwrap();
+    assert!(repo.fetch_status().error.is_none());
+    drop(repo);
+
+    // Nothing fetched ever: no cache to serve.
+    let empty = tmp.path().join("empty-cache");
+    let err = GitRepo::open(
+        tmp.path().join("missing.git").to_str().unwrap(),
+        &empty,
+        Author::default(),
+        RemoteOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, GitError::Fetch { .. }), "{err}");
+}
+
+/// One listing decides "merged" for every proposal branch with one walk: merged, unmerged,
+/// and tips that are ancestors of other tips, on a history with a merge commit.
+#[test]
+fn listing_tells_merged_from_open_proposals_and_pages_by_id() {
+    let (tmp, bare) = remote();
+    let seed = tmp.path().join("seed");
+    let commit = |msg: &str| {
+        std::fs::write(seed.join("f"), msg).unwrap();
+        git(&seed, &["add", "-A"]);
+        git(&seed, &["commit", "-q", "-m", msg]);
+        git(&seed, &["rev-parse", "HEAD"])
+    };
+    let base0 = git(&seed, &["rev-parse", "HEAD"]);
+    let merged_old = commit("merged-old");
+    let base1 = commit("base1");
+    // An open branch off an old base, and one off that (its tip descends from the first).
+    git(&seed, &["checkout", "-q", "-b", "side", &base0]);
+    let open_a = commit("open-a");
+    let open_b = commit("open-b");
+    git(&seed, &["checkout", "-q", "master"]);
+    // `side` goes to the remote for its objects, and later as a base.
+    git(&seed, &["push", "-q", "origin", "master", "side"]);
+    let ids: Vec<String> = (0..6).map(|_| Ulid::new().to_string()).collect();
+    let tips = [
+        (&ids[0], &merged_old), // merged: an ancestor of master
+        (&ids[1], &open_a),     // open
+        (&ids[2], &base1),      // merged: master itself
+        (&ids[3], &open_b),     // open
+        (&ids[4], &base0),      // merged: the root
+        (&ids[5], &open_a),     // open, same commit as another
+    ];
+    for (id, tip) in tips {
+        git(
+            &bare,
+            &[
+                "update-ref",
+                &format!("refs/heads/{PROPOSAL_PREFIX}{id}"),
+                tip,
+            ],
+        );
+    }
+    let cache = tmp.path().join("cache");
+    let repo = open_repo(&bare, &cache, RemoteOptions::default());
+    let all = repo.proposals(None).unwrap();
+    let listed: Vec<&str> = all.iter().map(|p| p.id.as_str()).collect();
+    let mut open: Vec<&str> = vec![&ids[1], &ids[3], &ids[5]];
+    open.sort();
+    assert_eq!(listed, open);
+    assert!(all.iter().all(|p| p.message.starts_with("open-")));
+    // Pages of two, each starting after the last id of the one before.
+    let ticket = repo.fetch_ticket();
+    let page = |after: Option<&str>| {
+        repo.proposals_since(
+            ticket,
+            &ProposalQuery {
+                revision: None,
+                after,
+                limit: 2,
+            },
+        )
+        .unwrap()
+    };
+    let first = page(None);
+    assert_eq!(first.items.len(), 2);
+    assert!(first.more);
+    let second = page(Some(&first.items[1].id));
+    assert_eq!(second.items.len(), 1);
+    assert!(!second.more);
+    assert_eq!(second.items[0].id, open[2]);
+    // Against `side`, what it holds is merged and the rest open.
+    let on_side: Vec<String> = repo
+        .proposals(Some("side"))
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    let mut open_on_side = vec![ids[0].clone(), ids[2].clone()];
+    open_on_side.sort();
+    assert_eq!(on_side, open_on_side);
+}
+
+/// A call that asks for a fetch reuses one that started after it asked, and a fetch that
+/// started before it asked is never enough.
+#[test]
+fn fetches_are_shared_only_by_callers_that_asked_before_they_started() {
+    let (tmp, bare) = remote();
+    let cache = tmp.path().join("cache");
+    let repo = open_repo(&bare, &cache, RemoteOptions::default());
+    let asked = repo.fetch_ticket();
+    repo.fetch_since(asked).unwrap();
+    // Changed on the remote after that fetch: a caller who asked before it does not see it…
+    let seed = tmp.path().join("seed");
+    std::fs::write(seed.join("late"), "l").unwrap();
+    git(&seed, &["add", "-A"]);
+    git(&seed, &["commit", "-q", "-m", "late"]);
+    git(&seed, &["push", "-q", "origin", "master"]);
+    repo.fetch_since(asked).unwrap();
+    assert!(!repo.view(None).unwrap().join("late").exists());
+    // …one who asks now does.
+    repo.fetch_since(repo.fetch_ticket()).unwrap();
+    assert!(repo.view(None).unwrap().join("late").exists());
+}

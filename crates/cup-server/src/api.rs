@@ -388,11 +388,50 @@ fn git_source(state: &AppState) -> Result<&crate::git::GitSource, ApiError> {
     }
 }
 
-/// `GET /proposals[?revision=BASE]`: open proposals (not merged into the base branch).
+/// Most proposals one `GET /proposals` lists, and how many when `?limit=` is absent.
+pub const MAX_PROPOSALS_PAGE: usize = 500;
+
+/// `GET /proposals[?revision=BASE][&limit=N][&continue=TOKEN]`: open proposals (not merged
+/// into the base branch), by id, a page at a time: `{"metadata":{"continue":…},"items":[…]}`,
+/// `continue` (the last id listed) present while more follow.
 pub async fn proposals(State(state): State<Arc<AppState>>, uri: Uri) -> Response {
+    #[derive(serde::Serialize)]
+    struct ListMeta {
+        #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    }
+    #[derive(serde::Serialize)]
+    struct List {
+        metadata: ListMeta,
+        items: Vec<cup_git::ProposalSummary>,
+    }
     let result = async {
-        let base = query_param(uri.query(), "revision")?;
-        let list = git_source(&state)?.proposals(base.as_deref()).await?;
+        let query = uri.query();
+        let base = query_param(query, "revision")?;
+        let after = query_param(query, "continue")?;
+        let limit = match query_param(query, "limit")? {
+            None => MAX_PROPOSALS_PAGE,
+            Some(text) => match text.parse::<usize>() {
+                Ok(0) | Err(_) => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid ?limit={text:?}: expected a positive number (pages hold at most {MAX_PROPOSALS_PAGE})"
+                    )));
+                }
+                // As Kubernetes does: a page may hold fewer than asked; `continue` says more.
+                Ok(n) => n.min(MAX_PROPOSALS_PAGE),
+            },
+        };
+        let page = git_source(&state)?
+            .proposals(base.as_deref(), after.as_deref(), limit)
+            .await?;
+        let next = page
+            .more
+            .then(|| page.items.last().map(|p| p.id.clone()))
+            .flatten();
+        let list = List {
+            metadata: ListMeta { next },
+            items: page.items,
+        };
         Ok::<_, ApiError>(json_response(StatusCode::OK, &list))
     };
     result.await.unwrap_or_else(|e| e.into_response_for(false))

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cup_git::{
-    Author, BranchesOnly, CredentialStore, ErrorKind, GitError, GitRepo, MergeStrategy, Merged,
-    Proposal, ProposalDetail, ProposalSummary, PullRequests, RemoteOptions, SnapshotLimits, Write,
-    WriteLimits,
+    Author, BranchesOnly, CredentialStore, ErrorKind, FetchStatus, GitError, GitRepo,
+    MergeStrategy, Merged, Proposal, ProposalDetail, ProposalPage, ProposalQuery, PullRequests,
+    RemoteOptions, SnapshotLimits, Write, WriteLimits,
 };
 
 use crate::error::ApiError;
@@ -81,7 +81,8 @@ pub struct GitSource {
 }
 
 impl GitSource {
-    /// Clones or updates the cache (blocking: called once at startup).
+    /// Clones or updates the cache (blocking: called once at startup). A remote that cannot
+    /// be fetched is an error only when the cache holds nothing from an earlier run.
     pub fn open(options: &GitOptions) -> Result<GitSource, GitError> {
         let credentials = match &options.credentials {
             Some(path) => Some(CredentialStore::load(path)?),
@@ -124,6 +125,15 @@ impl GitSource {
     /// The remote's default branch as of the last fetch.
     pub fn default_branch(&self) -> Option<String> {
         self.repo.default_branch()
+    }
+
+    /// The last good fetch and the last failure, paths under the cache root hidden.
+    pub fn fetch_status(&self) -> FetchStatus {
+        let mut status = self.repo.fetch_status();
+        status.error = status
+            .error
+            .map(|e| hide_cache(&e, &self.remote_thread.cache));
+        status
     }
 
     /// Starts the periodic fetch (needs a tokio runtime).
@@ -188,19 +198,36 @@ impl GitSource {
         Ok((value, proposal))
     }
 
-    pub async fn proposals(&self, base: Option<&str>) -> Result<Vec<ProposalSummary>, ApiError> {
+    /// One page of open proposals: at most `limit`, with ids after `after`. The fetch
+    /// before it is shared with every listing that waited for the same turn (the ticket is
+    /// taken now, as the request arrives; see `GitRepo::fetch_since`).
+    pub async fn proposals(
+        &self,
+        base: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ProposalPage, ApiError> {
         let repo = self.repo.clone();
-        let base = base.map(str::to_owned);
+        let ticket = repo.fetch_ticket();
+        let (base, after) = (base.map(str::to_owned), after.map(str::to_owned));
         self.remote_thread
-            .run(move || repo.proposals(base.as_deref()))
+            .run(move || {
+                let query = ProposalQuery {
+                    revision: base.as_deref(),
+                    after: after.as_deref(),
+                    limit,
+                };
+                repo.proposals_since(ticket, &query)
+            })
             .await
     }
 
     pub async fn proposal(&self, id: &str, base: Option<&str>) -> Result<ProposalDetail, ApiError> {
         let repo = self.repo.clone();
+        let ticket = repo.fetch_ticket();
         let (id, base) = (id.to_owned(), base.map(str::to_owned));
         self.remote_thread
-            .run(move || repo.proposal(&id, base.as_deref()))
+            .run(move || repo.proposal_since(ticket, &id, base.as_deref()))
             .await
     }
 

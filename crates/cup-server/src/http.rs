@@ -218,6 +218,25 @@ struct SourceDoc {
     path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     default_branch: Option<String>,
+    /// Git: when a fetch of the remote last succeeded (RFC 3339, UTC), in this run or an
+    /// earlier one; absent when none ever did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fetched_at: Option<String>,
+    /// Git: why the last fetch failed (absent when it succeeded): reads are served from the
+    /// cache as of `fetched_at` meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fetch_error: Option<String>,
+    /// Git: when the last fetch failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fetch_error_at: Option<String>,
+}
+
+/// A time as RFC 3339 UTC, to the second.
+fn rfc3339(at: std::time::SystemTime) -> String {
+    let secs = at
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    cup_oci::artifact::rfc3339(secs)
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> Response {
@@ -229,12 +248,21 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
                 kind: "local",
                 path: local.root().display().to_string(),
                 default_branch: None,
+                fetched_at: None,
+                fetch_error: None,
+                fetch_error_at: None,
             },
-            Source::Git(git) => SourceDoc {
-                kind: "git",
-                path: git.url().to_owned(),
-                default_branch: git.default_branch(),
-            },
+            Source::Git(git) => {
+                let fetched = git.fetch_status();
+                SourceDoc {
+                    kind: "git",
+                    path: git.url().to_owned(),
+                    default_branch: git.default_branch(),
+                    fetched_at: fetched.last_success.map(rfc3339),
+                    fetch_error: fetched.error,
+                    fetch_error_at: fetched.error_at.map(rfc3339),
+                }
+            }
         },
         routes: served.map_or(0, |s| s.routes.len()),
         controllers: state.status.snapshot(),

@@ -1,5 +1,5 @@
-//! Shared by `cupd_git_auth`, `cupd_git_ssh`, `cupd_git_limits` and `cupd_git_hostile`: the
-//! original's template fixture, a bare remote seeded with it (read back with the `git` CLI),
+//! Shared by `cupd_git_auth`, `cupd_git_ssh`, `cupd_git_limits`, `cupd_git_hostile` and
+//! `cupd_git_fetch`: the original's template fixture, a bare remote seeded with it (read back with the `git` CLI),
 //! and cupd started on a Git URL.
 
 #![allow(dead_code)] // each test binary uses a different subset
