@@ -41,6 +41,9 @@ struct Shared {
     /// Every request, in order.
     log: Mutex<Vec<Request>>,
     stop: AtomicBool,
+    /// While set, connections are accepted and held open without a byte of answer.
+    stalled: AtomicBool,
+    held: Mutex<Vec<TcpStream>>,
 }
 
 impl GitHttp {
@@ -53,6 +56,8 @@ impl GitHttp {
             accepted: Mutex::new((user.to_owned(), password.to_owned())),
             log: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
+            held: Mutex::new(Vec::new()),
         });
         let accept = {
             let shared = shared.clone();
@@ -85,6 +90,20 @@ impl GitHttp {
         *lock(&self.shared.accepted) = (user.to_owned(), password.to_owned());
     }
 
+    /// From now on (`true`) new connections are accepted and never answered, as a remote
+    /// that hangs; `false` serves again and closes the held ones.
+    pub fn stall(&self, stalled: bool) {
+        self.shared.stalled.store(stalled, Ordering::SeqCst);
+        if !stalled {
+            lock(&self.shared.held).clear();
+        }
+    }
+
+    /// Connections held unanswered so far (see [`GitHttp::stall`]).
+    pub fn held(&self) -> usize {
+        lock(&self.shared.held).len()
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<Request> {
         lock(&self.shared.log).clone()
@@ -112,6 +131,10 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             return;
         }
         let Ok(stream) = stream else { continue };
+        if shared.stalled.load(Ordering::SeqCst) {
+            lock(&shared.held).push(stream);
+            continue;
+        }
         let shared = shared.clone();
         std::thread::spawn(move || {
             // A client hanging up once it has what it needs is not worth a line.

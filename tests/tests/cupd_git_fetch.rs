@@ -265,3 +265,39 @@ fn tags_of_no_commit_on_a_file_remote_do_not_stop_new_commits() {
     }
     assert!(git_status(&cupd).get("fetch_error").is_none());
 }
+
+/// A remote that stops answering after startup: a write fetches its base first, and when
+/// that fetch times out the write is not made, after one `--git-timeout` (not a second one
+/// spent on a push), and nothing reaches the remote once it answers again. Reads go on from
+/// the cache meanwhile.
+#[test]
+fn a_write_on_a_stalled_remote_fails_after_one_timeout_and_is_not_made() {
+    let fixture = Fixture::new();
+    let server = GitHttp::start(&fixture.root(), USER, TOKEN);
+    let url = server.url_with(USER, TOKEN, "remote.git");
+    let cupd = Cupd::start(&fixture.config(&url, &["--git-timeout", "2s"], &[]));
+    server.stall(true);
+    let started = std::time::Instant::now();
+    let r = cupd.request(
+        "PUT",
+        &format!("{RESOURCES}/baz"),
+        &[("Content-Type", "application/json")],
+        cupd_git_common::BAZ_PAYLOAD.as_bytes(),
+    );
+    let took = started.elapsed();
+    let text = r.text();
+    eprintln!(
+        "PUT on a stalled remote: {} after {took:?}: {text}",
+        r.status
+    );
+    assert_eq!(r.status, 500, "{text}");
+    assert!(text.contains("fetching from"), "{text}");
+    assert!(!text.contains(TOKEN), "{text}");
+    assert!(took < std::time::Duration::from_millis(3900), "{took:?}");
+    assert!(server.held() >= 1, "the remote was contacted");
+    let read = cupd.get(&format!("{RESOURCES}/foo"));
+    assert_eq!(read.status, 200, "{}", read.text());
+    server.stall(false);
+    let branches = git(&fixture.bare(), &["branch", "--list", "cup/proposal/*"]);
+    assert_eq!(branches, "", "nothing pushed");
+}

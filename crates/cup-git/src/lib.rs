@@ -1268,17 +1268,26 @@ impl GitRepo {
             Ok(repo) => repo,
             Err(error) => return writes.iter().map(|_| Err(shared_error(&error))).collect(),
         };
-        let mut fetched: Vec<Option<String>> = Vec::new();
+        // Each base is fetched once per batch; how that went, for the writes on it.
+        let mut fetched: Vec<(Option<String>, Option<GitError>)> = Vec::new();
         let committed: Vec<Result<Option<Committed>, GitError>> = writes
             .into_iter()
             .map(|write| {
                 let revision = write.revision.map(str::to_owned);
-                if !fetched.contains(&revision) {
-                    if let Err(error) = self.fetch_for_write(write.revision) {
-                        // Reads stay useful on a stale cache; the push reports a dead remote.
-                        tracing::warn!(%error, "fetch before write failed; using the cached revision");
+                let failed = match fetched.iter().find(|(r, _)| *r == revision) {
+                    Some((_, failed)) => failed.as_ref().map(GitError::clone_shared),
+                    None => {
+                        let failed = self.fetch_for_write(write.revision).err();
+                        let shared = failed.as_ref().map(GitError::clone_shared);
+                        fetched.push((revision, shared));
+                        failed
                     }
-                    fetched.push(revision);
+                };
+                // No write on a base the remote did not confirm: the cached one may be a
+                // commit the remote dropped, and a remote that cannot be fetched from
+                // would only make the push wait out its own timeout too.
+                if let Some(error) = failed {
+                    return Err(error);
                 }
                 self.commit_write(&repo, write)
             })
