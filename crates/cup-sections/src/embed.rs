@@ -16,7 +16,7 @@ use cup_model::ResourceDefinition;
 use sha2::{Digest, Sha256};
 use wasm_encoder::{CustomSection, Section};
 
-use crate::info::read_definition_file;
+use crate::definition_file::read_definition_file;
 use crate::limits::{MAX_CUP_BYTES, MAX_DEFINITION_BYTES, MAX_DEFINITIONS};
 use crate::manifest::{
     ABI_WASI_P1, ControllerManifest, DefinitionDigest, FORMAT_VERSION, ModuleDigest,

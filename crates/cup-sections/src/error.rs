@@ -45,7 +45,7 @@ pub enum Error {
     NoDefinitions,
     /// A definition file that cannot be read, parsed or validated (the message names it).
     #[error(transparent)]
-    DefinitionFile(#[from] crate::info::DefinitionFileError),
+    DefinitionFile(#[from] crate::definition_file::DefinitionFileError),
     #[error("integrity check failed: {0}")]
     Integrity(String),
     #[error("I/O error: {0}")]

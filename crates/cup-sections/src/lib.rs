@@ -21,12 +21,13 @@
 //!
 //! The exact formats and limits are in `docs/FORMAT.md`.
 
+pub mod definition_file;
 pub mod embed;
 mod error;
-pub mod info;
 pub mod layout;
 pub mod manifest;
 pub mod package;
+pub mod wasm;
 
 pub use embed::{EmbedOutput, embed, embed_file, embed_files};
 pub use error::{Error, Result};

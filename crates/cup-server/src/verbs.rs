@@ -17,7 +17,7 @@ use cup_template::{Request, gojson};
 
 use crate::error::ApiError;
 use crate::git::GitSource;
-use crate::inline::InlineReads;
+use crate::inline_reads::InlineReads;
 use crate::metrics::Metrics;
 use crate::routes::{Backend, Route};
 use crate::source::{
@@ -336,7 +336,7 @@ impl Call<'_> {
         args
     }
 
-    /// get and list run on this task while the inline budget allows (`inline`): no hand-off
+    /// get and list run on this task while the inline budget allows (`inline_reads`): no hand-off
     /// to another thread and back. Beyond it the guest runs on the blocking pool.
     async fn invoke_read(
         &self,
