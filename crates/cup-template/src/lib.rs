@@ -25,6 +25,7 @@ mod glob;
 pub mod gojson;
 pub mod paths;
 mod render;
+mod source_temp;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,9 @@ use cup_model::{Resource, TemplateSpec};
 pub use glob::{BadPattern, escape, glob, matches};
 pub use render::{DEFAULT_LIST_TEMPLATE, DEFAULT_RESOURCE_TEMPLATE, Which};
 use render::{PathTemplate, base_data, resource_value};
+pub use source_temp::{
+    NEW_FILE_MODE, TEMP_PREFIX, TEMP_SUFFIX, is_temp_name, is_temp_name_tagged, temp_name,
+};
 
 /// What went wrong. `NotFound` is the one callers map to "404".
 #[derive(Debug, thiserror::Error)]
@@ -206,7 +210,7 @@ fn read_resource(path: &Path, rel: &str) -> Result<Resource, Error> {
 }
 
 /// Temp file beside the target, fsync, rename: readers see the old or the new file, never
-/// a partial one, and a failed write leaves the old file. Mode 0644 as the original.
+/// a partial one, and a failed write leaves the old file. Mode [`NEW_FILE_MODE`].
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let io = |source| Error::Io {
         path: path.to_owned(),
@@ -215,8 +219,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut temp = tempfile::Builder::new()
-        .prefix(".cup-")
-        .suffix(".tmp")
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)
         .map_err(io)?;
     temp.write_all(bytes).map_err(io)?;
@@ -229,7 +233,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 #[cfg(unix)]
 fn set_mode(file: &std::fs::File) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+    file.set_permissions(std::fs::Permissions::from_mode(NEW_FILE_MODE))
 }
 
 #[cfg(not(unix))]
@@ -303,7 +307,7 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("default"))
             .unwrap()
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".cup-"))
+            .filter(|e| e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
             .collect();
         assert!(leftovers.is_empty(), "no temp file is left behind");
         controller().delete(dir.path(), &REQ, "baz").unwrap();
