@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
     let encoded = serde_json::to_vec(&resource).expect("a resource encodes");
     let decoded: Resource = serde_json::from_slice(&encoded).expect("its encoding decodes");
     assert_eq!(decoded, resource);
-    let go = cup_template::gojson::compact(&encoded);
+    let go = cup_model::gojson::compact(&encoded);
     let go_value: serde_json::Value = serde_json::from_slice(&go).expect("Go-compact JSON parses");
     let plain_value: serde_json::Value = serde_json::from_slice(&encoded).expect("parses");
     assert_eq!(go_value, plain_value);

@@ -10,9 +10,12 @@
 //! * [`Resource`]: a user-visible object served by the API; its `spec` is kept as raw JSON so
 //!   key order and numbers survive a round trip.
 //! * [`canonical`]: canonical JSON (sorted keys, no whitespace), the byte form that is hashed.
+//! * [`gojson`]: JSON bytes as Go's `encoding/json` writes them, the wire form of the API
+//!   and of template files.
 //! * [`validate`] (feature `validate`): checks a definition before it is embedded or served.
 
 pub mod canonical;
+pub mod gojson;
 mod types;
 #[cfg(feature = "validate")]
 pub mod validate;

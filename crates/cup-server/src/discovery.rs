@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use cup_model::gojson;
 use cup_model::{Names, ObjectMeta, ResourceDefinition};
-use cup_template::gojson;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

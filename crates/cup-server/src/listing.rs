@@ -15,7 +15,7 @@
 //! Crossing either is a 500 that names the bound and its flag, never a cut-short list.
 
 use cup_model::Resource;
-use cup_template::gojson;
+use cup_model::gojson;
 
 /// Bounds of one list response (flags `--max-list-items`, `--max-list-bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use cup_git::WriteLimits;
 use cup_model::Resource;
+use cup_model::gojson;
 use cup_runtime::{Access, Invocation, InvokeError, LoadedController, Outcome};
-use cup_template::{Request, gojson};
+use cup_template::Request;
 
 use crate::error::ApiError;
 use crate::git::GitSource;

@@ -22,7 +22,6 @@
 //! it on a blocking thread.
 
 mod glob;
-pub mod gojson;
 pub mod paths;
 mod render;
 mod source_temp;
@@ -31,6 +30,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use cup_model::{Resource, TemplateSpec};
+
+/// The Go-compatible JSON encoder, which template files are written with.
+pub use cup_model::gojson;
 
 pub use glob::{BadPattern, escape, glob, matches};
 pub use render::{DEFAULT_LIST_TEMPLATE, DEFAULT_RESOURCE_TEMPLATE, Which};
