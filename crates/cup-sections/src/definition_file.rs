@@ -24,6 +24,6 @@ pub fn read_definition_file(
     let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
     let definition: ResourceDefinition =
         serde_json::from_slice(&bytes).map_err(|e| fail(format!("invalid JSON: {e}")))?;
-    cup_model::validate::definition(&definition).map_err(|e| fail(e.to_string()))?;
+    cup_model::validate_definition(&definition).map_err(|e| fail(e.to_string()))?;
     Ok(definition)
 }

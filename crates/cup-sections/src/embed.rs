@@ -47,7 +47,7 @@ struct Prepared {
 fn prepare(definitions: &[ResourceDefinition]) -> Result<Vec<Prepared>> {
     check_count(definitions.len())?;
     for def in definitions {
-        cup_model::validate::definition(def).map_err(|source| Error::InvalidDefinition {
+        cup_model::validate_definition(def).map_err(|source| Error::InvalidDefinition {
             name: def.metadata.name.clone(),
             source,
         })?;
@@ -90,9 +90,9 @@ fn render(definitions: &[ResourceDefinition]) -> Result<Vec<Prepared>> {
                 });
             }
         }
-        let payload = cup_model::canonical::to_vec(def).map_err(|e| Error::InvalidDefinition {
+        let payload = cup_model::to_canonical_json(def).map_err(|e| Error::InvalidDefinition {
             name: name.to_owned(),
-            source: cup_model::validate::DefinitionError::Schema {
+            source: cup_model::DefinitionError::Schema {
                 version: String::new(),
                 reason: e.to_string(),
             },

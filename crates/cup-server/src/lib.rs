@@ -127,6 +127,7 @@ impl Default for HttpOptions {
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),

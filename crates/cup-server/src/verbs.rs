@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use cup_git::WriteLimits;
 use cup_model::Resource;
-use cup_model::gojson;
+use cup_model::compact_go_json;
 use cup_runtime::{Access, Invocation, InvokeError, LoadedController, Outcome};
 use cup_template::Request;
 
@@ -439,7 +439,7 @@ impl Call<'_> {
 
 /// A put's stdin: the resource as compact Go JSON and a newline.
 fn put_stdin(resource: &Resource) -> Result<Vec<u8>, ApiError> {
-    let mut stdin = gojson::compact(
+    let mut stdin = compact_go_json(
         &serde_json::to_vec(resource)
             .map_err(|e| ApiError::internal(format!("encoding the resource: {e}")))?,
     );

@@ -13,7 +13,7 @@
 //!   decoded as one resource (first JSON value);
 //! * get: the rendered file's first JSON value;
 //! * put: the resource written with 2-space indentation and a trailing newline, Go field
-//!   order and Go's HTML escaping ([`gojson`]), through a temp file and a rename so a reader
+//!   order and Go's HTML escaping (`cup_model::indent_go_json`), through a temp file and a rename so a reader
 //!   never sees half a file;
 //! * delete: the rendered file removed.
 //!
@@ -22,19 +22,17 @@
 //! it on a blocking thread.
 
 mod glob;
-pub mod paths;
+mod paths;
 mod render;
 mod source_temp;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use cup_model::{Resource, TemplateSpec};
-
-/// The Go-compatible JSON encoder, which template files are written with.
-pub use cup_model::gojson;
+use cup_model::{Resource, TemplateSpec, indent_go_json};
 
 pub use glob::{BadPattern, escape, glob, matches};
+pub use paths::resolve as resolve_path;
 pub use render::{DEFAULT_LIST_TEMPLATE, DEFAULT_RESOURCE_TEMPLATE, Which};
 use render::{PathTemplate, base_data, resource_value};
 pub use source_temp::{
@@ -43,6 +41,7 @@ pub use source_temp::{
 
 /// What went wrong. `NotFound` is the one callers map to "404".
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("{which}: {message}")]
     Template { which: Which, message: String },
@@ -143,7 +142,7 @@ impl TemplateController {
     ) -> Result<String, Error> {
         let rel = self.resource_path(req, name, Some(resource))?;
         let path = paths::resolve(root, &rel)?;
-        let mut bytes = gojson::indent(&serde_json::to_vec(resource).map_err(Error::Encode)?, "  ");
+        let mut bytes = indent_go_json(&serde_json::to_vec(resource).map_err(Error::Encode)?, "  ");
         bytes.push(b'\n');
         write_atomic(&path, &bytes)?;
         Ok(rel)
