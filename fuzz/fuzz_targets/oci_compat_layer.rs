@@ -1,5 +1,5 @@
 //! Fuzzes the unpacking of a docker-buildable "compat" image's layer:
-//! `cup_oci::accept::extract_wasm` on arbitrary bytes as tar+gzip (gzip header and stream,
+//! `cup_oci::extract_wasm` on arbitrary bytes as tar+gzip (gzip header and stream,
 //! tar headers, long names, entry types, sizes).
 //!
 //! Random bytes rarely survive gzip decoding, so each input is also compressed first and
@@ -14,8 +14,8 @@ use std::io::Write;
 use libfuzzer_sys::fuzz_target;
 
 fn check(layer: &[u8]) {
-    if let Ok(wasm) = cup_oci::accept::extract_wasm(layer, "fuzz") {
-        assert!(wasm.starts_with(cup_oci::accept::WASM_MAGIC));
+    if let Ok(wasm) = cup_oci::extract_wasm(layer, "fuzz") {
+        assert!(wasm.starts_with(cup_oci::WASM_MAGIC));
         assert!(wasm.len() as u64 <= cup_oci::MAX_WASM_BYTES);
     }
 }

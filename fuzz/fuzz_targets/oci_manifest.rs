@@ -14,8 +14,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((manifest, source)) = cup_oci::classify(data, "fuzz") {
         assert_eq!(manifest.layers.len(), 1);
         assert_eq!(&manifest.layers[0], source.layer());
-        cup_oci::digest::validate(&manifest.config.digest).expect("accepted config digest");
-        cup_oci::digest::validate(&source.layer().digest).expect("accepted layer digest");
+        cup_oci::validate_digest(&manifest.config.digest).expect("accepted config digest");
+        cup_oci::validate_digest(&source.layer().digest).expect("accepted layer digest");
         let _ = manifest.definition_keys();
         let again = serde_json::to_vec(&manifest).expect("an accepted manifest serialises");
         let (manifest2, source2) = cup_oci::classify(&again, "fuzz")
@@ -25,10 +25,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = serde_json::from_slice::<cup_oci::ImageIndex>(data);
     if let Ok(text) = std::str::from_utf8(data)
-        && let Ok(reference) = cup_oci::reference::ImageRef::parse(text)
+        && let Ok(reference) = cup_oci::ImageRef::parse(text)
     {
         let printed = reference.whole();
-        let reparsed = cup_oci::reference::ImageRef::parse(&printed)
+        let reparsed = cup_oci::ImageRef::parse(&printed)
             .unwrap_or_else(|e| panic!("{printed:?} (from {text:?}) does not parse: {e}"));
         assert_eq!(reparsed, reference, "{text:?} -> {printed:?}");
     }

@@ -25,11 +25,11 @@ fn validators() -> &'static Vec<jsonschema::Validator> {
         .flat_map(|text| {
             let def: cup_model::ResourceDefinition =
                 serde_json::from_str(text).expect("the example's definition parses");
-            cup_model::validate::definition(&def).expect("the example's definition is valid");
+            cup_model::validate_definition(&def).expect("the example's definition is valid");
             def.spec
                 .versions
                 .values()
-                .map(|schema| cup_model::validate::compile_schema(schema).expect("compiles"))
+                .map(|schema| cup_model::compile_schema(schema).expect("compiles"))
                 .collect::<Vec<_>>()
         })
         .collect()
@@ -57,18 +57,18 @@ fuzz_target!(|data: &[u8]| {
             "{errors:?}"
         );
     }
-    let canonical = cup_model::canonical::value_to_vec(&document);
+    let canonical = cup_model::value_to_canonical_json(&document);
     let reparsed: serde_json::Value =
         serde_json::from_slice(&canonical).expect("canonical JSON parses");
     assert_eq!(reparsed, document);
-    assert_eq!(cup_model::canonical::value_to_vec(&reparsed), canonical);
+    assert_eq!(cup_model::value_to_canonical_json(&reparsed), canonical);
     let Ok(resource) = serde_json::from_value::<Resource>(document) else {
         return;
     };
     let encoded = serde_json::to_vec(&resource).expect("a resource encodes");
     let decoded: Resource = serde_json::from_slice(&encoded).expect("its encoding decodes");
     assert_eq!(decoded, resource);
-    let go = cup_template::gojson::compact(&encoded);
+    let go = cup_model::compact_go_json(&encoded);
     let go_value: serde_json::Value = serde_json::from_slice(&go).expect("Go-compact JSON parses");
     let plain_value: serde_json::Value = serde_json::from_slice(&encoded).expect("parses");
     assert_eq!(go_value, plain_value);

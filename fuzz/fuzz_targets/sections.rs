@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let in_memory = cup_sections::read_package(data);
-    let seeking = cup_sections::package::read_definitions_reader(&mut std::io::Cursor::new(data));
+    let seeking = cup_sections::read_definitions_reader(&mut std::io::Cursor::new(data));
     match (&in_memory, &seeking) {
         (Ok(a), Ok(b)) => assert_eq!(a.definitions, b.definitions),
         (Err(_), Err(_)) => {}

@@ -375,7 +375,7 @@ pub fn flipt_package() -> &'static [u8] {
         let plain = std::fs::read(crate::flipt_wasm()).expect("reading flipt.wasm");
         let defs: Vec<_> = crate::flipt_definitions()
             .iter()
-            .map(|p| cup_sections::info::read_definition_file(p).expect("example definition"))
+            .map(|p| cup_sections::read_definition_file(p).expect("example definition"))
             .collect();
         cup_sections::embed(&plain, &defs)
             .expect("embedding the example's definitions")

@@ -36,7 +36,7 @@ fn stripped() -> Vec<u8> {
     let value: serde_json::Value = serde_json::from_str(&def).unwrap();
     CustomSection {
         name: "cup.definition".into(),
-        data: cup_model::canonical::value_to_vec(&value).into(),
+        data: cup_model::value_to_canonical_json(&value).into(),
     }
     .append_to(&mut bytes);
     bytes

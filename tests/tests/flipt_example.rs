@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use cup_e2e::cupd::copy_tree;
 use cup_e2e::{flipt_definitions, flipt_wasm, repo_root};
 use cup_runtime::{Access, Invocation, Limits, LoadedController, Outcome, Runtime};
-use cup_sections::{Integrity, info::read_definition_file};
+use cup_sections::{Integrity, read_definition_file};
 
 /// The example embedded with its definitions, and the plain module it came from.
 fn packages() -> &'static (Vec<u8>, Vec<u8>) {
@@ -71,7 +71,7 @@ fn embedded_example_round_trips_and_validates() {
         embedded.starts_with(plain),
         "the module's own bytes are a prefix of the package"
     );
-    cup_sections::info::validate(embedded).expect("the embedded module still validates");
+    cup_sections::validate_wasm(embedded).expect("the embedded module still validates");
     let package = cup_sections::read_package(embedded).unwrap();
     assert_eq!(package.integrity, Integrity::Ok);
     let got = package.verified_definitions().unwrap();

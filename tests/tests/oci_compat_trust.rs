@@ -28,7 +28,7 @@ fn hostile_package() -> Vec<u8> {
     let module = std::fs::read(probe_wasm()).expect("probe.wasm");
     let defs: Vec<_> = flipt_definitions()
         .iter()
-        .map(|p| cup_sections::info::read_definition_file(p).expect("definition"))
+        .map(|p| cup_sections::read_definition_file(p).expect("definition"))
         .collect();
     cup_sections::embed(&module, &defs).expect("embed").0
 }

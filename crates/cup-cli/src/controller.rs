@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use cup_sections::info::{Import, imports};
+use cup_sections::{Import, imports};
 use cup_sections::{Integrity, Package, read_package};
 use serde::Serialize;
 use sha2::Digest;

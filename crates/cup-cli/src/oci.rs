@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use cup_oci::artifact::{annotation_mismatches, definition_keys};
 use cup_oci::{
     ArtifactOptions, Credentials, Progress, Registry, RegistryOptions, RetryPolicy, Store,
     annotations,
 };
+use cup_oci::{annotation_mismatches, definition_keys};
 use serde::Serialize;
 
 use crate::{Output, table};
@@ -390,7 +390,7 @@ pub fn save(
     output: Output,
 ) -> Result<i32> {
     let store = open_store(store)?;
-    let report = cup_oci::archive::save(&store, references, out)
+    let report = cup_oci::save_archive(&store, references, out)
         .with_context(|| format!("saving {}", out.display()))?;
     match output {
         Output::Json => print_json(&report)?,
@@ -406,7 +406,7 @@ pub fn save(
 
 pub fn load(archive: &Path, store: Option<&Path>, output: Output) -> Result<i32> {
     let store = open_store(store)?;
-    let report = cup_oci::archive::load(&store, archive)
+    let report = cup_oci::load_archive(&store, archive)
         .with_context(|| format!("loading {}", archive.display()))?;
     match output {
         Output::Json => print_json(&report)?,

@@ -9,15 +9,24 @@
 //!   (`apiVersion: cup.flipt.io/v1alpha1`).
 //! * [`Resource`]: a user-visible object served by the API; its `spec` is kept as raw JSON so
 //!   key order and numbers survive a round trip.
-//! * [`canonical`]: canonical JSON (sorted keys, no whitespace), the byte form that is hashed.
-//! * [`validate`] (feature `validate`): checks a definition before it is embedded or served.
+//! * [`to_canonical_json`], [`value_to_canonical_json`]: canonical JSON (sorted keys, no
+//!   whitespace), the byte form that is hashed.
+//! * [`compact_go_json`], [`indent_go_json`]: JSON bytes as Go's `encoding/json` writes them,
+//!   the wire form of the API and of template files.
+//! * `validate_definition`, `compile_schema` (feature `validate`): check a definition before
+//!   it is embedded or served.
 
-pub mod canonical;
+mod canonical;
+mod gojson;
 mod types;
 #[cfg(feature = "validate")]
-pub mod validate;
+mod validate;
 
+pub use canonical::{to_vec as to_canonical_json, value_to_vec as value_to_canonical_json};
+pub use gojson::{compact as compact_go_json, indent as indent_go_json};
 pub use types::*;
+#[cfg(feature = "validate")]
+pub use validate::{DefinitionError, compile_schema, definition as validate_definition};
 
 /// `apiVersion` of every configuration object (definitions, controllers, bindings).
 pub const CONFIG_API_VERSION: &str = "cup.flipt.io/v1alpha1";

@@ -134,6 +134,7 @@ pub enum Implementation {
 
 /// Why a Controller's `spec` is unusable.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ControllerSpecError {
     #[error("unexpected controller type: {0:?} (expected \"template\" or \"wasm\")")]
     UnknownType(String),

@@ -6,6 +6,7 @@ use crate::{CONFIG_API_VERSION, ResourceDefinition};
 
 /// Why a ResourceDefinition is not acceptable. Messages name the offending field.
 #[derive(Debug, Error, PartialEq)]
+#[non_exhaustive]
 pub enum DefinitionError {
     #[error("unexpected apiVersion {0:?} (expected \"cup.flipt.io/v1alpha1\")")]
     ApiVersion(String),

@@ -49,10 +49,6 @@ impl Hasher {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// `(sha256:<hex>, size)`.
     pub fn finish(self) -> (String, u64) {
         (

@@ -8,6 +8,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong. Registry errors name the registry and the reference;
 /// content errors name the blob (`what`) and both digests or sizes.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("invalid reference {reference:?}: {reason}")]
     InvalidReference { reference: String, reason: String },

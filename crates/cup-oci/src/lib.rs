@@ -4,47 +4,50 @@
 //! custom sections, see `cup-sections`). This crate moves that file through OCI registries
 //! and keeps it in a local, content-addressed store:
 //!
-//! * [`artifact`]: the artifact layout (CNCF TAG-Runtime Wasm: one `application/wasm`
+//! * `artifact` ([`Artifact`]): the artifact layout (CNCF TAG-Runtime Wasm: one `application/wasm`
 //!   layer, a `application/vnd.wasm.config.v0+json` config, annotations mirroring the
 //!   definitions). We serialize the manifest ourselves, so its digest is known before any
 //!   upload and the same module always gives the same digest.
-//! * [`accept`]: which manifests pushed by other tools are accepted on pull, and how the
+//! * `accept` ([`classify`]): which manifests pushed by other tools are accepted on pull, and how the
 //!   wasm is found in them (including the docker-buildable tar+gzip "compat" image).
-//! * [`store`]: an OCI image-layout directory (`oci-layout`, `index.json`,
+//! * `store` ([`Store`]): an OCI image-layout directory (`oci-layout`, `index.json`,
 //!   `blobs/sha256/<hex>`); blobs land through hashed temp files and renames, `index.json`
 //!   changes under an exclusive lock, every read re-verifies the digest.
-//! * [`registry`]: push, pull and inspect against a registry (cup's own requests on
+//! * `registry` ([`Registry`]): push, pull and inspect against a registry (cup's own requests on
 //!   reqwest; oci-client for chunked uploads), with Docker `config.json` credentials sent
 //!   only to the registry or a token service it may name, and plain HTTP only for loopback
 //!   or named hosts.
-//! * [`archive`]: the store as an OCI-layout tarball for air-gapped machines.
+//! * `archive` ([`save_archive`], [`load_archive`]): the store as an OCI-layout tarball for air-gapped machines.
 //!
 //! The user-facing description is `docs/OCI.md`.
 
-pub mod accept;
-pub mod archive;
-pub mod artifact;
-pub mod auth;
-pub mod digest;
+mod accept;
+mod archive;
+mod artifact;
+mod auth;
+mod digest;
 mod error;
-pub mod manifest;
-pub mod progress;
-pub mod reference;
-pub mod registry;
-pub mod retry;
-pub mod store;
+mod manifest;
+mod progress;
+mod reference;
+mod registry;
+mod retry;
+mod store;
 
-pub use accept::{WasmSource, classify};
-pub use artifact::{Artifact, ArtifactOptions};
+pub use accept::{WASM_MAGIC, WasmSource, classify, extract_wasm};
+pub use archive::{ArchiveReport, load as load_archive, save as save_archive};
+pub use artifact::{Artifact, ArtifactOptions, annotation_mismatches, definition_keys};
 pub use auth::Credentials;
+pub use digest::validate as validate_digest;
 pub use error::{Error, Result};
 pub use manifest::{Descriptor, ImageIndex, ImageManifest};
 pub use progress::{NoProgress, Progress};
+pub use reference::ImageRef;
 pub use registry::{
     PullReport, PulledLayout, PushReport, Registry, RegistryOptions, RemoteInspect,
 };
 pub use retry::RetryPolicy;
-pub use store::{IndexEntry, Store};
+pub use store::{BlobWriter, IndexEntry, StagedBlob, Store, digest_of_reference};
 
 /// Media types this crate writes or recognises.
 pub mod media {

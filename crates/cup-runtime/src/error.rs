@@ -6,6 +6,7 @@ use std::time::Duration;
 
 /// Setting up a [`Runtime`](crate::Runtime) failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RuntimeError {
     /// A limit is unusable (for example a zero epoch tick, which would spin a core).
     #[error("invalid runtime limits: {0}")]
@@ -23,6 +24,7 @@ pub enum RuntimeError {
 
 /// Opening a [`CodeCache`](crate::CodeCache) failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CacheError {
     #[error("creating the compiled-code cache directory {dir}: {source}")]
     CreateDir {
@@ -41,6 +43,7 @@ pub enum CacheError {
 
 /// A module could not be loaded as a controller.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The module is valid wasm but not a WASI preview 1 command that cup can run.
     #[error("not a WASI preview 1 command module: {reason}")]
@@ -57,6 +60,7 @@ pub enum LoadError {
 /// panic message there just before it traps, for example. [`InvokeError::stderr`] gets it for
 /// any variant.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvokeError {
     /// The guest ran past [`Limits::deadline`](crate::Limits::deadline) (`after` is that limit).
     #[error("controller ran past its deadline of {after:?}")]

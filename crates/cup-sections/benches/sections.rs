@@ -17,7 +17,7 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use cup_model::ResourceDefinition;
-use cup_sections::info::read_definition_file;
+use cup_sections::read_definition_file;
 use cup_sections::{Layout, embed, embed_file, read_definitions_file, read_package_from};
 use wasm_encoder::{
     CodeSection, DataSection, ExportKind, ExportSection, Function, FunctionSection, Module,

@@ -16,7 +16,7 @@ use cup_model::ResourceDefinition;
 use sha2::{Digest, Sha256};
 use wasm_encoder::{CustomSection, Section};
 
-use crate::info::read_definition_file;
+use crate::definition_file::read_definition_file;
 use crate::limits::{MAX_CUP_BYTES, MAX_DEFINITION_BYTES, MAX_DEFINITIONS};
 use crate::manifest::{
     ABI_WASI_P1, ControllerManifest, DefinitionDigest, FORMAT_VERSION, ModuleDigest,
@@ -47,7 +47,7 @@ struct Prepared {
 fn prepare(definitions: &[ResourceDefinition]) -> Result<Vec<Prepared>> {
     check_count(definitions.len())?;
     for def in definitions {
-        cup_model::validate::definition(def).map_err(|source| Error::InvalidDefinition {
+        cup_model::validate_definition(def).map_err(|source| Error::InvalidDefinition {
             name: def.metadata.name.clone(),
             source,
         })?;
@@ -90,9 +90,9 @@ fn render(definitions: &[ResourceDefinition]) -> Result<Vec<Prepared>> {
                 });
             }
         }
-        let payload = cup_model::canonical::to_vec(def).map_err(|e| Error::InvalidDefinition {
+        let payload = cup_model::to_canonical_json(def).map_err(|e| Error::InvalidDefinition {
             name: name.to_owned(),
-            source: cup_model::validate::DefinitionError::Schema {
+            source: cup_model::DefinitionError::Schema {
                 version: String::new(),
                 reason: e.to_string(),
             },

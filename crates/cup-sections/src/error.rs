@@ -6,6 +6,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong reading, embedding or checking a controller package.
 /// Messages are meant for users: they say which input and what is wrong with it.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("not a WebAssembly file (the first bytes are not \"\\0asm\")")]
     NotWasm,
@@ -31,7 +32,7 @@ pub enum Error {
     InvalidDefinition {
         name: String,
         #[source]
-        source: cup_model::validate::DefinitionError,
+        source: cup_model::DefinitionError,
     },
     #[error("two definitions are named {0:?}")]
     DuplicateName(String),
@@ -45,7 +46,7 @@ pub enum Error {
     NoDefinitions,
     /// A definition file that cannot be read, parsed or validated (the message names it).
     #[error(transparent)]
-    DefinitionFile(#[from] crate::info::DefinitionFileError),
+    DefinitionFile(#[from] crate::definition_file::DefinitionFileError),
     #[error("integrity check failed: {0}")]
     Integrity(String),
     #[error("I/O error: {0}")]

@@ -10,32 +10,40 @@
 //!
 //! The crate has three jobs, each a module:
 //!
-//! * [`layout`]: walk the section headers of a module (in memory or by seeking in a file),
-//!   never decoding or copying code. Reading the definitions of a 14 MB module touches only
-//!   its headers and its `cup.*` payloads.
-//! * [`embed`]: drop any old `cup.*` sections, copy every other section byte for byte, append
-//!   the new ones. Deterministic and idempotent. [`embed_files`] is the whole command: read
-//!   definition files, embed into a file, write atomically.
-//! * [`package`]: read the `cup.*` sections back and judge their integrity
+//! * `layout` ([`Layout`]): walk the section headers of a module (in memory or by seeking in
+//!   a file), never decoding or copying code. Reading the definitions of a 14 MB module
+//!   touches only its headers and its `cup.*` payloads.
+//! * `embed` ([`embed`]): drop any old `cup.*` sections, copy every other section byte for
+//!   byte, append the new ones. Deterministic and idempotent. [`embed_files`] is the whole
+//!   command: read definition files ([`read_definition_file`]), embed into a file, write
+//!   atomically.
+//! * `package` ([`read_package`]): read the `cup.*` sections back and judge their integrity
 //!   ([`Integrity`]): ok, no cup sections, stripped, or tampered (with what differs).
+//!
+//! Besides, `wasm` tells a module's [`imports`] and whether it validates ([`validate_wasm`]).
 //!
 //! The exact formats and limits are in `docs/FORMAT.md`.
 
-pub mod embed;
+mod definition_file;
+mod embed;
 mod error;
-pub mod info;
-pub mod layout;
-pub mod manifest;
-pub mod package;
+mod layout;
+mod manifest;
+mod package;
+mod wasm;
 
+pub use definition_file::{DefinitionFileError, read_definition_file};
 pub use embed::{EmbedOutput, embed, embed_file, embed_files};
 pub use error::{Error, Result};
-pub use layout::{Encoding, Layout, SectionHeader};
-pub use manifest::ControllerManifest;
-pub use package::{
-    Integrity, Package, ReadPackage, check_bytes, read_definitions_file, read_package,
-    read_package_and_digest, read_package_from,
+pub use layout::{CustomName, Encoding, Layout, PREAMBLE_LEN, SectionHeader};
+pub use manifest::{
+    ABI_WASI_P1, ControllerManifest, DefinitionDigest, FORMAT_VERSION, ModuleDigest,
 };
+pub use package::{
+    EmbeddedDefinition, Integrity, Package, ReadPackage, check_bytes, read_definitions_file,
+    read_definitions_reader, read_package, read_package_and_digest, read_package_from,
+};
+pub use wasm::{Import, imports, validate as validate_wasm};
 
 /// Custom section name of each embedded ResourceDefinition.
 pub const DEFINITION_SECTION: &str = "cup.definition";

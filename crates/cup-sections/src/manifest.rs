@@ -41,13 +41,13 @@ pub struct DefinitionDigest {
 impl ControllerManifest {
     /// Canonical JSON bytes (the section payload).
     pub fn to_canonical(&self) -> Vec<u8> {
-        cup_model::canonical::to_vec(self).expect("a manifest always serialises")
+        cup_model::to_canonical_json(self).expect("a manifest always serialises")
     }
 
     /// Digest identifying the set of embedded definitions: sha256 of the canonical JSON of
     /// the `definitions` list. Mirrored into OCI annotations.
     pub fn definitions_digest(&self) -> String {
-        let bytes = cup_model::canonical::to_vec(&self.definitions)
+        let bytes = cup_model::to_canonical_json(&self.definitions)
             .expect("a definition list always serialises");
         crate::sha256_digest(&bytes)
     }

@@ -424,7 +424,7 @@ fn parse_definitions(sections: &Payloads<'_>, findings: &mut Findings) -> Vec<Em
             }
         };
         let name = definition.metadata.name.clone();
-        if let Err(e) = cup_model::validate::definition(&definition) {
+        if let Err(e) = cup_model::validate_definition(&definition) {
             findings
                 .tampered
                 .push(format!("definition {name:?} is invalid: {e}"));

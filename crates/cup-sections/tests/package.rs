@@ -240,7 +240,7 @@ fn extra_definition_is_tampering() {
     append_custom(
         &mut out,
         DEFINITION_SECTION,
-        &cup_model::canonical::to_vec(&extra).unwrap(),
+        &cup_model::to_canonical_json(&extra).unwrap(),
     );
     match read_package(&out).unwrap().integrity {
         Integrity::Tampered(p) => assert!(p[0].contains("not listed in the manifest"), "{p:?}"),
@@ -285,8 +285,7 @@ fn bad_definitions_are_refused_before_writing() {
 #[test]
 fn seek_reader_sees_what_memory_reader_sees() {
     let (out, _) = embed(&core_module(), &defs()).unwrap();
-    let from_file =
-        cup_sections::package::read_definitions_reader(&mut std::io::Cursor::new(&out)).unwrap();
+    let from_file = cup_sections::read_definitions_reader(&mut std::io::Cursor::new(&out)).unwrap();
     let in_memory = read_package(&out).unwrap();
     assert_eq!(from_file.definitions, in_memory.definitions);
     assert_eq!(from_file.integrity, Integrity::Ok);

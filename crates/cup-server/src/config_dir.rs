@@ -15,6 +15,7 @@ use crate::discovery;
 
 /// A configuration problem; startup stops on it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("reading config directory {dir}: {source}")]
     Walk {
@@ -184,7 +185,7 @@ fn check_routable(def: &ResourceDefinition) -> Result<(), String> {
                 "version {version:?} must be one non-empty URL path segment"
             ));
         }
-        cup_model::validate::compile_schema(schema)
+        cup_model::compile_schema(schema)
             .map_err(|e| format!("spec.versions.{version}: schema does not compile: {e}"))?;
     }
     Ok(())

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use cup_model::compact_go_json;
 use cup_model::{Names, ObjectMeta, ResourceDefinition};
-use cup_template::gojson;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -72,7 +72,7 @@ fn encode_with(
             versions: versions.iter().map(|(k, v)| (k.as_str(), &**v)).collect(),
         },
     };
-    let bytes = gojson::compact(&serde_json::to_vec(&go)?);
+    let bytes = compact_go_json(&serde_json::to_vec(&go)?);
     // compact() only re-escapes inside valid UTF-8 strings, so this cannot fail.
     String::from_utf8(bytes).map_err(|e| serde_json::Error::io(std::io::Error::other(e)))
 }
@@ -87,7 +87,7 @@ pub fn body(entries: &BTreeMap<String, String>) -> Vec<u8> {
         }
         // A key is a JSON string; serde_json escapes it, compact() adds Go's HTML escapes.
         let key = serde_json::to_vec(key).unwrap_or_else(|_| b"\"\"".to_vec());
-        out.extend_from_slice(&gojson::compact(&key));
+        out.extend_from_slice(&compact_go_json(&key));
         out.push(b':');
         out.extend_from_slice(value.as_bytes());
     }

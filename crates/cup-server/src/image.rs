@@ -36,7 +36,7 @@ impl ImageSource {
 
     /// Resolves, fetches and verifies `reference`.
     pub async fn fetch(&self, reference: &str) -> Result<FetchedImage, String> {
-        let pinned = cup_oci::store::digest_of_reference(reference).is_some();
+        let pinned = cup_oci::digest_of_reference(reference).is_some();
         if self.strict && !pinned {
             return Err(format!(
                 "image {reference:?} has no @sha256: digest and --strict-digests refuses tags"
@@ -92,7 +92,7 @@ impl ImageSource {
 
 /// Why a pinned reference present in the store could not be served from it, if so.
 fn stored_problem(store: &Store, reference: &str) -> Option<String> {
-    let digest = cup_oci::store::digest_of_reference(reference)?;
+    let digest = cup_oci::digest_of_reference(reference)?;
     store.resolve(digest).ok()??;
     store.wasm_for(digest).err().map(|e| e.to_string())
 }
@@ -114,7 +114,7 @@ fn read_verified(store: &Store, manifest_digest: &str) -> Result<Vec<u8>, String
     let manifest = store
         .manifest(manifest_digest)
         .map_err(|e| format!("reading manifest {manifest_digest}: {e}"))?;
-    let mismatches = cup_oci::artifact::annotation_mismatches(&manifest, &package);
+    let mismatches = cup_oci::annotation_mismatches(&manifest, &package);
     if !mismatches.is_empty() {
         return Err(format!(
             "the image's annotations disagree with its embedded sections: {}",

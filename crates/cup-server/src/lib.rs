@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Modules: [`config_dir`] (the `-api-resources` directory), `load` (controllers and
-//! routes), `image` (OCI), `routes`, `ops` (one verb on one controller), `source` (the
-//! local directory and its write guarantees), `git` (the Git source over `cup-git`),
+//! routes), `image` (OCI), `routes`, `verbs` (one verb on one controller), `inline_reads`
+//! (which wasm reads run on the request's task), `source` (the local directory and its write
+//! guarantees), `git` (the Git source over `cup-git`),
 //! `sweep` (what a killed cupd left behind, removed at start), `api` and `http` (axum),
 //! `cors` (cross-origin requests), `serve` (the listener and its connection limits),
 //! `metrics`, `status`. The API and every difference from the original are in `docs/API.md`.
@@ -24,17 +25,19 @@ mod git;
 mod heap;
 mod http;
 mod image;
-mod inline;
+mod inline_reads;
 mod listing;
 mod load;
 mod metrics;
-mod ops;
 mod routes;
 mod serve;
 mod source;
 mod state;
 mod status;
 mod sweep;
+mod verbs;
+// `api.rs` and `state.rs` reach these two modules as `ops` and `inline`.
+use {inline_reads as inline, verbs as ops};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -124,6 +127,7 @@ impl Default for HttpOptions {
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),

@@ -15,7 +15,7 @@
 //! Crossing either is a 500 that names the bound and its flag, never a cut-short list.
 
 use cup_model::Resource;
-use cup_template::gojson;
+use cup_model::compact_go_json;
 
 /// Bounds of one list response (flags `--max-list-items`, `--max-list-bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub fn decode(stdout: &[u8], max_items: usize) -> Result<Vec<Resource>, DecodeEr
 
 /// A resource as compact Go JSON (HTML-escaped, `spec` compacted).
 pub fn encode_one(resource: &Resource) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(resource).map(|b| gojson::compact(&b))
+    serde_json::to_vec(resource).map(|b| compact_go_json(&b))
 }
 
 /// The list body: one compact resource and `\n` each (NDJSON), or one JSON array and `\n`.

@@ -159,8 +159,8 @@ impl Loader {
                     || def.keys().any(|k| c.definition.keys().any(|ck| ck == k))
             });
             if let Some(c) = configured {
-                let same = cup_model::canonical::to_vec(&c.definition).ok()
-                    == cup_model::canonical::to_vec(def).ok();
+                let same = cup_model::to_canonical_json(&c.definition).ok()
+                    == cup_model::to_canonical_json(def).ok();
                 if !same {
                     differ.push(format!("{} (config file {:?})", def.metadata.name, c.file));
                 }
@@ -318,7 +318,7 @@ impl Build {
         if let Some(v) = self.validators.get(&id) {
             return Ok(v.clone());
         }
-        let compiled = Arc::new(cup_model::validate::compile_schema(schema)?);
+        let compiled = Arc::new(cup_model::compile_schema(schema)?);
         self.validators.insert(id, compiled.clone());
         Ok(compiled)
     }
@@ -327,7 +327,7 @@ impl Build {
 /// Reads `path` (relative to the config directory, never leaving it).
 async fn read_module_file(root: &Path, path: &str) -> Result<Vec<u8>, String> {
     let full =
-        cup_template::paths::resolve(root, path).map_err(|e| format!("wasm path {path:?}: {e}"))?;
+        cup_template::resolve_path(root, path).map_err(|e| format!("wasm path {path:?}: {e}"))?;
     tokio::fs::read(&full)
         .await
         .map_err(|e| format!("reading {}: {e}", full.display()))

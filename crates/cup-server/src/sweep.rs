@@ -15,7 +15,9 @@
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
-use crate::source::{SCRATCH_PREFIX, is_cup_temp};
+use cup_template::{is_temp_name, is_temp_name_tagged};
+
+use crate::source::{SCRATCH_PREFIX, SET_ASIDE_TAG, STAGED_TAG};
 
 /// What the sweep removed.
 #[derive(Debug, Default)]
@@ -141,16 +143,17 @@ fn temp_files_in(dir: &Path, top: bool, removed: &mut Vec<PathBuf>) {
     }
 }
 
-/// The temp files of cupd's atomic writes (here and in cup-template): `.cup-<random>.tmp`.
+/// The temp files of cupd's atomic writes (the apply step and cup-template): `.cup-<random>.tmp`
+/// ([`cup_template::temp_name`]).
 fn is_write_temp(name: &std::ffi::OsStr) -> bool {
-    name.to_str().is_some_and(is_cup_temp)
+    name.to_str().is_some_and(is_temp_name)
 }
 
 /// What the apply step of a wasm write stages (`.cup-new-…`) or sets aside (`.cup-old-…`),
 /// which may be whole directories.
 fn is_apply_temp(name: &std::ffi::OsStr) -> bool {
     name.to_str().is_some_and(|n| {
-        is_cup_temp(n) && (n.starts_with(".cup-new-") || n.starts_with(".cup-old-"))
+        is_temp_name_tagged(n, STAGED_TAG) || is_temp_name_tagged(n, SET_ASIDE_TAG)
     })
 }
 

@@ -13,7 +13,7 @@
 //!   decoded as one resource (first JSON value);
 //! * get: the rendered file's first JSON value;
 //! * put: the resource written with 2-space indentation and a trailing newline, Go field
-//!   order and Go's HTML escaping ([`gojson`]), through a temp file and a rename so a reader
+//!   order and Go's HTML escaping (`cup_model::indent_go_json`), through a temp file and a rename so a reader
 //!   never sees half a file;
 //! * delete: the rendered file removed.
 //!
@@ -22,21 +22,26 @@
 //! it on a blocking thread.
 
 mod glob;
-pub mod gojson;
-pub mod paths;
+mod paths;
 mod render;
+mod source_temp;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use cup_model::{Resource, TemplateSpec};
+use cup_model::{Resource, TemplateSpec, indent_go_json};
 
 pub use glob::{BadPattern, escape, glob, matches};
+pub use paths::resolve as resolve_path;
 pub use render::{DEFAULT_LIST_TEMPLATE, DEFAULT_RESOURCE_TEMPLATE, Which};
 use render::{PathTemplate, base_data, resource_value};
+pub use source_temp::{
+    NEW_FILE_MODE, TEMP_PREFIX, TEMP_SUFFIX, is_temp_name, is_temp_name_tagged, temp_name,
+};
 
 /// What went wrong. `NotFound` is the one callers map to "404".
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("{which}: {message}")]
     Template { which: Which, message: String },
@@ -137,7 +142,7 @@ impl TemplateController {
     ) -> Result<String, Error> {
         let rel = self.resource_path(req, name, Some(resource))?;
         let path = paths::resolve(root, &rel)?;
-        let mut bytes = gojson::indent(&serde_json::to_vec(resource).map_err(Error::Encode)?, "  ");
+        let mut bytes = indent_go_json(&serde_json::to_vec(resource).map_err(Error::Encode)?, "  ");
         bytes.push(b'\n');
         write_atomic(&path, &bytes)?;
         Ok(rel)
@@ -206,7 +211,7 @@ fn read_resource(path: &Path, rel: &str) -> Result<Resource, Error> {
 }
 
 /// Temp file beside the target, fsync, rename: readers see the old or the new file, never
-/// a partial one, and a failed write leaves the old file. Mode 0644 as the original.
+/// a partial one, and a failed write leaves the old file. Mode [`NEW_FILE_MODE`].
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let io = |source| Error::Io {
         path: path.to_owned(),
@@ -215,8 +220,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut temp = tempfile::Builder::new()
-        .prefix(".cup-")
-        .suffix(".tmp")
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)
         .map_err(io)?;
     temp.write_all(bytes).map_err(io)?;
@@ -229,7 +234,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 #[cfg(unix)]
 fn set_mode(file: &std::fs::File) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+    file.set_permissions(std::fs::Permissions::from_mode(NEW_FILE_MODE))
 }
 
 #[cfg(not(unix))]
@@ -303,7 +308,7 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("default"))
             .unwrap()
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".cup-"))
+            .filter(|e| e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
             .collect();
         assert!(leftovers.is_empty(), "no temp file is left behind");
         controller().delete(dir.path(), &REQ, "baz").unwrap();

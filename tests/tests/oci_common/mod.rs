@@ -17,7 +17,7 @@ pub fn flipt_package() -> &'static [u8] {
         let module = std::fs::read(flipt_wasm()).expect("flipt.wasm");
         let defs: Vec<_> = flipt_definitions()
             .iter()
-            .map(|p| cup_sections::info::read_definition_file(p).expect("definition"))
+            .map(|p| cup_sections::read_definition_file(p).expect("definition"))
             .collect();
         cup_sections::embed(&module, &defs).expect("embed").0
     })

@@ -37,7 +37,7 @@ pub(crate) use scratch_place::SCRATCH_PREFIX;
 pub use scratch_place::ScratchPlace;
 pub use view::{DEFAULT_READ_HOLD, ReadView, ViewLock};
 pub use write::WriteError;
-pub(crate) use write::is_cup_temp;
+pub(crate) use write::{SET_ASIDE_TAG, STAGED_TAG};
 
 use cup_git::WriteLimits;
 

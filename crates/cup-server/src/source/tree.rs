@@ -228,18 +228,6 @@ pub(crate) fn remove_all(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     }
 }
 
-/// A fresh name for a temporary entry of cupd's in a source directory: `.cup-<tag><random>.tmp`
-/// (the startup sweep knows the pattern).
-pub(crate) fn temp_name(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(".cup-{tag}{:x}-{count:x}-{nanos:x}.tmp", std::process::id())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

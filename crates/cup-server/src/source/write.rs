@@ -27,6 +27,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use cup_git::{WriteLimit, WriteLimits};
+use cup_template::{NEW_FILE_MODE, is_temp_name, temp_name};
 
 use super::tree::{self, Entry, Identity, Kind};
 
@@ -85,13 +86,13 @@ impl WriteError {
 /// Whether an entry is never copied, changed or removed: `.git` at the top (any letter
 /// case) and cupd's temp entries anywhere.
 fn invisible(depth: usize, name: &str) -> bool {
-    (depth == 0 && name.eq_ignore_ascii_case(".git")) || is_cup_temp(name)
+    (depth == 0 && name.eq_ignore_ascii_case(".git")) || is_temp_name(name)
 }
 
-/// cupd's temporary entries in a source: `.cup-<anything>.tmp`.
-pub(crate) fn is_cup_temp(name: &str) -> bool {
-    name.starts_with(".cup-") && name.ends_with(".tmp")
-}
+/// The tag of a new file's contents staged beside its destination (`.cup-new-….tmp`).
+pub(crate) const STAGED_TAG: &str = "new-";
+/// The tag of an entry set aside while it is replaced or removed (`.cup-old-….tmp`).
+pub(crate) const SET_ASIDE_TAG: &str = "old-";
 
 fn join(path: &[String], name: &str) -> String {
     let mut out = path.join("/");
@@ -425,7 +426,7 @@ impl Planner<'_> {
                 Kind::File { .. } => {
                     let (mut new, size) = tree::open_file(scratch, &want.name)
                         .map_err(io_at("reading the controller's copy at", at.clone()))?;
-                    let mut mode = 0o644;
+                    let mut mode = NEW_FILE_MODE;
                     if let (
                         Some(real),
                         Some(Entry {
@@ -528,7 +529,7 @@ impl Planner<'_> {
                 max: self.limits.max_total_bytes,
             });
         }
-        let name = tree::temp_name("new-");
+        let name = temp_name(STAGED_TAG);
         let mut temp = tree::create_file(stage, &name, mode)
             .map_err(io_at("staging the new contents of", at.to_owned()))?;
         let written =
@@ -709,7 +710,7 @@ fn set_aside(
     done: &mut Vec<Undo>,
 ) -> io::Result<()> {
     let from = (dir.to_vec(), name.to_owned());
-    let to = (dir.to_vec(), tree::temp_name("old-"));
+    let to = (dir.to_vec(), temp_name(SET_ASIDE_TAG));
     dirs.rename(&from, &to, true)?;
     done.push(Undo::Rename {
         from,
@@ -727,7 +728,7 @@ fn keep_old(
     name: &str,
     done: &mut Vec<Undo>,
 ) -> io::Result<()> {
-    let old = tree::temp_name("old-");
+    let old = temp_name(SET_ASIDE_TAG);
     let parent = dirs.open(dir)?;
     match rustix::fs::linkat(
         parent,

@@ -1,8 +1,5 @@
-//! Facts about a binary beyond its package: imports, and whether it validates.
+//! What the wasm itself says, beyond its package: its imports, and whether it validates.
 
-use std::path::{Path, PathBuf};
-
-use cup_model::ResourceDefinition;
 use wasmparser::{Parser, Payload};
 
 use crate::{Error, Result};
@@ -63,28 +60,4 @@ fn malformed(e: wasmparser::BinaryReaderError) -> Error {
         offset: e.offset() as u64,
         reason: e.message().to_owned(),
     }
-}
-
-/// Why a definition file could not be used. The message names the file.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {reason}", path.display())]
-pub struct DefinitionFileError {
-    pub path: PathBuf,
-    pub reason: String,
-}
-
-/// Reads one ResourceDefinition JSON file (exactly one JSON value). Errors carry the path
-/// and, for syntax errors, serde_json's line and column.
-pub fn read_definition_file(
-    path: &Path,
-) -> std::result::Result<ResourceDefinition, DefinitionFileError> {
-    let fail = |reason: String| DefinitionFileError {
-        path: path.to_owned(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-    let definition: ResourceDefinition =
-        serde_json::from_slice(&bytes).map_err(|e| fail(format!("invalid JSON: {e}")))?;
-    cup_model::validate::definition(&definition).map_err(|e| fail(e.to_string()))?;
-    Ok(definition)
 }

@@ -12,12 +12,13 @@ use std::sync::Arc;
 
 use cup_git::WriteLimits;
 use cup_model::Resource;
+use cup_model::compact_go_json;
 use cup_runtime::{Access, Invocation, InvokeError, LoadedController, Outcome};
-use cup_template::{Request, gojson};
+use cup_template::Request;
 
 use crate::error::ApiError;
 use crate::git::GitSource;
-use crate::inline::InlineReads;
+use crate::inline_reads::InlineReads;
 use crate::metrics::Metrics;
 use crate::routes::{Backend, Route};
 use crate::source::{
@@ -336,7 +337,7 @@ impl Call<'_> {
         args
     }
 
-    /// get and list run on this task while the inline budget allows (`inline`): no hand-off
+    /// get and list run on this task while the inline budget allows (`inline_reads`): no hand-off
     /// to another thread and back. Beyond it the guest runs on the blocking pool.
     async fn invoke_read(
         &self,
@@ -438,7 +439,7 @@ impl Call<'_> {
 
 /// A put's stdin: the resource as compact Go JSON and a newline.
 fn put_stdin(resource: &Resource) -> Result<Vec<u8>, ApiError> {
-    let mut stdin = gojson::compact(
+    let mut stdin = compact_go_json(
         &serde_json::to_vec(resource)
             .map_err(|e| ApiError::internal(format!("encoding the resource: {e}")))?,
     );
