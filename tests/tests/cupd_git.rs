@@ -1,4 +1,4 @@
-//! The Git source (issue 6) through the real cupd and real Git: a bare repository on disk
+//! The Git source through the real cupd and real Git: a bare repository on disk
 //! (and one served by `git daemon` for the push-rejection case) as the remote, inspected
 //! with the `git` CLI. The original's source test, the flipt example over Git, revisions,
 //! 50 concurrent writes and the faults.
@@ -242,7 +242,7 @@ fn the_original_source_scenario_on_a_master_repository() {
     assert!(again.body.is_empty());
     assert_eq!(remote.proposal_branches().len(), 1);
 
-    // Delete: a proposal removing foo's file, with the §1.8 message.
+    // Delete: a proposal removing foo's file, with the original's delete message.
     let (_, del_branch, _) = proposal(&cupd.delete(&format!("{RESOURCES}/foo")));
     assert_eq!(
         remote.git(&["diff", "--name-status", &format!("master..{del_branch}")]),
@@ -767,7 +767,7 @@ fn cup_cli(cupd: &Cupd, home: &Path, args: &[&str], stdin: &str) -> serde_json::
     serde_json::from_slice(&out.stdout).expect("cup -o json prints one JSON document")
 }
 
-/// The original's integration scenario (cup-reference §5, "git" pipeline) through the real
+/// The original's integration scenario (the original cup's "git" integration pipeline) through the real
 /// `cup` CLI against cupd over a Git source: definitions, list, get, apply on stdin and
 /// delete, where each write answers a proposal (non-zero id, source git) on its own branch.
 #[test]

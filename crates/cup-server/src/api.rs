@@ -1,4 +1,5 @@
-//! The resource API handlers (cup-reference §1): discovery, list, get, put, delete.
+//! The resource API handlers (the original cup's routes and bodies; docs/API.md): discovery,
+//! list, get, put, delete.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use cup_model::Resource;
 
 use crate::error::{ApiError, Violation, text};
 use crate::listing::{self, ListTooBig};
-use crate::ops::{Call, Written};
+use crate::verbs::{Call, Written};
 use crate::routes::{self, Route};
 use crate::source::Source;
 use crate::state::{AppState, RouteLabel};
@@ -312,7 +313,7 @@ fn body(status: StatusCode, content_type: &'static str, bytes: Vec<u8>) -> Respo
         .into_response()
 }
 
-/// 202 with the Result (§1.3; git proposals carry branch and commit), or 204 if nothing
+/// 202 with the Result (the original's Result shape; git proposals carry branch and commit), or 204 if nothing
 /// changed.
 fn written(outcome: Written) -> Response {
     match outcome {

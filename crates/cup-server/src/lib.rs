@@ -36,8 +36,6 @@ mod state;
 mod status;
 mod sweep;
 mod verbs;
-// `api.rs` and `state.rs` reach these two modules as `ops` and `inline`.
-use {inline_reads as inline, verbs as ops};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::Semaphore;
 
-use crate::inline::InlineReads;
+use crate::inline_reads::InlineReads;
 use crate::listing::ListLimits;
 use crate::load::Served;
 use crate::metrics::Metrics;
@@ -17,7 +17,7 @@ pub struct AppState {
     served: RwLock<Option<Arc<Served>>>,
     pub status: Arc<StatusBoard>,
     pub metrics: Arc<Metrics>,
-    /// Wasm reads running on async workers right now (see `inline`).
+    /// Wasm reads running on async workers right now (see `inline_reads`).
     pub inline_reads: InlineReads,
     /// Bounds of every list response.
     pub list_limits: ListLimits,
