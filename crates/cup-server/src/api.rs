@@ -11,10 +11,10 @@ use cup_model::Resource;
 
 use crate::error::{ApiError, Violation, text};
 use crate::listing::{self, ListTooBig};
-use crate::verbs::{Call, Written};
 use crate::routes::{self, Route};
 use crate::source::Source;
 use crate::state::{AppState, RouteLabel};
+use crate::verbs::{Call, Written};
 
 /// Body of every accepted write on the local source: the zero ULID, no proposal.
 const LOCAL_RESULT: &str =
