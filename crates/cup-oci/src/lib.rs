@@ -36,7 +36,7 @@ mod store;
 
 pub use accept::{WASM_MAGIC, WasmSource, classify, extract_wasm};
 pub use archive::{ArchiveReport, load as load_archive, save as save_archive};
-pub use artifact::{Artifact, ArtifactOptions, annotation_mismatches, definition_keys};
+pub use artifact::{Artifact, ArtifactOptions, annotation_mismatches, definition_keys, rfc3339};
 pub use auth::Credentials;
 pub use digest::validate as validate_digest;
 pub use error::{Error, Result};

@@ -236,7 +236,7 @@ fn rfc3339(at: std::time::SystemTime) -> String {
     let secs = at
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    cup_oci::artifact::rfc3339(secs)
+    cup_oci::rfc3339(secs)
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> Response {
