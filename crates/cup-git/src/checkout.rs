@@ -17,7 +17,12 @@ use std::path::Path;
 
 use git2::{ObjectType, Odb, Oid, Repository, Tree, TreeEntry};
 
-use crate::{GitError, MODE_BLOB, MODE_EXEC, WriteLimit};
+use crate::{GitError, WriteLimit};
+
+/// Git's modes of a tree, a file and an executable file.
+pub(crate) const MODE_TREE: i32 = 0o040000;
+pub(crate) const MODE_BLOB: i32 = 0o100644;
+pub(crate) const MODE_EXEC: i32 = 0o100755;
 
 /// Owner-only modes for everything a snapshot or checkout holds: they are copies of the
 /// remote's files.

@@ -79,6 +79,7 @@ impl Remote {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn is_ssh(&self) -> bool {
         match self {
             Remote::Url(url) => is_ssh_scheme(url.scheme()),

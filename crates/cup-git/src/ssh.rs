@@ -24,13 +24,10 @@ pub fn default_known_hosts() -> Option<PathBuf> {
 }
 
 /// Whether `url` is an SSH remote: `ssh://…`, `git+ssh://…` or scp-like `user@host:path`.
+/// Libgit2 picks the transport itself; only the tests ask.
+#[cfg(test)]
 pub fn is_ssh_url(url: &str) -> bool {
     Remote::parse(url).is_ok_and(|r| r.is_ssh())
-}
-
-/// `[user@]host:path`, Git's scp-like SSH syntax: a colon before any slash.
-pub fn is_scp_like(url: &str) -> bool {
-    crate::remote_url::is_scp_like(url)
 }
 
 /// The name an SSH remote's host has in known_hosts: `host`, or `[host]:port` when the

@@ -1,5 +1,14 @@
 use super::*;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use git2::{Oid, Repository};
+use ulid::Ulid;
+
+use crate::cache::{REMOTE_RECORD, lock};
+use crate::revision::check_revision;
+use crate::tree::is_executable;
 
 mod snapshot;
 

@@ -18,8 +18,10 @@ use std::path::Path;
 
 use git2::{ObjectType, Odb, Oid, Repository, Tree};
 
+use crate::GitError;
 use crate::checkout::written_name;
-use crate::{GitError, MODE_BLOB, MODE_EXEC, MODE_TREE, io, is_executable};
+use crate::checkout::{MODE_BLOB, MODE_EXEC, MODE_TREE};
+use crate::error::io;
 
 /// What one write may put in its tree. Over any of them the write is refused with
 /// [`WriteLimitExceeded`] and nothing is committed or pushed.
@@ -270,4 +272,15 @@ fn open_regular(path: &Path) -> Result<Option<std::fs::File>, GitError> {
     };
     let meta = file.metadata().map_err(io("reading", path))?;
     Ok(meta.is_file().then_some(file))
+}
+
+#[cfg(unix)]
+pub(crate) fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+pub(crate) fn is_executable(_: &std::fs::Metadata) -> bool {
+    false
 }
