@@ -68,7 +68,7 @@ pub use fetch::{FetchStatus, FetchTicket};
 pub use proposals::{
     MergeStrategy, Merged, ProposalDetail, ProposalPage, ProposalQuery, ProposalSummary,
 };
-pub use propose::{Author, ChangedFile, PROPOSAL_PREFIX, Proposal, Write};
+pub use propose::{Author, ChangedFile, PROPOSAL_PREFIX, Proposal, ProposedWrite};
 pub use remote::{RemoteOptions, set_network_timeouts};
 pub use remote_url::{UNPARSABLE, UrlError, redact};
 pub use revision::Resolved;

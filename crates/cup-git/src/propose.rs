@@ -69,8 +69,9 @@ pub struct Proposal {
     pub url: Option<String>,
 }
 
-/// One write for [`GitRepo::propose_all`].
-pub struct Write<'a> {
+/// A change to propose as a branch: its base, its commit message and the change itself, one
+/// of the writes [`GitRepo::propose_all`] commits and pushes together.
+pub struct ProposedWrite<'a> {
     /// Its base: a branch, a tag or a commit (`None` = the default branch).
     pub revision: Option<&'a str>,
     /// The commit message.
@@ -165,7 +166,7 @@ impl GitRepo {
         change: impl FnOnce(&Path) -> (T, bool),
     ) -> Result<(T, Option<Proposal>), GitError> {
         let mut outcome = None;
-        let write = Write {
+        let write = ProposedWrite {
             revision,
             message,
             change: Box::new(|dir: &Path| {
@@ -189,7 +190,10 @@ impl GitRepo {
     /// of every ref of the remote, so writes that queued up while the previous push was
     /// on the wire share that cost. One answer per write, in order: its proposal, `None`
     /// when it changed nothing, or why it failed (a refused branch fails only its write).
-    pub fn propose_all(&self, writes: Vec<Write<'_>>) -> Vec<Result<Option<Proposal>, GitError>> {
+    pub fn propose_all(
+        &self,
+        writes: Vec<ProposedWrite<'_>>,
+    ) -> Vec<Result<Option<Proposal>, GitError>> {
         let _write = lock(&self.writes);
         let repo = match self.repo() {
             Ok(repo) => repo,
@@ -259,7 +263,7 @@ impl GitRepo {
     fn commit_write(
         &self,
         repo: &Repository,
-        write: Write<'_>,
+        write: ProposedWrite<'_>,
     ) -> Result<Option<Committed>, GitError> {
         let mut timer = PhaseTimer::start();
         let base = self.resolve(write.revision)?;

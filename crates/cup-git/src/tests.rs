@@ -602,7 +602,7 @@ fn queued_writes_share_one_push_and_a_refused_branch_fails_only_its_write() {
     )
     .unwrap();
     let base = git(&bare, &["rev-parse", "master"]);
-    let write = |message: &'static str, file: &'static str, keep: bool| Write {
+    let write = |message: &'static str, file: &'static str, keep: bool| ProposedWrite {
         revision: None,
         message,
         change: Box::new(move |dir: &Path| {
@@ -614,7 +614,7 @@ fn queued_writes_share_one_push_and_a_refused_branch_fails_only_its_write() {
         write("first", "one.txt", true),
         write("nothing kept", "two.txt", false),
         write("refuse-me", "three.txt", true),
-        Write {
+        ProposedWrite {
             revision: Some("no-such-branch"),
             message: "bad base",
             change: Box::new(|_| true),

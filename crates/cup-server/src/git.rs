@@ -11,7 +11,7 @@ use std::time::Duration;
 use cup_git::{
     Author, BranchesOnly, CredentialStore, ErrorKind, FetchStatus, GitError, GitRepo,
     MergeStrategy, Merged, Proposal, ProposalDetail, ProposalPage, ProposalQuery, PullRequests,
-    RemoteOptions, SnapshotLimits, Write, WriteLimits,
+    RemoteOptions, SnapshotLimits, ProposedWrite, WriteLimits,
 };
 
 use crate::error::ApiError;
@@ -414,7 +414,7 @@ fn propose_batch(repo: &GitRepo, cache: &Path, batch: Vec<QueuedWrite>) {
         let writes = texts
             .iter()
             .zip(changes)
-            .map(|((revision, message), change)| Write {
+            .map(|((revision, message), change)| ProposedWrite {
                 revision: revision.as_deref(),
                 message,
                 change,
