@@ -253,7 +253,7 @@ impl RemoteRecord {
     }
 }
 
-/// Takes the cache's lock file, or says which cupd-wide mistake (a shared cache) it is.
+/// Takes the cache's lock file, or says that another process holds it (a shared cache).
 fn lock_cache(dir: &Path) -> Result<std::fs::File, GitError> {
     let path = dir.join("cup.lock");
     let file = std::fs::OpenOptions::new()
@@ -321,7 +321,7 @@ fn set_mode(_: &Path, _: u32) -> Result<(), GitError> {
     Ok(())
 }
 
-/// For a file of the cache cupd writes whole (tempfile's default is 0600 already; said so).
+/// For a file of the cache written whole (tempfile's default is 0600 already; said so).
 fn private_file_permissions() -> std::fs::Permissions {
     use std::os::unix::fs::PermissionsExt;
     std::fs::Permissions::from_mode(PRIVATE_FILE)

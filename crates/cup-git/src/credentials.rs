@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Why a credentials file cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CredentialsError {
     #[error("reading git credentials file {path}: {source}")]
     Unreadable {

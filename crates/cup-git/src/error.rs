@@ -7,8 +7,10 @@ use crate::{
     UrlError, WriteLimitExceeded,
 };
 
-/// Why a Git operation failed. [`GitError::kind`] says how an API should report it.
+/// Why a Git operation failed. Each variant is one class of failure (a bad revision, one
+/// not found, a merge conflict, …), so a caller can answer each in its own way.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GitError {
     #[error(transparent)]
     Url(#[from] UrlError),
@@ -22,12 +24,12 @@ pub enum GitError {
     #[error("git cache {path}: {source}")]
     Cache { path: PathBuf, source: git2::Error },
     #[error(
-        "git cache {path} is in use by another cupd (its lock file {lock} is held); give each cupd its own cache"
+        "git cache {path} is in use by another process (its lock file {lock} is held); a cache serves one process at a time"
     )]
     CacheInUse { path: PathBuf, lock: PathBuf },
     #[error("fetching from {url}: {reason}")]
     Fetch { url: String, reason: String },
-    /// The remote or cupd refused to authenticate; says which credentials were used.
+    /// The remote refused the credentials, or there were none to offer; says which were used.
     #[error("{operation} {url}: {problem}")]
     Auth {
         operation: &'static str,
@@ -42,7 +44,7 @@ pub enum GitError {
         "revision {revision:?} not found in {url} (not a branch, a tag or a commit reachable from one)"
     )]
     RevisionNotFound { revision: String, url: String },
-    #[error("the default branch of {url} is unknown or missing ({why}); pass ?revision=BRANCH")]
+    #[error("the default branch of {url} is unknown or missing ({why}); name a branch")]
     NoDefaultBranch { url: String, why: String },
     #[error("pushing changes to {url}: {reason}")]
     Push { url: String, reason: String },
@@ -62,7 +64,7 @@ pub enum GitError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A commit's tree cannot be written out, whatever cupd does: two entries of one name
+    /// A commit's tree cannot be written out, whatever the caller does: two entries of one name
     /// (`git mktree` and libgit2 make such trees; `git fsck` refuses them), a path too long
     /// for this host, a missing object. The revision cannot be read (nor written on); the
     /// entry is named by its path in the repository, never by the cache's.
@@ -90,6 +92,7 @@ pub enum GitError {
 
 /// Why authenticating to the remote failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AuthProblem {
     /// The server answered the credentials with another authentication request (HTTP 401).
     Refused { origin: CredentialOrigin },
@@ -113,7 +116,7 @@ impl std::fmt::Display for AuthProblem {
             AuthProblem::NoCredentials { file: None } => write!(
                 f,
                 "the server requires authentication (HTTP 401) and no credentials are configured: \
-                 put USER:TOKEN@ in the URL or pass --api-git-credentials FILE"
+                 put USER:TOKEN@ in the URL or name a credentials file"
             ),
             AuthProblem::NoCredentials { file: Some(file) } => write!(
                 f,
@@ -127,28 +130,6 @@ impl std::fmt::Display for AuthProblem {
                 "the SSH server accepted none of the keys in the ssh-agent at {socket} for user {user:?}"
             ),
             AuthProblem::HostKey(problem) => write!(f, "{problem}"),
-        }
-    }
-}
-
-/// How an API should classify a [`GitError`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    BadRequest,
-    NotFound,
-    Conflict,
-    Internal,
-}
-
-impl GitError {
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            GitError::InvalidRevision { .. } => ErrorKind::BadRequest,
-            GitError::RevisionNotFound { .. }
-            | GitError::NoDefaultBranch { .. }
-            | GitError::ProposalNotFound(_) => ErrorKind::NotFound,
-            GitError::MergeConflict { .. } => ErrorKind::Conflict,
-            _ => ErrorKind::Internal,
         }
     }
 }

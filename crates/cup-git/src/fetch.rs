@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
@@ -19,13 +20,14 @@ const FETCH_REFSPECS: [&str; 2] = [
     "+refs/tags/*:refs/tags/*",
 ];
 
-/// What the fetches of the remote did lately (for an operator; see `/status`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What the fetches of the remote did lately, for an operator.
+#[derive(Debug, Clone, Default)]
 pub struct FetchStatus {
     /// When a fetch last succeeded: in this run, or in an earlier one as the cache recorded.
     pub last_success: Option<SystemTime>,
-    /// Why the last fetch failed; `None` when it succeeded.
-    pub error: Option<String>,
+    /// Why the last fetch failed; `None` when it succeeded. The error itself, so that the
+    /// caller can say what to do about it in its own terms.
+    pub error: Option<Arc<GitError>>,
     /// When the last fetch failed.
     pub error_at: Option<SystemTime>,
 }
@@ -203,7 +205,7 @@ impl GitRepo {
                     status.error_at = None;
                 }
                 Err(error) => {
-                    status.error = Some(error.to_string());
+                    status.error = Some(Arc::new(error.clone_shared()));
                     status.error_at = Some(now);
                 }
             }

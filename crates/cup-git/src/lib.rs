@@ -7,7 +7,7 @@
 //!          └── cup-work/cup-proposal-*   one fresh checkout per write, removed when it ends
 //! ```
 //!
-//! * Everything cupd makes there is owner-only, set explicitly whatever the umask: the cache
+//! * Everything made there is owner-only, set explicitly whatever the umask: the cache
 //!   root, the bare cache, work and snapshot directories 0700, snapshot and checkout files
 //!   0600 (0700 when executable). They are copies of the remote's files, and the cache of
 //!   compiled code is private too; an existing root open to others is tightened at open.
@@ -63,7 +63,7 @@ mod tree;
 pub use cache::GitRepo;
 pub use checkout::{SnapshotLimitExceeded, SnapshotLimits};
 pub use credentials::{CredentialOrigin, CredentialStore, CredentialsError};
-pub use error::{AuthProblem, ErrorKind, GitError};
+pub use error::{AuthProblem, GitError};
 pub use fetch::{FetchStatus, FetchTicket};
 pub use proposals::{
     MergeStrategy, Merged, ProposalDetail, ProposalPage, ProposalQuery, ProposalSummary,

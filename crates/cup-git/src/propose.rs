@@ -23,7 +23,7 @@ pub const PROPOSAL_PREFIX: &str = "cup/proposal/";
 /// How many pushed refs between two packings of the cache's refs.
 pub(crate) const PACK_REFS_EVERY: u64 = 32;
 
-/// Name and email of commits cupd makes.
+/// Name and email of the commits made (proposals, merges).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Author {
     pub name: String,
@@ -129,7 +129,7 @@ pub(crate) fn changed_files(
         .collect())
 }
 
-/// Deletes `refs`, best effort (they are cupd's own temporary refs).
+/// Deletes `refs`, best effort (they are this crate's own temporary refs).
 fn remove_refs(repo: &Repository, refs: &[String]) {
     for name in refs {
         if let Ok(mut r) = repo.find_reference(name) {

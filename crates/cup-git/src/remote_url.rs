@@ -27,6 +27,7 @@ pub(crate) enum Remote {
 
 /// Why a remote string is refused; never quotes it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum UrlError {
     #[error("the remote URL does not parse ({0}); it is not shown because it may hold a password")]
     Url(String),

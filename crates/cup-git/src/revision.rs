@@ -9,7 +9,7 @@ use crate::{GitError, GitRepo, PROPOSAL_PREFIX};
 
 pub(crate) const REMOTE_REFS: &str = "refs/remotes/origin/";
 
-/// Fewest hex digits of a commit id `?revision=` accepts.
+/// Fewest hex digits of a commit id a revision may be.
 const MIN_COMMIT_HEX: usize = 7;
 
 /// A resolved revision.

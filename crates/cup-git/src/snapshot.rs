@@ -15,7 +15,7 @@ use crate::{GitError, GitRepo, SnapshotLimitExceeded};
 /// How many unreadable commits [`GitRepo::snapshot`] remembers.
 const MAX_BAD_TREES: usize = 1024;
 
-/// Why a commit's tree cannot be written out, whatever cupd does: what
+/// Why a commit's tree cannot be written out, whatever the caller does: what
 /// [`GitRepo::snapshot`] remembers.
 pub(crate) enum Unreadable {
     BadTree { entry: String, reason: String },

@@ -42,6 +42,7 @@ pub fn known_hosts_name(url: &str) -> Option<String> {
 
 /// Why a host key is not trusted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HostKeyError {
     #[error(
         "host key of {host} ({key_type} {fingerprint}) is not in {known_hosts}: refusing to connect to an unknown host; after checking the fingerprint out of band, add it (e.g. `ssh-keyscan -p PORT HOST >> {known_hosts}`)"
@@ -74,9 +75,7 @@ pub enum HostKeyError {
         known_hosts: String,
         reason: String,
     },
-    #[error(
-        "no known_hosts file to check {host} against (HOME is unset; pass --api-git-known-hosts FILE)"
-    )]
+    #[error("no known_hosts file to check {host} against: HOME is unset and no file is named")]
     NoFile { host: String },
     #[error("the SSH server {host} did not present a raw host key libgit2 can check")]
     NoKey { host: String },
@@ -250,6 +249,7 @@ fn hmac_sha1(key: &[u8], message: &[u8]) -> Vec<u8> {
 
 /// Why the ssh-agent cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AgentProblem {
     NotSet,
     Unreachable { socket: String, reason: String },

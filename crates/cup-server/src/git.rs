@@ -8,10 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::time::SystemTime;
+
+use axum::http::StatusCode;
 use cup_git::{
-    Author, BranchesOnly, CredentialStore, ErrorKind, FetchStatus, GitError, GitRepo,
-    MergeStrategy, Merged, Proposal, ProposalDetail, ProposalPage, ProposalQuery, PullRequests,
-    RemoteOptions, SnapshotLimits, ProposedWrite, WriteLimits,
+    AuthProblem, Author, BranchesOnly, CredentialStore, GitError, GitRepo, HostKeyError,
+    MergeStrategy, Merged, Proposal, ProposalDetail, ProposalPage, ProposalQuery, ProposedWrite,
+    PullRequests, RemoteOptions, SnapshotLimits, WriteLimits,
 };
 
 use crate::error::ApiError;
@@ -73,6 +76,17 @@ impl GitOptions {
     }
 }
 
+/// What the fetches of the remote did lately, as `/status` shows them.
+#[derive(Debug, Clone, Default)]
+pub struct FetchReport {
+    /// When a fetch last succeeded: in this run, or in an earlier one as the cache recorded.
+    pub last_success: Option<SystemTime>,
+    /// Why the last fetch failed, with what to do about it; `None` when it succeeded.
+    pub error: Option<String>,
+    /// When the last fetch failed.
+    pub error_at: Option<SystemTime>,
+}
+
 /// An opened Git source.
 #[derive(Debug)]
 pub struct GitSource {
@@ -128,12 +142,15 @@ impl GitSource {
     }
 
     /// The last good fetch and the last failure, paths under the cache root hidden.
-    pub fn fetch_status(&self) -> FetchStatus {
-        let mut status = self.repo.fetch_status();
-        status.error = status
-            .error
-            .map(|e| hide_cache(&e, &self.remote_thread.cache));
-        status
+    pub fn fetch_status(&self) -> FetchReport {
+        let status = self.repo.fetch_status();
+        FetchReport {
+            last_success: status.last_success,
+            error: status
+                .error
+                .map(|e| hide_cache(&with_remedy(&e), &self.remote_thread.cache)),
+            error_at: status.error_at,
+        }
     }
 
     /// Starts the periodic fetch (needs a tokio runtime).
@@ -451,25 +468,49 @@ async fn run<T: Send + 'static>(
 /// shown as `<git cache>`: a client learns nothing of the host's layout from an error. The
 /// whole message goes to the log when something was hidden.
 fn api_error(cache: &Path, error: GitError) -> ApiError {
-    let full = error.to_string();
-    let mut message = hide_cache(&full, cache);
+    let full = with_remedy(&error);
+    let message = hide_cache(&full, cache);
     if message != full {
         tracing::warn!(error = full, "git operation failed");
     }
-    match &error {
-        GitError::WriteLimit(over) => {
-            message.push_str(&format!(" ({})", crate::limit_flag(over.limit)));
-        }
-        GitError::SnapshotLimit(over) => {
-            message.push_str(&format!(" ({})", crate::snapshot_limit_flag(over.limit)));
-        }
-        _ => {}
+    ApiError::new(status_of(&error), message)
+}
+
+/// The answer to a Git failure: the client's own mistakes (a malformed revision, a revision
+/// or proposal that does not exist, a merge that conflicts) are 4xx; anything else, the
+/// remote's refusals included, is the server's 500.
+fn status_of(error: &GitError) -> StatusCode {
+    match error {
+        GitError::InvalidRevision { .. } => StatusCode::BAD_REQUEST,
+        GitError::RevisionNotFound { .. }
+        | GitError::NoDefaultBranch { .. }
+        | GitError::ProposalNotFound(_) => StatusCode::NOT_FOUND,
+        GitError::MergeConflict { .. } => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
-    match error.kind() {
-        ErrorKind::BadRequest => ApiError::bad_request(message),
-        ErrorKind::NotFound => ApiError::not_found(message),
-        ErrorKind::Conflict => ApiError::new(axum::http::StatusCode::CONFLICT, message),
-        ErrorKind::Internal => ApiError::internal(message),
+}
+
+/// `error`'s message with, when there is one, the flag or query parameter that is the way
+/// out: `cup-git` speaks of settings in its own terms and knows nothing of cupd's.
+pub(crate) fn with_remedy(error: &GitError) -> String {
+    match remedy(error) {
+        Some(remedy) => format!("{error} ({remedy})"),
+        None => error.to_string(),
+    }
+}
+
+/// The cupd flag (or query parameter) that answers `error`, if one does.
+fn remedy(error: &GitError) -> Option<&'static str> {
+    match error {
+        GitError::WriteLimit(over) => Some(crate::limit_flag(over.limit)),
+        GitError::SnapshotLimit(over) => Some(crate::snapshot_limit_flag(over.limit)),
+        GitError::NoDefaultBranch { .. } => Some("?revision=BRANCH"),
+        GitError::Auth { problem, .. } => match &**problem {
+            AuthProblem::NoCredentials { file: None } => Some("--api-git-credentials FILE"),
+            AuthProblem::HostKey(HostKeyError::NoFile { .. }) => Some("--api-git-known-hosts FILE"),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -517,5 +558,102 @@ mod tests {
             hide_cache(&format!("{}: x", inside.display()), Path::new(&given)),
             "<git cache>/r.git/cup-snapshots/.tmp-x/d: x"
         );
+    }
+
+    /// The statuses `cup-git`'s error classes had when it classified them itself.
+    #[test]
+    fn git_failures_keep_their_statuses() {
+        let cache = Path::new("/nonexistent-cache");
+        let status = |error: GitError| api_error(cache, error).status;
+        let url = || "file:///r".to_owned();
+        assert_eq!(
+            status(GitError::InvalidRevision {
+                revision: "a..b".into(),
+                why: "not a branch, tag or commit name",
+            }),
+            StatusCode::BAD_REQUEST
+        );
+        for not_found in [
+            GitError::RevisionNotFound {
+                revision: "x".into(),
+                url: url(),
+            },
+            GitError::NoDefaultBranch {
+                url: url(),
+                why: "the remote has no HEAD".into(),
+            },
+            GitError::ProposalNotFound("x".into()),
+        ] {
+            assert_eq!(status(not_found), StatusCode::NOT_FOUND);
+        }
+        assert_eq!(
+            status(GitError::MergeConflict {
+                id: "x".into(),
+                why: "conflicts".into(),
+            }),
+            StatusCode::CONFLICT
+        );
+        for internal in [
+            GitError::Push {
+                url: url(),
+                reason: "refused".into(),
+            },
+            GitError::BadTree {
+                commit: "c".into(),
+                entry: "d/dup".into(),
+                reason: "two entries of one name".into(),
+            },
+            GitError::SharedPush("the remote hung up".into()),
+        ] {
+            assert_eq!(status(internal), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    }
+
+    /// `cup-git` names no cupd flag; where cupd reports its errors (an API answer, the
+    /// startup error), the flag that is the way out is added.
+    #[test]
+    fn git_errors_name_the_flag_that_answers_them() {
+        let auth = |problem| GitError::Auth {
+            operation: "fetching from",
+            url: "https://h/r".into(),
+            problem: Box::new(problem),
+        };
+        let cases = [
+            (
+                auth(AuthProblem::NoCredentials { file: None }),
+                "put USER:TOKEN@ in the URL or name a credentials file (--api-git-credentials FILE)",
+            ),
+            (
+                auth(AuthProblem::HostKey(HostKeyError::NoFile {
+                    host: "h".into(),
+                })),
+                "HOME is unset and no file is named (--api-git-known-hosts FILE)",
+            ),
+            (
+                GitError::NoDefaultBranch {
+                    url: "file:///r".into(),
+                    why: "the remote has no HEAD".into(),
+                },
+                "name a branch (?revision=BRANCH)",
+            ),
+        ];
+        for (error, expected) in cases {
+            let plain = error.to_string();
+            assert!(!plain.contains("--") && !plain.contains('?'), "{plain}");
+            let api = api_error(Path::new("/nonexistent-cache"), error).message;
+            assert!(api.ends_with(expected), "{api}");
+        }
+        let startup = crate::ServerError::Git(auth(AuthProblem::NoCredentials { file: None }));
+        assert!(
+            startup
+                .to_string()
+                .ends_with("(--api-git-credentials FILE)"),
+            "{startup}"
+        );
+        // Credentials that match nothing in a named file need no flag.
+        let named = auth(AuthProblem::NoCredentials {
+            file: Some("/etc/creds".into()),
+        });
+        assert_eq!(with_remedy(&named), named.to_string());
     }
 }

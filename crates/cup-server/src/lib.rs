@@ -134,7 +134,7 @@ pub enum ServerError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("git source: {0}")]
+    #[error("git source: {}", git::with_remedy(.0))]
     Git(#[from] cup_git::GitError),
     #[error("opening the git source: {0}")]
     GitTask(String),
