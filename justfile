@@ -8,7 +8,11 @@ example:
 
 # Run every test (the same command CI runs after installing prerequisites).
 test:
-    cargo test --workspace
+    scripts/test.sh
+
+# Install cup, cup-embed and cupd (release builds) into ~/.cargo/bin.
+install:
+    scripts/install.sh
 
 # fmt + clippy, as CI expects them.
 lint:

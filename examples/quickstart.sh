@@ -21,10 +21,9 @@ show() {
 }
 die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
 
-command -v cargo >/dev/null || die "cargo is required (https://rustup.rs)"
-if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-wasip1; then
-  die "the wasm32-wasip1 target is missing: rustup target add wasm32-wasip1"
-fi
+# A C compiler, pkg-config, OpenSSL's headers, git, the wasm32-wasip1 target: installed on
+# Debian as root, otherwise named with the command to run, before anything is built.
+scripts/prerequisites.sh build
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cup-quickstart.XXXXXX")
 CUPD_PID=''

@@ -320,3 +320,46 @@ fn a_password_in_the_address_never_shows() {
     // The file keeps it: requests through the context still authenticate.
     assert!(std::fs::read_to_string(&config).unwrap().contains(SECRET));
 }
+
+/// `cup` pointed at a web server that is not cupd says so, instead of quoting its page.
+#[test]
+fn an_address_that_is_not_a_cupd_is_named_as_such() {
+    let f = Fixture::start();
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(root.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting python3 -m http.server");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "http.server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let run = f
+        .cup
+        .run(&["-a", &format!("http://127.0.0.1:{port}"), "get", "flags"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(
+        run.one_line_error(),
+        format!(
+            "cup: http://127.0.0.1:{port} is not a cupd: GET http://127.0.0.1:{port}/apis answered 404 \
+             with an HTML page titled \"Error response\" (check -a or the context's address: \
+             `cup config context`)"
+        )
+    );
+}

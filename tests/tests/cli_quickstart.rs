@@ -37,7 +37,7 @@ fn the_quick_start_script_runs_end_to_end() {
         "$ cup get flags",
         "default     dark-mode",
         "$ cup apply -f",
-        "00000000000000000000000000",
+        "flag/quick-start applied",
         "default     quick-start",
         "$ cup delete flag dark-mode",
         "Done: stopping cupd",

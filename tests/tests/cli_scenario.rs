@@ -90,18 +90,19 @@ fn the_original_scenario_in_tables() {
         "NAMESPACE   NAME   LABELS\ndefault     foo    foo=bar\n"
     );
 
-    // The write result table works with a null proposal (the original crashed here).
-    let zero =
-        "ID                           SOURCE   URL\n00000000000000000000000000   -        -\n";
-    assert_eq!(f.cup_stdin(&["apply"], BAZ).ok(), zero);
+    // A write made in place (a null proposal: the original crashed here) is one line.
+    assert_eq!(f.cup_stdin(&["apply"], BAZ).ok(), "resource/baz applied\n");
     let file = f.path("baz.json");
     std::fs::write(&file, BAZ).expect("write");
     assert_eq!(
         f.cup(&["apply", "-f", &file.to_string_lossy()]).ok(),
-        zero,
+        "resource/baz applied\n",
         "apply -f FILE"
     );
-    assert_eq!(f.cup(&["delete", "resources", "foo"]).ok(), zero);
+    assert_eq!(
+        f.cup(&["delete", "resources", "foo"]).ok(),
+        "resource/foo deleted\n"
+    );
     assert_eq!(
         f.cup(&["get", "resources"]).ok(),
         "NAMESPACE   NAME   LABELS\ndefault     bar    bar=baz\ndefault     baz    baz=foo\n"

@@ -86,7 +86,8 @@ fn a_bad_config_directory_stops_startup_naming_the_file() {
         .failure()
         .stderr(contains(
             "parsing api resource \"bad.json\": unexpected APIVersion",
-        ));
+        ))
+        .stderr(contains("pass -api-resources DIR"));
 }
 
 #[test]
@@ -189,4 +190,51 @@ fn strict_digests_refuse_tags() {
             .contains("--strict-digests"),
         "{tagged}"
     );
+}
+
+/// A configuration that serves nothing says so, in the log and in `/status`, instead of
+/// leaving the user to meet `unknown resource type` on the first request.
+#[test]
+fn a_controller_or_a_config_that_serves_nothing_is_a_warning() {
+    let (source, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+
+    // A module with no embedded definitions, named by no Binding.
+    let config = tempfile::tempdir().unwrap();
+    std::fs::copy(cup_e2e::probe_wasm(), config.path().join("probe.wasm")).unwrap();
+    std::fs::write(
+        config.path().join("probe-ctl.json"),
+        cup_e2e::cupd::config_object(
+            "Controller",
+            "probe",
+            r#""spec":{"type":"wasm","spec":{"path":"probe.wasm"}}"#,
+        ),
+    )
+    .unwrap();
+    let cupd = Cupd::start(&CupdConfig::new(config.path(), source.path(), store.path()));
+    let status = cupd.get("/status").json();
+    let probe = &status["controllers"][0];
+    assert_eq!(probe["state"], "loaded", "{status}");
+    let warning = probe["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("serves no resource type: its module embeds no definitions")
+            && warning.contains("cup-embed"),
+        "{status}"
+    );
+    assert!(
+        cupd.log().contains("serves no resource type"),
+        "{}",
+        cupd.log()
+    );
+    drop(cupd);
+
+    // A config directory with no Controller at all.
+    let empty = tempfile::tempdir().unwrap();
+    let cupd = Cupd::start(&CupdConfig::new(empty.path(), source.path(), store.path()));
+    let status = cupd.get("/status").json();
+    let warning = status["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("holds no Controller, so no resource type is served"),
+        "{status}"
+    );
+    assert!(cupd.log().contains("holds no Controller"), "{}", cupd.log());
 }

@@ -206,6 +206,29 @@ fn duplicate_names_and_routes_are_refused() {
 }
 
 #[test]
+fn a_module_out_of_place_or_left_out_is_named() {
+    let f = Fixture::new();
+    // Swapped: the module first, a definition last.
+    f.embed_fails(
+        &[&f.path("ctl.wasm"), &f.path("flags.json")],
+        "ctl.wasm is a WebAssembly module but was given among the definitions",
+    );
+    f.embed_fails(
+        &[
+            &f.path("flags.json"),
+            &f.path("ctl.wasm"),
+            &f.path("segments.json"),
+        ],
+        "the module goes last: cup-embed [-o OUT] DEF.json... MODULE.wasm",
+    );
+    // Left out: the last definition would be taken for the module.
+    f.embed_fails(
+        &[&f.path("flags.json"), &f.path("segments.json")],
+        "segments.json (the last argument) is not a WebAssembly file: was the module left out?",
+    );
+}
+
+#[test]
 fn non_wasm_and_truncated_modules_are_refused() {
     let f = Fixture::new();
     let text = f.write("notes.wasm", "this is not wasm");

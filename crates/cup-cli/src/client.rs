@@ -72,10 +72,36 @@ fn percent_decode(s: &str) -> String {
 }
 
 impl Reply {
-    /// The body as one line of text for an error message: lines joined with `; `, capped.
+    /// The body as one line of text for an error message: lines joined with `; `, capped;
+    /// an HTML page is named by its title instead of being quoted tag by tag.
     pub fn text(&self) -> String {
+        if self.is_html() {
+            return match html_title(&self.body) {
+                Some(title) => format!("an HTML page titled {title:?}"),
+                None => "an HTML page".to_owned(),
+            };
+        }
         one_line(&String::from_utf8_lossy(&self.body))
     }
+
+    /// Whether the body is an HTML page: cupd never answers with one, so whatever answered
+    /// is some other server (a web server, a proxy's error page).
+    pub fn is_html(&self) -> bool {
+        let start = self.body.trim_ascii_start();
+        let head = start[..start.len().min(15)].to_ascii_lowercase();
+        head.starts_with(b"<!doctype html") || head.starts_with(b"<html")
+    }
+}
+
+/// The text of an HTML page's `<title>`, trimmed and capped, if it has one.
+fn html_title(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(&body[..body.len().min(64 << 10)]);
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find("<title")?;
+    let open_end = start + lower[start..].find('>')? + 1;
+    let close = open_end + lower[open_end..].find("</title")?;
+    let title = one_line(text[open_end..close].trim());
+    (!title.is_empty()).then(|| title.chars().take(120).collect())
 }
 
 /// Collapses text to one line (errors must stay on one line) and caps its length.
@@ -206,6 +232,25 @@ mod tests {
         let c = Client::new(Url::parse("http://h:1").unwrap()).unwrap();
         assert_eq!(c.url(&["apis"]).as_str(), "http://h:1/apis");
         assert_eq!(c.address(), "http://h:1");
+    }
+
+    #[test]
+    fn html_pages_are_named_by_their_title() {
+        let reply = |body: &str| Reply {
+            status: 404,
+            body: body.as_bytes().to_vec(),
+            method: Method::GET,
+            url: Url::parse("http://h/apis").unwrap(),
+        };
+        let page = reply(
+            "\n<!DOCTYPE HTML>\n<html><head><TITLE>\n Error response\n</TITLE></head><body><p>Nope</p></body></html>",
+        );
+        assert!(page.is_html());
+        assert_eq!(page.text(), "an HTML page titled \"Error response\"");
+        assert_eq!(reply("<html><body>x</body></html>").text(), "an HTML page");
+        let json = reply("{\"error\":\"x\"}\n");
+        assert!(!json.is_html());
+        assert_eq!(json.text(), "{\"error\":\"x\"}");
     }
 
     #[test]

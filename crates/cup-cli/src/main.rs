@@ -20,6 +20,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 /// self-describing WebAssembly controllers.
 #[derive(Parser)]
 #[command(
+    name = "cup",
     version,
     propagate_version = true,
     after_help = "Examples:
@@ -29,7 +30,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
   cup apply -f flag.json                  # create or update
   cup edit flag new-login                 # $EDITOR, applied on save
   cup delete flag new-login
-  cup -a http://127.0.0.1:8181 -n production get segments
+  cup -a http://127.0.0.1:8181 -n production get flags
   cup config context                      # where requests go"
 )]
 struct Cli {
@@ -88,7 +89,7 @@ alpha, then the larger number); VERSIONS lists every served version."
   cup get flag new-login                  # one (JSON: an object)
   cup get Flag new-login dark-mode        # several (JSON: an array)
   cup -o json get flipt.io/v1alpha1/flags
-  cup -n production get segments
+  cup -n production get flags
 
 TYPE is a Kind, plural or singular in any case (Flag, flags, flag), optionally with its
 group (flipt.io/flag or flags.flipt.io), or GROUP/VERSION/PLURAL for an exact version.
@@ -109,7 +110,9 @@ Missing names are reported on stderr and make the exit status 1.")]
 The document's apiVersion and kind pick the route; the namespace is metadata.namespace,
 else -n or the context's (a metadata.namespace that contradicts -n is refused). The bytes
 are sent as they are, so the server validates exactly what you wrote.
-202: prints the write result (ID SOURCE URL); 204: \"no change\" on stderr, exit 0.")]
+202: prints e.g. `flag/new-login applied` when the change was made in place (a local source), or the
+proposal (ID SOURCE URL) on a Git source; -o json prints the result itself. 204: \"no change\"
+on stderr, exit 0.")]
     Apply {
         /// The JSON file, or - for standard input.
         #[arg(

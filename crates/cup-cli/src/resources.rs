@@ -88,6 +88,21 @@ impl Session {
 
     fn discover(&self) -> Result<Discovery> {
         let reply = self.client.send(Method::GET, &["apis"], None)?;
+        // Every cupd serves `/apis` as JSON; an HTML page or a 404 there means the address
+        // names some other server.
+        if reply.is_html() || reply.status == 404 {
+            bail!(
+                "{} is not a cupd: GET {} answered {} with {} (check -a or the context's address: `cup config context`)",
+                self.client.address(),
+                reply.url,
+                reply.status,
+                if reply.body.is_empty() {
+                    "an empty body".to_owned()
+                } else {
+                    reply.text()
+                }
+            );
+        }
         if reply.status != 200 {
             bail!(
                 "GET {}: unexpected status {}: {}",
@@ -341,13 +356,18 @@ impl Session {
                 match self.output {
                     Output::Json => json::emit(&json::pretty(raw.get()))?,
                     Output::Table => {
-                        let table = result_table(raw.get()).with_context(|| {
-                            format!(
-                                "{} {}: the answer is not a write result",
-                                reply.method, reply.url
-                            )
-                        })?;
-                        json::emit(&table)?;
+                        let done = match op {
+                            Op::Delete(_) => "deleted",
+                            _ => "applied",
+                        };
+                        let summary = write_summary(raw.get(), &route.def.singular, name, done)
+                            .with_context(|| {
+                                format!(
+                                    "{} {}: the answer is not a write result",
+                                    reply.method, reply.url
+                                )
+                            })?;
+                        json::emit(&summary)?;
                     }
                 }
             }
@@ -408,14 +428,27 @@ fn resource_table(resources: &[Box<RawValue>]) -> String {
     table::render(&["NAMESPACE", "NAME", "LABELS"], &rows)
 }
 
-/// `ID SOURCE URL` of a write result; `-` for what is absent (a local source has no
-/// proposal: the original crashed on that).
-fn result_table(result: &str) -> Result<String> {
+/// What a write did, for people: `flag/new-login applied` (or `deleted`) when it was made in
+/// place (a local source: its result carries no proposal), else the proposal's table.
+fn write_summary(result: &str, singular: &str, name: &str, done: &str) -> Result<String> {
+    let parsed = parse_write_result(result)?;
+    if parsed.proposal.is_none() {
+        return Ok(format!("{singular}/{name} {done}\n"));
+    }
+    result_table(result)
+}
+
+fn parse_write_result(result: &str) -> Result<WriteResult> {
     // serde would also accept an array for a struct; a result is an object.
     if !result.trim_start().starts_with('{') {
         bail!("expected a JSON object, found {}", one_line(result));
     }
-    let result: WriteResult = serde_json::from_str(result)?;
+    Ok(serde_json::from_str(result)?)
+}
+
+/// `ID SOURCE URL` of a write result that made a proposal; `-` for what is absent.
+fn result_table(result: &str) -> Result<String> {
+    let result = parse_write_result(result)?;
     let dash = |s: &str| {
         if s.is_empty() {
             "-".to_owned()
@@ -702,6 +735,31 @@ mod tests {
              default     a-longer-name   <none>\n\
              -           -               <none>\n"
         );
+    }
+
+    #[test]
+    fn a_write_made_in_place_is_one_line() {
+        assert_eq!(
+            write_summary(
+                r#"{"id":"00000000000000000000000000","empty":false,"proposal":null}"#,
+                "flag",
+                "quick-start",
+                "applied"
+            )
+            .unwrap(),
+            "flag/quick-start applied\n"
+        );
+        assert_eq!(
+            write_summary(
+                r#"{"id":"01HBZ4J8Q6V2T1N3X5K7M9P0RS","proposal":{"source":"git","url":""}}"#,
+                "flag",
+                "x",
+                "deleted"
+            )
+            .unwrap(),
+            "ID                           SOURCE   URL\n01HBZ4J8Q6V2T1N3X5K7M9P0RS   git      -\n"
+        );
+        assert!(write_summary("[]", "flag", "x", "applied").is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `cup-embed [-o OUT] DEF.json... MODULE.wasm`: make a controller self-describing.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
 
 /// Embed ResourceDefinitions into a controller module as `cup.*` custom sections.
@@ -38,7 +39,43 @@ fn main() {
     }
 }
 
+/// The first bytes of every WebAssembly binary (module or component).
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+
+/// Whether `path` starts like a WebAssembly binary; `None` when it cannot be read.
+fn looks_like_wasm(path: &Path) -> Option<bool> {
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path).ok()?;
+    Some(file.read_exact(&mut magic).is_ok() && &magic == WASM_MAGIC)
+}
+
+/// Catches the two mistakes the positional order invites before anything is read whole: the
+/// module given first (or in the middle), and the module left out, so that the last
+/// definition was taken for it.
+fn check_order(args: &Args) -> Result<()> {
+    const USAGE: &str = "the module goes last: cup-embed [-o OUT] DEF.json... MODULE.wasm";
+    if looks_like_wasm(&args.module) != Some(false) {
+        return Ok(());
+    }
+    if let Some(module) = args
+        .definitions
+        .iter()
+        .find(|d| looks_like_wasm(d) == Some(true))
+    {
+        bail!(
+            "{} is a WebAssembly module but was given among the definitions, and {} (the last argument) is not one; {USAGE}",
+            module.display(),
+            args.module.display()
+        );
+    }
+    bail!(
+        "{} (the last argument) is not a WebAssembly file: was the module left out? {USAGE}",
+        args.module.display()
+    )
+}
+
 fn run(args: Args) -> Result<()> {
+    check_order(&args)?;
     let module = args.module.as_path();
     let output = args.output.as_deref().unwrap_or(module);
     let report = cup_sections::embed_files(&args.definitions, module, output)

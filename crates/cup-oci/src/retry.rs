@@ -279,10 +279,15 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    // Real time with millisecond delays, not tokio's paused clock: its `test-util` feature
+    // would change tokio's features between test and normal builds, and so make the quick
+    // start and the tests compile everything above tokio twice.
+    #[tokio::test(flavor = "current_thread")]
     async fn retries_transient_failures_and_stops_at_the_bound() {
         let policy = RetryPolicy {
             attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(4),
             ..RetryPolicy::default()
         };
         let r = Retrier {

@@ -101,13 +101,34 @@ pub fn load(root: &Path) -> Result<ConfigDir, ConfigError> {
     };
     for file in json_files(root)? {
         let rel = relative(root, &file);
-        load_file(&mut dir, &file, &rel).map_err(|message| ConfigError::File {
-            file: rel.clone(),
-            message,
+        load_file(&mut dir, &file, &rel).map_err(|message| {
+            // A JSON file that is not a cup object at all most often means the directory is
+            // not a config directory (cupd run with the default `.` in a project).
+            let message = if is_foreign(&message) {
+                format!(
+                    "{message}; every JSON file under {} must be a cup object (Controller, \
+                     ResourceDefinition, Binding): pass -api-resources DIR naming the \
+                     directory that holds only those",
+                    root.display()
+                )
+            } else {
+                message
+            };
+            ConfigError::File {
+                file: rel.clone(),
+                message,
+            }
         })?;
     }
     check_references(&dir)?;
     Ok(dir)
+}
+
+/// The messages of [`load_file`] that say a file is not a cup object at all.
+const FOREIGN: [&str; 3] = ["unexpected APIVersion", "invalid JSON", "empty file"];
+
+fn is_foreign(message: &str) -> bool {
+    FOREIGN.iter().any(|start| message.starts_with(start))
 }
 
 fn load_file(dir: &mut ConfigDir, path: &Path, rel: &str) -> Result<(), String> {

@@ -207,6 +207,8 @@ struct StatusDoc {
     ready: bool,
     source: SourceDoc,
     routes: usize,
+    /// Problems of the configuration as a whole (a config directory with no Controller).
+    warnings: Vec<String>,
     controllers: Vec<ControllerStatus>,
 }
 
@@ -265,6 +267,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
             }
         },
         routes: served.map_or(0, |s| s.routes.len()),
+        warnings: state.status.warnings(),
         controllers: state.status.snapshot(),
     };
     let mut bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();

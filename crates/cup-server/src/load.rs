@@ -58,6 +58,14 @@ impl Loader {
         for c in self.config.controllers.values() {
             self.status.set(initial_status(c));
         }
+        if self.config.controllers.is_empty() {
+            self.status.warn(format!(
+                "the config directory {} holds no Controller, so no resource type is served: \
+                 add a Controller file (kind Controller, spec.type wasm or template) or point \
+                 -api-resources at the directory that holds one",
+                self.config.root.display()
+            ));
+        }
     }
 
     /// Loads every controller, then builds the routes and the discovery document.
@@ -218,6 +226,11 @@ impl Loader {
                 }
             }
         }
+        for p in prepared.iter().filter(|p| p.handle.backend.is_ok()) {
+            if !self.config.is_bound(&p.handle.name) && p.embedded.is_empty() {
+                build.warn(&p.handle.name, serves_nothing(&p.handle.backend));
+            }
+        }
         self.publish(&build);
         Served {
             discovery: discovery::body(
@@ -237,10 +250,23 @@ impl Loader {
         }
         for (name, warnings) in &build.warnings {
             for w in warnings {
-                tracing::warn!(controller = %name, warning = %w, "binding problem");
+                tracing::warn!(controller = %name, warning = %w, "controller problem");
             }
             self.status.update(name, |s| s.warnings = warnings.clone());
         }
+    }
+}
+
+/// Why a loaded controller that no Binding names, and that embeds no definition, serves
+/// nothing: its routes come from neither.
+fn serves_nothing(backend: &Result<Backend, String>) -> String {
+    match backend {
+        Ok(Backend::Wasm(_)) => "serves no resource type: its module embeds no definitions \
+             (embed them with `cup-embed DEF.json... MODULE.wasm`) and no Binding names it"
+            .to_owned(),
+        _ => "serves no resource type: no Binding names it (a template controller serves the \
+             resource types its Bindings list)"
+            .to_owned(),
     }
 }
 

@@ -55,13 +55,30 @@ pub struct ControllerStatus {
     pub load_ms: Option<f64>,
 }
 
-/// All controllers' statuses, by name.
+/// All controllers' statuses, by name, and what is off with the configuration as a whole.
 #[derive(Debug, Default)]
 pub struct StatusBoard {
     controllers: Mutex<BTreeMap<String, ControllerStatus>>,
+    warnings: Mutex<Vec<String>>,
 }
 
 impl StatusBoard {
+    /// Records a problem of the whole configuration (not of one controller) and logs it.
+    pub fn warn(&self, warning: String) {
+        tracing::warn!(%warning, "configuration problem");
+        self.warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(warning);
+    }
+
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn set(&self, status: ControllerStatus) {
         self.lock().insert(status.name.clone(), status);
     }
