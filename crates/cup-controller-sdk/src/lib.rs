@@ -45,6 +45,9 @@
 //! }
 //! ```
 
+// Here, not in [workspace.lints]: binaries share that table and need not document every item.
+#![warn(missing_docs)]
+
 mod dispatch;
 
 use std::fmt;
@@ -65,9 +68,13 @@ pub const EXIT_NOT_FOUND: i32 = 2;
 /// The operation named by `argv[1]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
+    /// `get <Kind> <namespace> <name>`: print one resource.
     Get,
+    /// `list <Kind> <namespace>`: print every resource of the kind in the namespace.
     List,
+    /// `put <Kind> <namespace> <name>`: store the resource read from stdin.
     Put,
+    /// `delete <Kind> <namespace> <name>`: remove one resource.
     Delete,
 }
 
@@ -107,11 +114,15 @@ impl fmt::Display for Verb {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Request {
+    /// The definition's `names.kind` (TitleCase, e.g. `Flag`), from `argv[2]`.
     pub kind: String,
+    /// The namespace, from `argv[3]`.
     pub namespace: String,
 }
 
 impl Request {
+    /// A request for `kind` in `namespace`. The struct is `#[non_exhaustive]`, so this is how
+    /// code outside the crate (a controller's tests) builds one.
     pub fn new(kind: impl Into<String>, namespace: impl Into<String>) -> Self {
         Self {
             kind: kind.into(),
@@ -202,7 +213,9 @@ pub enum Error {
     /// Reading or writing files failed: exit code 1.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done, usually the path of the file.
         context: String,
+        /// The underlying error.
         #[source]
         source: io::Error,
     },

@@ -61,11 +61,15 @@ impl Default for SnapshotLimits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("commit {commit} cannot be read: {}", self.describe())]
 pub struct SnapshotLimitExceeded {
+    /// The commit id (hex) whose tree is over the limit.
     pub commit: String,
+    /// Which limit it went over.
     pub limit: WriteLimit,
+    /// The path in the repository where the limit was reached.
     pub entry: String,
     /// What was found: bytes, entries or levels (at least this much).
     pub found: u64,
+    /// The limit: bytes, entries or levels.
     pub max: u64,
 }
 

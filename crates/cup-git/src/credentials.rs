@@ -11,9 +11,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CredentialsError {
+    /// The credentials file cannot be read.
     #[error("reading git credentials file {path}: {source}")]
     Unreadable {
+        /// The credentials file.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
     /// `why` never quotes the line: it holds a secret.
@@ -21,8 +24,11 @@ pub enum CredentialsError {
         "git credentials file {path} line {line}: {why} (expected scheme://USER:TOKEN@HOST[:PORT][/PATH], as git-credential-store writes)"
     )]
     Malformed {
+        /// The credentials file.
         path: PathBuf,
+        /// The 1-based line number of the bad entry.
         line: usize,
+        /// What is wrong with the line.
         why: &'static str,
     },
 }
@@ -33,7 +39,12 @@ pub enum CredentialOrigin {
     /// The remote URL's `user:password@`.
     Url,
     /// Line `line` of a credentials file.
-    File { path: PathBuf, line: usize },
+    File {
+        /// The credentials file.
+        path: PathBuf,
+        /// The 1-based line number of the entry used.
+        line: usize,
+    },
 }
 
 impl fmt::Display for CredentialOrigin {
@@ -50,8 +61,11 @@ impl fmt::Display for CredentialOrigin {
 /// A user name and password (or token), with where they came from.
 #[derive(Clone)]
 pub struct Secret {
+    /// The user name sent to the remote.
     pub username: String,
+    /// The password or token; never printed by `Debug`.
     pub password: String,
+    /// Where the pair was found, named in error messages instead of the secret.
     pub origin: CredentialOrigin,
 }
 

@@ -12,6 +12,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GitError {
+    /// The remote does not parse as a URL, an scp-like address or a path.
     #[error(transparent)]
     Url(#[from] UrlError),
     /// A write's tree is over one of its [`WriteLimits`](crate::WriteLimits); nothing was committed or pushed.
@@ -21,47 +22,110 @@ pub enum GitError {
     /// written on.
     #[error(transparent)]
     SnapshotLimit(#[from] SnapshotLimitExceeded),
+    /// The bare cache repository cannot be created or opened.
     #[error("git cache {path}: {source}")]
-    Cache { path: PathBuf, source: git2::Error },
+    Cache {
+        /// The cache repository's directory.
+        path: PathBuf,
+        /// libgit2's error.
+        source: git2::Error,
+    },
+    /// Another process holds the cache's lock file.
     #[error(
         "git cache {path} is in use by another process (its lock file {lock} is held); a cache serves one process at a time"
     )]
-    CacheInUse { path: PathBuf, lock: PathBuf },
+    CacheInUse {
+        /// The cache repository's directory.
+        path: PathBuf,
+        /// The lock file that is held.
+        lock: PathBuf,
+    },
+    /// Fetching from the remote failed for a reason other than authentication.
     #[error("fetching from {url}: {reason}")]
-    Fetch { url: String, reason: String },
+    Fetch {
+        /// The remote, without credentials.
+        url: String,
+        /// libgit2's message, without the URL's secrets.
+        reason: String,
+    },
     /// The remote refused the credentials, or there were none to offer; says which were used.
     #[error("{operation} {url}: {problem}")]
     Auth {
+        /// What was being done (`fetching from`, `pushing to`).
         operation: &'static str,
+        /// The remote, without credentials.
         url: String,
+        /// What went wrong, and with which credentials.
         problem: Box<AuthProblem>,
     },
+    /// The credentials file cannot be read or has a malformed line.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    /// A revision that can never name anything: an expression such as `a..b`, or a commit id
+    /// shorter than 7 hex digits. Refused before the remote is asked.
     #[error("invalid revision {revision:?}: {why}")]
-    InvalidRevision { revision: String, why: &'static str },
+    InvalidRevision {
+        /// The revision as given.
+        revision: String,
+        /// Which rule it breaks.
+        why: &'static str,
+    },
+    /// The revision is not a branch or tag of the remote, nor a commit reachable from one, as of
+    /// the last fetch.
     #[error(
         "revision {revision:?} not found in {url} (not a branch, a tag or a commit reachable from one)"
     )]
-    RevisionNotFound { revision: String, url: String },
-    #[error("the default branch of {url} is unknown or missing ({why}); name a branch")]
-    NoDefaultBranch { url: String, why: String },
-    #[error("pushing changes to {url}: {reason}")]
-    Push { url: String, reason: String },
-    #[error("pushing changes to {url}: the remote rejected {refname}: {reason}")]
-    Rejected {
+    RevisionNotFound {
+        /// The revision as given.
+        revision: String,
+        /// The remote, without credentials.
         url: String,
-        refname: String,
+    },
+    /// No revision was named and the remote's default branch is unknown or gone.
+    #[error("the default branch of {url} is unknown or missing ({why}); name a branch")]
+    NoDefaultBranch {
+        /// The remote, without credentials.
+        url: String,
+        /// Why it is not known.
+        why: String,
+    },
+    /// Pushing to the remote failed for a reason other than authentication or a refused ref.
+    #[error("pushing changes to {url}: {reason}")]
+    Push {
+        /// The remote, without credentials.
+        url: String,
+        /// libgit2's message, without the URL's secrets.
         reason: String,
     },
+    /// The remote refused a ref update (a hook, a protected branch, or a branch that moved on).
+    #[error("pushing changes to {url}: the remote rejected {refname}: {reason}")]
+    Rejected {
+        /// The remote, without credentials.
+        url: String,
+        /// The ref the remote refused.
+        refname: String,
+        /// The remote's message.
+        reason: String,
+    },
+    /// No proposal branch has this id (or the id is not a ULID); holds the id.
     #[error("proposal {0:?} not found")]
     ProposalNotFound(String),
+    /// A proposal cannot be merged: it conflicts with its base, or is already merged.
     #[error("merging proposal {id}: {why}")]
-    MergeConflict { id: String, why: String },
+    MergeConflict {
+        /// The proposal's id.
+        id: String,
+        /// What stands in the way.
+        why: String,
+    },
+    /// A file operation in the cache failed.
     #[error("{what} {path}: {source}")]
     Io {
+        /// What was being done.
         what: &'static str,
+        /// The file or directory involved.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
     /// A commit's tree cannot be written out, whatever the caller does: two entries of one name
@@ -72,17 +136,24 @@ pub enum GitError {
         "commit {commit} cannot be read: its tree entry {entry:?} cannot be written out: {reason}"
     )]
     BadTree {
+        /// The commit id (hex).
         commit: String,
+        /// The entry's path in the repository.
         entry: String,
+        /// Why it cannot be written out.
         reason: String,
     },
     /// Writing a tree entry out failed for a reason of this host (a full disk, say).
     #[error("commit {commit}: writing its tree entry {entry:?} out of the git cache: {source}")]
     Materialise {
+        /// The commit id (hex).
         commit: String,
+        /// The entry's path in the repository.
         entry: String,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// Any other libgit2 failure.
     #[error("git: {0}")]
     Git(#[from] git2::Error),
     /// The failure of a push (or of opening the cache) that carried this write with others.
@@ -95,13 +166,24 @@ pub enum GitError {
 #[non_exhaustive]
 pub enum AuthProblem {
     /// The server answered the credentials with another authentication request (HTTP 401).
-    Refused { origin: CredentialOrigin },
+    Refused {
+        /// Where the refused credentials came from.
+        origin: CredentialOrigin,
+    },
     /// The server wants credentials and none match the URL.
-    NoCredentials { file: Option<PathBuf> },
+    NoCredentials {
+        /// The credentials file that was searched, if one is configured.
+        file: Option<PathBuf>,
+    },
     /// The ssh-agent is missing, unreachable or empty.
     Agent(AgentProblem),
     /// The SSH server accepted none of the agent's keys.
-    KeyRefused { user: String, socket: String },
+    KeyRefused {
+        /// The SSH user name offered.
+        user: String,
+        /// The ssh-agent socket whose keys were offered.
+        socket: String,
+    },
     /// The SSH host key is not trusted.
     HostKey(HostKeyError),
 }

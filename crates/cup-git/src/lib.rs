@@ -45,6 +45,9 @@
 //!   cache (`cup-remote`), so that [`GitRepo::open`] with an unreachable remote serves the
 //!   last fetched state instead of failing ([`GitRepo::fetch_status`] says since when).
 
+// Here, not in [workspace.lints]: binaries share that table and need not document every item.
+#![warn(missing_docs)]
+
 mod cache;
 mod checkout;
 mod credentials;

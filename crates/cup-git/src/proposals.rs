@@ -13,21 +13,32 @@ use crate::{ChangedFile, FetchTicket, GitError, GitRepo, PROPOSAL_PREFIX};
 /// An open proposal, as listed.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProposalSummary {
+    /// The proposal's id, a ULID.
     pub id: String,
+    /// Its branch on the remote, `cup/proposal/<id>`.
     pub branch: String,
+    /// The branch's commit id (hex).
     pub commit: String,
+    /// The first line of the commit message.
     pub message: String,
 }
 
 /// One proposal with what it changes relative to where it left the base.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProposalDetail {
+    /// The proposal's id, a ULID.
     pub id: String,
+    /// Its branch on the remote, `cup/proposal/<id>`.
     pub branch: String,
+    /// The branch's commit id (hex).
     pub commit: String,
+    /// The base branch it is compared with.
     pub base: String,
+    /// Whether the base branch already contains the proposal's commit.
     pub merged: bool,
+    /// The whole commit message.
     pub message: String,
+    /// The files it changes since it left the base.
     pub files: Vec<ChangedFile>,
 }
 
@@ -44,9 +55,14 @@ pub enum MergeStrategy {
 /// What a merge did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Merged {
+    /// The merged proposal's id.
     pub id: String,
+    /// The branch it was merged into.
     pub base: String,
+    /// The base branch's new commit id (hex): the proposal's own on a fast-forward, else the merge
+    /// commit.
     pub commit: String,
+    /// Whether the base was fast-forwarded rather than given a merge commit.
     pub fast_forward: bool,
 }
 
@@ -64,6 +80,7 @@ pub struct ProposalQuery<'a> {
 /// One page of open proposals, by id.
 #[derive(Debug, Clone)]
 pub struct ProposalPage {
+    /// The proposals of this page, in id order.
     pub items: Vec<ProposalSummary>,
     /// More open proposals follow the last one.
     pub more: bool,

@@ -26,7 +26,9 @@ pub(crate) const PACK_REFS_EVERY: u64 = 32;
 /// Name and email of the commits made (proposals, merges).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Author {
+    /// The name in the author and committer lines.
     pub name: String,
+    /// The email address in the author and committer lines.
     pub email: String,
 }
 
@@ -61,8 +63,11 @@ impl std::str::FromStr for Author {
 /// A pushed proposal.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Proposal {
+    /// The proposal's id, a ULID.
     pub id: String,
+    /// Its branch on the remote, `cup/proposal/<id>`.
     pub branch: String,
+    /// The pushed commit id (hex).
     pub commit: String,
     /// The pull request [`PullRequests`](crate::PullRequests) opened for it, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,8 +95,10 @@ struct Committed {
     message: String,
 }
 
+/// A file a proposal changes, relative to its base.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ChangedFile {
+    /// The file's path in the repository.
     pub path: String,
     /// `added`, `modified`, `deleted`, `renamed` or `typechange`.
     pub status: &'static str,

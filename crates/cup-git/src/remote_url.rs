@@ -29,8 +29,10 @@ pub(crate) enum Remote {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UrlError {
+    /// A `scheme://` remote that does not parse; holds the parser's message (never the URL).
     #[error("the remote URL does not parse ({0}); it is not shown because it may hold a password")]
     Url(String),
+    /// An scp-like address with a password, or with an empty host or user.
     #[error(
         "the remote looks like an scp-like SSH address ([user@]host:path) but has a \
          password or an empty host or user; it is not shown because it may hold a password"

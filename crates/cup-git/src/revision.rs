@@ -15,6 +15,7 @@ const MIN_COMMIT_HEX: usize = 7;
 /// A resolved revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resolved {
+    /// The commit the revision names.
     pub commit: Oid,
 }
 

@@ -43,7 +43,9 @@ pub struct NewProposal<'a> {
 #[derive(Debug, thiserror::Error)]
 #[error("opening a pull request on {scm}: {reason}")]
 pub struct ScmError {
+    /// Name of the forge integration ([`PullRequests::name`]).
     pub scm: String,
+    /// What went wrong.
     pub reason: String,
 }
 

@@ -44,41 +44,69 @@ pub fn known_hosts_name(url: &str) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HostKeyError {
+    /// The host is not in the known_hosts file.
     #[error(
         "host key of {host} ({key_type} {fingerprint}) is not in {known_hosts}: refusing to connect to an unknown host; after checking the fingerprint out of band, add it (e.g. `ssh-keyscan -p PORT HOST >> {known_hosts}`)"
     )]
     Unknown {
+        /// The host, as named in known_hosts (`host` or `[host]:port`).
         host: String,
+        /// The presented key's type (`ssh-ed25519`, ...).
         key_type: String,
+        /// The presented key's SHA-256 fingerprint.
         fingerprint: String,
+        /// The known_hosts file checked.
         known_hosts: String,
     },
+    /// The host is in the known_hosts file with another key: it changed its key, or the connection
+    /// is intercepted.
     #[error(
         "host key of {host} ({key_type} {fingerprint}) does not match {known_hosts} line {line}: the host changed its key or someone is intercepting the connection; refusing"
     )]
     Mismatch {
+        /// The host, as named in known_hosts.
         host: String,
+        /// The presented key's type.
         key_type: String,
+        /// The presented key's SHA-256 fingerprint.
         fingerprint: String,
+        /// The known_hosts file checked.
         known_hosts: String,
+        /// The 1-based line that holds the other key.
         line: usize,
     },
+    /// The presented key is marked `@revoked` in the known_hosts file.
     #[error("host key of {host} is revoked in {known_hosts} line {line}; refusing")]
     Revoked {
+        /// The host, as named in known_hosts.
         host: String,
+        /// The known_hosts file checked.
         known_hosts: String,
+        /// The 1-based line that revokes the key.
         line: usize,
     },
+    /// The known_hosts file cannot be read.
     #[error("cannot read known_hosts file {known_hosts}: {reason}; refusing to connect to {host}")]
     Unreadable {
+        /// The host being connected to.
         host: String,
+        /// The known_hosts file.
         known_hosts: String,
+        /// Why it cannot be read.
         reason: String,
     },
+    /// No known_hosts file is named and `HOME` is unset, so there is nothing to check against.
     #[error("no known_hosts file to check {host} against: HOME is unset and no file is named")]
-    NoFile { host: String },
+    NoFile {
+        /// The host being connected to.
+        host: String,
+    },
+    /// The server presented no host key libgit2 can hand over for checking.
     #[error("the SSH server {host} did not present a raw host key libgit2 can check")]
-    NoKey { host: String },
+    NoKey {
+        /// The host being connected to.
+        host: String,
+    },
 }
 
 /// Checks the key `host` (its known_hosts name) presented against `known_hosts`.
@@ -251,9 +279,20 @@ fn hmac_sha1(key: &[u8], message: &[u8]) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AgentProblem {
+    /// `SSH_AUTH_SOCK` is not set.
     NotSet,
-    Unreachable { socket: String, reason: String },
-    NoKeys { socket: String },
+    /// Nothing answers as an agent on the socket.
+    Unreachable {
+        /// The socket path from `SSH_AUTH_SOCK`.
+        socket: String,
+        /// Why it could not be reached.
+        reason: String,
+    },
+    /// The agent holds no keys.
+    NoKeys {
+        /// The socket path from `SSH_AUTH_SOCK`.
+        socket: String,
+    },
 }
 
 impl fmt::Display for AgentProblem {

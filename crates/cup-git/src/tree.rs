@@ -48,12 +48,18 @@ impl Default for WriteLimits {
     }
 }
 
-/// Which of the [`WriteLimits`] a write went over.
+/// Which limit a tree went over: one of the [`WriteLimits`] of a write, or of the
+/// [`SnapshotLimits`](crate::SnapshotLimits) of a commit's tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteLimit {
+    /// `max_file_bytes`: one file is too large.
     FileBytes,
+    /// `max_total_bytes`: the files together are too large (for a write, only the new or
+    /// changed ones count).
     TotalBytes,
+    /// `max_entries`: too many files and directories.
     Entries,
+    /// `max_depth`: directories nested too deep.
     Depth,
 }
 
@@ -61,10 +67,13 @@ pub enum WriteLimit {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.describe())]
 pub struct WriteLimitExceeded {
+    /// Which limit it went over.
     pub limit: WriteLimit,
+    /// Where the limit was reached, relative to the tree's root.
     pub path: String,
     /// What was found: bytes, entries or levels (at least this much).
     pub found: u64,
+    /// The limit: bytes, entries or levels.
     pub max: u64,
 }
 

@@ -16,6 +16,9 @@
 //! * `validate_definition`, `compile_schema` (feature `validate`): check a definition before
 //!   it is embedded or served.
 
+// Here, not in [workspace.lints]: binaries share that table and need not document every item.
+#![warn(missing_docs)]
+
 mod canonical;
 mod gojson;
 mod types;

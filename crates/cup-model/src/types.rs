@@ -9,10 +9,13 @@ pub type StringMap = Option<BTreeMap<String, String>>;
 /// Metadata of configuration objects (not namespaced).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ObjectMeta {
+    /// Name of the object, unique among objects of its kind in a config directory.
     #[serde(default)]
     pub name: String,
+    /// Free-form key/value labels, carried through unchanged.
     #[serde(default)]
     pub labels: StringMap,
+    /// Free-form key/value annotations, carried through unchanged.
     #[serde(default)]
     pub annotations: StringMap,
 }
@@ -20,10 +23,13 @@ pub struct ObjectMeta {
 /// Kind names of a definition: `kind` is TitleCase (`Flag`), `plural` appears in URLs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Names {
+    /// TitleCase kind of a resource (`Flag`), as written in its `kind` field.
     #[serde(default)]
     pub kind: String,
+    /// Lower-case singular name (`flag`).
     #[serde(default)]
     pub singular: String,
+    /// Lower-case plural name (`flags`): the URL segment of the resource collection.
     #[serde(default)]
     pub plural: String,
 }
@@ -32,8 +38,11 @@ pub struct Names {
 /// validates the *whole* resource document, not only its `spec` (as the original does).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct DefinitionSpec {
+    /// API group (`flipt.io`): the first segment of every `group/version/plural` key.
     #[serde(default)]
     pub group: String,
+    /// One JSON Schema per version name; each validates the whole resource document. Serialized
+    /// only when non-empty.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub versions: BTreeMap<String, serde_json::Value>,
 }
@@ -41,14 +50,19 @@ pub struct DefinitionSpec {
 /// A ResourceDefinition. `names` is a top-level sibling of `spec`, unlike Kubernetes CRDs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ResourceDefinition {
+    /// `apiVersion`: [`CONFIG_API_VERSION`](crate::CONFIG_API_VERSION) for a valid definition.
     #[serde(rename = "apiVersion", default)]
     pub api_version: String,
+    /// Always `ResourceDefinition` for a valid definition.
     #[serde(default)]
     pub kind: String,
+    /// The definition's own name and labels; the name is conventionally `<plural>.<group>`.
     #[serde(default)]
     pub metadata: ObjectMeta,
+    /// How resources of this definition are named in documents and URLs.
     #[serde(default)]
     pub names: Names,
+    /// Group and per-version schemas.
     #[serde(default)]
     pub spec: DefinitionSpec,
 }
@@ -66,12 +80,16 @@ impl ResourceDefinition {
 /// Metadata of a served resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ResourceMeta {
+    /// Namespace the resource lives in, as named in its URL.
     #[serde(default)]
     pub namespace: String,
+    /// Name of the resource, unique within its kind and namespace.
     #[serde(default)]
     pub name: String,
+    /// Free-form key/value labels; `None` round-trips as `null`.
     #[serde(default)]
     pub labels: StringMap,
+    /// Free-form key/value annotations; `None` round-trips as `null`.
     #[serde(default)]
     pub annotations: StringMap,
 }
@@ -79,12 +97,17 @@ pub struct ResourceMeta {
 /// A resource as served by the API. `spec` stays raw JSON (key order preserved).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Resource {
+    /// `apiVersion`: `group/version` of the resource's definition.
     #[serde(rename = "apiVersion", default)]
     pub api_version: String,
+    /// The definition's `names.kind`.
     #[serde(default)]
     pub kind: String,
+    /// Namespace, name, labels and annotations.
     #[serde(default)]
     pub metadata: ResourceMeta,
+    /// The user's payload, kept as raw JSON so its key order and number spelling survive; `null`
+    /// when absent.
     #[serde(default = "null_raw")]
     pub spec: Box<RawValue>,
 }
@@ -105,10 +128,14 @@ fn null_raw() -> Box<RawValue> {
 /// A Controller configuration object: `spec.type` is `template` or `wasm`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Controller {
+    /// `apiVersion`: [`CONFIG_API_VERSION`](crate::CONFIG_API_VERSION).
     #[serde(rename = "apiVersion")]
     pub api_version: String,
+    /// Always `Controller`.
     pub kind: String,
+    /// The controller's name, which Bindings refer to.
     pub metadata: ObjectMeta,
+    /// Implementation type and its settings.
     pub spec: ControllerSpec,
 }
 
@@ -117,8 +144,10 @@ pub struct Controller {
 /// instead of a generic serde message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ControllerSpec {
+    /// Implementation type as written in `spec.type`: `template` or `wasm`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Type-specific settings, decoded by [`ControllerSpec::implementation`]; omitted when `null`.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub spec: serde_json::Value,
 }
@@ -136,13 +165,18 @@ pub enum Implementation {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControllerSpecError {
+    /// `spec.type` is neither `template` nor `wasm`; holds the type found.
     #[error("unexpected controller type: {0:?} (expected \"template\" or \"wasm\")")]
     UnknownType(String),
+    /// The settings do not decode as the type's spec.
     #[error("invalid {kind} controller spec: {source}")]
     Invalid {
+        /// The controller type whose settings failed to decode (`template` or `wasm`).
         kind: &'static str,
+        /// The decoding error, naming the offending field.
         source: serde_json::Error,
     },
+    /// A wasm controller names both `path` and `image`, or neither.
     #[error("wasm controller spec needs exactly one of \"path\" or \"image\"")]
     WasmSource,
 }
@@ -185,8 +219,10 @@ impl ControllerSpec {
 /// Template controller settings; empty strings mean "use the default".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct TemplateSpec {
+    /// Go template of the glob that lists every resource of a kind in a namespace.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub list_template: String,
+    /// Go template of the path of one resource's file.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub resource_template: String,
 }
@@ -195,8 +231,10 @@ pub struct TemplateSpec {
 /// or an OCI reference (ideally `repo@sha256:…`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct WasmSpec {
+    /// Path of the `.wasm` file, relative to the config directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// OCI reference of the controller image; a `@sha256:` digest pins it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 }
@@ -204,10 +242,14 @@ pub struct WasmSpec {
 /// A Binding: which definitions (`group/version/plural`) a controller serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Binding {
+    /// `apiVersion`: [`CONFIG_API_VERSION`](crate::CONFIG_API_VERSION).
     #[serde(rename = "apiVersion")]
     pub api_version: String,
+    /// Always `Binding`.
     pub kind: String,
+    /// The binding's name.
     pub metadata: ObjectMeta,
+    /// Which controller serves which definitions.
     pub spec: BindingSpec,
 }
 
@@ -215,8 +257,10 @@ pub struct Binding {
 /// `controller` and `Controller` are accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindingSpec {
+    /// Name of the Controller that serves the resources.
     #[serde(alias = "Controller")]
     pub controller: String,
+    /// `group/version/plural` keys of the definitions it serves; empty when absent.
     #[serde(alias = "Resources", default)]
     pub resources: Vec<String>,
 }

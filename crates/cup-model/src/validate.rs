@@ -8,22 +8,43 @@ use crate::{CONFIG_API_VERSION, ResourceDefinition};
 #[derive(Debug, Error, PartialEq)]
 #[non_exhaustive]
 pub enum DefinitionError {
+    /// `apiVersion` is not [`CONFIG_API_VERSION`]; holds the value found.
     #[error("unexpected apiVersion {0:?} (expected \"cup.flipt.io/v1alpha1\")")]
     ApiVersion(String),
+    /// `kind` is not `ResourceDefinition`; holds the value found.
     #[error("unexpected kind {0:?} (expected \"ResourceDefinition\")")]
     Kind(String),
+    /// `metadata.name` is empty.
     #[error("metadata.name cannot be empty")]
     EmptyName,
+    /// A required name field is empty.
     #[error("{field} cannot be empty")]
-    EmptyField { field: &'static str },
+    EmptyField {
+        /// Dotted path of the field, e.g. `names.kind`.
+        field: &'static str,
+    },
+    /// A name that becomes a URL segment (group, version or plural) is `.`, `..`, or contains `/`,
+    /// whitespace or a control character.
     #[error(
         "{field} {value:?} must be a single URL path segment (no '/', no whitespace, not '.' or '..')"
     )]
-    BadSegment { field: &'static str, value: String },
+    BadSegment {
+        /// Dotted path of the field, e.g. `spec.group`.
+        field: &'static str,
+        /// The value as found in the definition.
+        value: String,
+    },
+    /// `spec.versions` has no entry.
     #[error("spec.versions cannot be empty: a definition needs at least one version")]
     NoVersions,
+    /// A version's schema does not compile as JSON Schema.
     #[error("spec.versions.{version}: schema does not compile: {reason}")]
-    Schema { version: String, reason: String },
+    Schema {
+        /// The key under `spec.versions`.
+        version: String,
+        /// The schema compiler's message.
+        reason: String,
+    },
 }
 
 /// Checks a definition: known apiVersion/kind, names present, group/version/plural usable as

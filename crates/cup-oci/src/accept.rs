@@ -25,6 +25,7 @@ pub enum WasmSource {
 }
 
 impl WasmSource {
+    /// The layer's descriptor, whichever way it holds the wasm.
     pub fn layer(&self) -> &Descriptor {
         match self {
             WasmSource::Layer(d) | WasmSource::TarGz(d) => d,

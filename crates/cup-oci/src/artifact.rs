@@ -67,9 +67,13 @@ pub fn source_date_epoch() -> Result<Option<u64>> {
 /// The serialized artifact of one module (the module itself is not copied).
 #[derive(Debug, Clone)]
 pub struct Artifact {
+    /// The image manifest's bytes, exactly as pushed and stored.
     pub manifest: Vec<u8>,
+    /// `sha256:` digest of `manifest`: the artifact's immutable name.
     pub manifest_digest: String,
+    /// The config blob's bytes (`application/vnd.wasm.config.v0+json`).
     pub config: Vec<u8>,
+    /// `sha256:` digest of `config`.
     pub config_digest: String,
     /// Descriptor of the wasm layer.
     pub layer: Descriptor,

@@ -17,7 +17,12 @@ pub enum Credentials {
     #[default]
     DockerConfig,
     /// Given on the command line (`--username` and `--password-stdin`).
-    Basic { username: String, password: String },
+    Basic {
+        /// The registry user name.
+        username: String,
+        /// The password or token; never printed by `Debug`.
+        password: String,
+    },
     /// No credentials.
     Anonymous,
 }

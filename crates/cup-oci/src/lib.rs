@@ -21,6 +21,9 @@
 //!
 //! The user-facing description is `docs/OCI.md`.
 
+// Here, not in [workspace.lints]: binaries share that table and need not document every item.
+#![warn(missing_docs)]
+
 mod accept;
 mod archive;
 mod artifact;

@@ -12,16 +12,24 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
+    /// Media type of the content the descriptor points to.
     pub media_type: String,
+    /// `sha256:` digest of that content.
     pub digest: String,
+    /// Size of the content in bytes.
     pub size: u64,
+    /// Annotations of the descriptor; in an `index.json`, `org.opencontainers.image.ref.name`
+    /// carries the tag.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Fields this crate does not interpret (`platform`, `urls`, ...), kept so a rewrite loses
+    /// nothing.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 impl Descriptor {
+    /// A descriptor with no annotations and no extra fields.
     pub fn new(media_type: &str, digest: String, size: u64) -> Descriptor {
         Descriptor {
             media_type: media_type.to_owned(),
@@ -32,6 +40,7 @@ impl Descriptor {
         }
     }
 
+    /// The value of annotation `key`, if present.
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations.get(key).map(String::as_str)
     }
@@ -41,18 +50,25 @@ impl Descriptor {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageManifest {
+    /// `schemaVersion`: 2 for every current manifest and index.
     pub schema_version: u32,
+    /// The manifest's own media type, when it states one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// Artifact type, when set (OCI 1.1 artifacts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
+    /// Descriptor of the config blob.
     pub config: Descriptor,
+    /// Descriptors of the layers; cup's artifacts have exactly one, the wasm.
     pub layers: Vec<Descriptor>,
+    /// Manifest annotations; cup's mirror the embedded definitions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
 
 impl ImageManifest {
+    /// The value of annotation `key`, if present.
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations.get(key).map(String::as_str)
     }
@@ -74,11 +90,15 @@ impl ImageManifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageIndex {
+    /// `schemaVersion`: 2 for every current manifest and index.
     pub schema_version: u32,
+    /// The index's own media type, when it states one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// One descriptor per manifest the layout holds, tagged ones named by annotation.
     #[serde(default)]
     pub manifests: Vec<Descriptor>,
+    /// Annotations of the index itself.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }

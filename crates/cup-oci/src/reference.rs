@@ -11,9 +11,14 @@ pub const DEFAULT_REGISTRY: &str = "docker.io";
 /// A parsed reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
+    /// Registry host, `host[:port]`; `docker.io` when the reference names none.
     pub registry: String,
+    /// Repository path; a one-component Docker Hub name gets the `library/` prefix.
     pub repository: String,
+    /// The tag; `latest` when the reference has neither tag nor digest, `None` when it has only a
+    /// digest.
     pub tag: Option<String>,
+    /// The `sha256:` digest after `@`, if any (validated).
     pub digest: Option<String>,
 }
 

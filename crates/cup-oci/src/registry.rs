@@ -55,6 +55,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct RegistryOptions {
     /// Hosts (`host` or `host:port`) reached over plain HTTP besides loopback ones.
     pub plain_http: Vec<String>,
+    /// Which credentials to send, and where they come from.
     pub credentials: Credentials,
     /// Token services (`host` or `host:port`) on another host than the registry's that may
     /// receive its credentials when the registry's challenge names them (Docker Hub's
@@ -150,6 +151,7 @@ impl Target {
 }
 
 impl Registry {
+    /// A client with these options; nothing is connected until a request is made.
     pub fn new(options: RegistryOptions) -> Registry {
         Registry { options }
     }

@@ -70,6 +70,7 @@ impl Store {
         Ok(store)
     }
 
+    /// The store's root directory (the OCI image layout).
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -615,7 +616,9 @@ impl BlobWriter {
 /// A verified blob in a temp file; dropped without [`StagedBlob::commit`], it disappears.
 pub struct StagedBlob {
     temp: tempfile::TempPath,
+    /// `sha256:` digest of the content, computed while it was written.
     pub digest: String,
+    /// Size of the content in bytes.
     pub size: u64,
     dest: PathBuf,
 }

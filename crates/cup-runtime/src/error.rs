@@ -26,19 +26,32 @@ pub enum RuntimeError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CacheError {
+    /// The cache directory could not be created or resolved to its canonical path.
     #[error("creating the compiled-code cache directory {dir}: {source}")]
     CreateDir {
+        /// The directory as given.
         dir: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
     /// Someone other than the server's user could put machine code in the cache (see
     /// [`CodeCache`](crate::CodeCache) for the rule).
     #[error("compiled-code cache directory {dir} is not private: {reason}")]
-    NotPrivate { dir: PathBuf, reason: String },
+    NotPrivate {
+        /// The cache directory, canonicalized.
+        dir: PathBuf,
+        /// Which ownership or permission rule it breaks, and on which path.
+        reason: String,
+    },
     /// The key that authenticates cache files is unusable.
     #[error("compiled-code cache key {path}: {reason}")]
-    Key { path: PathBuf, reason: String },
+    Key {
+        /// The key file, `<dir>.key`.
+        path: PathBuf,
+        /// Why it cannot be read or created.
+        reason: String,
+    },
 }
 
 /// A module could not be loaded as a controller.
@@ -47,7 +60,10 @@ pub enum CacheError {
 pub enum LoadError {
     /// The module is valid wasm but not a WASI preview 1 command that cup can run.
     #[error("not a WASI preview 1 command module: {reason}")]
-    NotACommand { reason: String },
+    NotACommand {
+        /// What is wrong: a component, no usable `_start`, or imports that are not WASI preview 1.
+        reason: String,
+    },
     /// wasmtime could not compile the module (invalid wasm, unsupported feature).
     #[error("compiling the module: {0}")]
     Compile(String),
@@ -64,28 +80,56 @@ pub enum LoadError {
 pub enum InvokeError {
     /// The guest ran past [`Limits::deadline`](crate::Limits::deadline) (`after` is that limit).
     #[error("controller ran past its deadline of {after:?}")]
-    Timeout { after: Duration, stderr: Vec<u8> },
+    Timeout {
+        /// The deadline that was exceeded.
+        after: Duration,
+        /// What the guest wrote to stderr before it was stopped.
+        stderr: Vec<u8>,
+    },
     /// The guest tried to grow its memory past [`Limits::memory_bytes`](crate::Limits::memory_bytes)
     /// (or to start with more than that).
     #[error("controller exceeded its memory limit of {limit} bytes")]
-    MemoryLimit { limit: usize, stderr: Vec<u8> },
+    MemoryLimit {
+        /// The memory limit in bytes.
+        limit: usize,
+        /// What the guest wrote to stderr before it was stopped.
+        stderr: Vec<u8>,
+    },
     /// The guest wrote more than [`Limits::stdout_bytes`](crate::Limits::stdout_bytes) to stdout;
     /// it was stopped at that point.
     #[error("controller wrote more than {limit} bytes to stdout")]
-    OutputTooLarge { limit: usize, stderr: Vec<u8> },
+    OutputTooLarge {
+        /// The stdout limit in bytes.
+        limit: usize,
+        /// What the guest wrote to stderr before it was stopped.
+        stderr: Vec<u8>,
+    },
     /// The guest trapped: `unreachable` (Rust's abort, after a panic), stack overflow,
     /// out-of-bounds access, ... `message` is wasmtime's description with the wasm backtrace.
     #[error("controller trapped: {message}")]
-    Trap { message: String, stderr: Vec<u8> },
+    Trap {
+        /// wasmtime's description of the trap, with the wasm backtrace.
+        message: String,
+        /// What the guest wrote to stderr before it trapped, e.g. a Rust panic message.
+        stderr: Vec<u8>,
+    },
     /// The module could not be instantiated for this request.
     #[error("instantiating the controller: {0}")]
     Instantiate(String),
     /// The directory to mount at `/` could not be opened.
     #[error("mounting {root} at /: {reason}")]
-    Mount { root: PathBuf, reason: String },
+    Mount {
+        /// The host directory of [`Invocation::root`](crate::Invocation::root).
+        root: PathBuf,
+        /// Why it could not be opened.
+        reason: String,
+    },
     /// An argument contains a NUL byte, which cannot cross the WASI argv ABI (C strings).
     #[error("argument {index} contains a NUL byte")]
-    BadArgument { index: usize },
+    BadArgument {
+        /// Position of the argument in [`Invocation::args`](crate::Invocation::args).
+        index: usize,
+    },
 }
 
 impl InvokeError {

@@ -36,6 +36,7 @@ pub struct Invocation {
     pub stdin: Vec<u8>,
     /// Host directory mounted at the guest's `/` (its working directory, too).
     pub root: PathBuf,
+    /// Whether the guest may change the mounted directory.
     pub access: Access,
 }
 
@@ -44,6 +45,8 @@ pub struct Invocation {
 pub struct Outcome {
     /// 0 when `_start` returned, otherwise the code the guest passed to `proc_exit`.
     pub exit_code: i32,
+    /// Everything the guest wrote to stdout (at most [`Limits::stdout_bytes`], or the invocation
+    /// fails with [`InvokeError::OutputTooLarge`]).
     pub stdout: Vec<u8>,
     /// The first [`Limits::stderr_bytes`] bytes of stderr.
     pub stderr: Vec<u8>,

@@ -32,6 +32,9 @@
 //! See the crate's README.md for the sandbox in detail: what a guest can reach, the limits
 //! and their defaults, and why every request gets a new instance.
 
+// Here, not in [workspace.lints]: binaries share that table and need not document every item.
+#![warn(missing_docs)]
+
 mod cache;
 mod command;
 mod error;

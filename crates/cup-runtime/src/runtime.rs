@@ -94,12 +94,14 @@ pub enum CacheStatus {
 pub struct LoadInfo {
     /// sha256 of the wasm bytes, lowercase hex.
     pub digest: String,
+    /// Where the machine code came from.
     pub cache: CacheStatus,
     /// Wall time of the load (hashing, cache, compilation, checks, linking).
     pub elapsed: Duration,
     /// A cache problem that did not stop the load: why a cache file was [`CacheStatus::Replaced`],
     /// or why writing the cache failed.
     pub cache_error: Option<String>,
+    /// Where this controller's instances are allocated, and why not in the pool if they are not.
     pub allocation: Allocation,
 }
 
@@ -132,6 +134,9 @@ impl std::fmt::Debug for LoadedController {
 }
 
 impl Runtime {
+    /// Creates the engine, a pooling engine of [`Limits::pooled_instances`] slots when that is not
+    /// zero and the address space can be reserved, and the thread that advances the epoch. Fails
+    /// with [`RuntimeError::InvalidLimits`] on a zero `epoch_tick` or `deadline`.
     pub fn new(limits: Limits) -> Result<Runtime, RuntimeError> {
         if limits.epoch_tick.is_zero() {
             return Err(RuntimeError::InvalidLimits(
@@ -171,6 +176,7 @@ impl Runtime {
         })
     }
 
+    /// The limits every invocation of this runtime's controllers runs under.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
     }
@@ -453,6 +459,7 @@ impl LoadedController {
         &self.info
     }
 
+    /// The limits of the runtime that loaded this controller.
     pub fn limits(&self) -> &Limits {
         &self.runtime.limits
     }

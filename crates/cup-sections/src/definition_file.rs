@@ -8,7 +8,9 @@ use cup_model::ResourceDefinition;
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {reason}", path.display())]
 pub struct DefinitionFileError {
+    /// The file, as it was given.
     pub path: PathBuf,
+    /// What is wrong: the file is unreadable, is not one JSON definition, or fails validation.
     pub reason: String,
 }
 

@@ -29,6 +29,7 @@ use crate::{
 /// What an embedding produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbedOutput {
+    /// The manifest written into the `cup.controller` section.
     pub manifest: ControllerManifest,
     /// Size of the output binary.
     pub size: u64,

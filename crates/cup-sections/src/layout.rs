@@ -85,9 +85,11 @@ impl SectionHeader {
 /// The section map of one wasm binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
+    /// Whether the binary is a core module or a component.
     pub encoding: Encoding,
     /// Total file size in bytes.
     pub len: u64,
+    /// Every top-level section, in file order.
     pub sections: Vec<SectionHeader>,
 }
 

@@ -24,6 +24,9 @@
 //!
 //! The exact formats and limits are in `docs/FORMAT.md`.
 
+// Here, not in [workspace.lints]: binaries share that table and need not document every item.
+#![warn(missing_docs)]
+
 mod definition_file;
 mod embed;
 mod error;

@@ -27,12 +27,14 @@ pub struct ControllerManifest {
 pub struct ModuleDigest {
     /// `sha256:<hex>`.
     pub sha256: String,
+    /// Length in bytes of the module without its `cup.*` sections.
     pub size: u64,
 }
 
 /// Name and digest of one embedded definition (of its canonical JSON section payload).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefinitionDigest {
+    /// The definition's `metadata.name`.
     pub name: String,
     /// `sha256:<hex>` of the section payload.
     pub sha256: String,

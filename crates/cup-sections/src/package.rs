@@ -30,6 +30,7 @@ pub enum Integrity {
 }
 
 impl Integrity {
+    /// Whether the package holds up: [`Integrity::Ok`], so its definitions can be trusted.
     pub fn is_ok(&self) -> bool {
         matches!(self, Integrity::Ok)
     }
@@ -50,6 +51,7 @@ impl Integrity {
 /// One embedded definition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbeddedDefinition {
+    /// The definition, as parsed from the section's canonical JSON.
     pub definition: ResourceDefinition,
     /// `sha256:<hex>` of the section payload.
     pub sha256: String,
@@ -60,14 +62,18 @@ pub struct EmbeddedDefinition {
 /// What the `cup.*` sections of a binary say, and whether they hold up.
 #[derive(Debug, Clone)]
 pub struct Package {
+    /// Whether the binary is a core module or a component.
     pub encoding: Encoding,
     /// Size of the whole file.
     pub size: u64,
+    /// The `cup.controller` manifest, when present, decodable and of a known format version.
     pub manifest: Option<ControllerManifest>,
     /// Definitions that parsed, in section order.
     pub definitions: Vec<EmbeddedDefinition>,
     /// Digest of the module without `cup.*` sections, when it was computed.
     pub module_sha256: Option<String>,
+    /// The verdict on the sections against the manifest; only [`Integrity::Ok`] makes
+    /// [`Package::verified_definitions`] succeed.
     pub integrity: Integrity,
 }
 
@@ -132,7 +138,9 @@ pub fn read_package_and_digest(bytes: &[u8]) -> Result<(Package, String)> {
 /// bytes: what [`read_package_and_digest`] gives for bytes already in memory.
 #[derive(Debug)]
 pub struct ReadPackage {
+    /// The whole file.
     pub bytes: Vec<u8>,
+    /// Its sections, read and judged.
     pub package: Package,
     /// `sha256:` of `bytes`.
     pub digest: String,

@@ -7,7 +7,9 @@ use crate::{Error, Result};
 /// One import of a module (`module`/`name`) or a component (`name` only, `module` empty).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Import {
+    /// Module name of a core module's import; empty for a component.
     pub module: String,
+    /// The imported item's name (a field of `module`, or a component import).
     pub name: String,
 }
 

@@ -17,13 +17,24 @@ use crate::discovery;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// A directory of the config tree cannot be listed.
     #[error("reading config directory {dir}: {source}")]
     Walk {
+        /// The directory that could not be read.
         dir: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// A file cannot be read, is not JSON, or is not a valid configuration object.
     #[error("parsing api resource {file:?}: {message}")]
-    File { file: String, message: String },
+    File {
+        /// The file's path relative to the config directory.
+        file: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The files contradict each other, such as a Binding that names a Controller no file defines;
+    /// the message names the files.
     #[error("{0}")]
     Conflict(String),
 }
@@ -31,32 +42,44 @@ pub enum ConfigError {
 /// A definition from a file, with its `/apis` encoding (schemas kept as written).
 #[derive(Debug, Clone)]
 pub struct ConfigDefinition {
+    /// The file it came from, relative to the config directory.
     pub file: String,
+    /// The definition as decoded.
     pub definition: ResourceDefinition,
+    /// Its JSON as served under `/apis`, with the schemas exactly as written in the file.
     pub discovery: String,
 }
 
 /// A Controller from a file.
 #[derive(Debug, Clone)]
 pub struct ConfiguredController {
+    /// The file it came from, relative to the config directory.
     pub file: String,
+    /// The controller's `metadata.name`, which Bindings refer to.
     pub name: String,
+    /// How it is implemented: template settings or where its wasm comes from.
     pub implementation: Implementation,
 }
 
 /// A Binding from a file.
 #[derive(Debug, Clone)]
 pub struct ConfiguredBinding {
+    /// The file it came from, relative to the config directory.
     pub file: String,
+    /// The Binding as decoded.
     pub binding: Binding,
 }
 
 /// Everything the directory holds.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigDir {
+    /// The config directory itself; wasm paths are relative to it.
     pub root: PathBuf,
+    /// Every definition, in file order.
     pub definitions: Vec<ConfigDefinition>,
+    /// Controllers by name.
     pub controllers: BTreeMap<String, ConfiguredController>,
+    /// Bindings by name.
     pub bindings: BTreeMap<String, ConfiguredBinding>,
 }
 

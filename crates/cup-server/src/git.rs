@@ -27,6 +27,7 @@ pub struct GitOptions {
     pub url: String,
     /// Parent directory of the bare cache.
     pub cache: PathBuf,
+    /// Name and email of the commits cupd makes (proposals and merges).
     pub author: Author,
     /// Background fetch period; zero disables it.
     pub fetch_interval: Duration,

@@ -16,6 +16,9 @@
 //! `cors` (cross-origin requests), `serve` (the listener and its connection limits),
 //! `metrics`, `status`. The API and every difference from the original are in `docs/API.md`.
 
+// Here, not in [workspace.lints]: binaries share that table and need not document every item.
+#![warn(missing_docs)]
+
 mod api;
 pub mod config_dir;
 mod cors;
@@ -87,7 +90,9 @@ pub struct Options {
     pub limits: Limits,
     /// Bounds of list responses.
     pub list_limits: ListLimits,
+    /// How to reach OCI registries when an image is not in the store yet.
     pub registry: RegistryOptions,
+    /// Timeouts, connection limits and CORS of the HTTP side.
     pub http: HttpOptions,
 }
 
@@ -127,22 +132,33 @@ impl Default for HttpOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// The config directory is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The local source directory cannot be opened.
     #[error("local source {path}: {source}")]
     Source {
+        /// The local source directory.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// The Git source cannot be opened: bad remote, no credentials, cache in use, and so on. The
+    /// message says which flag to change where one applies.
     #[error("git source: {}", git::with_remedy(.0))]
     Git(#[from] cup_git::GitError),
+    /// The task opening the Git source panicked or was cancelled.
     #[error("opening the git source: {0}")]
     GitTask(String),
+    /// The listen address cannot be bound.
     #[error("listening on {address}: {source}")]
     Bind {
+        /// The address bound, with Go's `:port` spelled `0.0.0.0:port`.
         address: String,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// A `--cors-allowed-origins` entry is not an origin.
     #[error(transparent)]
     Origin(#[from] BadOrigin),
 }

@@ -21,6 +21,9 @@
 //! symlinks leading out). The API is blocking (plain file I/O); callers in async code run
 //! it on a blocking thread.
 
+// Here, not in [workspace.lints]: binaries share that table and need not document every item.
+#![warn(missing_docs)]
+
 mod glob;
 mod paths;
 mod render;
@@ -43,24 +46,54 @@ pub use source_temp::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A template does not parse, or fails to render with the request's values.
     #[error("{which}: {message}")]
-    Template { which: Which, message: String },
+    Template {
+        /// Which of the two templates.
+        which: Which,
+        /// The template engine's message.
+        message: String,
+    },
+    /// A rendered path is not relative and clean, or a symbolic link on it leaves the
+    /// source root.
     #[error("invalid path {path:?}: {reason}")]
-    Path { path: String, reason: String },
+    Path {
+        /// The rendered path, relative to the source root.
+        path: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// The rendered list template is not a valid glob pattern.
     #[error("list pattern {pattern:?}: {source}")]
-    Pattern { pattern: String, source: BadPattern },
+    Pattern {
+        /// The rendered pattern.
+        pattern: String,
+        /// What is wrong with it.
+        source: BadPattern,
+    },
+    /// The rendered resource path names no file (get or delete).
     #[error("{path}: resource not found")]
-    NotFound { path: String },
+    NotFound {
+        /// The rendered path, relative to the source root.
+        path: String,
+    },
+    /// Reading, writing or removing a file failed (other than a missing file on get or delete).
     #[error("{path}: {source}")]
     Io {
+        /// The host path involved.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// A resource file does not start with a JSON resource.
     #[error("{path}: not a JSON resource: {source}")]
     Decode {
+        /// The file's path, relative to the source root.
         path: String,
+        /// serde_json's message, with line and column.
         source: serde_json::Error,
     },
+    /// The resource to put cannot be serialized.
     #[error("encoding the resource: {0}")]
     Encode(serde_json::Error),
 }
@@ -68,10 +101,13 @@ pub enum Error {
 /// The parts of a request every operation gets (the original's request object).
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
+    /// API group of the resource's definition (`.Group` in templates).
     pub group: &'a str,
+    /// Version of the definition the request names (`.Version`).
     pub version: &'a str,
     /// The TitleCase kind (`names.kind`), not the plural.
     pub kind: &'a str,
+    /// Namespace of the resource (`.Namespace`).
     pub namespace: &'a str,
 }
 

@@ -22,7 +22,9 @@ pub const DEFAULT_RESOURCE_TEMPLATE: &str =
 /// Which template, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
+    /// `list_template`: the glob of every resource of a kind in a namespace.
     List,
+    /// `resource_template`: the path of one resource's file.
     Resource,
 }
 
@@ -62,6 +64,7 @@ impl PathTemplate {
         Ok(PathTemplate { which, template })
     }
 
+    /// Renders the template with `data` as its dot (`.Namespace`, `.Name`, ...).
     pub fn render(&self, data: HashMap<String, Value>) -> Result<String, Error> {
         self.template
             .render(&Context::from(Value::Object(data)))

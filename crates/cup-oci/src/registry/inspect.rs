@@ -13,10 +13,13 @@ use crate::{Result, digest};
 /// A remote manifest, looked at without downloading the wasm.
 #[derive(Debug, Clone, Serialize)]
 pub struct RemoteInspect {
+    /// The reference as inspected, normalized.
     pub reference: String,
+    /// `sha256:` digest of the manifest bytes.
     pub digest: String,
     /// The manifest bytes' size.
     pub size: u64,
+    /// The manifest, decoded.
     pub manifest: ImageManifest,
     /// The config, when it is small JSON.
     pub config: Option<serde_json::Value>,

@@ -33,12 +33,15 @@ pub struct PullReport {
     pub reference: String,
     /// The manifest digest (what the store and `cupd` load by).
     pub digest: String,
-    /// Digest and size of the wasm module.
+    /// `sha256:` digest of the wasm module.
     pub wasm_digest: String,
+    /// Size of the wasm module in bytes.
     pub wasm_size: u64,
+    /// How the wasm was found in the manifest.
     pub layout: PulledLayout,
-    /// Blobs downloaded, and blobs already in the store (verified, not downloaded again).
+    /// Blobs downloaded.
     pub fetched_blobs: usize,
+    /// Blobs already in the store (verified, not downloaded again).
     pub cached_blobs: usize,
     /// The whole artifact was already in the store (a digest reference); no network used.
     pub from_store: bool,

@@ -24,8 +24,9 @@ pub struct PushReport {
     pub digest: String,
     /// Size of the wasm layer in bytes.
     pub size: u64,
-    /// Blobs uploaded (layer, config); the others were already in the registry.
+    /// Blobs uploaded (of the layer and the config).
     pub pushed_blobs: usize,
+    /// Blobs the registry already had, so not uploaded.
     pub skipped_blobs: usize,
 }
 
