@@ -72,6 +72,7 @@ impl StatusBoard {
             .push(warning);
     }
 
+    /// The problems recorded with [`StatusBoard::warn`], oldest first.
     pub fn warnings(&self) -> Vec<String> {
         self.warnings
             .lock()
