@@ -1,9 +1,7 @@
 //! Bad input through the real `cup` against a real `cupd`: every failure is one clear line
 //! on stderr, exit status 1, nothing on stdout, and nothing changed on the server side.
 
-mod cli_common;
-
-use cli_common::*;
+use crate::cli_common::*;
 use cup_e2e::cupd::free_port;
 
 /// Runs a failing command and checks the source tree is untouched; returns the error line.

@@ -1,9 +1,7 @@
 //! `cup` commands that need no server: contexts in the config file, shell completions,
 //! and `--help` with examples everywhere.
 
-mod cli_common;
-
-use cli_common::*;
+use crate::cli_common::*;
 use cup_e2e::cupd::free_port;
 use serde_json::json;
 

@@ -6,14 +6,12 @@
 //! - a write keeps the entries a controller cannot see (a name that is not UTF-8, a nested
 //!   `.git`): its proposal adds the one file and deletes nothing.
 
-mod cupd_git_common;
-
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::cupd_git_common::{Fixture, RESOURCES, git, put_baz_and_read_back};
 use cup_e2e::cupd::Cupd;
-use cupd_git_common::{Fixture, RESOURCES, git, put_baz_and_read_back};
 
 /// `git -C dir args` fed `input`; its trimmed stdout.
 fn git_bytes(dir: &Path, args: &[&str], input: &[u8]) -> String {

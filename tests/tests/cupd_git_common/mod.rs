@@ -2,8 +2,6 @@
 //! `cupd_git_fetch`: the original's template fixture, a bare remote seeded with it (read back with the `git` CLI),
 //! and cupd started on a Git URL.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use std::path::PathBuf;
 
 use cup_e2e::cupd::{Cupd, CupdConfig, shared_code_cache, write_template_controller};

@@ -1,8 +1,6 @@
 //! Shared by the `oci_*` tests: the embedded example controller, `cup` invocations with a
 //! private store, and store snapshots to prove a failure changed nothing.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
