@@ -235,7 +235,6 @@ impl Drop for Cupd {
     }
 }
 
-/// Copies a directory tree (regular files and directories).
 /// One object of the config directory (a resource definition or a controller) in the
 /// `cup.flipt.io/v1alpha1` API group; `body` is the JSON after `metadata`, without braces.
 pub fn config_object(kind: &str, name: &str, body: &str) -> String {
@@ -337,6 +336,7 @@ pub fn scratch_copies(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Copies a directory tree (regular files and directories).
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("creating the copy");
     for entry in std::fs::read_dir(from).expect("readable dir").flatten() {
@@ -356,7 +356,7 @@ pub fn write_flipt_controller(dir: &Path, wasm_path: &str) {
     if let Some(parent) = wasm.parent() {
         std::fs::create_dir_all(parent).expect("creating the controller's directory");
     }
-    std::fs::write(&wasm, flipt_package()).expect("writing the controller");
+    std::fs::write(&wasm, crate::flipt_package()).expect("writing the controller");
     std::fs::write(
         dir.join("flipt.json"),
         config_object(
@@ -366,24 +366,4 @@ pub fn write_flipt_controller(dir: &Path, wasm_path: &str) {
         ),
     )
     .expect("writing the Controller");
-}
-
-/// The example Flipt controller with its definitions embedded (built once per process).
-pub fn flipt_package() -> &'static [u8] {
-    static PACKAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    PACKAGE.get_or_init(|| {
-        let plain = std::fs::read(crate::flipt_wasm()).expect("reading flipt.wasm");
-        let defs: Vec<_> = crate::flipt_definitions()
-            .iter()
-            .map(|p| cup_sections::read_definition_file(p).expect("example definition"))
-            .collect();
-        cup_sections::embed(&plain, &defs)
-            .expect("embedding the example's definitions")
-            .0
-    })
-}
-
-/// A code cache shared by the tests of a process, so each module compiles once.
-pub fn shared_code_cache() -> PathBuf {
-    crate::repo_root().join("target/cup-test-code-cache")
 }

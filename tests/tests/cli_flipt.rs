@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::cli_common::*;
-use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, shared_code_cache};
+use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree};
 use cup_e2e::registry::TestRegistry;
+use cup_e2e::shared_code_cache;
 use cup_e2e::{bin, flipt_definitions, flipt_wasm, repo_root};
 use serde_json::Value;
 

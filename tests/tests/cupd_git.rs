@@ -9,11 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cup_e2e::cupd::{
-    Cupd, CupdConfig, copy_tree, shared_code_cache, write_flipt_controller,
-    write_template_controller,
+    Cupd, CupdConfig, copy_tree, write_flipt_controller, write_template_controller,
 };
 use cup_e2e::git;
 use cup_e2e::repo_root;
+use cup_e2e::shared_code_cache;
 
 const FOO: &str = r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{"namespace":"default","name":"foo","labels":{"foo":"bar"},"annotations":{}},"spec":{"foo":"bar"}}"#;
 const BAR: &str = r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{"namespace":"default","name":"bar","labels":{"bar":"baz"},"annotations":{}},"spec":{"foo":"baz"}}"#;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::oci_common::*;
 use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree};
+use cup_e2e::flipt_package;
 use cup_e2e::registry::{Action, RegistryProxy, Rule, TestRegistry};
 use cup_e2e::{bin, repo_root};
 

@@ -5,6 +5,7 @@
 use std::ffi::OsStr;
 
 use crate::oci_common::*;
+use cup_e2e::flipt_package;
 use cup_e2e::registry::TestRegistry;
 
 const USER: &str = "cup";

@@ -3,6 +3,7 @@
 //! tag.
 
 use crate::oci_common::*;
+use cup_e2e::flipt_package;
 use cup_e2e::registry::{Fault, FaultyProxy, TestRegistry};
 
 /// Pulls `name` from the registry into a fresh store, expects failure, checks the store

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::oci_common::*;
 use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree};
+use cup_e2e::flipt_package;
 use cup_e2e::{flipt_definitions, probe_wasm, repo_root};
 
 const FLAG: &str = "/apis/flipt.io/v1alpha1/namespaces/default/flags/new-login";

@@ -5,6 +5,7 @@
 //! registry tag naming an incomplete manifest.
 
 use crate::oci_common::*;
+use cup_e2e::flipt_package;
 use cup_e2e::registry::{Action, RegistryProxy, Rule, TestRegistry};
 
 /// Attempts per request step (the default policy).

@@ -2,6 +2,7 @@
 //! tools produce: older wasm media types and the docker-buildable tar+gzip compat image.
 
 use crate::oci_common::*;
+use cup_e2e::flipt_package;
 use cup_e2e::oras;
 use cup_e2e::registry::TestRegistry;
 use serde_json::Value;

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use crate::oci_common::*;
 use cup_e2e::bin;
+use cup_e2e::flipt_package;
 use cup_e2e::registry::TestRegistry;
 use serde_json::Value;
 
