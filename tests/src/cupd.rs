@@ -1,6 +1,6 @@
 //! The real `cupd` binary for tests: started on a free loopback port with a config
 //! directory, a source directory and a private OCI store, waited for until `/readyz` says
-//! ready, killed and reaped on drop. Requests go through the tiny client in `crate::http`.
+//! ready, killed and reaped on drop. Requests go through `crate::http::request`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 /// How long a start may take: a cold debug build compiles wasm modules slowly.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What cupd logs (at info, the default level) once its listener is bound.
+const LISTENING: &str = "cupd listening";
 
 /// A running cupd.
 pub struct Cupd {
@@ -109,9 +112,13 @@ impl Cupd {
         };
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
-            if cupd
-                .try_request("GET", "/readyz", &[], b"")
-                .is_some_and(|r| r.status == 200)
+            // Only once this cupd has bound the port is the answer its own: until then
+            // another test's server may hold the port (this one then exits with
+            // `Address already in use` and is started again on another).
+            if cupd.log().contains(LISTENING)
+                && cupd
+                    .try_request("GET", "/readyz", &[], b"")
+                    .is_some_and(|r| r.status == 200)
             {
                 return Ok(cupd);
             }
