@@ -1,6 +1,6 @@
 //! The real `cupd` binary for tests: started on a free loopback port with a config
 //! directory, a source directory and a private OCI store, waited for until `/readyz` says
-//! ready, killed and reaped on drop. Requests go through the tiny client in `crate::http`.
+//! ready, killed and reaped on drop. Requests go through `crate::http::request`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 /// How long a start may take: a cold debug build compiles wasm modules slowly.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What cupd logs (at info, the default level) once its listener is bound.
+const LISTENING: &str = "cupd listening";
 
 /// A running cupd.
 pub struct Cupd {
@@ -109,9 +112,13 @@ impl Cupd {
         };
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
-            if cupd
-                .try_request("GET", "/readyz", &[], b"")
-                .is_some_and(|r| r.status == 200)
+            // Only once this cupd has bound the port is the answer its own: until then
+            // another test's server may hold the port (this one then exits with
+            // `Address already in use` and is started again on another).
+            if cupd.log().contains(LISTENING)
+                && cupd
+                    .try_request("GET", "/readyz", &[], b"")
+                    .is_some_and(|r| r.status == 200)
             {
                 return Ok(cupd);
             }
@@ -235,7 +242,6 @@ impl Drop for Cupd {
     }
 }
 
-/// Copies a directory tree (regular files and directories).
 /// One object of the config directory (a resource definition or a controller) in the
 /// `cup.flipt.io/v1alpha1` API group; `body` is the JSON after `metadata`, without braces.
 pub fn config_object(kind: &str, name: &str, body: &str) -> String {
@@ -337,6 +343,7 @@ pub fn scratch_copies(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Copies a directory tree (regular files and directories).
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("creating the copy");
     for entry in std::fs::read_dir(from).expect("readable dir").flatten() {
@@ -356,7 +363,7 @@ pub fn write_flipt_controller(dir: &Path, wasm_path: &str) {
     if let Some(parent) = wasm.parent() {
         std::fs::create_dir_all(parent).expect("creating the controller's directory");
     }
-    std::fs::write(&wasm, flipt_package()).expect("writing the controller");
+    std::fs::write(&wasm, crate::flipt_package()).expect("writing the controller");
     std::fs::write(
         dir.join("flipt.json"),
         config_object(
@@ -366,24 +373,4 @@ pub fn write_flipt_controller(dir: &Path, wasm_path: &str) {
         ),
     )
     .expect("writing the Controller");
-}
-
-/// The example Flipt controller with its definitions embedded (built once per process).
-pub fn flipt_package() -> &'static [u8] {
-    static PACKAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    PACKAGE.get_or_init(|| {
-        let plain = std::fs::read(crate::flipt_wasm()).expect("reading flipt.wasm");
-        let defs: Vec<_> = crate::flipt_definitions()
-            .iter()
-            .map(|p| cup_sections::read_definition_file(p).expect("example definition"))
-            .collect();
-        cup_sections::embed(&plain, &defs)
-            .expect("embedding the example's definitions")
-            .0
-    })
-}
-
-/// A code cache shared by the tests of a process, so each module compiles once.
-pub fn shared_code_cache() -> PathBuf {
-    crate::repo_root().join("target/cup-test-code-cache")
 }

@@ -365,7 +365,7 @@ fn relay_body(cgi: &mut impl Read, output: &mut TcpStream) -> std::io::Result<()
 /// Copies the request body to `sink`: `Content-Length` bytes, or decoded chunks.
 fn copy_body(reader: &mut impl BufRead, head: &Head, sink: &mut impl Write) -> std::io::Result<()> {
     if head.chunked() {
-        return copy_chunked(reader, sink);
+        return crate::http::copy_chunked(reader, sink);
     }
     let length: u64 = head
         .header("content-length")
@@ -376,32 +376,6 @@ fn copy_body(reader: &mut impl BufRead, head: &Head, sink: &mut impl Write) -> s
         return Err(std::io::Error::other("request body ended early"));
     }
     Ok(())
-}
-
-fn copy_chunked(reader: &mut impl BufRead, sink: &mut impl Write) -> std::io::Result<()> {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let size_text = line.trim().split(';').next().unwrap_or("");
-        let size = u64::from_str_radix(size_text, 16)
-            .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
-        if size == 0 {
-            // Trailers, then the blank line that ends the body.
-            loop {
-                line.clear();
-                if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-                    return Ok(());
-                }
-            }
-        }
-        let copied = std::io::copy(&mut reader.take(size), sink)?;
-        if copied != size {
-            return Err(std::io::Error::other("chunk ended early"));
-        }
-        line.clear();
-        reader.read_line(&mut line)?; // the CRLF after the chunk
-    }
 }
 
 /// Standard base64 with padding (for the expected `Authorization` value).

@@ -14,8 +14,9 @@ pub mod oras;
 pub mod registry;
 pub mod sshd;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 /// The repository root.
@@ -52,57 +53,61 @@ pub fn bin(name: &str) -> PathBuf {
 /// sections yet). Built once per test process; cargo makes later builds no-ops.
 pub fn flipt_wasm() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let manifest = repo_root().join("examples/flipt/Cargo.toml");
-        // An explicit target dir: a CARGO_TARGET_DIR in the environment must not move it.
-        let target_dir = repo_root().join("examples/flipt/target");
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                "wasm32-wasip1",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .status()
-            .expect("running cargo build for the example");
-        assert!(
-            status.success(),
-            "building examples/flipt for wasm32-wasip1 failed"
-        );
-        target_dir.join("wasm32-wasip1/release/flipt.wasm")
-    })
+    WASM.get_or_init(|| build_guest("examples/flipt", "flipt"))
 }
 
 /// The `probe` test/abuse guest of `tests/guests`, built for wasm32-wasip1 once per process.
 pub fn probe_wasm() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let target_dir = repo_root().join("tests/guests/target");
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                "wasm32-wasip1",
-                "--manifest-path",
-            ])
-            .arg(repo_root().join("tests/guests/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .status()
-            .expect("running cargo build for tests/guests");
-        assert!(
-            status.success(),
-            "building tests/guests for wasm32-wasip1 failed"
-        );
-        target_dir.join("wasm32-wasip1/release/probe.wasm")
+    WASM.get_or_init(|| build_guest("tests/guests", "probe"))
+}
+
+/// Builds the Cargo workspace at `dir` (relative to the repository root) for wasm32-wasip1
+/// in release mode and returns the path of its `name.wasm`. The target directory is the
+/// workspace's own: a CARGO_TARGET_DIR in the environment must not move it.
+fn build_guest(dir: &str, name: &str) -> PathBuf {
+    let dir = repo_root().join(dir);
+    let target_dir = dir.join("target");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "--manifest-path",
+        ])
+        .arg(dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo build for {}: {e}", dir.display()));
+    assert!(
+        status.success(),
+        "building {} for wasm32-wasip1 failed",
+        dir.display()
+    );
+    target_dir.join(format!("wasm32-wasip1/release/{name}.wasm"))
+}
+
+/// The example Flipt controller with its definitions embedded (built once per process).
+pub fn flipt_package() -> &'static [u8] {
+    static PACKAGE: OnceLock<Vec<u8>> = OnceLock::new();
+    PACKAGE.get_or_init(|| {
+        let plain = std::fs::read(flipt_wasm()).expect("reading flipt.wasm");
+        let defs: Vec<_> = flipt_definitions()
+            .iter()
+            .map(|p| cup_sections::read_definition_file(p).expect("example definition"))
+            .collect();
+        cup_sections::embed(&plain, &defs)
+            .expect("embedding the example's definitions")
+            .0
     })
+}
+
+/// A code cache under `target/` shared by every test, so each module compiles once.
+pub fn shared_code_cache() -> PathBuf {
+    repo_root().join("target/cup-test-code-cache")
 }
 
 /// The example's definition files, sorted.
@@ -138,10 +143,24 @@ pub fn dir_listing(dir: &Path) -> Vec<String> {
     names
 }
 
-/// `git -C dir args…` with a fixed identity (the machine may have none configured); panics
-/// with git's stderr on failure; stdout without trailing whitespace.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
+/// Why a `git` command failed.
+#[derive(Debug, thiserror::Error)]
+#[error("git {args}: {why}")]
+pub struct GitError {
+    /// The arguments, space-separated.
+    pub args: String,
+    /// git's stderr, or why it could not run.
+    pub why: String,
+}
+
+/// `git -C dir args…` with `input` on its stdin and a fixed identity (the machine may have
+/// none configured); its stdout without trailing whitespace.
+pub fn try_git(dir: &Path, args: &[&str], input: &[u8]) -> Result<String, GitError> {
+    let failed = |why: String| GitError {
+        args: args.join(" "),
+        why,
+    };
+    let mut child = Command::new("git")
         .arg("-C")
         .arg(dir)
         .args(args)
@@ -149,12 +168,33 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_AUTHOR_EMAIL", "seed@test")
         .env("GIT_COMMITTER_NAME", "seed")
         .env("GIT_COMMITTER_EMAIL", "seed@test")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(e.to_string()))?;
+    let mut stdin = child.stdin.take();
+    // A writer thread: a large input and a large output must not block each other.
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.as_mut().map(|s| s.write_all(&input)));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| failed(e.to_string()))?;
+    let _ = writer.join();
+    if !out.status.success() {
+        return Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+}
+
+/// [`try_git`] with nothing on stdin; panics with git's stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    git_with_input(dir, args, b"")
+}
+
+/// [`try_git`]; panics with git's stderr on failure.
+pub fn git_with_input(dir: &Path, args: &[&str], input: &[u8]) -> String {
+    try_git(dir, args, input).unwrap_or_else(|e| panic!("{e}"))
 }

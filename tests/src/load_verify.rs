@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -218,38 +217,13 @@ impl GitBaseline {
     }
 }
 
-/// Runs `git -C remote args…` (optionally feeding `input`); its trimmed stdout.
+/// Runs `git -C remote args…` (optionally feeding `input`); its stdout without trailing
+/// whitespace.
 pub fn git(remote: &Path, args: &[&str], input: Option<&str>) -> Result<String, LoadError> {
-    let failed = |why: String| LoadError::Git {
-        args: args.join(" "),
-        why,
-    };
-    let mut child = Command::new("git")
-        .arg("-C")
-        .arg(remote)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| failed(e.to_string()))?;
-    let mut stdin = child.stdin.take();
-    // A writer thread: a large input and a large output must not block each other.
-    let input = input.unwrap_or_default().to_owned();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        stdin.as_mut().map(|s| s.write_all(input.as_bytes()))
-    });
-    let out = child
-        .wait_with_output()
-        .map_err(|e| failed(e.to_string()))?;
-    let _ = writer.join();
-    if !out.status.success() {
-        return Err(failed(
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    crate::try_git(remote, args, input.unwrap_or_default().as_bytes()).map_err(|e| LoadError::Git {
+        args: e.args,
+        why: e.why,
+    })
 }
 
 /// Git source: the base branch, every proposal branch, and the content at each proposal.

@@ -1,7 +1,6 @@
 //! A real OCI registry for tests: Debian's `docker-registry` (distribution 2.8) serving a
-//! temp directory on 127.0.0.1, stopped by PID when dropped. Also a tiny raw HTTP client,
-//! to push hand-made manifests (other tools' layouts, broken ones) that no client would
-//! produce.
+//! temp directory on 127.0.0.1, stopped by PID when dropped. Also raw requests, to push
+//! hand-made manifests (other tools' layouts, broken ones) that no client would produce.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -90,10 +89,12 @@ impl TestRegistry {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            // 401 is an answer too (a registry with auth).
-            if registry
-                .try_get("/v2/")
-                .is_some_and(|r| r.status == 200 || r.status == 401)
+            // 401 is an answer too (a registry with auth). Only once this registry logged
+            // its listener is the answer its own, not another test's server on the port.
+            if registry.log().contains("listening on ")
+                && registry
+                    .try_get("/v2/")
+                    .is_some_and(|r| r.status == 200 || r.status == 401)
             {
                 return Some(registry);
             }
@@ -533,7 +534,7 @@ fn read_message(
         .header("Transfer-Encoding")
         .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
     {
-        message.body = read_chunked(reader)?;
+        crate::http::copy_chunked(reader, &mut message.body).ok()?;
     } else if let Some(length) = message.header("Content-Length") {
         let mut body = vec![0; length.parse().ok()?];
         reader.read_exact(&mut body).ok()?;
@@ -544,22 +545,6 @@ fn read_message(
         reader.read_to_end(&mut message.body).ok()?;
     }
     Some(message)
-}
-
-fn read_chunked(reader: &mut impl std::io::BufRead) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let mut size = String::new();
-        reader.read_line(&mut size).ok()?;
-        let hex = size.trim().split(';').next()?;
-        let n = usize::from_str_radix(hex, 16).ok()?;
-        let mut chunk = vec![0; n + 2];
-        reader.read_exact(&mut chunk).ok()?;
-        if n == 0 {
-            return Some(body);
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
 }
 
 fn serve_client(client: TcpStream, upstream: u16, state: &std::sync::Mutex<ProxyState>) {

@@ -92,9 +92,17 @@ impl Sshd {
             .spawn()
             .expect("spawning sshd");
         let deadline = Instant::now() + START_TIMEOUT;
+        let log = dir.path().join("sshd.log");
+        let listening = format!("Server listening on 127.0.0.1 port {port}.");
         while Instant::now() < deadline {
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-                // sshd speaks first: its banner proves it is ours, not another listener.
+            // Only once this sshd logged its listener is the port its own: another test's
+            // sshd, with other keys, may hold a port just chosen.
+            let bound = std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&listening));
+            if let Some(mut stream) = bound
+                .then(|| TcpStream::connect(("127.0.0.1", port)).ok())
+                .flatten()
+            {
+                // sshd speaks first: its banner proves it serves SSH.
                 let mut banner = [0u8; 4];
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
                 if stream.read_exact(&mut banner).is_ok() && &banner == b"SSH-" {

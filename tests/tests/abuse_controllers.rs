@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cup_e2e::cupd::{Cupd, CupdConfig, config_object, write_template_controller};
-use cup_e2e::probe_wasm;
+use cup_e2e::cupd::{Cupd, CupdConfig, write_probe_controller, write_template_controller};
 
 /// Deadline given to cupd: long enough for a debug build to instantiate the probe, short
 /// enough that the spinning cases stay quick.
@@ -25,45 +24,7 @@ fn plural(kind: &str) -> String {
 }
 
 fn write_config(dir: &Path) {
-    std::fs::copy(probe_wasm(), dir.join("probe.wasm")).unwrap();
-    let mut keys = Vec::new();
-    for kind in KINDS {
-        let plural = plural(kind);
-        std::fs::write(
-            dir.join(format!("{plural}-def.json")),
-            config_object(
-                "ResourceDefinition",
-                &format!("{plural}.example.com"),
-                &format!(r#""names":{{"kind":"{kind}","singular":"{}","plural":"{plural}"}},"spec":{{"group":"example.com","versions":{{"v1":{{"type":"object"}}}}}}"#, kind.to_lowercase()),
-            ),
-        )
-        .unwrap();
-        keys.push(format!(r#""example.com/v1/{plural}""#));
-    }
-    let files = [
-        (
-            "probe-ctl.json",
-            config_object(
-                "Controller",
-                "probe",
-                r#""spec":{"type":"wasm","spec":{"path":"probe.wasm"}}"#,
-            ),
-        ),
-        (
-            "probe-bind.json",
-            config_object(
-                "Binding",
-                "probe",
-                &format!(
-                    r#""spec":{{"controller":"probe","resources":[{}]}}"#,
-                    keys.join(",")
-                ),
-            ),
-        ),
-    ];
-    for (name, content) in files {
-        std::fs::write(dir.join(name), content).unwrap();
-    }
+    write_probe_controller(dir, &KINDS);
     write_template_controller(dir, r#"{"type":"object"}"#);
 }
 

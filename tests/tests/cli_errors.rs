@@ -1,10 +1,8 @@
 //! Bad input through the real `cup` against a real `cupd`: every failure is one clear line
 //! on stderr, exit status 1, nothing on stdout, and nothing changed on the server side.
 
-mod cli_common;
-
-use cli_common::*;
-use cup_e2e::cupd::free_port;
+use crate::cli_common::*;
+use cup_e2e::http::ClosedPort;
 
 /// Runs a failing command and checks the source tree is untouched; returns the error line.
 fn fails(f: &Fixture, args: &[&str], stdin: &str) -> String {
@@ -150,7 +148,8 @@ fn contexts_and_addresses_that_do_not_work() {
     assert!(!f.path("config.json").exists());
 
     // Unreachable server: the address is in the message.
-    let port = free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port();
     let run = f.cup.run(&[
         "-a",
         &format!("http://127.0.0.1:{port}"),
@@ -270,7 +269,8 @@ fn a_password_in_the_address_never_shows() {
     assert!(run.stderr.contains("cup:***@127.0.0.1"), "{}", run.stderr);
 
     // Unreachable: the address is named without its password.
-    let free = free_port();
+    let closed = ClosedPort::new();
+    let free = closed.port();
     let run = f.cup.run(&[
         "-a",
         &format!("http://cup:{SECRET}@127.0.0.1:{free}"),

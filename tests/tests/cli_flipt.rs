@@ -3,14 +3,13 @@
 //! controller add` to a local store) → a cupd config naming the printed digest → `cup get`,
 //! `apply`, `delete` → the change in the source tree's `features.yml`.
 
-mod cli_common;
-
 use std::path::Path;
 use std::process::Command;
 
-use cli_common::*;
-use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, shared_code_cache};
+use crate::cli_common::*;
+use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree};
 use cup_e2e::registry::TestRegistry;
+use cup_e2e::shared_code_cache;
 use cup_e2e::{bin, flipt_definitions, flipt_wasm, repo_root};
 use serde_json::Value;
 

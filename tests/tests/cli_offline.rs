@@ -1,10 +1,8 @@
 //! `cup` commands that need no server: contexts in the config file, shell completions,
 //! and `--help` with examples everywhere.
 
-mod cli_common;
-
-use cli_common::*;
-use cup_e2e::cupd::free_port;
+use crate::cli_common::*;
+use cup_e2e::http::ClosedPort;
 use serde_json::json;
 
 fn home() -> (tempfile::TempDir, Cup) {
@@ -131,7 +129,8 @@ fn the_default_file_lives_under_xdg_config_home_and_the_context_is_used() {
     let (dir, cup) = home();
     let xdg = dir.path().join("xdg");
     let cup = cup.with_env("XDG_CONFIG_HOME", &xdg.to_string_lossy());
-    let port = free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port();
     cup.run(&[
         "config",
         "context",

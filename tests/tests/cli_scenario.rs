@@ -2,9 +2,7 @@
 //! against a real `cupd` serving the template controller over a local directory:
 //! definitions, list, get, apply on stdin, delete; in JSON and in table form. Plus `edit`.
 
-mod cli_common;
-
-use cli_common::*;
+use crate::cli_common::*;
 use serde_json::Value;
 
 #[test]

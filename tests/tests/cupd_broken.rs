@@ -4,8 +4,9 @@
 //! cupd starts, `/status` says what is wrong, their routes answer 503 with the reason, and
 //! the template controller keeps serving.
 
-use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, flipt_package, shared_code_cache};
+use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree};
 use cup_e2e::repo_root;
+use cup_e2e::{flipt_package, shared_code_cache};
 
 const WIDGET_DEF: &str = r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"ResourceDefinition","metadata":{"name":"widgets.example.com"},"names":{"kind":"Widget","singular":"widget","plural":"widgets"},"spec":{"group":"example.com","versions":{"v1":{"type":"object"}}}}"#;
 const RESOURCE_DEF: &str = r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"ResourceDefinition","metadata":{"name":"resources.test.cup.flipt.io"},"names":{"kind":"Resource","singular":"resource","plural":"resources"},"spec":{"group":"test.cup.flipt.io","versions":{"v1alpha1":{"type":"object"}}}}"#;

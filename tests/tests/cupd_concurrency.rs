@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use cup_e2e::cupd::{
-    Cupd, CupdConfig, copy_tree, shared_code_cache, write_flipt_controller,
-    write_template_controller,
+    Cupd, CupdConfig, copy_tree, write_flipt_controller, write_template_controller,
 };
 use cup_e2e::repo_root;
+use cup_e2e::shared_code_cache;
 
 const WRITERS: usize = 20;
 

@@ -4,6 +4,7 @@
 
 use assert_cmd::Command;
 use cup_e2e::cupd::{Cupd, CupdConfig, free_port, request};
+use cup_e2e::http::ClosedPort;
 use predicates::str::contains;
 
 fn cupd() -> Command {
@@ -95,38 +96,33 @@ fn config_file_and_environment_actually_work() {
     let config = template_config();
     let source = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
-    let port = free_port();
     let file_dir = tempfile::tempdir().unwrap();
     let file = file_dir.path().join("cupd.yml");
     // Nested keys, YAML: the listen address, sources and store all come from the file.
-    std::fs::write(
-        &file,
-        format!(
-            "api:\n  address: \"127.0.0.1:{port}\"\n  resources: {}\n  local:\n    path: {}\nstore: {}\nlog-level: debug\n",
-            config.path().display(),
-            source.path().display(),
-            store.path().display()
-        ),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(cup_e2e::bin("cupd"))
-        .args(["-config"])
-        .arg(&file)
-        .arg("serve")
-        .env_remove("RUST_LOG")
-        .stderr(std::process::Stdio::null())
-        .spawn()
+    let write_file = |port: u16| {
+        std::fs::write(
+            &file,
+            format!(
+                "api:\n  address: \"127.0.0.1:{port}\"\n  resources: {}\n  local:\n    path: {}\nstore: {}\nlog-level: debug\n",
+                config.path().display(),
+                source.path().display(),
+                store.path().display()
+            ),
+        )
         .unwrap();
-    let ready = wait_ready(port);
-    let _ = child.kill();
-    let _ = child.wait();
+    };
+    let from_file = serves_on_a_free_port(|port| {
+        write_file(port);
+        let mut command = std::process::Command::new(cup_e2e::bin("cupd"));
+        command.args(["-config"]).arg(&file).arg("serve");
+        command
+    });
     assert!(
-        ready,
-        "cupd configured only by its config file did not serve on {port}"
+        from_file.is_ok(),
+        "cupd configured only by its config file did not serve: {from_file:?}"
     );
 
     // The environment beats the file; a flag beats both.
-    let env_port = free_port();
     let mut cfg = CupdConfig::new(config.path(), source.path(), store.path());
     cfg.env = vec![
         ("CUPD_CONFIG".into(), file.display().to_string()),
@@ -139,18 +135,21 @@ fn config_file_and_environment_actually_work() {
         refused.contains("invalid duration"),
         "env values are parsed: {refused}"
     );
-    let mut child = std::process::Command::new(cup_e2e::bin("cupd"))
-        .args(["serve", "--config"])
-        .arg(&file)
-        .env("CUPD_API_ADDRESS", format!("127.0.0.1:{env_port}"))
-        .env_remove("RUST_LOG")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let ready = wait_ready(env_port);
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(ready, "CUPD_API_ADDRESS did not override the file");
+    // The file names a port nothing listens on and nothing else can take.
+    let closed = ClosedPort::new();
+    write_file(closed.port());
+    let from_env = serves_on_a_free_port(|env_port| {
+        let mut command = std::process::Command::new(cup_e2e::bin("cupd"));
+        command
+            .args(["serve", "--config"])
+            .arg(&file)
+            .env("CUPD_API_ADDRESS", format!("127.0.0.1:{env_port}"));
+        command
+    });
+    assert!(
+        from_env.is_ok(),
+        "CUPD_API_ADDRESS did not override the file: {from_env:?}"
+    );
 
     let json_file = file_dir.path().join("cupd.json");
     std::fs::write(&json_file, r#"{"no-such-flag": 1}"#).unwrap();
@@ -162,15 +161,43 @@ fn config_file_and_environment_actually_work() {
         .stderr(contains("unknown key \"no-such-flag\""));
 }
 
-fn wait_ready(port: u16) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::time::Instant::now() < deadline {
-        if request(port, "GET", "/readyz", &[], b"").is_some_and(|r| r.status == 200) {
-            return true;
+/// Starts the cupd that `command(port)` configures to listen on `port`, on a free port,
+/// and waits until that process (not another test's server) answers `/readyz` there; then
+/// stops it. The port may be taken between choosing and binding it: cupd is then started
+/// again on another. `Err(log)` if it exits for another reason or is not ready in 60 s.
+fn serves_on_a_free_port(command: impl Fn(u16) -> std::process::Command) -> Result<(), String> {
+    for _ in 0..5 {
+        let port = free_port();
+        let log_dir = tempfile::tempdir().unwrap();
+        let log_path = log_dir.path().join("cupd.log");
+        let mut child = command(port)
+            .env_remove("RUST_LOG")
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let outcome = loop {
+            if log().contains("cupd listening")
+                && request(port, "GET", "/readyz", &[], b"").is_some_and(|r| r.status == 200)
+            {
+                break Ok(());
+            }
+            if child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+                break Err(log());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        match outcome {
+            Err(log) if log.contains(&format!("127.0.0.1:{port}: Address already in use")) => {
+                continue;
+            }
+            outcome => return outcome,
         }
-        std::thread::sleep(std::time::Duration::from_millis(25));
     }
-    false
+    Err("no free port".into())
 }
 
 #[test]

@@ -5,8 +5,9 @@
 
 use std::path::Path;
 
-use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, flipt_package, shared_code_cache};
+use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree};
 use cup_e2e::repo_root;
+use cup_e2e::{flipt_package, shared_code_cache};
 
 const FLAGS: &str = "/apis/flipt.io/v1alpha1/namespaces/default/flags";
 const CHECKOUT: &str = r#"{"apiVersion":"flipt.io/v1alpha1","kind":"Flag","metadata":{"namespace":"default","name":"checkout-v2","labels":null,"annotations":null},"spec":{"name":"Checkout v2","type":"BOOLEAN_FLAG_TYPE","description":"new checkout","enabled":true}}"#;

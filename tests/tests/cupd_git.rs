@@ -9,11 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cup_e2e::cupd::{
-    Cupd, CupdConfig, copy_tree, shared_code_cache, write_flipt_controller,
-    write_template_controller,
+    Cupd, CupdConfig, copy_tree, write_flipt_controller, write_template_controller,
 };
 use cup_e2e::git;
 use cup_e2e::repo_root;
+use cup_e2e::shared_code_cache;
 
 const FOO: &str = r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{"namespace":"default","name":"foo","labels":{"foo":"bar"},"annotations":{}},"spec":{"foo":"bar"}}"#;
 const BAR: &str = r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{"namespace":"default","name":"bar","labels":{"bar":"baz"},"annotations":{}},"spec":{"foo":"baz"}}"#;
@@ -535,31 +535,51 @@ impl Drop for Daemon {
 }
 
 fn daemon(base: &Path) -> Daemon {
-    let port = cup_e2e::cupd::free_port();
     // `git daemon` would run `git-daemon` as its child, which killing `git` leaves behind:
     // start the daemon itself so drop stops it.
     let exec_path = git(Path::new("."), &["--exec-path"]);
-    let child = Command::new(Path::new(&exec_path).join("git-daemon"))
-        .args([
-            "--reuseaddr",
-            "--export-all",
-            "--enable=receive-pack",
-            "--listen=127.0.0.1",
-        ])
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", base.display()))
-        .arg(base)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("git daemon");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "git daemon did not start");
-        std::thread::sleep(Duration::from_millis(20));
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("daemon.log");
+    // The port may be taken between choosing and binding it: then start again on another.
+    for _ in 0..5 {
+        let port = cup_e2e::cupd::free_port();
+        let mut child = Command::new(Path::new(&exec_path).join("git-daemon"))
+            .args([
+                "--reuseaddr",
+                "--verbose",
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("git daemon");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // It logs this once its sockets are bound: a connection then reaches it, not
+        // another test's server.
+        while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Ready to rumble")) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "git daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if child.try_wait().unwrap().is_none() {
+            assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+            return Daemon(child, port);
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            text.contains("Address already in use"),
+            "git daemon exited: {text}"
+        );
     }
-    Daemon(child, port)
+    panic!("git daemon found no free port");
 }
 
 /// Installs `script` as the `pre-receive` hook of the bare repository `bare`.

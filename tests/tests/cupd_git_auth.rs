@@ -4,11 +4,9 @@
 //! a refusal reported with where the credentials came from) is the same for https; only
 //! TLS is not exercised. Also `-api-git-scm`: forges are refused, `none` adds no `url`.
 
-mod cupd_git_common;
-
+use crate::cupd_git_common::{FOO, Fixture, RESOURCES, put_baz_and_read_back, refused};
 use cup_e2e::cupd::Cupd;
 use cup_e2e::githttp::GitHttp;
-use cupd_git_common::{FOO, Fixture, RESOURCES, put_baz_and_read_back, refused};
 
 const USER: &str = "cup";
 const TOKEN: &str = "s3cret-t0ken";

@@ -3,11 +3,9 @@
 //! survives an unreachable remote (and `/status` says so), listings queued behind one fetch
 //! share the next one, and `GET /proposals` is paginated with a continue token.
 
-mod cupd_git_common;
-
+use crate::cupd_git_common::{Fixture, RESOURCES, git};
 use cup_e2e::cupd::Cupd;
 use cup_e2e::githttp::GitHttp;
-use cupd_git_common::{Fixture, RESOURCES, git};
 
 const USER: &str = "cup";
 const TOKEN: &str = "fetch-token";
@@ -282,7 +280,7 @@ fn a_write_on_a_stalled_remote_fails_after_one_timeout_and_is_not_made() {
         "PUT",
         &format!("{RESOURCES}/baz"),
         &[("Content-Type", "application/json")],
-        cupd_git_common::BAZ_PAYLOAD.as_bytes(),
+        crate::cupd_git_common::BAZ_PAYLOAD.as_bytes(),
     );
     let took = started.elapsed();
     let text = r.text();

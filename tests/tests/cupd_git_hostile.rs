@@ -5,17 +5,15 @@
 //! is what cupd cannot serve) naming the bad entry by its path in the repository and the
 //! commit, never a path of the host: not the git cache, not the temp dirs it lives in.
 
-mod cupd_git_common;
-
+use crate::cupd_git_common::{Fixture, RESOURCES, git};
 use cup_e2e::cupd::Cupd;
-use cup_e2e::load_verify::git as git_with_input;
-use cupd_git_common::{Fixture, RESOURCES, git};
+use cup_e2e::git_with_input;
 
 /// Makes branch `bad` on the fixture's remote: `main` plus, in `default/`, a blob `x` and a
 /// tree `x` side by side. Returns its commit.
 fn push_malformed_tree(fixture: &Fixture) -> String {
     let bare = fixture.bare();
-    let run = |args: &[&str], input: &str| git_with_input(&bare, args, Some(input)).unwrap();
+    let run = |args: &[&str], input: &str| git_with_input(&bare, args, input.as_bytes());
     let blob = run(&["hash-object", "-w", "--stdin"], "y\n")
         .trim()
         .to_owned();

@@ -4,10 +4,8 @@
 //! the path and the limit, cupd never reads the file (its peak RSS stays small) and
 //! nothing reaches the remote.
 
-mod cupd_git_common;
-
+use crate::cupd_git_common::{Fixture, git};
 use cup_e2e::cupd::{Cupd, probe_put as put, write_probe_controller};
-use cupd_git_common::{Fixture, git};
 
 /// The probe bound to `Sparse` and `Nest` in the fixture's config directory.
 fn add_probe(fixture: &Fixture) {

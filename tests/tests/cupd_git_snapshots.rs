@@ -6,30 +6,9 @@
 //! - a write keeps the entries a controller cannot see (a name that is not UTF-8, a nested
 //!   `.git`): its proposal adds the one file and deletes nothing.
 
-mod cupd_git_common;
-
-use std::io::Write as _;
-use std::path::Path;
-use std::process::{Command, Stdio};
-
+use crate::cupd_git_common::{Fixture, RESOURCES, git, put_baz_and_read_back};
 use cup_e2e::cupd::Cupd;
-use cupd_git_common::{Fixture, RESOURCES, git, put_baz_and_read_back};
-
-/// `git -C dir args` fed `input`; its trimmed stdout.
-fn git_bytes(dir: &Path, args: &[&str], input: &[u8]) -> String {
-    let mut child = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("git runs");
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "git {args:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
+use cup_e2e::git_with_input;
 
 /// Makes `branch` on the fixture's remote: `main` with `extra` (mktree lines) added at the
 /// root. Returns its commit.
@@ -38,7 +17,7 @@ fn branch_adding(fixture: &Fixture, branch: &str, extra: &[u8]) -> String {
     let default = git(&bare, &["rev-parse", "main:default"]);
     let mut root = format!("040000 tree {default}\tdefault\n").into_bytes();
     root.extend_from_slice(extra);
-    let root = git_bytes(&bare, &["mktree"], &root);
+    let root = git_with_input(&bare, &["mktree"], &root);
     let commit = git(&bare, &["commit-tree", &root, "-p", "main", "-m", branch]);
     git(
         &bare,
@@ -105,11 +84,11 @@ fn a_huge_file_is_refused_from_its_header_by_every_concurrent_reader() {
 fn a_revision_over_the_entry_limit_is_refused_naming_the_flag() {
     let fixture = Fixture::new();
     let bare = fixture.bare();
-    let blob = git_bytes(&bare, &["hash-object", "-w", "--stdin"], b"x\n");
+    let blob = git_with_input(&bare, &["hash-object", "-w", "--stdin"], b"x\n");
     let many: String = (0..20)
         .map(|i| format!("100644 blob {blob}\tf{i}\n"))
         .collect();
-    let many = git_bytes(&bare, &["mktree"], many.as_bytes());
+    let many = git_with_input(&bare, &["mktree"], many.as_bytes());
     branch_adding(
         &fixture,
         "wide",
@@ -132,13 +111,13 @@ fn a_revision_over_the_entry_limit_is_refused_naming_the_flag() {
 fn a_write_deletes_nothing_its_controller_could_not_see() {
     let fixture = Fixture::new();
     let bare = fixture.bare();
-    let blob = git_bytes(&bare, &["hash-object", "-w", "--stdin"], b"kept\n");
-    let head = git_bytes(
+    let blob = git_with_input(&bare, &["hash-object", "-w", "--stdin"], b"kept\n");
+    let head = git_with_input(
         &bare,
         &["mktree"],
         format!("100644 blob {blob}\tHEAD\n").as_bytes(),
     );
-    let lib = git_bytes(
+    let lib = git_with_input(
         &bare,
         &["mktree"],
         format!("040000 tree {head}\t.git\n100644 blob {blob}\tREADME\n").as_bytes(),

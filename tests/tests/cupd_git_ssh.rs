@@ -3,11 +3,9 @@
 //! the user key, and a known_hosts file (`cup_e2e::sshd`). Reads and a put over ssh, then
 //! each refusal: no agent, an agent without the right key, an unknown or changed host key.
 
-mod cupd_git_common;
-
+use crate::cupd_git_common::{FOO, Fixture, RESOURCES, put_baz_and_read_back, refused};
 use cup_e2e::cupd::Cupd;
 use cup_e2e::sshd::{Agent, Sshd};
-use cupd_git_common::{FOO, Fixture, RESOURCES, put_baz_and_read_back, refused};
 
 fn socket(agent: &Agent) -> &str {
     agent.socket().to_str().unwrap()

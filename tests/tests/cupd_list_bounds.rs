@@ -7,8 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use cup_e2e::cupd::{Cupd, CupdConfig, config_object, shared_code_cache};
+use cup_e2e::cupd::{Cupd, CupdConfig, config_object};
 use cup_e2e::probe_wasm;
+use cup_e2e::shared_code_cache;
 
 const BRACES: &str = "/apis/example.com/v1/namespaces";
 

@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, flipt_package};
+use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree};
+use cup_e2e::flipt_package;
 use cup_e2e::registry::TestRegistry;
 use cup_e2e::repo_root;
 

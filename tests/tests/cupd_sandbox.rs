@@ -3,42 +3,12 @@
 //! outside during put/delete. Every attempt fails inside the guest, nothing leaks into a
 //! response, nothing appears outside the source, and the other routes keep serving.
 
-use cup_e2e::cupd::{Cupd, CupdConfig, config_object, write_template_controller};
-use cup_e2e::probe_wasm;
+use cup_e2e::cupd::{Cupd, CupdConfig, write_probe_controller, write_template_controller};
 
 const SECRET: &str = "TOP-SECRET-OUTSIDE-THE-MOUNT";
 
 fn write_config(dir: &std::path::Path) {
-    std::fs::copy(probe_wasm(), dir.join("probe.wasm")).unwrap();
-    let files = [
-        (
-            "escape-def.json",
-            config_object(
-                "ResourceDefinition",
-                "escapes.example.com",
-                r#""names":{"kind":"Escape","singular":"escape","plural":"escapes"},"spec":{"group":"example.com","versions":{"v1":{"type":"object"}}}"#,
-            ),
-        ),
-        (
-            "escape-ctl.json",
-            config_object(
-                "Controller",
-                "probe",
-                r#""spec":{"type":"wasm","spec":{"path":"probe.wasm"}}"#,
-            ),
-        ),
-        (
-            "escape-bind.json",
-            config_object(
-                "Binding",
-                "probe",
-                r#""spec":{"controller":"probe","resources":["example.com/v1/escapes"]}"#,
-            ),
-        ),
-    ];
-    for (name, content) in files {
-        std::fs::write(dir.join(name), content).unwrap();
-    }
+    write_probe_controller(dir, &["Escape"]);
     write_template_controller(dir, r#"{"type":"object"}"#);
 }
 

@@ -12,10 +12,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use cup_e2e::cupd::{
-    Cupd, CupdConfig, copy_tree, scratch_copies, shared_code_cache, write_flipt_controller,
-};
+use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, scratch_copies, write_flipt_controller};
 use cup_e2e::repo_root;
+use cup_e2e::shared_code_cache;
 
 const FLAGS: &str = "/apis/flipt.io/v1alpha1/namespaces/default/flags";
 const KILL_ROUNDS: usize = 3;

@@ -9,10 +9,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cup_e2e::cupd::{
-    Cupd, CupdConfig, copy_tree, flipt_package, probe_put, shared_code_cache,
-    write_probe_controller, write_template_controller,
+    Cupd, CupdConfig, copy_tree, probe_put, write_probe_controller, write_template_controller,
 };
 use cup_e2e::{bin, repo_root};
+use cup_e2e::{flipt_package, shared_code_cache};
 
 /// The probe, bound to the Kinds this file uses, and the template controller.
 fn probe_config(dir: &Path) {

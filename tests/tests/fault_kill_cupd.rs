@@ -11,8 +11,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, shared_code_cache, write_flipt_controller};
+use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, write_flipt_controller};
 use cup_e2e::repo_root;
+use cup_e2e::shared_code_cache;
 
 const ROUNDS: usize = 6;
 const WRITERS: usize = 4;

@@ -4,18 +4,17 @@
 //! a complete artifact or nothing, the store is consistent (every blob verifies,
 //! `index.json` parses, no tag for an incomplete pull), and the next run succeeds.
 
-mod oci_common;
-
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::oci_common::*;
 use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree};
+use cup_e2e::flipt_package;
 use cup_e2e::registry::{Action, RegistryProxy, Rule, TestRegistry};
 use cup_e2e::{bin, repo_root};
-use oci_common::*;
 
 const FLAG: &str = "/apis/flipt.io/v1alpha1/namespaces/default/flags/new-login";
 

@@ -6,33 +6,17 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use cup_e2e::cupd::copy_tree;
-use cup_e2e::{flipt_definitions, flipt_wasm, repo_root};
+use cup_e2e::{flipt_definitions, flipt_package, flipt_wasm, repo_root, shared_code_cache};
 use cup_runtime::{Access, Invocation, Limits, LoadedController, Outcome, Runtime};
 use cup_sections::{Integrity, read_definition_file};
-
-/// The example embedded with its definitions, and the plain module it came from.
-fn packages() -> &'static (Vec<u8>, Vec<u8>) {
-    static BYTES: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
-    BYTES.get_or_init(|| {
-        let plain = std::fs::read(flipt_wasm()).expect("reading flipt.wasm");
-        let defs: Vec<_> = flipt_definitions()
-            .iter()
-            .map(|p| read_definition_file(p).expect("example definition"))
-            .collect();
-        let (embedded, _) =
-            cup_sections::embed(&plain, &defs).expect("embedding the example definitions");
-        (plain, embedded)
-    })
-}
 
 fn controller() -> &'static LoadedController {
     static CONTROLLER: OnceLock<LoadedController> = OnceLock::new();
     CONTROLLER.get_or_init(|| {
         let runtime = Runtime::new(Limits::default()).expect("runtime");
-        let cache = cup_runtime::CodeCache::new(repo_root().join("target/cup-test-code-cache"))
-            .expect("code cache");
+        let cache = cup_runtime::CodeCache::new(shared_code_cache()).expect("code cache");
         runtime
-            .load(&packages().1, Some(&cache))
+            .load(flipt_package(), Some(&cache))
             .expect("loading the embedded example")
     })
 }
@@ -66,9 +50,10 @@ fn sample_repo() -> tempfile::TempDir {
 
 #[test]
 fn embedded_example_round_trips_and_validates() {
-    let (plain, embedded) = packages();
+    let plain = std::fs::read(flipt_wasm()).expect("reading flipt.wasm");
+    let embedded = flipt_package();
     assert!(
-        embedded.starts_with(plain),
+        embedded.starts_with(&plain),
         "the module's own bytes are a prefix of the package"
     );
     cup_sections::validate_wasm(embedded).expect("the embedded module still validates");

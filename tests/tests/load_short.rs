@@ -9,9 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, shared_code_cache, write_flipt_controller};
+use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree, write_flipt_controller};
 use cup_e2e::git;
 use cup_e2e::repo_root;
+use cup_e2e::shared_code_cache;
 use serde_json::Value;
 
 const FLAGS: &str = "/apis/flipt.io/v1alpha1/namespaces/default/flags";

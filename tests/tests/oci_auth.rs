@@ -2,12 +2,11 @@
 //! auth: refused without credentials, accepted from --username/--password-stdin, from
 //! Docker's config.json `auths`, and from a `credHelpers` helper program.
 
-mod oci_common;
-
 use std::ffi::OsStr;
 
+use crate::oci_common::*;
+use cup_e2e::flipt_package;
 use cup_e2e::registry::TestRegistry;
-use oci_common::*;
 
 const USER: &str = "cup";
 const PASSWORD: &str = "secret";

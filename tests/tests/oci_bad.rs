@@ -2,10 +2,9 @@
 //! shapes. Each failure names what went wrong and leaves the store without a new blob or
 //! tag.
 
-mod oci_common;
-
+use crate::oci_common::*;
+use cup_e2e::flipt_package;
 use cup_e2e::registry::{Fault, FaultyProxy, TestRegistry};
-use oci_common::*;
 
 /// Pulls `name` from the registry into a fresh store, expects failure, checks the store
 /// stayed empty and returns stderr.

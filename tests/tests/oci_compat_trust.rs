@@ -6,13 +6,12 @@
 //! pinned to the manifest digest with `--strict-digests` serves the layer's module, never
 //! the one the entry names.
 
-mod oci_common;
-
 use std::path::Path;
 
+use crate::oci_common::*;
 use cup_e2e::cupd::{Cupd, CupdConfig, copy_tree};
+use cup_e2e::flipt_package;
 use cup_e2e::{flipt_definitions, probe_wasm, repo_root};
-use oci_common::*;
 
 const FLAG: &str = "/apis/flipt.io/v1alpha1/namespaces/default/flags/new-login";
 const WASM_DIGEST: &str = "io.flipt.cup.wasm.digest";

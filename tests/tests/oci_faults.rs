@@ -4,10 +4,9 @@
 //! attempts and change nothing: no blob, no tag, no temp file in the store, and no
 //! registry tag naming an incomplete manifest.
 
-mod oci_common;
-
+use crate::oci_common::*;
+use cup_e2e::flipt_package;
 use cup_e2e::registry::{Action, RegistryProxy, Rule, TestRegistry};
-use oci_common::*;
 
 /// Attempts per request step (the default policy).
 const ATTEMPTS: usize = 4;

@@ -6,10 +6,8 @@
 //!   loopback address, where a listener records every request): the user's credentials
 //!   never arrive there, for pull, push or inspect, unless `--allow-token-realm` names it.
 
-mod oci_common;
-
+use crate::oci_common::*;
 use cup_e2e::fake_registry::{Behaviour, FakeServer};
-use oci_common::*;
 
 const HUGE: u64 = 128 << 20;
 /// What may be written before the client stops reading: the 4 MiB cap plus the loopback

@@ -1,11 +1,10 @@
 //! Interop with an independent client (Python `oras`, PyPI) and with the layouts other
 //! tools produce: older wasm media types and the docker-buildable tar+gzip compat image.
 
-mod oci_common;
-
+use crate::oci_common::*;
+use cup_e2e::flipt_package;
 use cup_e2e::oras;
 use cup_e2e::registry::TestRegistry;
-use oci_common::*;
 use serde_json::Value;
 
 fn json(stdout: &str) -> Value {

@@ -2,13 +2,12 @@
 //! docker-registry on 127.0.0.1) and a real store: round trips, idempotent pushes, offline
 //! use, clear errors, and concurrent writers.
 
-mod oci_common;
-
 use std::process::Command;
 
+use crate::oci_common::*;
 use cup_e2e::bin;
+use cup_e2e::flipt_package;
 use cup_e2e::registry::TestRegistry;
-use oci_common::*;
 use serde_json::Value;
 
 fn json(stdout: &str) -> Value {

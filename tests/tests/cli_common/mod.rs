@@ -3,8 +3,6 @@
 //! `cupd` (the `cup_e2e::cupd` harness), and snapshots of a source tree to prove a failure
 //! changed nothing.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -2,11 +2,10 @@
 //! `cupd_git_fetch`: the original's template fixture, a bare remote seeded with it (read back with the `git` CLI),
 //! and cupd started on a Git URL.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use std::path::PathBuf;
 
-use cup_e2e::cupd::{Cupd, CupdConfig, shared_code_cache, write_template_controller};
+use cup_e2e::cupd::{Cupd, CupdConfig, write_template_controller};
+use cup_e2e::shared_code_cache;
 
 pub const FOO: &str = r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{"namespace":"default","name":"foo","labels":{"foo":"bar"},"annotations":{}},"spec":{"foo":"bar"}}"#;
 pub const BAZ_PAYLOAD: &str = r#"{"apiVersion":"test.cup.flipt.io/v1alpha1","kind":"Resource","metadata":{"name":"baz","namespace":"default","labels":{"foo":"bar"},"annotations":{}},"spec":{}}"#;

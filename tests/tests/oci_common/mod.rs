@@ -1,27 +1,10 @@
-//! Shared by the `oci_*` tests: the embedded example controller, `cup` invocations with a
-//! private store, and store snapshots to prove a failure changed nothing.
-
-#![allow(dead_code)] // each test binary uses a different subset
+//! Shared by the `oci_*` tests: `cup` invocations with a private store, and store snapshots to prove a failure changed nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::OnceLock;
 
 use cup_e2e::registry::TestRegistry;
-use cup_e2e::{bin, flipt_definitions, flipt_wasm};
-
-/// The example controller with its definitions embedded (built once per process).
-pub fn flipt_package() -> &'static [u8] {
-    static PACKAGE: OnceLock<Vec<u8>> = OnceLock::new();
-    PACKAGE.get_or_init(|| {
-        let module = std::fs::read(flipt_wasm()).expect("flipt.wasm");
-        let defs: Vec<_> = flipt_definitions()
-            .iter()
-            .map(|p| cup_sections::read_definition_file(p).expect("definition"))
-            .collect();
-        cup_sections::embed(&module, &defs).expect("embed").0
-    })
-}
+use cup_e2e::{bin, flipt_package};
 
 /// The definitions' `group/version/plural` keys, as the annotations list them.
 pub const FLIPT_KEYS: &str = "flipt.io/v1alpha1/flags,flipt.io/v1alpha1/segments";
