@@ -78,7 +78,7 @@ pub struct NewArgs {
     /// Depend on the SDK from this Git repository (a clone URL of cup).
     #[arg(long, value_name = "URL")]
     pub sdk_git: Option<String>,
-    /// The commit, tag or branch of --sdk-git to use. [default: its default branch]
+    /// The commit or tag of --sdk-git to use (Cargo's `rev`). [default: its default branch]
     #[arg(long, value_name = "REV", requires = "sdk_git")]
     pub sdk_rev: Option<String>,
 }
@@ -205,19 +205,24 @@ pub fn run(args: NewArgs, output: Output) -> Result<i32> {
                 created.group,
                 created.plural
             );
-            println!(
-                "next: cd {} && ./build.sh   (then see README.md)",
-                dir.display()
-            );
+            if dir == Path::new(".") {
+                println!("next: ./build.sh   (then see README.md)");
+            } else {
+                let dir = dir.display();
+                println!("next: cd {dir} && ./build.sh   (then see README.md)");
+            }
         }
     }
     Ok(0)
 }
 
-/// Renders every template and moves the result into `dir` in one rename, so a failure leaves
-/// no half-written crate behind. Returns the relative paths written.
+/// Renders every template into a staging directory and moves the result into place, so a
+/// failure leaves no half-written crate behind: the staging directory itself becomes `dir`,
+/// or, when `dir` is an existing empty directory (possibly someone's working directory, which
+/// must stay the same directory), its entries are moved into it. Returns the relative paths
+/// written.
 fn write_crate(dir: &Path, vars: &Vars) -> Result<Vec<String>> {
-    match std::fs::read_dir(dir) {
+    let exists = match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 bail!(
@@ -225,22 +230,30 @@ fn write_crate(dir: &Path, vars: &Vars) -> Result<Vec<String>> {
                     dir.display()
                 );
             }
+            true
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
             bail!("{} already exists and is not a directory", dir.display())
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    }
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    // On the same file system as `dir`, so that the moves are renames.
+    let staging_parent = if exists {
+        dir.to_owned()
+    } else {
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        parent
+    };
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{}.", vars.name))
-        .tempdir_in(&parent)
-        .with_context(|| format!("creating a directory in {}", parent.display()))?;
+        .tempdir_in(&staging_parent)
+        .with_context(|| format!("creating a directory in {}", staging_parent.display()))?;
     let mut written = Vec::new();
     for (path, template) in TEMPLATES {
         let rel = render(path, vars)?;
@@ -255,6 +268,20 @@ fn write_crate(dir: &Path, vars: &Vars) -> Result<Vec<String>> {
             make_executable(&full)?;
         }
         written.push(rel);
+    }
+    if exists {
+        for entry in std::fs::read_dir(staging.path())
+            .with_context(|| format!("reading {}", staging.path().display()))?
+        {
+            let from = entry
+                .with_context(|| format!("reading {}", staging.path().display()))?
+                .path();
+            let to = dir.join(from.file_name().unwrap_or_default());
+            std::fs::rename(&from, &to)
+                .with_context(|| format!("moving {} into {}", to.display(), dir.display()))?;
+        }
+        // `staging`, now empty, is removed when dropped.
+        return Ok(written);
     }
     // The temporary directory was created 0700; the crate gets the usual permissions.
     set_dir_mode(staging.path())?;
@@ -687,12 +714,44 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o111, 0o111, "{mode:o}");
         }
-        // No staging directory is left beside it.
+        // Filled in place: no staging directory is left in it or beside it.
+        let mut inside: Vec<String> = std::fs::read_dir(&empty)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        inside.sort();
+        assert_eq!(
+            inside,
+            [
+                ".gitignore",
+                "Cargo.toml",
+                "README.md",
+                "build.sh",
+                "config",
+                "defs",
+                "examples",
+                "src"
+            ]
+        );
+        // A directory that does not exist yet, parents included.
+        let deep = tmp.path().join("a/b/new");
+        write_crate(&deep, &vars()).unwrap();
+        assert!(deep.join("src/main.rs").is_file());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&deep).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o755, "{mode:o}");
+        }
         let mut left: Vec<String> = std::fs::read_dir(tmp.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, ["empty", "file", "taken"]);
+        assert_eq!(left, ["a", "empty", "file", "taken"]);
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("a/b")).unwrap().count(),
+            1
+        );
     }
 }
