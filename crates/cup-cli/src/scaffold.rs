@@ -637,6 +637,30 @@ mod tests {
         })));
     }
 
+    /// docs/DEFINITIONS.md shows what `cup controller new notes` writes: it must stay so.
+    #[test]
+    fn the_documented_definition_is_the_one_written() {
+        let doc = include_str!("../../../docs/DEFINITIONS.md");
+        let example = doc
+            .split("```json\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a JSON example in docs/DEFINITIONS.md");
+        let notes = Vars {
+            name: "notes".into(),
+            kind: "Note".into(),
+            group: "notes.example.com".into(),
+            plural: "notes".into(),
+            singular: "note".into(),
+            sdk_dependency: String::new(),
+        };
+        let (_, template) = TEMPLATES
+            .iter()
+            .find(|(path, _)| *path == "defs/{{plural}}.json")
+            .expect("the definition template");
+        assert_eq!(example, render(template, &notes).unwrap());
+    }
+
     #[test]
     fn the_sdk_dependency_is_written_as_toml() {
         assert_eq!(
