@@ -378,4 +378,36 @@ fn new_refuses_a_non_empty_directory_and_bad_names() {
     );
     // Nothing was created by any refused attempt.
     assert_eq!(files(home), ["taken/mine.txt"]);
+
+    // build.sh names a missing tool before building anything: here cargo and rustup are on
+    // PATH, with the system's directories, but not cup or cup-embed.
+    cup(home, home, &["controller", "new", "lacking"]).ok("cup controller new lacking");
+    let tools = home.join("tools");
+    std::fs::create_dir(&tools).expect("tools dir");
+    for program in ["cargo", "rustup"] {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        if let Some(found) = std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+        {
+            std::os::unix::fs::symlink(found, tools.join(program)).expect("symlink");
+        }
+    }
+    let path = std::env::join_paths([tools.as_path(), Path::new("/usr/bin"), Path::new("/bin")])
+        .expect("joinable PATH");
+    let lacking = home.join("lacking");
+    let build = Run::of(
+        Command::new("bash")
+            .arg("build.sh")
+            .current_dir(&lacking)
+            .env("PATH", path)
+            .output()
+            .expect("running build.sh"),
+    );
+    assert_eq!(build.code, 1, "{}\n{}", build.stdout, build.stderr);
+    assert_eq!(
+        build.stderr,
+        "build.sh: cup is not on PATH (from a cup checkout: scripts/install.sh)\n"
+    );
+    assert!(!lacking.join("target").exists());
 }
