@@ -18,6 +18,19 @@ const WASI_P1: &str = "wasi_snapshot_preview1";
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Create a controller crate that builds, embeds its definitions and is served by cupd
+    /// as it is: one Kind stored as one JSON file per resource, a ResourceDefinition,
+    /// build.sh, a Controller config and a README with the steps.
+    #[command(after_help = "Examples:
+  cup controller new notes                       # ./notes: Kind Note, group notes.example.com
+  cup controller new bookmarks --kind Bookmark --group links.example.com --dir ~/src/bookmarks
+  cup controller new notes --sdk-path ~/src/cup/crates/cup-controller-sdk
+  cup controller new notes --sdk-git https://git.example/cup.git --sdk-rev v0.1.0
+
+Then: cd notes && ./build.sh (needs cup and cup-embed on PATH and the wasm32-wasip1 target),
+and serve it as its README.md says. Without --sdk-path or --sdk-git the crate depends on the
+SDK of the checkout this cup was built from.")]
+    New(crate::scaffold::NewArgs),
     /// Embed ResourceDefinitions into a module (same as `cup-embed`).
     #[command(
         after_help = "Example:\n  cup controller embed -o flipt.cup.wasm defs/*.json flipt.wasm"
@@ -144,6 +157,7 @@ pub enum Command {
 /// Runs a controller subcommand and returns the process exit code.
 pub fn run(cmd: Command, output: Output, store: Option<&Path>) -> Result<i32> {
     match cmd {
+        Command::New(args) => crate::scaffold::run(args, output),
         Command::Embed {
             out,
             definitions,

@@ -8,6 +8,7 @@ mod json;
 mod log;
 mod oci;
 mod resources;
+mod scaffold;
 mod table;
 
 use std::ffi::OsString;
@@ -160,8 +161,21 @@ is kept and its path printed, so no work is lost.")]
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Package, check and distribute controllers (self-describing .wasm files).
-    #[command(subcommand, alias = "ctl")]
+    /// Create, package, check and distribute controllers (self-describing .wasm files).
+    #[command(
+        subcommand,
+        alias = "ctl",
+        after_help = "Examples:
+  cup controller new notes                       # a new controller crate in ./notes
+  cd notes && ./build.sh                         # build, embed defs/*.json, verify
+  cup controller inspect config/notes.wasm       # digest, ABI, imports, definitions
+  cup controller verify config/notes.wasm && echo intact
+  cup controller add config/notes.wasm --tag notes:dev   # into the local store: sha256:…
+  cup controller push config/notes.wasm registry.example/cup/notes:v1
+  cup controller pull registry.example/cup/notes@sha256:…
+
+`cup controller COMMAND --help` shows each command's options and examples."
+    )]
     Controller(controller::Command),
 }
 

@@ -1,0 +1,413 @@
+//! `cup controller new` as a new user meets it: in a directory outside this repository, the
+//! generated crate builds with its own build.sh (the workspace's `cup` and `cup-embed` on
+//! PATH), its tests pass, and `cupd` serves it from the generated config; `cup apply`, `get`
+//! and `delete` then change the JSON files the controller promises, one per resource.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cup_e2e::cupd::{Cupd, CupdConfig};
+use cup_e2e::{bin, repo_root};
+
+/// What a command gave.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn of(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn ok(&self, what: &str) -> &str {
+        assert_eq!(
+            self.code, 0,
+            "{what} failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Exit 1 with one `cup: ` line on stderr and nothing on stdout; returns that line.
+    fn one_line_error(&self) -> &str {
+        assert_eq!(
+            self.code, 1,
+            "expected exit 1:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        assert_eq!(self.stdout, "");
+        let line = self.stderr.trim_end_matches('\n');
+        assert!(!line.contains('\n'), "one line: {:?}", self.stderr);
+        assert!(line.starts_with("cup: "), "{line}");
+        line
+    }
+}
+
+/// `cup` with no client config of the machine's (`-c` names a file that does not exist).
+fn cup(home: &Path, cwd: &Path, args: &[&str]) -> Run {
+    cup_stdin(home, cwd, args, None)
+}
+
+fn cup_stdin(home: &Path, cwd: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    use std::io::Write;
+    let mut command = Command::new(bin("cup"));
+    command
+        .arg("-c")
+        .arg(home.join("cup-config.json"))
+        .args(args)
+        .current_dir(cwd)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("CUP_CONFIG")
+        .env_remove("CUP_STORE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("running cup");
+    let mut pipe = child.stdin.take().expect("stdin");
+    pipe.write_all(stdin.unwrap_or("").as_bytes())
+        .expect("writing stdin");
+    drop(pipe);
+    Run::of(child.wait_with_output().expect("cup finishes"))
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    json(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("readable") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).expect("under root");
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A temporary directory that is not inside this repository, where a Cargo workspace
+/// above it would take the new crate in.
+fn outside_the_repository() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let repo = repo_root().canonicalize().expect("repo root");
+    let dir = tmp.path().canonicalize().expect("temp dir");
+    assert!(
+        !dir.starts_with(&repo),
+        "{} is inside the repository",
+        dir.display()
+    );
+    tmp
+}
+
+/// Runs a command of the generated crate: the workspace's binaries first on PATH, the
+/// crate's own target directory, and no network (every crate it needs is one this
+/// workspace has already built, so cargo's cache has them).
+fn crate_command(program: &str, dir: &Path) -> Command {
+    let bin_dir = bin("cup").parent().expect("target/<profile>").to_path_buf();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![bin_dir];
+    paths.extend(std::env::split_paths(&path));
+    let mut command = Command::new(program);
+    command
+        .current_dir(dir)
+        .env("PATH", std::env::join_paths(paths).expect("joinable PATH"))
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .env("CARGO_NET_OFFLINE", "true")
+        .env_remove("CUP_STORE")
+        .env_remove("CUP_CONFIG");
+    command
+}
+
+#[test]
+fn a_new_controller_builds_and_cupd_serves_it() {
+    let tmp = outside_the_repository();
+    let home = tmp.path();
+    let cup_embed = bin("cup-embed");
+    assert!(cup_embed.is_file());
+
+    // `new`, as the README says, from the directory the user works in.
+    let created = cup(home, home, &["controller", "new", "notes"]);
+    let out = created.ok("cup controller new notes");
+    assert!(out.contains("created notes in notes"), "{out}");
+    let dir: PathBuf = home.join("notes");
+    assert_eq!(
+        files(&dir),
+        [
+            ".gitignore",
+            "Cargo.toml",
+            "README.md",
+            "build.sh",
+            "config/controller.json",
+            "defs/notes.json",
+            "examples/hello.json",
+            "src/main.rs",
+        ]
+    );
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml");
+    let sdk = repo_root()
+        .join("crates/cup-controller-sdk")
+        .canonicalize()
+        .expect("the SDK");
+    assert!(
+        manifest.contains(&format!(
+            "cup-controller-sdk = {{ path = \"{}\" }}",
+            sdk.display()
+        )),
+        "{manifest}"
+    );
+    assert!(manifest.contains("[workspace]"), "{manifest}");
+
+    // build.sh: compile, embed into config/notes.wasm, verify.
+    let build = Run::of(
+        crate_command("bash", &dir)
+            .arg("build.sh")
+            .output()
+            .expect("running build.sh"),
+    );
+    let out = build.ok("build.sh");
+    assert!(out.contains("embedded 1 definition(s)"), "{out}");
+    assert!(out.contains("config/notes.wasm"), "{out}");
+    let package = std::fs::read(dir.join("config/notes.wasm")).expect("the package");
+    let package = cup_sections::read_package(&package).expect("a package");
+    assert!(package.integrity.is_ok(), "{:?}", package.integrity);
+    // The module cargo built is left as it was: the definitions went into the copy.
+    let built = std::fs::read(dir.join("target/wasm32-wasip1/release/notes.wasm")).expect("built");
+    let built = cup_sections::read_package(&built).expect("a module");
+    assert!(
+        matches!(built.integrity, cup_sections::Integrity::NoCupSections),
+        "{:?}",
+        built.integrity
+    );
+
+    // The crate's own tests, on the host, with the cargo a user would run (the one on PATH,
+    // which is what build.sh runs too).
+    let test = Run::of(
+        crate_command("cargo", &dir)
+            .args(["test", "--quiet"])
+            .output()
+            .expect("running cargo test"),
+    );
+    test.ok("cargo test in the new crate");
+
+    // cupd over an empty data directory, with the generated config directory as it is.
+    let data = home.join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    let store = home.join("store");
+    let cupd = Cupd::start(&CupdConfig::new(&dir.join("config"), &data, &store));
+    let address = cupd.base_url();
+    let at = |args: &[&str]| -> Run {
+        let mut all = vec!["-a", address.as_str()];
+        all.extend_from_slice(args);
+        cup(home, &dir, &all)
+    };
+
+    let out = at(&["definitions"]).ok("cup definitions").to_owned();
+    let row: Vec<&str> = out
+        .lines()
+        .find(|l| l.starts_with("notes "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row, ["notes", "notes.example.com/v1", "Note", "v1"]);
+    assert_eq!(files(&data), Vec::<String>::new());
+
+    // apply the sample: one file, the resource as sent.
+    at(&["apply", "-f", "examples/hello.json"]).ok("cup apply");
+    assert_eq!(files(&data), ["default/hello.json"]);
+    let stored = read_json(&data.join("default/hello.json"));
+    assert_eq!(stored["apiVersion"], "notes.example.com/v1");
+    assert_eq!(stored["kind"], "Note");
+    assert_eq!(stored["metadata"]["namespace"], "default");
+    assert_eq!(stored["metadata"]["name"], "hello");
+    assert_eq!(
+        stored["spec"],
+        serde_json::json!({"text": "Hello from notes", "tags": ["example"]})
+    );
+
+    // Another, in another namespace, with labels, from stdin.
+    let second = r#"{"apiVersion":"notes.example.com/v1","kind":"Note","metadata":{"namespace":"team","name":"second","labels":{"owner":"ops"}},"spec":{"text":"Second"}}"#;
+    cup_stdin(home, &dir, &["-a", &address, "apply"], Some(second)).ok("cup apply (stdin)");
+    assert_eq!(files(&data), ["default/hello.json", "team/second.json"]);
+    assert_eq!(
+        read_json(&data.join("team/second.json"))["metadata"]["labels"],
+        serde_json::json!({"owner": "ops"})
+    );
+
+    // get: a table, one resource as JSON, a namespace as a JSON array.
+    let table = at(&["get", "notes"]).ok("cup get notes").to_owned();
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec!["NAMESPACE", "NAME", "LABELS"],
+            vec!["default", "hello", "<none>"]
+        ],
+        "{table}"
+    );
+    let one = json(at(&["-o", "json", "get", "note", "hello"]).ok("cup get note hello"));
+    assert_eq!(
+        one,
+        serde_json::json!({
+            "apiVersion": "notes.example.com/v1",
+            "kind": "Note",
+            "metadata": {"namespace": "default", "name": "hello", "labels": null, "annotations": null},
+            "spec": {"text": "Hello from notes", "tags": ["example"]}
+        })
+    );
+    let team = json(at(&["-n", "team", "-o", "json", "get", "notes"]).ok("cup get -n team"));
+    let team = team.as_array().expect("an array");
+    assert_eq!(team.len(), 1, "{team:?}");
+    assert_eq!(team[0]["metadata"]["name"], "second");
+    assert_eq!(team[0]["metadata"]["labels"]["owner"], "ops");
+
+    // An update rewrites the one file.
+    let changed = std::fs::read_to_string(dir.join("examples/hello.json"))
+        .expect("sample")
+        .replace("Hello from notes", "Changed");
+    cup_stdin(home, &dir, &["-a", &address, "apply"], Some(&changed)).ok("cup apply (update)");
+    assert_eq!(
+        read_json(&data.join("default/hello.json"))["spec"]["text"],
+        "Changed"
+    );
+
+    // The schema is enforced before the controller runs: nothing is written.
+    let bad = r#"{"apiVersion":"notes.example.com/v1","kind":"Note","metadata":{"name":"bad"},"spec":{"text":"x","colour":"red"}}"#;
+    let refused = cup_stdin(home, &dir, &["-a", &address, "apply"], Some(bad));
+    let line = refused.one_line_error();
+    assert!(line.contains("colour"), "{line}");
+    assert_eq!(files(&data), ["default/hello.json", "team/second.json"]);
+
+    // delete: the file goes, the other namespace's stays; then the resource is not found.
+    at(&["delete", "note", "hello"]).ok("cup delete");
+    assert_eq!(files(&data), ["team/second.json"]);
+    let missing = at(&["get", "note", "hello"]);
+    let line = missing.one_line_error();
+    assert!(line.contains("not found"), "{line}");
+    let again = at(&["delete", "note", "hello"]);
+    let line = again.one_line_error();
+    assert!(line.contains("not found"), "{line}");
+    assert_eq!(files(&data), ["team/second.json"]);
+    drop(cupd);
+}
+
+#[test]
+fn new_refuses_a_non_empty_directory_and_bad_names() {
+    let tmp = outside_the_repository();
+    let home = tmp.path();
+
+    let taken = home.join("taken");
+    std::fs::create_dir(&taken).expect("dir");
+    std::fs::write(taken.join("mine.txt"), "keep me").expect("file");
+    let run = cup(
+        home,
+        home,
+        &["controller", "new", "notes", "--dir", "taken"],
+    );
+    let line = run.one_line_error();
+    assert!(line.contains("already exists and is not empty"), "{line}");
+    assert_eq!(files(&taken), ["mine.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(taken.join("mine.txt")).expect("file"),
+        "keep me"
+    );
+
+    // The default directory is the name: taken too.
+    let run = cup(home, home, &["controller", "new", "taken"]);
+    let line = run.one_line_error();
+    assert!(line.contains("already exists and is not empty"), "{line}");
+
+    for (name, reason) in [
+        ("Notes", "must start with a lowercase ASCII letter"),
+        ("my notes", "contains ' '"),
+        ("../escape", "must start with a lowercase ASCII letter"),
+        ("a.b", "contains '.'"),
+        ("fn", "reserved"),
+    ] {
+        let run = cup(home, home, &["controller", "new", name]);
+        let line = run.one_line_error();
+        assert!(line.contains(reason), "{name:?}: {line}");
+    }
+    let run = cup(
+        home,
+        home,
+        &["controller", "new", "notes", "--kind", "note"],
+    );
+    assert!(run.one_line_error().contains("--kind \"note\""));
+    let run = cup(
+        home,
+        home,
+        &["controller", "new", "notes", "--group", "Bad/Group"],
+    );
+    assert!(run.one_line_error().contains("--group"));
+    let run = cup(
+        home,
+        home,
+        &[
+            "controller",
+            "new",
+            "notes",
+            "--sdk-path",
+            home.to_str().expect("UTF-8"),
+        ],
+    );
+    assert!(
+        run.one_line_error()
+            .contains("not the cup-controller-sdk crate")
+    );
+    // Nothing was created by any refused attempt.
+    assert_eq!(files(home), ["taken/mine.txt"]);
+
+    // build.sh names a missing tool before building anything: here cargo and rustup are on
+    // PATH, with the system's directories, but not cup or cup-embed.
+    cup(home, home, &["controller", "new", "lacking"]).ok("cup controller new lacking");
+    let tools = home.join("tools");
+    std::fs::create_dir(&tools).expect("tools dir");
+    for program in ["cargo", "rustup"] {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        if let Some(found) = std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+        {
+            std::os::unix::fs::symlink(found, tools.join(program)).expect("symlink");
+        }
+    }
+    let path = std::env::join_paths([tools.as_path(), Path::new("/usr/bin"), Path::new("/bin")])
+        .expect("joinable PATH");
+    let lacking = home.join("lacking");
+    let build = Run::of(
+        Command::new("bash")
+            .arg("build.sh")
+            .current_dir(&lacking)
+            .env("PATH", path)
+            .output()
+            .expect("running build.sh"),
+    );
+    assert_eq!(build.code, 1, "{}\n{}", build.stdout, build.stderr);
+    assert_eq!(
+        build.stderr,
+        "build.sh: cup is not on PATH (from a cup checkout: scripts/install.sh)\n"
+    );
+    assert!(!lacking.join("target").exists());
+}
