@@ -127,7 +127,7 @@ fn walk_the_api(cupd: &Cupd, cup: &Cup, source: &Path) {
 
     // apply: a new entry in default's features.yml.
     let applied = run_stdin(&["apply"], NEW_FLAG);
-    assert!(applied.ok().starts_with("ID "), "{}", applied.stdout);
+    assert_eq!(applied.ok(), "flag/quick-start applied\n");
     let features = std::fs::read_to_string(source.join("features.yml")).expect("read");
     assert!(features.contains("quick-start"), "{features}");
     let got = run(&["-o", "json", "get", "flag", "quick-start"]).json();
@@ -147,7 +147,10 @@ fn walk_the_api(cupd: &Cupd, cup: &Cup, source: &Path) {
     assert_eq!(snapshot(source), before);
 
     // delete: the entry leaves the file.
-    run(&["delete", "flag", "dark-mode"]).ok();
+    assert_eq!(
+        run(&["delete", "flag", "dark-mode"]).ok(),
+        "flag/dark-mode deleted\n"
+    );
     let features = std::fs::read_to_string(source.join("features.yml")).expect("read");
     assert!(!features.contains("dark-mode"), "{features}");
     assert_eq!(

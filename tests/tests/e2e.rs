@@ -16,6 +16,7 @@ mod cli_flipt;
 mod cli_offline;
 mod cli_quickstart;
 mod cli_scenario;
+mod controller_new;
 mod cupd_api;
 mod cupd_broken;
 mod cupd_code_cache;
