@@ -67,7 +67,8 @@ if [ ${#missing_pkgs[@]} -gt 0 ]; then
       "${missing_pkgs[@]}" >/dev/null
     missing_pkgs=()
   elif is_debian; then
-    missing_other+=("sudo apt-get install --no-install-recommends ${missing_pkgs[*]}")
+    sudo=sudo\ ; [ "$(id -u)" = 0 ] && sudo=''
+    missing_other+=("${sudo}apt-get install --no-install-recommends ${missing_pkgs[*]}")
   else
     missing_other+=("the packages that give: ${missing_pkgs[*]} (Debian names)")
   fi
