@@ -326,29 +326,29 @@ fn a_password_in_the_address_never_shows() {
 fn an_address_that_is_not_a_cupd_is_named_as_such() {
     let f = Fixture::start();
     let root = tempfile::tempdir().unwrap();
-    let port = free_port();
+    // Port 0: the server binds a port of its own and says which, so no other test can
+    // race for it.
     let mut server = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
+        .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
         .arg("--directory")
         .arg(root.path())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("starting python3 -m http.server");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "http.server did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut banner = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().expect("stdout")),
+        &mut banner,
+    )
+    .expect("reading http.server's banner");
+    // "Serving HTTP on 127.0.0.1 port 43567 (http://127.0.0.1:43567/) ..."
+    let port: u16 = banner
+        .split(" port ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in http.server's banner {banner:?}"));
     let run = f
         .cup
         .run(&["-a", &format!("http://127.0.0.1:{port}"), "get", "flags"]);
