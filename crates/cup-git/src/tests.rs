@@ -560,7 +560,7 @@ fn a_cache_is_used_by_one_repo_at_a_time() {
     );
     assert!(checkout.is_dir(), "the live holder's checkout was swept");
     drop(first);
-    let reopened = open().unwrap();
+    let reopened = reopen(open).unwrap();
     assert!(!checkout.exists(), "a dead holder's checkout is swept");
     drop(reopened);
 }
@@ -983,7 +983,7 @@ fn tags_that_name_no_commit_do_not_break_fetching() {
         .expect("a tag on a blob or a tree does not break fetching");
     repo.fetch().expect("nor the next fetch");
     drop(repo);
-    let repo = open().expect("nor a restart");
+    let repo = reopen(open).expect("nor a restart");
     assert!(repo.view(None).unwrap().join("run.sh").is_file());
     assert!(repo.view(Some("v1")).unwrap().join("run.sh").is_file());
     for bad in ["blob-tag", "tree-tag"] {
@@ -1085,6 +1085,21 @@ fn refs_that_name_no_commit_in_an_old_cache_are_dropped_and_the_fetch_retried() 
     assert!(repo.fetch_status().error.is_none());
 }
 
+/// Opens a cache just closed in this process. The cache lock is an flock, which a child
+/// that another test is starting at that moment shares until its exec closes the inherited
+/// descriptor; cupd restarts as a new process and never meets this.
+fn reopen(open: impl Fn() -> Result<GitRepo, GitError>) -> Result<GitRepo, GitError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match open() {
+            Err(GitError::CacheInUse { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A restart with the remote gone serves the last fetched state, default branch included,
 /// and says why and since when; a cache with nothing fetched is still an error.
 #[test]
@@ -1104,7 +1119,7 @@ fn a_restart_with_an_unreachable_remote_serves_the_cache() {
     drop(repo);
     let moved = tmp.path().join("moved.git");
     std::fs::rename(&bare, &moved).unwrap();
-    let repo = open().expect("a usable cache survives an unreachable remote");
+    let repo = reopen(open).expect("a usable cache survives an unreachable remote");
     assert_eq!(repo.default_branch().as_deref(), Some("master"));
     assert!(repo.view(None).unwrap().join("d/a.txt").is_file());
     let status = repo.fetch_status();
