@@ -4,77 +4,19 @@
 //! and `delete` then change the JSON files the controller promises, one per resource.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use crate::cli_common::{Cup, Run};
 use cup_e2e::cupd::{Cupd, CupdConfig};
 use cup_e2e::{bin, repo_root};
 
-/// What a command gave.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn of(out: Output) -> Run {
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn ok(&self, what: &str) -> &str {
-        assert_eq!(
-            self.code, 0,
-            "{what} failed:\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        &self.stdout
-    }
-
-    /// Exit 1 with one `cup: ` line on stderr and nothing on stdout; returns that line.
-    fn one_line_error(&self) -> &str {
-        assert_eq!(
-            self.code, 1,
-            "expected exit 1:\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        assert_eq!(self.stdout, "");
-        let line = self.stderr.trim_end_matches('\n');
-        assert!(!line.contains('\n'), "one line: {:?}", self.stderr);
-        assert!(line.starts_with("cup: "), "{line}");
-        line
-    }
-}
-
-/// `cup` with no client config of the machine's (`-c` names a file that does not exist).
+/// `cup` run in `cwd`, with HOME in `home`: no client config of the machine's.
 fn cup(home: &Path, cwd: &Path, args: &[&str]) -> Run {
-    cup_stdin(home, cwd, args, None)
+    Cup::new(home).in_dir(cwd).run(args)
 }
 
-fn cup_stdin(home: &Path, cwd: &Path, args: &[&str], stdin: Option<&str>) -> Run {
-    use std::io::Write;
-    let mut command = Command::new(bin("cup"));
-    command
-        .arg("-c")
-        .arg(home.join("cup-config.json"))
-        .args(args)
-        .current_dir(cwd)
-        .env("HOME", home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("CUP_CONFIG")
-        .env_remove("CUP_STORE")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = command.spawn().expect("running cup");
-    let mut pipe = child.stdin.take().expect("stdin");
-    pipe.write_all(stdin.unwrap_or("").as_bytes())
-        .expect("writing stdin");
-    drop(pipe);
-    Run::of(child.wait_with_output().expect("cup finishes"))
+fn cup_stdin(home: &Path, cwd: &Path, args: &[&str], stdin: &str) -> Run {
+    Cup::new(home).in_dir(cwd).run_stdin(args, stdin)
 }
 
 fn json(text: &str) -> serde_json::Value {
@@ -146,7 +88,7 @@ fn a_new_controller_builds_and_cupd_serves_it() {
 
     // `new`, as the README says, from the directory the user works in.
     let created = cup(home, home, &["controller", "new", "notes"]);
-    let out = created.ok("cup controller new notes");
+    let out = created.ok_as("cup controller new notes");
     assert!(out.contains("created notes in notes"), "{out}");
     let dir: PathBuf = home.join("notes");
     assert_eq!(
@@ -183,7 +125,7 @@ fn a_new_controller_builds_and_cupd_serves_it() {
             .output()
             .expect("running build.sh"),
     );
-    let out = build.ok("build.sh");
+    let out = build.ok_as("build.sh");
     assert!(out.contains("embedded 1 definition(s)"), "{out}");
     assert!(out.contains("config/notes.wasm"), "{out}");
     let package = std::fs::read(dir.join("config/notes.wasm")).expect("the package");
@@ -206,7 +148,7 @@ fn a_new_controller_builds_and_cupd_serves_it() {
             .output()
             .expect("running cargo test"),
     );
-    test.ok("cargo test in the new crate");
+    test.ok_as("cargo test in the new crate");
 
     // cupd over an empty data directory, with the generated config directory as it is.
     let data = home.join("data");
@@ -220,7 +162,7 @@ fn a_new_controller_builds_and_cupd_serves_it() {
         cup(home, &dir, &all)
     };
 
-    let out = at(&["definitions"]).ok("cup definitions").to_owned();
+    let out = at(&["definitions"]).ok_as("cup definitions").to_owned();
     let row: Vec<&str> = out
         .lines()
         .find(|l| l.starts_with("notes "))
@@ -231,7 +173,7 @@ fn a_new_controller_builds_and_cupd_serves_it() {
     assert_eq!(files(&data), Vec::<String>::new());
 
     // apply the sample: one file, the resource as sent.
-    at(&["apply", "-f", "examples/hello.json"]).ok("cup apply");
+    at(&["apply", "-f", "examples/hello.json"]).ok_as("cup apply");
     assert_eq!(files(&data), ["default/hello.json"]);
     let stored = read_json(&data.join("default/hello.json"));
     assert_eq!(stored["apiVersion"], "notes.example.com/v1");
@@ -245,7 +187,7 @@ fn a_new_controller_builds_and_cupd_serves_it() {
 
     // Another, in another namespace, with labels, from stdin.
     let second = r#"{"apiVersion":"notes.example.com/v1","kind":"Note","metadata":{"namespace":"team","name":"second","labels":{"owner":"ops"}},"spec":{"text":"Second"}}"#;
-    cup_stdin(home, &dir, &["-a", &address, "apply"], Some(second)).ok("cup apply (stdin)");
+    cup_stdin(home, &dir, &["-a", &address, "apply"], second).ok_as("cup apply (stdin)");
     assert_eq!(files(&data), ["default/hello.json", "team/second.json"]);
     assert_eq!(
         read_json(&data.join("team/second.json"))["metadata"]["labels"],
@@ -253,7 +195,7 @@ fn a_new_controller_builds_and_cupd_serves_it() {
     );
 
     // get: a table, one resource as JSON, a namespace as a JSON array.
-    let table = at(&["get", "notes"]).ok("cup get notes").to_owned();
+    let table = at(&["get", "notes"]).ok_as("cup get notes").to_owned();
     let lines: Vec<Vec<&str>> = table
         .lines()
         .map(|l| l.split_whitespace().collect())
@@ -266,7 +208,7 @@ fn a_new_controller_builds_and_cupd_serves_it() {
         ],
         "{table}"
     );
-    let one = json(at(&["-o", "json", "get", "note", "hello"]).ok("cup get note hello"));
+    let one = json(at(&["-o", "json", "get", "note", "hello"]).ok_as("cup get note hello"));
     assert_eq!(
         one,
         serde_json::json!({
@@ -276,7 +218,7 @@ fn a_new_controller_builds_and_cupd_serves_it() {
             "spec": {"text": "Hello from notes", "tags": ["example"]}
         })
     );
-    let team = json(at(&["-n", "team", "-o", "json", "get", "notes"]).ok("cup get -n team"));
+    let team = json(at(&["-n", "team", "-o", "json", "get", "notes"]).ok_as("cup get -n team"));
     let team = team.as_array().expect("an array");
     assert_eq!(team.len(), 1, "{team:?}");
     assert_eq!(team[0]["metadata"]["name"], "second");
@@ -286,7 +228,7 @@ fn a_new_controller_builds_and_cupd_serves_it() {
     let changed = std::fs::read_to_string(dir.join("examples/hello.json"))
         .expect("sample")
         .replace("Hello from notes", "Changed");
-    cup_stdin(home, &dir, &["-a", &address, "apply"], Some(&changed)).ok("cup apply (update)");
+    cup_stdin(home, &dir, &["-a", &address, "apply"], &changed).ok_as("cup apply (update)");
     assert_eq!(
         read_json(&data.join("default/hello.json"))["spec"]["text"],
         "Changed"
@@ -294,13 +236,13 @@ fn a_new_controller_builds_and_cupd_serves_it() {
 
     // The schema is enforced before the controller runs: nothing is written.
     let bad = r#"{"apiVersion":"notes.example.com/v1","kind":"Note","metadata":{"name":"bad"},"spec":{"text":"x","colour":"red"}}"#;
-    let refused = cup_stdin(home, &dir, &["-a", &address, "apply"], Some(bad));
+    let refused = cup_stdin(home, &dir, &["-a", &address, "apply"], bad);
     let line = refused.one_line_error();
     assert!(line.contains("colour"), "{line}");
     assert_eq!(files(&data), ["default/hello.json", "team/second.json"]);
 
     // delete: the file goes, the other namespace's stays; then the resource is not found.
-    at(&["delete", "note", "hello"]).ok("cup delete");
+    at(&["delete", "note", "hello"]).ok_as("cup delete");
     assert_eq!(files(&data), ["team/second.json"]);
     let missing = at(&["get", "note", "hello"]);
     let line = missing.one_line_error();
@@ -381,7 +323,7 @@ fn new_refuses_a_non_empty_directory_and_bad_names() {
 
     // build.sh names a missing tool before building anything: here cargo and rustup are on
     // PATH, with the system's directories, but not cup or cup-embed.
-    cup(home, home, &["controller", "new", "lacking"]).ok("cup controller new lacking");
+    cup(home, home, &["controller", "new", "lacking"]).ok_as("cup controller new lacking");
     let tools = home.join("tools");
     std::fs::create_dir(&tools).expect("tools dir");
     for program in ["cargo", "rustup"] {

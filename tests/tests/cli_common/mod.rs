@@ -19,7 +19,8 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
+    /// What a finished command gave.
+    pub fn of(out: Output) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -29,9 +30,14 @@ impl Run {
 
     /// Asserts success and returns stdout.
     pub fn ok(&self) -> &str {
+        self.ok_as("cup")
+    }
+
+    /// Asserts success of the command described by `what` and returns stdout.
+    pub fn ok_as(&self, what: &str) -> &str {
         assert_eq!(
             self.code, 0,
-            "cup failed:\nstdout: {}\nstderr: {}",
+            "{what} failed:\nstdout: {}\nstderr: {}",
             self.stdout, self.stderr
         );
         &self.stdout
@@ -70,6 +76,8 @@ impl Run {
 pub struct Cup {
     pub home: PathBuf,
     pub env: Vec<(String, String)>,
+    /// The working directory, when not the test's.
+    pub dir: Option<PathBuf>,
 }
 
 impl Cup {
@@ -77,11 +85,18 @@ impl Cup {
         Cup {
             home: home.to_owned(),
             env: Vec::new(),
+            dir: None,
         }
     }
 
     pub fn with_env(mut self, key: &str, value: &str) -> Cup {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Runs in `dir`, as a user at a shell there would.
+    pub fn in_dir(mut self, dir: &Path) -> Cup {
+        self.dir = Some(dir.to_owned());
         self
     }
 
@@ -101,11 +116,14 @@ impl Cup {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir);
+        }
         let mut child = cmd.spawn().expect("running cup");
         if let Some(mut input) = child.stdin.take() {
             input.write_all(stdin.as_bytes()).expect("stdin");
         }
-        Run::from(child.wait_with_output().expect("waiting for cup"))
+        Run::of(child.wait_with_output().expect("waiting for cup"))
     }
 }
 
