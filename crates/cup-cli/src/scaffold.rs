@@ -265,7 +265,7 @@ fn write_crate(dir: &Path, vars: &Vars) -> Result<Vec<String>> {
         std::fs::write(&full, render(template, vars)?)
             .with_context(|| format!("writing {}", full.display()))?;
         if rel == SCRIPT {
-            make_executable(&full)?;
+            set_mode_755(&full)?;
         }
         written.push(rel);
     }
@@ -284,7 +284,7 @@ fn write_crate(dir: &Path, vars: &Vars) -> Result<Vec<String>> {
         return Ok(written);
     }
     // The temporary directory was created 0700; the crate gets the usual permissions.
-    set_dir_mode(staging.path())?;
+    set_mode_755(staging.path())?;
     let staged = staging.keep();
     if let Err(e) = std::fs::rename(&staged, dir) {
         let _ = std::fs::remove_dir_all(&staged);
@@ -293,27 +293,17 @@ fn write_crate(dir: &Path, vars: &Vars) -> Result<Vec<String>> {
     Ok(written)
 }
 
+/// rwxr-xr-x: for the build script, and for the crate's directory (its temporary directory
+/// was created 0700).
 #[cfg(unix)]
-fn make_executable(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} executable", path.display()))
-}
-
-#[cfg(not(unix))]
-fn make_executable(_: &Path) -> Result<()> {
-    Ok(())
-}
-
-#[cfg(unix)]
-fn set_dir_mode(path: &Path) -> Result<()> {
+fn set_mode_755(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("setting the permissions of {}", path.display()))
 }
 
 #[cfg(not(unix))]
-fn set_dir_mode(_: &Path) -> Result<()> {
+fn set_mode_755(_: &Path) -> Result<()> {
     Ok(())
 }
 
