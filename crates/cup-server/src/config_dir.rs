@@ -124,18 +124,17 @@ pub fn load(root: &Path) -> Result<ConfigDir, ConfigError> {
     };
     for file in json_files(root)? {
         let rel = relative(root, &file);
-        load_file(&mut dir, &file, &rel).map_err(|message| {
-            // A JSON file that is not a cup object at all most often means the directory is
-            // not a config directory (cupd run with the default `.` in a project).
-            let message = if is_foreign(&message) {
-                format!(
+        load_file(&mut dir, &file, &rel).map_err(|problem| {
+            let message = match problem {
+                FileProblem::Invalid(message) => message,
+                // Most often the directory is not a config directory at all (cupd run with
+                // the default `.` in a project).
+                FileProblem::Foreign(message) => format!(
                     "{message}; every JSON file under {} must be a cup object (Controller, \
                      ResourceDefinition, Binding): pass -api-resources DIR naming the \
                      directory that holds only those",
                     root.display()
-                )
-            } else {
-                message
+                ),
             };
             ConfigError::File {
                 file: rel.clone(),
@@ -147,27 +146,29 @@ pub fn load(root: &Path) -> Result<ConfigDir, ConfigError> {
     Ok(dir)
 }
 
-/// The messages of [`load_file`] that say a file is not a cup object at all.
-const FOREIGN: [&str; 3] = ["unexpected APIVersion", "invalid JSON", "empty file"];
-
-fn is_foreign(message: &str) -> bool {
-    FOREIGN.iter().any(|start| message.starts_with(start))
+/// Why a config file was refused.
+enum FileProblem {
+    /// Not a cup object at all: not JSON, empty, or another API's document.
+    Foreign(String),
+    /// A cup object that is wrong, or a file that cannot be read.
+    Invalid(String),
 }
 
-fn load_file(dir: &mut ConfigDir, path: &Path, rel: &str) -> Result<(), String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let raw = first_value(&bytes)?;
-    let header: Header = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+fn load_file(dir: &mut ConfigDir, path: &Path, rel: &str) -> Result<(), FileProblem> {
+    let invalid = |e: &dyn std::fmt::Display| FileProblem::Invalid(e.to_string());
+    let bytes = std::fs::read(path).map_err(|e| invalid(&e))?;
+    let raw = first_value(&bytes).map_err(FileProblem::Foreign)?;
+    let header: Header = serde_json::from_str(raw.get()).map_err(|e| invalid(&e))?;
     if header.api_version != CONFIG_API_VERSION {
-        return Err(format!(
+        return Err(FileProblem::Foreign(format!(
             "unexpected APIVersion: {:?} (expected {CONFIG_API_VERSION:?})",
             header.api_version
-        ));
+        )));
     }
     if header.metadata.name.is_empty() {
-        return Err("name cannot be empty".into());
+        return Err(invalid(&"name cannot be empty"));
     }
-    match header.kind.as_str() {
+    let added = match header.kind.as_str() {
         "ResourceDefinition" => add_definition(dir, raw.get(), rel),
         "Controller" => add_controller(dir, raw.get(), rel),
         "Binding" => add_binding(dir, raw.get(), rel),
@@ -179,7 +180,8 @@ fn load_file(dir: &mut ConfigDir, path: &Path, rel: &str) -> Result<(), String> 
             );
             Ok(())
         }
-    }
+    };
+    added.map_err(FileProblem::Invalid)
 }
 
 fn first_value(bytes: &[u8]) -> Result<Box<RawValue>, String> {
