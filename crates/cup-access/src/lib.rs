@@ -1,0 +1,2 @@
+//! Who is calling and what they may do.
+#![warn(missing_docs)]
