@@ -17,6 +17,7 @@ mod cli_offline;
 mod cli_quickstart;
 mod cli_scenario;
 mod controller_new;
+mod cupd_access;
 mod cupd_api;
 mod cupd_broken;
 mod cupd_code_cache;

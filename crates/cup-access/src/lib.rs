@@ -30,7 +30,8 @@ pub use authenticate::{Authenticator, AuthenticatorOptions, Credentials, Unauthe
 pub use certificate::{CertificateSubject, subject_of};
 pub use error::AccessError;
 pub use identity::{ANONYMOUS_USER, AUTHENTICATED_GROUP, Caller, Method, UNAUTHENTICATED_GROUP};
+pub use ipnet::IpNet;
 pub use policy::{Attributes, Decision, Policy, Rule, Verb};
-pub use request_header::RequestHeaderOptions;
+pub use request_header::{RequestHeaderOptions, parse_trusted_source};
 pub use tokens::{TokenSet, hash_token};
 pub use watched::Watched;

@@ -21,6 +21,14 @@ pub struct RequestHeaderOptions {
     pub allowed_names: Vec<String>,
 }
 
+/// Parses a trusted source: an address (`127.0.0.1`, `::1`) or a network (`10.0.0.0/8`).
+pub fn parse_trusted_source(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an IP address nor a network like 10.0.0.0/8"))
+}
+
 /// Most groups taken from the headers of one request.
 const MAX_GROUPS: usize = 256;
 
@@ -76,6 +84,21 @@ mod tests {
             trusted_sources: vec!["127.0.0.1/32".parse().unwrap()],
             allowed_names: vec!["front-proxy".into()],
         }
+    }
+
+    #[test]
+    fn sources_are_addresses_or_networks() {
+        assert_eq!(
+            parse_trusted_source("127.0.0.1").unwrap().to_string(),
+            "127.0.0.1/32"
+        );
+        assert_eq!(parse_trusted_source("::1").unwrap().to_string(), "::1/128");
+        assert_eq!(
+            parse_trusted_source(" 10.0.0.0/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert!(parse_trusted_source("localhost").is_err());
+        assert!(parse_trusted_source("10.0.0.0/33").is_err());
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub struct ProposedWrite<'a> {
     pub revision: Option<&'a str>,
     /// The commit message.
     pub message: &'a str,
+    /// The commit's author when not the repository's own (who asked for the change);
+    /// the committer is always the repository's author.
+    pub author: Option<&'a Author>,
     /// Changes the checkout it is given; returns whether to keep the changes.
     pub change: Box<dyn FnOnce(&Path) -> bool + 'a>,
 }
@@ -176,6 +179,7 @@ impl GitRepo {
         let write = ProposedWrite {
             revision,
             message,
+            author: None,
             change: Box::new(|dir: &Path| {
                 let (value, keep) = change(dir);
                 outcome = Some(value);
@@ -300,11 +304,15 @@ impl GitRepo {
             return Ok(None);
         }
         let tree = repo.find_tree(tree_id)?;
-        let signature = Signature::now(&self.author.name, &self.author.email)?;
+        let committer = Signature::now(&self.author.name, &self.author.email)?;
+        let author = match write.author {
+            Some(author) => Signature::now(&author.name, &author.email)?,
+            None => committer.clone(),
+        };
         let commit = repo.commit(
             None,
-            &signature,
-            &signature,
+            &author,
+            &committer,
             write.message,
             &tree,
             &[&base_commit],

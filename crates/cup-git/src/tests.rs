@@ -604,6 +604,7 @@ fn queued_writes_share_one_push_and_a_refused_branch_fails_only_its_write() {
     let write = |message: &'static str, file: &'static str, keep: bool| ProposedWrite {
         revision: None,
         message,
+        author: None,
         change: Box::new(move |dir: &Path| {
             std::fs::write(dir.join(file), message).unwrap();
             keep
@@ -616,6 +617,7 @@ fn queued_writes_share_one_push_and_a_refused_branch_fails_only_its_write() {
         ProposedWrite {
             revision: Some("no-such-branch"),
             message: "bad base",
+            author: None,
             change: Box::new(|_| true),
         },
         write("last", "four.txt", true),

@@ -3,12 +3,16 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use cup_access::Caller;
 use cup_model::Resource;
 
+use crate::access::AuditDetail;
+use crate::discovery;
 use crate::error::{ApiError, Violation, text};
 use crate::listing::{self, ListTooBig};
 use crate::routes::{self, Route};
@@ -22,17 +26,38 @@ const LOCAL_RESULT: &str =
 const JSON: &str = "application/json";
 const NDJSON: &str = "application/x-ndjson";
 
-/// `GET /apis`.
-pub async fn discovery(State(state): State<Arc<AppState>>) -> Response {
-    match state.served() {
-        Some(served) => body(StatusCode::OK, JSON, served.discovery.clone()),
-        None => loading(),
+/// `GET /apis`: every served definition, or on a guarded server those the caller may read.
+pub async fn discovery(
+    State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
+) -> Response {
+    let Some(served) = state.served() else {
+        return loading();
+    };
+    if !state.access.guarded() {
+        return body(StatusCode::OK, JSON, served.discovery.clone());
     }
+    let caller = caller.map(|Extension(c)| c);
+    let visible = served
+        .definitions
+        .iter()
+        .filter(|(key, _)| {
+            // Keys are `group/version/plural`; a group has no '/'.
+            let mut parts = key.splitn(3, '/');
+            let (group, plural) = (parts.next(), parts.nth(1));
+            group
+                .zip(plural)
+                .is_some_and(|(g, p)| state.access.may_read_type(caller.as_ref(), g, p))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    body(StatusCode::OK, JSON, discovery::body(&visible))
 }
 
 /// Everything under `/apis/`.
 pub async fn resource(
     State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -50,8 +75,15 @@ pub async fn resource(
     let label = RouteLabel(route.template(path.name.is_some()));
     let wants_json = accepts(&headers, JSON);
     let query = uri.query();
-    let mut response = match handle(&state, &route, &path, query, &method, &headers, payload).await
-    {
+    let caller = caller.map(|Extension(c)| c);
+    let request = Request {
+        path: &path,
+        query,
+        method: &method,
+        headers: &headers,
+        caller: caller.as_ref(),
+    };
+    let mut response = match handle(&state, &route, &request, payload).await {
         Ok(response) => response,
         Err(error) => error.into_response_for(wants_json),
     };
@@ -59,15 +91,29 @@ pub async fn resource(
     response
 }
 
+/// What the resource handler read off one request.
+struct Request<'a> {
+    path: &'a routes::ApiPath<'a>,
+    query: Option<&'a str>,
+    method: &'a Method,
+    headers: &'a HeaderMap,
+    /// The authenticated caller, on a guarded server.
+    caller: Option<&'a Caller>,
+}
+
 async fn handle(
     state: &Arc<AppState>,
     route: &Arc<Route>,
-    path: &routes::ApiPath<'_>,
-    query: Option<&str>,
-    method: &Method,
-    headers: &HeaderMap,
+    request: &Request<'_>,
     payload: Bytes,
 ) -> Result<Response, ApiError> {
+    let Request {
+        path,
+        query,
+        method,
+        headers,
+        caller,
+    } = *request;
     let namespace = routes::variable("namespace", path.namespace).map_err(ApiError::bad_request)?;
     let revision = query_param(query, "revision")?;
     let call = Call {
@@ -77,9 +123,11 @@ async fn handle(
         revision: revision.as_deref(),
         metrics: &state.metrics,
         inline_reads: &state.inline_reads,
+        requested_by: caller,
+        record_user: state.access.record_user,
     };
     let Some(raw_name) = path.name else {
-        if method != Method::GET {
+        if *method != Method::GET {
             return Ok(method_not_allowed("GET"));
         }
         let limits = state.list_limits;
@@ -320,6 +368,10 @@ fn written(outcome: Written) -> Response {
         Written::Applied => body(StatusCode::ACCEPTED, JSON, LOCAL_RESULT.as_bytes().to_vec()),
         Written::Unchanged => StatusCode::NO_CONTENT.into_response(),
         Written::Proposed(p) => {
+            let detail = AuditDetail {
+                branch: Some(p.branch.clone()),
+                commit: Some(p.commit.clone()),
+            };
             // Structs, not `json!`: the original's field order (id, empty, proposal).
             #[derive(serde::Serialize)]
             struct GitProposal {
@@ -346,7 +398,9 @@ fn written(outcome: Written) -> Response {
                     url: p.url,
                 },
             };
-            json_response(StatusCode::ACCEPTED, &result)
+            let mut response = json_response(StatusCode::ACCEPTED, &result);
+            response.extensions_mut().insert(detail);
+            response
         }
     }
 }
@@ -473,7 +527,12 @@ pub async fn merge(
         let merged = git_source(&state)?
             .merge(&id, base.as_deref(), strategy)
             .await?;
-        Ok(json_response(StatusCode::OK, &merged))
+        let mut response = json_response(StatusCode::OK, &merged);
+        response.extensions_mut().insert(AuditDetail {
+            branch: Some(merged.base.clone()),
+            commit: Some(merged.commit.clone()),
+        });
+        Ok(response)
     };
     result.await.unwrap_or_else(|e| e.into_response_for(false))
 }

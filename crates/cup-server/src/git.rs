@@ -190,6 +190,7 @@ impl GitSource {
         &self,
         revision: Option<&str>,
         message: String,
+        author: Option<Author>,
         change: F,
     ) -> Result<(T, Option<Proposal>), ApiError>
     where
@@ -206,6 +207,7 @@ impl GitSource {
         self.remote_thread.send(RemoteJob::Write(QueuedWrite {
             revision: revision.map(str::to_owned),
             message,
+            author,
             change,
             reply,
         }))?;
@@ -275,6 +277,8 @@ enum RemoteJob {
 struct QueuedWrite {
     revision: Option<String>,
     message: String,
+    /// Who asked, as the commit's author (`None`: cupd's own author).
+    author: Option<Author>,
     change: Box<dyn FnOnce(&Path) -> bool + Send>,
     reply: tokio::sync::oneshot::Sender<Result<Option<Proposal>, ApiError>>,
 }
@@ -425,16 +429,17 @@ fn propose_batch(repo: &GitRepo, cache: &Path, batch: Vec<QueuedWrite>) {
     let mut changes = Vec::with_capacity(batch.len());
     for write in batch {
         replies.push(write.reply);
-        texts.push((write.revision, write.message));
+        texts.push((write.revision, write.message, write.author));
         changes.push(write.change);
     }
     let answers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let writes = texts
             .iter()
             .zip(changes)
-            .map(|((revision, message), change)| ProposedWrite {
+            .map(|((revision, message, author), change)| ProposedWrite {
                 revision: revision.as_deref(),
                 message,
+                author: author.as_ref(),
                 change,
             })
             .collect();

@@ -1,7 +1,8 @@
 //! The router, its middleware and the operations endpoints.
 //!
 //! Layers, outermost first: request log + metrics; cross-origin checks (`cors`: CORS only
-//! for listed origins, 403 for state-changing requests from others); the request body,
+//! for listed origins, 403 for state-changing requests from others); access control
+//! (`access`: who is calling, whether the policy allows it, the audit line); the request body,
 //! read whole within `--http-body-timeout` (2 MiB at most); panic catcher (a panic in a
 //! handler becomes a 500 instead of a dropped connection); then the routes, where the
 //! resource and proposal routes (not the operations endpoints, so probes still answer on a
@@ -22,6 +23,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::access;
 use crate::api;
 use crate::cors::{self, CorsPolicy};
 use crate::error::text;
@@ -50,6 +52,14 @@ pub fn router(state: Arc<AppState>, limits: &AppLimits) -> Router {
         .route("/proposals/{id}", get(api::proposal))
         .route("/proposals/{id}/merge", axum::routing::post(api::merge))
         .route("/apis", get(api::discovery))
+        .route(
+            access::ACCESS_REVIEW_PATH,
+            axum::routing::post(access::access_review),
+        )
+        .route(
+            access::SUBJECT_REVIEW_PATH,
+            axum::routing::post(access::subject_review),
+        )
         .route("/apis/{*rest}", any(api::resource))
         .route_layer(middleware::from_fn_with_state(slots, limit_requests));
     Router::new()
@@ -64,6 +74,7 @@ pub fn router(state: Arc<AppState>, limits: &AppLimits) -> Router {
             limits.body_timeout,
             read_body,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), access::check))
         .layer(middleware::from_fn_with_state(
             Arc::new(limits.cors.clone()),
             cors::guard,
@@ -267,7 +278,11 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
             }
         },
         routes: served.map_or(0, |s| s.routes.len()),
-        warnings: state.status.warnings(),
+        warnings: {
+            let mut warnings = state.status.warnings();
+            warnings.extend(state.access.problems());
+            warnings
+        },
         controllers: state.status.snapshot(),
     };
     let mut bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();

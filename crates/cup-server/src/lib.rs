@@ -19,6 +19,7 @@
 // Here, not in [workspace.lints]: binaries share that table and need not document every item.
 #![warn(missing_docs)]
 
+mod access;
 mod api;
 pub mod config_dir;
 mod cors;
@@ -49,8 +50,12 @@ use std::time::Duration;
 use cup_runtime::{CodeCache, Limits, Runtime};
 use tokio::net::TcpListener;
 
+pub use access::{AccessOptions, AccessSetupError, RecordUser};
 pub use config_dir::{ConfigDir, ConfigError};
 pub use cors::BadOrigin;
+pub use cup_access::{
+    AuditTarget, AuthenticatorOptions, RequestHeaderOptions, hash_token, parse_trusted_source,
+};
 pub use cup_git::WriteLimit;
 pub use cup_git::set_network_timeouts as set_git_network_timeouts;
 pub use cup_git::{Author, SnapshotLimits, WriteLimits};
@@ -94,6 +99,8 @@ pub struct Options {
     pub registry: RegistryOptions,
     /// Timeouts, connection limits and CORS of the HTTP side.
     pub http: HttpOptions,
+    /// Authentication, authorisation and the audit log.
+    pub access: AccessOptions,
 }
 
 /// Limits of the HTTP side (the `--http-*` and `--cors-allowed-origins` flags).
@@ -161,6 +168,9 @@ pub enum ServerError {
     /// A `--cors-allowed-origins` entry is not an origin.
     #[error(transparent)]
     Origin(#[from] BadOrigin),
+    /// Access control cannot start (a token or policy file, the audit log).
+    #[error(transparent)]
+    Access(#[from] AccessSetupError),
 }
 
 /// A bound server whose controllers are not loaded yet.
@@ -178,6 +188,7 @@ impl Server {
     pub async fn bind(options: Options) -> Result<Server, ServerError> {
         let config = config_dir::load(&options.resources)?;
         let cors = cors::CorsPolicy::new(&options.http.cors_allowed_origins)?;
+        let access = access::AccessControl::new(&options.access)?;
         let max_connections = fit_open_files(options.http.max_connections);
         let source = match &options.git {
             None => {
@@ -217,12 +228,13 @@ impl Server {
             .map_err(|source| ServerError::Bind { address, source })?;
         if let Ok(bound) = listener.local_addr()
             && !bound.ip().is_loopback()
+            && !access.identifies_callers()
         {
             tracing::warn!(
                 address = %bound,
                 "listening on a non-loopback address without authentication: anyone who can \
-                 reach it can read and write every resource; listen on 127.0.0.1 or put an \
-                 authenticating proxy in front"
+                 reach it can read and write every resource; listen on 127.0.0.1, or turn \
+                 authentication on (--token-auth-file, --client-ca-file, --requestheader-*)"
             );
         }
         let status = Arc::new(status::StatusBoard::default());
@@ -250,6 +262,7 @@ impl Server {
             status,
             metrics,
             options.list_limits,
+            access,
         ));
         Ok(Server {
             listener,

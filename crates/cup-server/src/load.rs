@@ -34,6 +34,8 @@ pub struct Served {
     pub routes: RouteTable,
     /// The `/apis` body.
     pub discovery: Vec<u8>,
+    /// `group/version/plural` → its `/apis` JSON, for bodies filtered by caller.
+    pub definitions: BTreeMap<String, String>,
 }
 
 /// Everything loading needs.
@@ -232,14 +234,14 @@ impl Loader {
             }
         }
         self.publish(&build);
+        let definitions: BTreeMap<String, String> = build
+            .definitions
+            .iter()
+            .map(|(k, (_, json))| (k.clone(), json.clone()))
+            .collect();
         Served {
-            discovery: discovery::body(
-                &build
-                    .definitions
-                    .iter()
-                    .map(|(k, (_, json))| (k.clone(), json.clone()))
-                    .collect(),
-            ),
+            discovery: discovery::body(&definitions),
+            definitions,
             routes: build.routes,
         }
     }

@@ -17,6 +17,8 @@
 //!   `error`).
 //! * `cupd_http_connections` (open now) and `cupd_http_connection_timeouts_total{timeout}`
 //!   (`header`, `idle`: connections closed by the listener's timeouts).
+//! * `cupd_access_refused_total{code}`: requests refused by access control (`401`: no or
+//!   bad credentials, `403`: not allowed by the policy).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -38,6 +40,7 @@ pub struct Metrics {
     invocations: Family<Labels<3>, Counter>,
     connections: Gauge,
     connection_timeouts: Family<Labels<1>, Counter>,
+    access_refused: Family<Labels<1>, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -56,6 +59,7 @@ impl Default for Metrics {
         let invocations = Family::<Labels<3>, Counter>::default();
         let connections = Gauge::default();
         let connection_timeouts = Family::<Labels<1>, Counter>::default();
+        let access_refused = Family::<Labels<1>, Counter>::default();
         registry.register(
             "cupd_http_requests",
             "HTTP requests by method, route template and status code",
@@ -91,6 +95,11 @@ impl Default for Metrics {
             "HTTP connections closed by the header or idle timeout",
             connection_timeouts.clone(),
         );
+        registry.register(
+            "cupd_access_refused",
+            "Requests refused by access control (401: not authenticated, 403: not allowed)",
+            access_refused.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -100,6 +109,7 @@ impl Default for Metrics {
             invocations,
             connections,
             connection_timeouts,
+            access_refused,
         }
     }
 }
@@ -181,6 +191,13 @@ impl Metrics {
     pub fn connection_timed_out(&self, timeout: &'static str) {
         self.connection_timeouts
             .get_or_create(&[("timeout", timeout.to_owned())])
+            .inc();
+    }
+
+    /// A request refused with `code` (401 or 403).
+    pub fn access_refused(&self, code: axum::http::StatusCode) {
+        self.access_refused
+            .get_or_create(&[("code", code.as_u16().to_string())])
             .inc();
     }
 

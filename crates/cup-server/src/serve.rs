@@ -35,6 +35,15 @@ use tower::ServiceExt;
 
 use crate::metrics::Metrics;
 
+/// Who is at the other end of a request's connection (a request extension).
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    /// The TCP peer.
+    pub addr: std::net::SocketAddr,
+    /// The DER of the verified leaf client certificate, if the client presented one.
+    pub client_certificate: Option<Arc<[u8]>>,
+}
+
 /// Limits of the listener (see the module documentation).
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
@@ -63,10 +72,10 @@ pub async fn serve(
                 Err(_) => break,
             },
         };
-        let stream = tokio::select! {
+        let (stream, addr) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) if is_connection_error(&error) => continue,
                 Err(error) => {
                     // Typically EMFILE: retrying at once would spin.
@@ -83,7 +92,11 @@ pub async fn serve(
         let metrics = metrics.clone();
         tokio::spawn(async move {
             metrics.connection_opened();
-            connection(stream, router, limits, stopping, &metrics).await;
+            let peer = Peer {
+                addr,
+                client_certificate: None,
+            };
+            connection(stream, peer, router, limits, stopping, &metrics).await;
             metrics.connection_closed();
             drop(permit);
         });
@@ -111,6 +124,7 @@ fn is_connection_error(error: &io::Error) -> bool {
 
 async fn connection(
     stream: TcpStream,
+    peer: Peer,
     router: Router,
     limits: ConnLimits,
     mut stopping: watch::Receiver<bool>,
@@ -123,7 +137,8 @@ async fn connection(
     });
     let service = {
         let clock = clock.clone();
-        hyper::service::service_fn(move |request: Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(peer.clone());
             let busy = Busy::start(clock.clone());
             let router = router.clone();
             async move {

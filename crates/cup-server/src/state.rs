@@ -4,6 +4,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::Semaphore;
 
+use crate::access::AccessControl;
 use crate::inline_reads::InlineReads;
 use crate::listing::ListLimits;
 use crate::load::Served;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub list_limits: ListLimits,
     /// One permit: listing a body's schema violations (`api::decode_put`).
     pub schema_errors: Semaphore,
+    /// Authentication, authorisation and the audit log.
+    pub access: AccessControl,
 }
 
 /// The route template of a response, for metrics (set by the resource handler).
@@ -35,6 +38,7 @@ impl AppState {
         status: Arc<StatusBoard>,
         metrics: Arc<Metrics>,
         list_limits: ListLimits,
+        access: AccessControl,
     ) -> AppState {
         AppState {
             source: Arc::new(source),
@@ -44,6 +48,7 @@ impl AppState {
             inline_reads: InlineReads::default(),
             list_limits,
             schema_errors: Semaphore::new(1),
+            access,
         }
     }
 

@@ -38,6 +38,10 @@ pub struct Call<'a> {
     pub metrics: &'a Metrics,
     /// Which wasm reads may run on this task rather than on the blocking pool.
     pub inline_reads: &'a InlineReads,
+    /// Who asked (on a guarded server), for the Git source's commits.
+    pub requested_by: Option<&'a cup_access::Caller>,
+    /// How Git commits name who asked.
+    pub record_user: crate::access::RecordUser,
 }
 
 /// What an accepted write did.
@@ -225,11 +229,13 @@ impl Call<'_> {
                 route.group, route.version, route.plural, self.namespace
             ),
         };
+        let (message, author) =
+            crate::access::commit_identity(self.record_user, self.requested_by, message);
         let proposal = match self.backend()? {
             Backend::Template(t) => {
                 let (req, n) = (self.owned_request(), name.to_owned());
                 let (out, proposal) = git
-                    .propose(self.revision, message, move |dir| {
+                    .propose(self.revision, message, author.clone(), move |dir| {
                         let out = match &resource {
                             Some(r) => t.put(dir, &req.borrow(), &n, r).map(drop),
                             None => t.delete(dir, &req.borrow(), &n).map(drop),
@@ -248,7 +254,7 @@ impl Call<'_> {
                     None => Vec::new(),
                 };
                 let (out, proposal) = git
-                    .propose(self.revision, message, move |dir| {
+                    .propose(self.revision, message, author.clone(), move |dir| {
                         let out = c.invoke(Invocation {
                             args,
                             stdin,

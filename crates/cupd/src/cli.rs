@@ -283,6 +283,71 @@ pub struct Serve {
     /// /readyz, /status and /metrics never wait).
     #[arg(long, env = "CUPD_HTTP_MAX_REQUESTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000), value_name = "N")]
     pub http_max_requests: u32,
+    /// Static bearer tokens: a CSV file of `token,user,uid[,"group1,group2"]` lines
+    /// (kube-apiserver's format); a token may be written `sha256:<hex>` (the SHA-256 of the
+    /// token) instead. Re-read when it changes. Turns authentication on.
+    #[arg(long, env = "CUPD_TOKEN_AUTH_FILE", value_name = "FILE")]
+    pub token_auth_file: Option<PathBuf>,
+    /// Headers an authenticating proxy names the user in, tried in order (e.g.
+    /// `X-Remote-User`, `Tailscale-User-Login`, `X-Forwarded-User`). Believed only from
+    /// --requestheader-trusted-sources or --requestheader-allowed-names. Turns
+    /// authentication on.
+    #[arg(
+        long,
+        env = "CUPD_REQUESTHEADER_USERNAME_HEADERS",
+        value_delimiter = ',',
+        value_name = "HEADERS"
+    )]
+    pub requestheader_username_headers: Vec<String>,
+    /// Headers the proxy names the user's groups in (every value, split at commas).
+    #[arg(
+        long,
+        env = "CUPD_REQUESTHEADER_GROUP_HEADERS",
+        value_delimiter = ',',
+        value_name = "HEADERS"
+    )]
+    pub requestheader_group_headers: Vec<String>,
+    /// Addresses or networks the proxy connects from (e.g. `127.0.0.1,::1`); its headers
+    /// from anywhere else are ignored. Every process that can connect from them is trusted.
+    #[arg(
+        long,
+        env = "CUPD_REQUESTHEADER_TRUSTED_SOURCES",
+        value_delimiter = ',',
+        value_name = "ADDRESSES"
+    )]
+    pub requestheader_trusted_sources: Vec<String>,
+    /// Common names of the client certificates the proxy presents (verified with
+    /// --client-ca-file); its headers are believed from those connections.
+    #[arg(
+        long,
+        env = "CUPD_REQUESTHEADER_ALLOWED_NAMES",
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
+    pub requestheader_allowed_names: Vec<String>,
+    /// Serve requests without credentials as user `system:anonymous` (group
+    /// `system:unauthenticated`), with what the policy grants them.
+    #[arg(long, env = "CUPD_ANONYMOUS", default_value = "false", num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub anonymous: bool,
+    /// The authorisation policy (JSON rules; docs/SECURITY.md). Required once authentication
+    /// is on: what no rule allows is refused (403). Re-read when it changes.
+    #[arg(long, env = "CUPD_AUTHORIZATION_POLICY_FILE", value_name = "FILE")]
+    pub authorization_policy_file: Option<PathBuf>,
+    /// Append one JSON line per write (put, delete, merge; refused ones too) to this file
+    /// (created 0600), or to stderr with `-`.
+    #[arg(long, env = "CUPD_AUDIT_LOG_PATH", value_name = "PATH")]
+    pub audit_log_path: Option<PathBuf>,
+    /// How the Git source's commits name the caller who asked for them: `trailer`
+    /// (a `Requested-by:` line in the message), `author` (the commit's author; cupd stays
+    /// the committer) or `off`. Only callers identified by authentication are recorded.
+    #[arg(
+        long,
+        env = "CUPD_GIT_RECORD_USER",
+        default_value = "trailer",
+        value_name = "HOW"
+    )]
+    pub git_record_user: cup_server::RecordUser,
     /// Log level or tracing filter (RUST_LOG, when set, wins).
     #[arg(
         long,

@@ -4,7 +4,10 @@ mod cli;
 mod units;
 
 use anyhow::{Context, bail};
-use cup_server::{GitOptions, HttpOptions, Options, RegistryOptions, RetryPolicy, Server};
+use cup_server::{
+    AccessOptions, AuditTarget, AuthenticatorOptions, GitOptions, HttpOptions, Options,
+    RegistryOptions, RequestHeaderOptions, RetryPolicy, Server,
+};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Command, Serve};
@@ -155,6 +158,59 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
             max_requests: serve.http_max_requests as usize,
             cors_allowed_origins: serve.cors_allowed_origins.clone(),
         },
+        access: access_options(serve)?,
+    })
+}
+
+/// The `--token-auth-file`, `--requestheader-*`, `--anonymous`, policy and audit flags.
+fn access_options(serve: &Serve) -> anyhow::Result<AccessOptions> {
+    let proxy_trust = !serve.requestheader_trusted_sources.is_empty()
+        || !serve.requestheader_allowed_names.is_empty();
+    let request_header = if serve.requestheader_username_headers.is_empty() {
+        if proxy_trust || !serve.requestheader_group_headers.is_empty() {
+            bail!(
+                "--requestheader-trusted-sources, --requestheader-allowed-names and \
+                 --requestheader-group-headers need --requestheader-username-headers"
+            );
+        }
+        None
+    } else {
+        if !proxy_trust {
+            bail!(
+                "--requestheader-username-headers needs --requestheader-trusted-sources or \
+                 --requestheader-allowed-names: headers believed from anyone would let anyone \
+                 be anyone"
+            );
+        }
+        let trusted_sources = serve
+            .requestheader_trusted_sources
+            .iter()
+            .map(|s| cup_server::parse_trusted_source(s))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--requestheader-trusted-sources: {e}"))?;
+        Some(RequestHeaderOptions {
+            username_headers: serve.requestheader_username_headers.clone(),
+            group_headers: serve.requestheader_group_headers.clone(),
+            trusted_sources,
+            allowed_names: serve.requestheader_allowed_names.clone(),
+        })
+    };
+    Ok(AccessOptions {
+        authentication: AuthenticatorOptions {
+            token_file: serve.token_auth_file.clone(),
+            client_certificates: false,
+            request_header,
+            anonymous: serve.anonymous,
+        },
+        policy_file: serve.authorization_policy_file.clone(),
+        audit: serve.audit_log_path.as_ref().map(|p| {
+            if p.as_os_str() == "-" {
+                AuditTarget::Stderr
+            } else {
+                AuditTarget::File(p.clone())
+            }
+        }),
+        record_user: serve.git_record_user,
     })
 }
 
