@@ -917,3 +917,178 @@ fn a_commit_force_pushed_away_is_not_served_nor_proposed_on() {
     assert_eq!(remote.git(&["rev-parse", &format!("{branch}^")]), kept);
     no_local_branches(&remote);
 }
+
+/// Access control on the Git source: the proposals endpoints under the policy, the caller
+/// recorded in each commit (trailer, then author), and the audit line of every write with
+/// the branch and commit it pushed, also for 30 concurrent writers.
+#[test]
+fn proposals_under_access_control_and_commits_that_name_the_caller() {
+    let (f, base) = template_fixture();
+    let remote = Remote::new(base.path(), "main");
+    let files = tempfile::tempdir().unwrap();
+    let tokens = files.path().join("tokens.csv");
+    let policy = files.path().join("policy.json");
+    let audit = files.path().join("audit.log");
+    std::fs::write(
+        &tokens,
+        "tok-writer,writer,1,writers\ntok-reviewer,rita@example.com,2,reviewers\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &policy,
+        r#"{"rules": [
+          {"groups": ["writers"], "verbs": ["get", "list", "put", "delete"], "resources": ["test.cup.flipt.io/resources"], "namespaces": ["default"]},
+          {"groups": ["writers"], "verbs": ["list", "get"], "resources": ["proposals"]},
+          {"groups": ["reviewers"], "verbs": ["list", "get", "merge"], "resources": ["proposals"]},
+          {"groups": ["reviewers"], "verbs": ["put"], "resources": ["test.cup.flipt.io/resources"], "namespaces": ["default"]}
+        ]}"#,
+    )
+    .unwrap();
+    let start_with = |record: &str| {
+        let mut config = config(&f, remote.bare().to_str().unwrap(), &remote.cache());
+        for arg in [
+            "--token-auth-file",
+            tokens.to_str().unwrap(),
+            "--authorization-policy-file",
+            policy.to_str().unwrap(),
+            "--audit-log-path",
+            audit.to_str().unwrap(),
+            "--git-record-user",
+            record,
+        ] {
+            config.args.push(arg.to_owned());
+        }
+        Cupd::start(&config)
+    };
+    let as_user = |cupd: &Cupd, token: &str, method: &str, path: &str, body: &str| {
+        let bearer = format!("Bearer {token}");
+        cupd.request(
+            method,
+            path,
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+    };
+    let audit_lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&audit)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+
+    let cupd = start_with("trailer");
+    let (id, branch, commit) = proposal(&as_user(
+        &cupd,
+        "tok-writer",
+        "PUT",
+        &format!("{RESOURCES}/baz"),
+        BAZ_PAYLOAD,
+    ));
+    assert_eq!(
+        remote.git(&["log", "-1", "--format=%an <%ae>|%cn|%B", &branch]),
+        "cup <cup@localhost>|cup|feat: update test.cup.flipt.io/v1alpha1/Resource default/baz\n\nRequested-by: writer"
+    );
+    let line = audit_lines().pop().unwrap();
+    assert_eq!(line["user"], "writer");
+    assert_eq!(line["status"], 202);
+    assert_eq!(line["branch"], branch.as_str());
+    assert_eq!(line["commit"], commit.as_str());
+
+    // Writers may look at proposals but not merge them; reviewers may.
+    assert_eq!(
+        as_user(&cupd, "tok-writer", "GET", "/proposals", "").status,
+        200
+    );
+    assert_eq!(
+        as_user(&cupd, "tok-writer", "GET", &format!("/proposals/{id}"), "").status,
+        200
+    );
+    let refused = as_user(
+        &cupd,
+        "tok-writer",
+        "POST",
+        &format!("/proposals/{id}/merge"),
+        "",
+    );
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(
+        refused.text().contains("cannot merge proposals"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(remote.git(&["rev-parse", "main"]).len(), 40);
+    assert_ne!(remote.git(&["rev-parse", "main"]), commit, "nothing merged");
+    assert_eq!(cupd.get("/proposals").status, 401);
+    let merged = as_user(
+        &cupd,
+        "tok-reviewer",
+        "POST",
+        &format!("/proposals/{id}/merge"),
+        "",
+    );
+    assert_eq!(merged.status, 200, "{}", merged.text());
+    assert_eq!(remote.git(&["rev-parse", "main"]), commit);
+    let lines = audit_lines();
+    let merges: Vec<_> = lines.iter().filter(|l| l["verb"] == "merge").collect();
+    assert_eq!(merges.len(), 2);
+    assert_eq!(
+        (merges[0]["user"].as_str(), merges[0]["status"].as_u64()),
+        (Some("writer"), Some(403))
+    );
+    assert_eq!(merges[1]["user"], "rita@example.com");
+    assert_eq!(merges[1]["name"], id.as_str());
+    assert_eq!(merges[1]["branch"], "main");
+    assert_eq!(merges[1]["commit"], commit.as_str());
+
+    // Thirty concurrent writers: thirty proposals, thirty audit lines with their branches.
+    let before = audit_lines().len();
+    let cupd_ref = &cupd;
+    let branches: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..30)
+            .map(|i| {
+                s.spawn(move || {
+                    let name = format!("c{i:02}");
+                    let body = BAZ_PAYLOAD.replace("\"baz\"", &format!("\"{name}\""));
+                    let bearer = "Bearer tok-writer";
+                    let r = cupd_ref.request(
+                        "PUT",
+                        &format!("{RESOURCES}/{name}"),
+                        &[("Authorization", bearer)],
+                        body.as_bytes(),
+                    );
+                    proposal(&r).1
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let lines = audit_lines();
+    assert_eq!(lines.len(), before + 30);
+    let mut audited: Vec<String> = lines[before..]
+        .iter()
+        .map(|l| l["branch"].as_str().unwrap().to_owned())
+        .collect();
+    let mut pushed = branches.clone();
+    audited.sort();
+    pushed.sort();
+    assert_eq!(audited, pushed);
+    drop(cupd);
+
+    // As the author: the caller authors, cupd commits.
+    let cupd = start_with("author");
+    let (_, branch, _) = proposal(&as_user(
+        &cupd,
+        "tok-reviewer",
+        "PUT",
+        &format!("{RESOURCES}/qux"),
+        &BAZ_PAYLOAD.replace("\"baz\"", "\"qux\""),
+    ));
+    assert_eq!(
+        remote.git(&["log", "-1", "--format=%an <%ae>|%cn <%ce>|%B", &branch]),
+        "rita@example.com <rita@example.com>|cup <cup@localhost>|feat: update test.cup.flipt.io/v1alpha1/Resource default/qux"
+    );
+}
