@@ -13,7 +13,8 @@
 //! (which wasm reads run on the request's task), `source` (the local directory and its write
 //! guarantees), `git` (the Git source over `cup-git`),
 //! `sweep` (what a killed cupd left behind, removed at start), `api` and `http` (axum),
-//! `cors` (cross-origin requests), `serve` (the listener and its connection limits),
+//! `cors` (cross-origin requests), `serve` (the listener and its connection limits), `tls`
+//! (HTTPS and client certificates, reloaded when their files change),
 //! `metrics`, `status`. The API and every difference from the original are in `docs/API.md`.
 
 // Here, not in [workspace.lints]: binaries share that table and need not document every item.
@@ -38,6 +39,7 @@ mod source;
 mod state;
 mod status;
 mod sweep;
+mod tls;
 mod verbs;
 
 use std::future::Future;
@@ -60,6 +62,7 @@ pub use listing::ListLimits;
 /// How long one read of the local source may hold writes off by default.
 pub use source::DEFAULT_READ_HOLD;
 pub use source::{LocalSource, ScratchPlace};
+pub use tls::{TlsError, TlsFile, TlsOptions, TlsProblem};
 
 /// How to run the server (already resolved from flags, environment and config file).
 #[derive(Debug, Clone)]
@@ -113,6 +116,8 @@ pub struct HttpOptions {
     pub max_requests: usize,
     /// Origins (`scheme://host[:port]`, or `*`) allowed to use the API from a browser.
     pub cors_allowed_origins: Vec<String>,
+    /// Serve HTTPS with these files instead of plain HTTP.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for HttpOptions {
@@ -124,6 +129,7 @@ impl Default for HttpOptions {
             max_connections: 1024,
             max_requests: 256,
             cors_allowed_origins: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -161,6 +167,9 @@ pub enum ServerError {
     /// A `--cors-allowed-origins` entry is not an origin.
     #[error(transparent)]
     Origin(#[from] BadOrigin),
+    /// A TLS file (certificate, key, client CA or CRL) cannot be read or used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A bound server whose controllers are not loaded yet.
@@ -170,6 +179,7 @@ pub struct Server {
     loader: load::Loader,
     app: http::AppLimits,
     connections: serve::ConnLimits,
+    tls: Option<Arc<tls::TlsConfigs>>,
 }
 
 impl Server {
@@ -178,6 +188,10 @@ impl Server {
     pub async fn bind(options: Options) -> Result<Server, ServerError> {
         let config = config_dir::load(&options.resources)?;
         let cors = cors::CorsPolicy::new(&options.http.cors_allowed_origins)?;
+        let tls = match &options.http.tls {
+            Some(files) => Some(Arc::new(tls::TlsConfigs::load(files.clone())?)),
+            None => None,
+        };
         let max_connections = fit_open_files(options.http.max_connections);
         let source = match &options.git {
             None => {
@@ -265,7 +279,13 @@ impl Server {
                 idle_timeout: options.http.idle_timeout,
                 max_connections,
             },
+            tls,
         })
+    }
+
+    /// `https` when serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The address actually bound (useful with port 0).
@@ -285,6 +305,7 @@ impl Server {
             loader,
             app,
             connections,
+            tls,
         } = self;
         let publisher = state.clone();
         tokio::spawn(async move {
@@ -294,7 +315,7 @@ impl Server {
         });
         let metrics = state.metrics.clone();
         let router = http::router(state, &app);
-        serve::serve(listener, router, connections, metrics, shutdown).await;
+        serve::serve(listener, router, connections, tls, metrics, shutdown).await;
         Ok(())
     }
 }

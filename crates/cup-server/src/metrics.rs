@@ -17,6 +17,10 @@
 //!   `error`).
 //! * `cupd_http_connections` (open now) and `cupd_http_connection_timeouts_total{timeout}`
 //!   (`header`, `idle`: connections closed by the listener's timeouts).
+//! * `cupd_tls_handshake_failures_total{reason}`: TLS connections closed before their
+//!   first request because the handshake failed: `client_certificate` (untrusted, expired
+//!   or revoked), `protocol` (not TLS, no common version or cipher), `io` (the client went
+//!   away) or `timeout` (not done within the header timeout).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -38,6 +42,7 @@ pub struct Metrics {
     invocations: Family<Labels<3>, Counter>,
     connections: Gauge,
     connection_timeouts: Family<Labels<1>, Counter>,
+    tls_handshake_failures: Family<Labels<1>, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -56,6 +61,7 @@ impl Default for Metrics {
         let invocations = Family::<Labels<3>, Counter>::default();
         let connections = Gauge::default();
         let connection_timeouts = Family::<Labels<1>, Counter>::default();
+        let tls_handshake_failures = Family::<Labels<1>, Counter>::default();
         registry.register(
             "cupd_http_requests",
             "HTTP requests by method, route template and status code",
@@ -91,6 +97,11 @@ impl Default for Metrics {
             "HTTP connections closed by the header or idle timeout",
             connection_timeouts.clone(),
         );
+        registry.register(
+            "cupd_tls_handshake_failures",
+            "TLS handshakes that failed, by reason",
+            tls_handshake_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -100,6 +111,7 @@ impl Default for Metrics {
             invocations,
             connections,
             connection_timeouts,
+            tls_handshake_failures,
         }
     }
 }
@@ -181,6 +193,13 @@ impl Metrics {
     pub fn connection_timed_out(&self, timeout: &'static str) {
         self.connection_timeouts
             .get_or_create(&[("timeout", timeout.to_owned())])
+            .inc();
+    }
+
+    /// `reason` is `client_certificate`, `protocol`, `io` or `timeout`.
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&[("reason", reason.to_owned())])
             .inc();
     }
 
