@@ -33,7 +33,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let bound = server
         .local_addr()
         .with_context(|| format!("reading the address bound for {address}"))?;
-    tracing::info!(address = %bound, "cupd listening");
+    let scheme = server.scheme();
+    tracing::info!(address = %bound, "cupd listening on {scheme}://{bound}");
     server
         .run(shutdown_signal())
         .await
@@ -154,7 +155,18 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
             max_connections: serve.http_max_connections as usize,
             max_requests: serve.http_max_requests as usize,
             cors_allowed_origins: serve.cors_allowed_origins.clone(),
+            tls: tls_options(serve),
         },
+    })
+}
+
+/// The TLS files, when HTTPS is on (clap has checked that the flags come together).
+fn tls_options(serve: &Serve) -> Option<cup_server::TlsOptions> {
+    Some(cup_server::TlsOptions {
+        cert_file: serve.tls_cert_file.clone()?,
+        key_file: serve.tls_private_key_file.clone()?,
+        client_ca_file: serve.client_ca_file.clone(),
+        client_crl_files: serve.client_crl_file.clone(),
     })
 }
 
