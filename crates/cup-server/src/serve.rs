@@ -149,7 +149,7 @@ async fn accepted(
     tls: Option<&TlsConfigs>,
     router: Router,
     limits: ConnLimits,
-    stopping: watch::Receiver<bool>,
+    mut stopping: watch::Receiver<bool>,
     metrics: &Metrics,
 ) {
     let clock = Arc::new(Clock::new(limits));
@@ -165,19 +165,24 @@ async fn accepted(
         return connection(watched, peer, clock, router, stopping, metrics).await;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-    let stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(watched)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            let reason = handshake_failure(&error);
-            tracing::debug!(%addr, %error, reason, "TLS handshake failed");
-            metrics.tls_handshake_failed(reason);
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%addr, "TLS handshake timed out");
-            metrics.tls_handshake_failed("timeout");
-            return;
-        }
+    let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(watched));
+    let stream = tokio::select! {
+        finished = handshake => match finished {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                let reason = handshake_failure(&error);
+                tracing::debug!(%addr, %error, reason, "TLS handshake failed");
+                metrics.tls_handshake_failed(reason);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%addr, "TLS handshake timed out");
+                metrics.tls_handshake_failed("timeout");
+                return;
+            }
+        },
+        // Shutting down: a connection with no request yet has nothing to finish.
+        _ = stopping.changed() => return,
     };
     let client_certificate = stream
         .get_ref()
@@ -577,7 +582,26 @@ mod tests {
         let _ = tokio::io::AsyncReadExt::read_to_end(&mut plain, &mut answer).await;
         assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
 
+        // A client that never starts its handshake is closed after the header timeout.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let started = Instant::now();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut silent, &mut Vec::new()).await;
+        assert!(started.elapsed() >= limits.header_timeout - Duration::from_millis(100));
+        assert!(
+            metrics
+                .render()
+                .contains(r#"cupd_tls_handshake_failures_total{reason="timeout"} 1"#),
+            "{}",
+            metrics.render()
+        );
+
+        // Nor does one hold up shutdown.
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let _ = stop.send(());
-        server.await.unwrap();
+        tokio::time::timeout(limits.header_timeout / 2, server)
+            .await
+            .expect("shutdown waits for no handshake")
+            .unwrap();
     }
 }
