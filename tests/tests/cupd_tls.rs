@@ -1,8 +1,8 @@
 //! cupd over HTTPS, through the real binary and real TLS: certificates made here by a test
 //! CA, clients trusting only it. Serving, a plain-HTTP client on the TLS port, certificate
 //! rotation without a restart (and a bad rotation that keeps the old certificate), client
-//! certificates (none, trusted, expired, from another CA, revoked by a CRL), and the flags
-//! and files refused at startup.
+//! certificates (none, trusted, expired, from another CA, revoked by a CRL, revoked by a CRL
+//! rewritten while cupd runs), and the flags and files refused at startup.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -368,6 +368,21 @@ fn client_certificates_are_verified_when_a_client_ca_is_given() {
         metrics.contains(r#"cupd_tls_handshake_failures_total{reason="client_certificate"} 3"#),
         "{metrics}"
     );
+
+    // A new list revoking alice too applies to new connections, without a restart.
+    replace(&f.file("crl.pem"), &f.ca.crl(&[10, 12]));
+    std::thread::sleep(Duration::from_millis(1100));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&https_client(&f.ca, Some(&alice)), port, "/healthz").is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "alice is still served after her revocation:\n{}",
+            cupd.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let anonymous = get(&https_client(&f.ca, None), port, "/healthz").unwrap();
+    assert_eq!(anonymous.status, 200);
 }
 
 #[test]
