@@ -31,6 +31,9 @@ pub struct CupdConfig<'a> {
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Whether cupd on this port is ready, for a cupd plain HTTP cannot ask (HTTPS);
+    /// `None`: `GET /readyz` over HTTP answers 200.
+    pub ready_probe: Option<&'a dyn Fn(u16) -> bool>,
 }
 
 impl<'a> CupdConfig<'a> {
@@ -41,6 +44,7 @@ impl<'a> CupdConfig<'a> {
             store,
             args: Vec::new(),
             env: Vec::new(),
+            ready_probe: None,
         }
     }
 }
@@ -116,9 +120,12 @@ impl Cupd {
             // another test's server may hold the port (this one then exits with
             // `Address already in use` and is started again on another).
             if cupd.log().contains(LISTENING)
-                && cupd
-                    .try_request("GET", "/readyz", &[], b"")
-                    .is_some_and(|r| r.status == 200)
+                && match config.ready_probe {
+                    Some(ready) => ready(cupd.port),
+                    None => cupd
+                        .try_request("GET", "/readyz", &[], b"")
+                        .is_some_and(|r| r.status == 200),
+                }
             {
                 return Ok(cupd);
             }

@@ -38,6 +38,7 @@ mod cupd_runaway;
 mod cupd_sandbox;
 mod cupd_sweep;
 mod cupd_template_glob;
+mod cupd_tls;
 mod cupd_write_safety;
 mod embed_cli;
 mod fault_kill_cupd;

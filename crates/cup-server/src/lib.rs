@@ -13,7 +13,8 @@
 //! (which wasm reads run on the request's task), `source` (the local directory and its write
 //! guarantees), `git` (the Git source over `cup-git`),
 //! `sweep` (what a killed cupd left behind, removed at start), `api` and `http` (axum),
-//! `cors` (cross-origin requests), `serve` (the listener and its connection limits),
+//! `cors` (cross-origin requests), `serve` (the listener and its connection limits), `tls`
+//! (HTTPS and client certificates, reloaded when their files change),
 //! `metrics`, `status`. The API and every difference from the original are in `docs/API.md`.
 
 // Here, not in [workspace.lints]: binaries share that table and need not document every item.
@@ -39,6 +40,7 @@ mod source;
 mod state;
 mod status;
 mod sweep;
+mod tls;
 mod verbs;
 
 use std::future::Future;
@@ -65,6 +67,7 @@ pub use listing::ListLimits;
 /// How long one read of the local source may hold writes off by default.
 pub use source::DEFAULT_READ_HOLD;
 pub use source::{LocalSource, ScratchPlace};
+pub use tls::{TlsError, TlsFile, TlsOptions, TlsProblem};
 
 /// How to run the server (already resolved from flags, environment and config file).
 #[derive(Debug, Clone)]
@@ -120,6 +123,8 @@ pub struct HttpOptions {
     pub max_requests: usize,
     /// Origins (`scheme://host[:port]`, or `*`) allowed to use the API from a browser.
     pub cors_allowed_origins: Vec<String>,
+    /// Serve HTTPS with these files instead of plain HTTP.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for HttpOptions {
@@ -131,6 +136,7 @@ impl Default for HttpOptions {
             max_connections: 1024,
             max_requests: 256,
             cors_allowed_origins: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -171,6 +177,9 @@ pub enum ServerError {
     /// Access control cannot start (a token or policy file, the audit log).
     #[error(transparent)]
     Access(#[from] AccessSetupError),
+    /// A TLS file (certificate, key, client CA or CRL) cannot be read or used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A bound server whose controllers are not loaded yet.
@@ -180,6 +189,7 @@ pub struct Server {
     loader: load::Loader,
     app: http::AppLimits,
     connections: serve::ConnLimits,
+    tls: Option<Arc<tls::TlsConfigs>>,
 }
 
 impl Server {
@@ -188,6 +198,10 @@ impl Server {
     pub async fn bind(options: Options) -> Result<Server, ServerError> {
         let config = config_dir::load(&options.resources)?;
         let cors = cors::CorsPolicy::new(&options.http.cors_allowed_origins)?;
+        let tls = match &options.http.tls {
+            Some(files) => Some(Arc::new(tls::TlsConfigs::load(files.clone())?)),
+            None => None,
+        };
         let access = access::AccessControl::new(&options.access)?;
         let max_connections = fit_open_files(options.http.max_connections);
         let source = match &options.git {
@@ -236,6 +250,16 @@ impl Server {
                  reach it can read and write every resource; listen on 127.0.0.1, or turn \
                  authentication on (--token-auth-file, --client-ca-file, --requestheader-*)"
             );
+        } else if let Ok(bound) = listener.local_addr()
+            && !bound.ip().is_loopback()
+            && options.access.authentication.token_file.is_some()
+            && tls.is_none()
+        {
+            tracing::warn!(
+                address = %bound,
+                "bearer tokens are accepted over plain HTTP on a non-loopback address: anyone \
+                 on the path can read and reuse them; serve TLS (--tls-cert-file)"
+            );
         }
         let status = Arc::new(status::StatusBoard::default());
         let metrics = Arc::new(metrics::Metrics::default());
@@ -278,7 +302,13 @@ impl Server {
                 idle_timeout: options.http.idle_timeout,
                 max_connections,
             },
+            tls,
         })
+    }
+
+    /// `https` when serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The address actually bound (useful with port 0).
@@ -298,6 +328,7 @@ impl Server {
             loader,
             app,
             connections,
+            tls,
         } = self;
         let publisher = state.clone();
         tokio::spawn(async move {
@@ -307,7 +338,7 @@ impl Server {
         });
         let metrics = state.metrics.clone();
         let router = http::router(state, &app);
-        serve::serve(listener, router, connections, metrics, shutdown).await;
+        serve::serve(listener, router, connections, tls, metrics, shutdown).await;
         Ok(())
     }
 }

@@ -19,6 +19,10 @@
 //!   (`header`, `idle`: connections closed by the listener's timeouts).
 //! * `cupd_access_refused_total{code}`: requests refused by access control (`401`: no or
 //!   bad credentials, `403`: not allowed by the policy).
+//! * `cupd_tls_handshake_failures_total{reason}`: TLS connections closed before their
+//!   first request because the handshake failed: `client_certificate` (untrusted, expired
+//!   or revoked), `protocol` (not TLS, no common version or cipher), `io` (the client went
+//!   away) or `timeout` (not done within the header timeout).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -41,6 +45,7 @@ pub struct Metrics {
     connections: Gauge,
     connection_timeouts: Family<Labels<1>, Counter>,
     access_refused: Family<Labels<1>, Counter>,
+    tls_handshake_failures: Family<Labels<1>, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -60,6 +65,7 @@ impl Default for Metrics {
         let connections = Gauge::default();
         let connection_timeouts = Family::<Labels<1>, Counter>::default();
         let access_refused = Family::<Labels<1>, Counter>::default();
+        let tls_handshake_failures = Family::<Labels<1>, Counter>::default();
         registry.register(
             "cupd_http_requests",
             "HTTP requests by method, route template and status code",
@@ -100,6 +106,11 @@ impl Default for Metrics {
             "Requests refused by access control (401: not authenticated, 403: not allowed)",
             access_refused.clone(),
         );
+        registry.register(
+            "cupd_tls_handshake_failures",
+            "TLS handshakes that failed, by reason",
+            tls_handshake_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -110,6 +121,7 @@ impl Default for Metrics {
             connections,
             connection_timeouts,
             access_refused,
+            tls_handshake_failures,
         }
     }
 }
@@ -198,6 +210,13 @@ impl Metrics {
     pub fn access_refused(&self, code: axum::http::StatusCode) {
         self.access_refused
             .get_or_create(&[("code", code.as_u16().to_string())])
+            .inc();
+    }
+
+    /// `reason` is `client_certificate`, `protocol`, `io` or `timeout`.
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&[("reason", reason.to_owned())])
             .inc();
     }
 

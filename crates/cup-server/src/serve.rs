@@ -13,11 +13,20 @@
 //! Both timeouts close the connection without an answer (as Go's `net/http` does). Request
 //! bodies have their own deadline (`http::read_body`), handlers the controller's limits.
 //!
+//! **TLS** (`crate::tls`): the handshake runs on the connection's own task, so a slow or
+//! silent client never holds up the accept loop, and it counts toward the header timeout
+//! (handshake and first request head together must arrive within `header_timeout`). A
+//! failed handshake closes the connection, is logged at debug and counted in
+//! `cupd_tls_handshake_failures_total`.
+//!
+//! Every request carries a [`Peer`] extension: who is at the other end of its connection.
+//!
 //! Shutdown: stop accepting, ask every connection to finish its request in flight and close
 //! (hyper's graceful shutdown; idle ones close at once), then wait for all of them.
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -34,13 +43,16 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::metrics::Metrics;
+use crate::tls::TlsConfigs;
 
-/// Who is at the other end of a request's connection (a request extension).
+/// The other end of a request's connection, as a request extension: what authentication
+/// (`access`) maps to a caller.
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
-    /// The TCP peer.
-    pub addr: std::net::SocketAddr,
-    /// The DER of the verified leaf client certificate, if the client presented one.
+    /// The TCP peer address.
+    pub addr: SocketAddr,
+    /// DER of the client's certificate (its leaf), verified against the client CA during
+    /// the handshake; `None` over plain HTTP or when the client presented none.
     pub client_certificate: Option<Arc<[u8]>>,
 }
 
@@ -57,6 +69,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
+    tls: Option<Arc<TlsConfigs>>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
@@ -90,13 +103,19 @@ pub async fn serve(
         let router = router.clone();
         let stopping = stopping.clone();
         let metrics = metrics.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             metrics.connection_opened();
-            let peer = Peer {
+            accepted(
+                stream,
                 addr,
-                client_certificate: None,
-            };
-            connection(stream, peer, router, limits, stopping, &metrics).await;
+                tls.as_deref(),
+                router,
+                limits,
+                stopping,
+                &metrics,
+            )
+            .await;
             metrics.connection_closed();
             drop(permit);
         });
@@ -122,25 +141,94 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
-async fn connection(
+/// Serves one accepted connection, over TLS when `tls` is set.
+async fn accepted(
     stream: TcpStream,
-    peer: Peer,
+    addr: SocketAddr,
+    tls: Option<&TlsConfigs>,
     router: Router,
     limits: ConnLimits,
     mut stopping: watch::Receiver<bool>,
     metrics: &Metrics,
 ) {
     let clock = Arc::new(Clock::new(limits));
-    let io = TokioIo::new(Watched {
+    let watched = Watched {
         inner: stream,
         clock: clock.clone(),
-    });
+    };
+    let Some(tls) = tls else {
+        let peer = Peer {
+            addr,
+            client_certificate: None,
+        };
+        return connection(watched, peer, clock, router, stopping, metrics).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+    let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(watched));
+    let stream = tokio::select! {
+        finished = handshake => match finished {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                let reason = handshake_failure(&error);
+                tracing::debug!(%addr, %error, reason, "TLS handshake failed");
+                metrics.tls_handshake_failed(reason);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%addr, "TLS handshake timed out");
+                metrics.tls_handshake_failed("timeout");
+                return;
+            }
+        },
+        // Shutting down: a connection with no request yet has nothing to finish.
+        _ = stopping.changed() => return,
+    };
+    let client_certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| Arc::from(leaf.as_ref()));
+    let peer = Peer {
+        addr,
+        client_certificate,
+    };
+    connection(stream, peer, clock, router, stopping, metrics).await;
+}
+
+/// The `reason` label of a failed handshake: a fixed set, whatever the client sent.
+fn handshake_failure(error: &io::Error) -> &'static str {
+    match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(
+            rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::InvalidCertRevocationList(_),
+        ) => "client_certificate",
+        Some(_) => "protocol",
+        None => "io",
+    }
+}
+
+async fn connection<S>(
+    io: S,
+    peer: Peer,
+    clock: Arc<Clock>,
+    router: Router,
+    mut stopping: watch::Receiver<bool>,
+    metrics: &Metrics,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let service = {
         let clock = clock.clone();
         hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(peer.clone());
             let busy = Busy::start(clock.clone());
             let router = router.clone();
+            request.extensions_mut().insert(peer.clone());
             async move {
                 let response = router.oneshot(request).await;
                 drop(busy);
@@ -372,5 +460,147 @@ mod tests {
             "the first byte of a request starts the header timeout"
         );
         assert_eq!(clock.expired(next), Some("header"));
+    }
+
+    /// A client of `ca`'s server over a fresh connection: the response to `GET /`, or the
+    /// error (a refused client certificate shows when reading, in TLS 1.3).
+    async fn tls_get(
+        addr: SocketAddr,
+        ca: &crate::tls::testing::Ca,
+        identity: Option<(&str, &str)>,
+    ) -> Result<(SocketAddr, String), io::Error> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let tcp = TcpStream::connect(addr).await?;
+        let local = tcp.local_addr()?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        tls.read_to_string(&mut response).await?;
+        Ok((local, response))
+    }
+
+    #[tokio::test]
+    async fn tls_requests_carry_their_peer_and_bad_client_certificates_are_refused() {
+        use crate::tls::testing::{client, leaf, new_ca};
+
+        let ca = new_ca();
+        let other_ca = new_ca();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, _) = leaf(&ca, 1);
+        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+        let options = crate::tls::TlsOptions {
+            cert_file: dir.path().join("cert.pem"),
+            key_file: dir.path().join("key.pem"),
+            client_ca_file: Some(dir.path().join("ca.pem")),
+            client_crl_files: Vec::new(),
+        };
+        let configs = Arc::new(TlsConfigs::load(options).unwrap());
+        let router = Router::new().route(
+            "/",
+            axum::routing::get(|axum::Extension(peer): axum::Extension<Peer>| async move {
+                let certificate = peer.client_certificate.map_or(0, |der| der.len());
+                format!("peer={} certificate={certificate}", peer.addr)
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let limits = ConnLimits {
+            max_connections: 8,
+            ..limits()
+        };
+        let server = tokio::spawn(serve(
+            listener,
+            router,
+            limits,
+            Some(configs),
+            metrics.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+
+        let (local, response) = tls_get(addr, &ca, None).await.unwrap();
+        assert!(
+            response.ends_with(&format!("peer={local} certificate=0")),
+            "{response}"
+        );
+        let (cert, key, der) = client(&ca, "alice");
+        let (local, response) = tls_get(addr, &ca, Some((&cert, &key))).await.unwrap();
+        assert!(
+            response.ends_with(&format!("peer={local} certificate={}", der.len())),
+            "{response}"
+        );
+
+        let (cert, key, _) = client(&other_ca, "mallory");
+        let refused = tls_get(addr, &ca, Some((&cert, &key))).await;
+        assert!(refused.is_err(), "{refused:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !metrics
+            .render()
+            .contains(r#"cupd_tls_handshake_failures_total{reason="client_certificate"} 1"#)
+        {
+            assert!(Instant::now() < deadline, "{}", metrics.render());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // Plain HTTP gets no HTTP answer.
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut plain, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut plain, &mut answer).await;
+        assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
+
+        // A client that never starts its handshake is closed after the header timeout.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let started = Instant::now();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut silent, &mut Vec::new()).await;
+        assert!(started.elapsed() >= limits.header_timeout - Duration::from_millis(100));
+        assert!(
+            metrics
+                .render()
+                .contains(r#"cupd_tls_handshake_failures_total{reason="timeout"} 1"#),
+            "{}",
+            metrics.render()
+        );
+
+        // Nor does one hold up shutdown.
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = stop.send(());
+        tokio::time::timeout(limits.header_timeout / 2, server)
+            .await
+            .expect("shutdown waits for no handshake")
+            .unwrap();
     }
 }

@@ -348,6 +348,29 @@ pub struct Serve {
         value_name = "HOW"
     )]
     pub git_record_user: cup_server::RecordUser,
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate first, then its
+    /// intermediates); needs --tls-private-key-file. Checked at most once a second for
+    /// changes: a rotated certificate is used by new connections without a restart.
+    #[arg(long, env = "CUPD_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert-file.
+    #[arg(long, env = "CUPD_TLS_PRIVATE_KEY_FILE", value_name = "FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// PEM certificates of the authorities whose client certificates are accepted (needs
+    /// --tls-cert-file). A client presenting an untrusted, expired or revoked certificate
+    /// fails the handshake; a client presenting none is still served.
+    #[arg(long, env = "CUPD_CLIENT_CA_FILE", value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Certificate revocation list (PEM or DER) of a --client-ca-file authority; repeatable
+    /// or comma-separated. Once given, a client certificate whose issuer has no list here is
+    /// refused.
+    #[arg(
+        long,
+        env = "CUPD_CLIENT_CRL_FILE",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub client_crl_file: Vec<PathBuf>,
     /// Log level or tracing filter (RUST_LOG, when set, wins).
     #[arg(
         long,
@@ -382,7 +405,37 @@ pub fn parse(args: Vec<OsString>) -> anyhow::Result<Cli> {
 }
 
 fn from_matches(matches: &ArgMatches) -> Cli {
-    Cli::from_arg_matches(matches).unwrap_or_else(|e| e.exit())
+    let cli = Cli::from_arg_matches(matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = check_tls_flags(&cli) {
+        e.exit();
+    }
+    cli
+}
+
+/// The TLS flags that only make sense together. Checked here, after the config file is
+/// merged, rather than with clap's `requires`: the first parse, which only looks for the
+/// config file, would refuse a pair split between the command line and the file.
+fn check_tls_flags(cli: &Cli) -> Result<(), clap::Error> {
+    let Command::Serve(serve) = &cli.command;
+    let needs = |flag: &str, needed: &str| {
+        Err(Cli::command().error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            format!("{flag} needs {needed}"),
+        ))
+    };
+    match (&serve.tls_cert_file, &serve.tls_private_key_file) {
+        (Some(_), None) => needs("--tls-cert-file", "--tls-private-key-file"),
+        (None, Some(_)) => needs("--tls-private-key-file", "--tls-cert-file"),
+        (None, None) if serve.client_ca_file.is_some() => needs(
+            "--client-ca-file",
+            "--tls-cert-file and --tls-private-key-file (client certificates are asked for \
+             over TLS only)",
+        ),
+        _ if !serve.client_crl_file.is_empty() && serve.client_ca_file.is_none() => {
+            needs("--client-crl-file", "--client-ca-file")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Long names of every flag, by name → argument id.
@@ -563,6 +616,13 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A fresh directory under the system's temp directory, unique to this process and `name`.
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cupd-cli-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     /// `cupd serve EXTRA…` parsed.
     fn serve(extra: &[&str]) -> Serve {
         let mut all = vec!["cupd", "serve"];
@@ -615,5 +675,63 @@ mod tests {
         );
         assert_eq!(set.http_header_timeout, Duration::from_millis(500));
         assert_eq!(set.http_max_requests, 4);
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs_and_client_ca_needs_tls() {
+        let none = serve(&[]);
+        assert_eq!(none.tls_cert_file, None);
+        assert!(none.client_crl_file.is_empty());
+        let set = serve(&[
+            "-tls-cert-file=c.pem",
+            "--tls-private-key-file",
+            "k.pem",
+            "--client-ca-file=ca.pem",
+            "--client-crl-file=a.crl",
+            "--client-crl-file",
+            "b.crl,c.crl",
+        ]);
+        assert_eq!(set.tls_cert_file, Some(PathBuf::from("c.pem")));
+        assert_eq!(set.tls_private_key_file, Some(PathBuf::from("k.pem")));
+        assert_eq!(set.client_ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(
+            set.client_crl_file,
+            ["a.crl", "b.crl", "c.crl"].map(PathBuf::from)
+        );
+
+        // A pair split between the command line and the config file is a pair.
+        let dir = tempfile_dir("tls");
+        let file = dir.join("c.yml");
+        std::fs::write(&file, "tls:\n  private-key-file: k.pem\n").unwrap();
+        let split = serve(&[
+            &format!("--config={}", file.display()),
+            "--tls-cert-file=c.pem",
+        ]);
+        assert_eq!(split.tls_private_key_file, Some(PathBuf::from("k.pem")));
+        std::fs::remove_dir_all(dir).unwrap();
+
+        let refused = |extra: &[&str], missing: &str| {
+            let mut all = vec!["cupd", "serve"];
+            all.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(normalize(args(&all))).unwrap();
+            let error = check_tls_flags(&cli).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument
+            );
+            assert_eq!(error.exit_code(), 2, "a usage error");
+            assert!(error.to_string().contains(missing), "{error}");
+        };
+        refused(&["--tls-cert-file=c.pem"], "--tls-private-key-file");
+        refused(&["--tls-private-key-file=k.pem"], "--tls-cert-file");
+        refused(&["--client-ca-file=ca.pem"], "--tls-cert-file");
+        refused(
+            &[
+                "--tls-cert-file=c",
+                "--tls-private-key-file=k",
+                "--client-crl-file=a",
+            ],
+            "--client-ca-file",
+        );
     }
 }

@@ -36,7 +36,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let bound = server
         .local_addr()
         .with_context(|| format!("reading the address bound for {address}"))?;
-    tracing::info!(address = %bound, "cupd listening");
+    let scheme = server.scheme();
+    tracing::info!(address = %bound, "cupd listening on {scheme}://{bound}");
     server
         .run(shutdown_signal())
         .await
@@ -157,6 +158,7 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
             max_connections: serve.http_max_connections as usize,
             max_requests: serve.http_max_requests as usize,
             cors_allowed_origins: serve.cors_allowed_origins.clone(),
+            tls: tls_options(serve),
         },
         access: access_options(serve)?,
     })
@@ -182,6 +184,12 @@ fn access_options(serve: &Serve) -> anyhow::Result<AccessOptions> {
                  be anyone"
             );
         }
+        if !serve.requestheader_allowed_names.is_empty() && serve.client_ca_file.is_none() {
+            bail!(
+                "--requestheader-allowed-names needs --client-ca-file: the proxy is known by \
+                 the client certificate it presents"
+            );
+        }
         let trusted_sources = serve
             .requestheader_trusted_sources
             .iter()
@@ -198,7 +206,7 @@ fn access_options(serve: &Serve) -> anyhow::Result<AccessOptions> {
     Ok(AccessOptions {
         authentication: AuthenticatorOptions {
             token_file: serve.token_auth_file.clone(),
-            client_certificates: false,
+            client_certificates: serve.client_ca_file.is_some(),
             request_header,
             anonymous: serve.anonymous,
         },
@@ -211,6 +219,16 @@ fn access_options(serve: &Serve) -> anyhow::Result<AccessOptions> {
             }
         }),
         record_user: serve.git_record_user,
+    })
+}
+
+/// The TLS files, when HTTPS is on (clap has checked that the flags come together).
+fn tls_options(serve: &Serve) -> Option<cup_server::TlsOptions> {
+    Some(cup_server::TlsOptions {
+        cert_file: serve.tls_cert_file.clone()?,
+        key_file: serve.tls_private_key_file.clone()?,
+        client_ca_file: serve.client_ca_file.clone(),
+        client_crl_files: serve.client_crl_file.clone(),
     })
 }
 
