@@ -6,14 +6,18 @@
 //! own TLS provider (ring) beside the aws-lc-rs one already in the binary.
 //!
 //! The client only moves bytes: it returns every HTTP answer as a [`Reply`] and errs only
-//! when there is no answer (server unreachable, timeout). What a status means depends on
-//! the request (a 404 is "flag x not found" for a get), so `resources.rs` words the errors.
+//! when there is no answer (server unreachable, timeout, TLS refused) or when the server
+//! refuses who is asking (401, 403), which means the same whatever the request. What other
+//! statuses mean depends on the request (a 404 is "flag x not found" for a get), so
+//! `resources.rs` words those errors.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use reqwest::{Method, Url, header};
 
+use crate::contexts::Secret;
+use crate::credentials::Auth;
 use crate::log;
 
 /// How long to wait for a TCP connection: a wrong address should fail fast.
@@ -26,6 +30,11 @@ pub struct Client {
     runtime: tokio::runtime::Runtime,
     http: reqwest::Client,
     base: Url,
+    token: Option<Secret>,
+    /// The context the credentials come from, for messages (None: `-a` alone).
+    context: Option<String>,
+    /// Whether credentials were presented (a 401 then means they were refused).
+    has_credentials: bool,
 }
 
 /// An HTTP answer, whatever its status.
@@ -122,21 +131,46 @@ pub fn one_line(text: &str) -> String {
 }
 
 impl Client {
+    /// A client that presents no credentials (other than a URL's userinfo).
+    #[cfg(test)]
     pub fn new(base: Url) -> Result<Client> {
+        Client::with_auth(base, Auth::default())
+    }
+
+    /// A client that presents `auth`: the bearer token on every request, the client
+    /// certificate in the TLS handshake, and trusts the CA bundle besides the system roots.
+    pub fn with_auth(base: Url, auth: Auth) -> Result<Client> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        let http = reqwest::Client::builder()
+        let context = auth.context.as_deref().unwrap_or("-");
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("cup/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("creating the HTTP client")?;
+            .user_agent(concat!("cup/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &auth.ca_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem).with_context(|| {
+                format!("the certificate authority of context {context:?} is not a PEM bundle")
+            })?;
+            builder = builder.tls_certs_merge(roots);
+        }
+        if let Some(pem) = &auth.identity_pem {
+            let identity = reqwest::Identity::from_pem(pem).with_context(|| {
+                format!(
+                    "the client certificate and key of context {context:?} are not usable (expected PEM certificates and one PEM private key)"
+                )
+            })?;
+            builder = builder.identity(identity);
+        }
+        let http = builder.build().context("creating the HTTP client")?;
         Ok(Client {
             runtime,
             http,
             base,
+            has_credentials: auth.configured,
+            token: auth.token,
+            context: auth.context,
         })
     }
 
@@ -163,6 +197,13 @@ impl Client {
             .http
             .request(method.clone(), url.clone())
             .header(header::ACCEPT, "application/json");
+        if let Some(token) = &self.token {
+            let mut value = header::HeaderValue::try_from(format!("Bearer {}", token.0))
+                .context("the token holds characters an HTTP header cannot carry")?;
+            // Keeps the value out of any debug output of the HTTP stack.
+            value.set_sensitive(true);
+            request = request.header(header::AUTHORIZATION, value);
+        }
         if let Some(body) = body {
             request = request
                 .header(header::CONTENT_TYPE, "application/json")
@@ -182,30 +223,113 @@ impl Client {
             body.len(),
             started.elapsed().as_secs_f64() * 1000.0
         ));
-        Ok(Reply {
+        let reply = Reply {
             status,
             body,
             method,
             url,
-        })
+        };
+        match reply.status {
+            401 => Err(self.unauthorized(&reply)),
+            403 => Err(anyhow::anyhow!(
+                "{} {} is forbidden (403): {}",
+                reply.method,
+                reply.url.path(),
+                reason(&reply)
+            )),
+            _ => Ok(reply),
+        }
+    }
+
+    /// A 401: no credentials, or refused ones. Says which context and how to give it
+    /// credentials.
+    fn unauthorized(&self, reply: &Reply) -> anyhow::Error {
+        let address = self.address();
+        let fix = format!(
+            "`cup config context add NAME --address {address} --token-file FILE` (or --exec-command, --client-certificate and --client-key)"
+        );
+        let why = reason(reply);
+        match (&self.context, self.has_credentials) {
+            (Some(context), true) => anyhow::anyhow!(
+                "cupd at {address} refused the credentials of context {context:?} (401: {why}); check them, or give the context new ones: `cup config context delete {context}`, then {fix}"
+            ),
+            (Some(context), false) => anyhow::anyhow!(
+                "cupd at {address} asks for credentials (401: {why}) and context {context:?} has none; add a context with credentials: {fix}"
+            ),
+            (None, _) => anyhow::anyhow!(
+                "cupd at {address} asks for credentials (401: {why}) and -a alone sends none; add a context with credentials: {fix}"
+            ),
+        }
     }
 
     /// One line that names the address and the innermost cause (e.g. "Connection refused").
     fn transport_error(&self, e: &reqwest::Error) -> anyhow::Error {
+        let mut chain = Vec::new();
         let reason = if e.is_timeout() {
             format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
         } else {
             let mut cause: &dyn std::error::Error = e;
+            chain.push(cause.to_string());
             while let Some(next) = cause.source() {
                 cause = next;
+                chain.push(cause.to_string());
             }
             cause.to_string()
         };
+        let hint = match tls_problem(&chain.join(": ")) {
+            Some(TlsProblem::ServerCertificate) => {
+                "the server's TLS certificate is not trusted or not for this host name; if a private CA signed it, give the context that CA: `cup config context add NAME --address URL --certificate-authority CA.pem`, and check that the address names a host the certificate is for"
+            }
+            Some(TlsProblem::Refused) => {
+                "the server ended the TLS handshake; if it asks for a client certificate, give the context one with --client-certificate and --client-key"
+            }
+            None => {
+                "is it running? the address comes from -a or the context, see `cup config context`"
+            }
+        };
         anyhow::anyhow!(
-            "cannot reach cupd at {}: {} (is it running? the address comes from -a or the context, see `cup config context`)",
+            "cannot reach cupd at {}: {} ({hint})",
             self.address(),
             one_line(&scrub(&reason, &self.base))
         )
+    }
+}
+
+/// The reason in a refusal's body: cupd's text, or the `reason`/`message`/`error` of a
+/// JSON body (a Kubernetes Status has `message`).
+fn reason(reply: &Reply) -> String {
+    if let Ok(serde_json::Value::Object(o)) = serde_json::from_slice(&reply.body)
+        && let Some(text) = ["message", "reason", "error"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(serde_json::Value::as_str))
+    {
+        return one_line(text);
+    }
+    match reply.text() {
+        text if text.is_empty() => "no reason given".to_owned(),
+        text => text,
+    }
+}
+
+/// What went wrong in a TLS handshake, from the error chain's text (rustls's errors reach
+/// here only as text through reqwest and hyper).
+#[derive(Debug, PartialEq, Eq)]
+enum TlsProblem {
+    /// The server's certificate was refused: unknown issuer, wrong name, expired.
+    ServerCertificate,
+    /// The server sent an alert: typically, it wanted a client certificate it did not get
+    /// or refused the one it got.
+    Refused,
+}
+
+fn tls_problem(chain: &str) -> Option<TlsProblem> {
+    let lower = chain.to_ascii_lowercase();
+    if lower.contains("invalid peer certificate") || lower.contains("certificate verify failed") {
+        Some(TlsProblem::ServerCertificate)
+    } else if lower.contains("received fatal alert") {
+        Some(TlsProblem::Refused)
+    } else {
+        None
     }
 }
 

@@ -35,15 +35,216 @@ pub struct Config {
     pub extra: Map<String, Value>,
 }
 
-/// One context.
+/// One context. The credential keys are optional and absent from files written without
+/// them, so a file without credentials reads and writes as before.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Context {
     #[serde(default)]
     pub address: String,
     #[serde(default)]
     pub namespace: String,
+    /// A bearer token stored in the file itself (discouraged: `token_file` or `exec` keep it
+    /// out of the config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// A file holding the bearer token, read at each command (so a rotated token is used
+    /// without touching the config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// A command that prints a Kubernetes `ExecCredential` holding the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecConfig>,
+    /// PEM client certificate presented in the TLS handshake (with `client_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<PathBuf>,
+    /// PEM private key of `client_certificate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    /// PEM bundle of CA certificates trusted besides the system's, for https addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<PathBuf>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// A secret string: serialised as it is (the file must hold it), but never shown by
+/// `Debug`, so no log line or panic message can print it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// What listings show instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// kubectl-style exec credentials: `command` (a name looked up on PATH, or a path) run with
+/// `args` and `env` added to cup's environment, without a shell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ExecConfig {
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Where a context's bearer token comes from (at most one source per context).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenSource {
+    Literal(Secret),
+    File(PathBuf),
+    Exec(ExecConfig),
+}
+
+/// A context's credentials, checked: at most one token source, and a client certificate
+/// only with its key.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Credentials {
+    pub token: Option<TokenSource>,
+    /// (certificate, key) PEM files.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    pub certificate_authority: Option<PathBuf>,
+}
+
+impl Credentials {
+    pub fn is_empty(&self) -> bool {
+        self.token.is_none() && self.client_identity.is_none()
+    }
+
+    /// Relative paths (a hand-edited file) are taken from the config file's directory, as
+    /// kubectl does, so they do not depend on where cup is run.
+    pub fn anchored(mut self, dir: &Path) -> Credentials {
+        let anchor = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        match &mut self.token {
+            Some(TokenSource::File(p)) => anchor(p),
+            Some(TokenSource::Exec(exec)) if exec.command.contains('/') => {
+                let mut command = PathBuf::from(&exec.command);
+                anchor(&mut command);
+                exec.command = command.to_string_lossy().into_owned();
+            }
+            _ => {}
+        }
+        if let Some((cert, key)) = &mut self.client_identity {
+            anchor(cert);
+            anchor(key);
+        }
+        if let Some(ca) = &mut self.certificate_authority {
+            anchor(ca);
+        }
+        self
+    }
+}
+
+impl Context {
+    /// The credentials of this context (named `name` in errors), checked.
+    pub fn credentials(&self, name: &str) -> Result<Credentials> {
+        let mut sources = Vec::new();
+        if let Some(token) = &self.token {
+            sources.push(("token", TokenSource::Literal(token.clone())));
+        }
+        if let Some(file) = &self.token_file {
+            sources.push(("token_file", TokenSource::File(file.clone())));
+        }
+        if let Some(exec) = &self.exec {
+            if exec.command.trim().is_empty() {
+                bail!("context {name:?}: exec has no command");
+            }
+            sources.push(("exec", TokenSource::Exec(exec.clone())));
+        }
+        if sources.len() > 1 {
+            let keys: Vec<&str> = sources.iter().map(|(key, _)| *key).collect();
+            bail!(
+                "context {name:?} has more than one token source ({}): keep exactly one",
+                keys.join(", ")
+            );
+        }
+        let client_identity = match (&self.client_certificate, &self.client_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            (Some(_), None) => {
+                bail!(
+                    "context {name:?} has a client_certificate but no client_key: give both or neither"
+                )
+            }
+            (None, Some(_)) => {
+                bail!(
+                    "context {name:?} has a client_key but no client_certificate: give both or neither"
+                )
+            }
+        };
+        Ok(Credentials {
+            token: sources.pop().map(|(_, source)| source),
+            client_identity,
+            certificate_authority: self.certificate_authority.clone(),
+        })
+    }
+
+    /// The kinds of credentials, for listings (`token-file,client-certificate`), `-` for
+    /// none. Never the secrets themselves.
+    fn auth_summary(&self) -> String {
+        let mut kinds = Vec::new();
+        if self.token.is_some() {
+            kinds.push("token");
+        }
+        if self.token_file.is_some() {
+            kinds.push("token-file");
+        }
+        if self.exec.is_some() {
+            kinds.push("exec");
+        }
+        if self.client_certificate.is_some() || self.client_key.is_some() {
+            kinds.push("client-certificate");
+        }
+        if kinds.is_empty() {
+            "-".to_owned()
+        } else {
+            kinds.join(",")
+        }
+    }
+
+    /// The context as `-o json` listings show it: secrets replaced by [`REDACTED`] (the
+    /// literal token and every exec env value, which often carry secrets too).
+    fn shown_credentials(&self, out: &mut Map<String, Value>) {
+        if self.token.is_some() {
+            out.insert("token".into(), REDACTED.into());
+        }
+        let path = |p: &Path| Value::from(p.to_string_lossy().into_owned());
+        if let Some(p) = &self.token_file {
+            out.insert("token_file".into(), path(p));
+        }
+        if let Some(exec) = &self.exec {
+            let env: Map<String, Value> = exec
+                .env
+                .keys()
+                .map(|k| (k.clone(), Value::from(REDACTED)))
+                .collect();
+            let mut shown = serde_json::json!({"command": exec.command, "args": exec.args});
+            if !env.is_empty() {
+                shown["env"] = Value::Object(env);
+            }
+            out.insert("exec".into(), shown);
+        }
+        for (key, value) in [
+            ("client_certificate", &self.client_certificate),
+            ("client_key", &self.client_key),
+            ("certificate_authority", &self.certificate_authority),
+        ] {
+            if let Some(p) = value {
+                out.insert(key.into(), path(p));
+            }
+        }
+    }
 }
 
 impl Default for Config {
@@ -56,7 +257,7 @@ impl Default for Config {
             Context {
                 address: DEFAULT_ADDRESS.to_owned(),
                 namespace: DEFAULT_NAMESPACE.to_owned(),
-                extra: Map::new(),
+                ..Context::default()
             },
         );
         Config {
@@ -116,6 +317,14 @@ impl Config {
             .prefix(".config.json.")
             .tempfile_in(dir)
             .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+        // The file may hold a token: only its owner may read it, whatever the umask or the
+        // mode of the file it replaces.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restricting {}", tmp.path().display()))?;
+        }
         std::fs::write(tmp.path(), text).with_context(|| format!("writing {}", path.display()))?;
         tmp.persist(path)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -181,7 +390,7 @@ impl Config {
         let context = Context {
             address: address.trim().to_owned(),
             namespace: check_namespace(namespace.unwrap_or(DEFAULT_NAMESPACE))?,
-            extra: Map::new(),
+            ..Context::default()
         };
         self.contexts.insert(name.to_owned(), context);
         Ok(())
@@ -212,7 +421,7 @@ impl Config {
 
 /// Where commands send requests, after the config file and the `--context`, `-a` and `-n`
 /// flags have been combined.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     /// The context used, if any (`-a` alone needs none).
     pub context: Option<String>,
@@ -220,6 +429,9 @@ pub struct Target {
     pub namespace: String,
     /// `-n` was given: `apply` then refuses a body in another namespace.
     pub namespace_from_flag: bool,
+    /// The context's credentials (none with `-a` alone). As with kubectl's `--server`, `-a`
+    /// with a context keeps the context's credentials.
+    pub credentials: Credentials,
 }
 
 /// Combines the config with the flags. The context is `--context` or the current one;
@@ -263,11 +475,16 @@ pub fn target(
         (None, Some((_, ctx))) if !ctx.namespace.is_empty() => ctx.namespace.clone(),
         _ => DEFAULT_NAMESPACE.to_owned(),
     };
+    let credentials = match &chosen {
+        Some((name, ctx)) => ctx.credentials(name)?,
+        None => Credentials::default(),
+    };
     Ok(Target {
         context: chosen.map(|(name, _)| name),
         address,
         namespace,
         namespace_from_flag: namespace_flag.is_some(),
+        credentials,
     })
 }
 
@@ -360,16 +577,31 @@ enum ContextCommand {
         assignments: Vec<String>,
     },
     /// Add a context. Its address and namespace are given with the global -a/--address
-    /// and -n/--namespace flags (namespace: default if omitted).
-    #[command(
-        after_help = "Example:\n  cup config context add prod --address https://cup.example.com --namespace team --use"
-    )]
+    /// and -n/--namespace flags (namespace: default if omitted); credentials with the
+    /// flags below.
+    #[command(after_help = "Examples:
+  cup config context add prod --address https://cup.example.com --namespace team --use
+  cup config context add prod -a https://cup.example.com \\
+      --token-file ~/.config/cup/prod.token --certificate-authority ca.pem
+  cup config context add prod -a https://cup.example.com \\
+      --exec-command vault --exec-arg read --exec-arg -format=json --exec-arg cup/token
+  cup config context add prod -a https://cup.example.com \\
+      --client-certificate alice.crt --client-key alice.key --certificate-authority ca.pem
+  pass show cup/prod | cup config context add prod -a https://cup.example.com --token-stdin
+
+A context has at most one token source: --token-file (read at each command, so a rotated
+token needs no change here), --exec-command (its stdout is a Kubernetes ExecCredential,
+status.token), or --token-stdin (the token is stored in the config file itself, which is
+written with mode 0600; prefer the others). The token is sent as `Authorization: Bearer`,
+and never over plain http except to a loopback address. Paths are stored absolute.")]
     Add {
         /// Its name.
         name: String,
         /// Also make it the current context.
         #[arg(long = "use")]
         make_current: bool,
+        #[command(flatten)]
+        credentials: CredentialFlags,
     },
     /// Make a context the current one.
     #[command(after_help = "Example:\n  cup config context use prod")]
@@ -386,6 +618,112 @@ enum ContextCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// The credential flags of `config context add`.
+#[derive(clap::Args, Debug, Default)]
+#[group(id = "token_source", multiple = false)]
+pub struct CredentialFlags {
+    /// A file holding the bearer token (read at each command; a trailing newline is ignored).
+    #[arg(long, value_name = "FILE", group = "token_source")]
+    token_file: Option<PathBuf>,
+    /// Read the bearer token from standard input and store it in the config file (mode 0600).
+    #[arg(long, group = "token_source")]
+    token_stdin: bool,
+    /// A command that prints a Kubernetes ExecCredential JSON with status.token; run
+    /// without a shell, at each command, with a 30 s limit.
+    #[arg(long, value_name = "COMMAND", group = "token_source")]
+    exec_command: Option<String>,
+    /// An argument of --exec-command (repeat for several, in order).
+    #[arg(
+        long,
+        value_name = "ARG",
+        requires = "exec_command",
+        allow_hyphen_values = true
+    )]
+    exec_arg: Vec<String>,
+    /// An environment variable for --exec-command, as NAME=VALUE (repeatable).
+    #[arg(long, value_name = "NAME=VALUE", requires = "exec_command")]
+    exec_env: Vec<String>,
+    /// A PEM client certificate to present to cupd (with --client-key).
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_certificate: Option<PathBuf>,
+    /// The PEM private key of --client-certificate.
+    #[arg(long, value_name = "FILE", requires = "client_certificate")]
+    client_key: Option<PathBuf>,
+    /// A PEM bundle of CA certificates to trust for this context's https address, besides
+    /// the system's.
+    #[arg(long, value_name = "FILE")]
+    certificate_authority: Option<PathBuf>,
+}
+
+impl CredentialFlags {
+    /// Sets the context's credential keys from the flags. `stdin_token` is the token read
+    /// for --token-stdin (read by the caller, so this stays testable).
+    fn apply_to(self, ctx: &mut Context, stdin_token: Option<Secret>) -> Result<()> {
+        let absolute = |p: PathBuf| -> Result<PathBuf> {
+            let abs = std::path::absolute(&p)
+                .with_context(|| format!("making {} absolute", p.display()))?;
+            if !abs.exists() {
+                crate::log::warn(format_args!("{} does not exist (yet)", abs.display()));
+            }
+            Ok(abs)
+        };
+        ctx.token = stdin_token;
+        ctx.token_file = self.token_file.map(absolute).transpose()?;
+        if let Some(command) = self.exec_command {
+            if command.trim().is_empty() {
+                bail!("--exec-command needs a command");
+            }
+            // A bare name is looked up on PATH when run; a path is made absolute.
+            let command = if command.contains('/') {
+                absolute(PathBuf::from(command))?
+                    .to_string_lossy()
+                    .into_owned()
+            } else {
+                command
+            };
+            let mut env = BTreeMap::new();
+            for pair in self.exec_env {
+                // The value may be a secret: errors do not quote the argument.
+                let (key, value) = pair
+                    .split_once('=')
+                    .context("--exec-env expects NAME=VALUE, found an argument without '='")?;
+                if key.is_empty() {
+                    bail!("--exec-env expects NAME=VALUE, found an empty NAME");
+                }
+                env.insert(key.to_owned(), value.to_owned());
+            }
+            ctx.exec = Some(ExecConfig {
+                command,
+                args: self.exec_arg,
+                env,
+                extra: Map::new(),
+            });
+        }
+        ctx.client_certificate = self.client_certificate.map(absolute).transpose()?;
+        ctx.client_key = self.client_key.map(absolute).transpose()?;
+        ctx.certificate_authority = self.certificate_authority.map(absolute).transpose()?;
+        Ok(())
+    }
+}
+
+/// A token read from standard input: surrounding whitespace (a trailing newline from
+/// `echo` or a password manager) is dropped; an empty token or one with inner whitespace
+/// is refused, as it cannot be a bearer token.
+fn read_token(mut input: impl std::io::Read) -> Result<Secret> {
+    let mut text = String::new();
+    input
+        .read_to_string(&mut text)
+        .context("reading the token from standard input")?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("--token-stdin: standard input is empty: expected a token");
+    }
+    if token.chars().any(char::is_whitespace) {
+        bail!("--token-stdin: the token contains whitespace: expected one token");
+    }
+    Ok(Secret(token.to_owned()))
 }
 
 /// The global flags that `config context` reads.
@@ -418,13 +756,41 @@ pub fn run(args: ContextArgs, path: &Path, flags: &Flags, output: crate::Output)
                 config.set(&name, a)?;
             }
         }
-        ContextCommand::Add { name, make_current } => {
+        ContextCommand::Add {
+            name,
+            make_current,
+            credentials,
+        } => {
             let address = flags.address.as_deref().with_context(|| {
                 format!(
                     "a new context needs an address: cup config context add {name} --address URL"
                 )
             })?;
             config.add(&name, address, flags.namespace.as_deref())?;
+            let stdin_token = if credentials.token_stdin {
+                let stdin = std::io::stdin();
+                if std::io::IsTerminal::is_terminal(&stdin) {
+                    crate::log::info(format_args!(
+                        "reading the token from standard input (end with Ctrl-D)"
+                    ));
+                }
+                Some(read_token(stdin.lock())?)
+            } else {
+                None
+            };
+            let stored = stdin_token.is_some();
+            let ctx = config
+                .contexts
+                .get_mut(&name)
+                .context("the context just added")?;
+            credentials.apply_to(ctx, stdin_token)?;
+            ctx.credentials(&name)?;
+            if stored {
+                crate::log::warn(format_args!(
+                    "the token is stored in {} (readable by you only, mode 0600); --token-file or --exec-command keep it out of the config file",
+                    path.display()
+                ));
+            }
             if make_current {
                 config.use_context(&name)?;
             }
@@ -451,12 +817,16 @@ fn print_list(config: &Config, output: crate::Output) -> Result<()> {
                 .contexts
                 .iter()
                 .map(|(name, c)| {
-                    serde_json::json!({
+                    let mut shown = serde_json::json!({
                         "name": name,
                         "address": shown_address(&c.address),
                         "namespace": namespace(c),
                         "current": *name == config.current_context,
-                    })
+                    });
+                    if let Value::Object(map) = &mut shown {
+                        c.shown_credentials(map);
+                    }
+                    shown
                 })
                 .collect();
             crate::json::emit(&serde_json::to_string_pretty(&list)?)
@@ -470,6 +840,7 @@ fn print_list(config: &Config, output: crate::Output) -> Result<()> {
                         name.clone(),
                         shown_address(&c.address),
                         namespace(c),
+                        c.auth_summary(),
                         if *name == config.current_context {
                             "*".into()
                         } else {
@@ -479,7 +850,7 @@ fn print_list(config: &Config, output: crate::Output) -> Result<()> {
                 })
                 .collect();
             crate::json::emit(&crate::table::render(
-                &["NAME", "ADDRESS", "NAMESPACE", "CURRENT"],
+                &["NAME", "ADDRESS", "NAMESPACE", "AUTH", "CURRENT"],
                 &rows,
             ))
         }
