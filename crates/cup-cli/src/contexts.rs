@@ -622,17 +622,16 @@ and never over plain http except to a loopback address. Paths are stored absolut
 
 /// The credential flags of `config context add`.
 #[derive(clap::Args, Debug, Default)]
-#[group(id = "token_source", multiple = false)]
 pub struct CredentialFlags {
     /// A file holding the bearer token (read at each command; a trailing newline is ignored).
-    #[arg(long, value_name = "FILE", group = "token_source")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["token_stdin", "exec_command"])]
     token_file: Option<PathBuf>,
     /// Read the bearer token from standard input and store it in the config file (mode 0600).
-    #[arg(long, group = "token_source")]
+    #[arg(long, conflicts_with = "exec_command")]
     token_stdin: bool,
     /// A command that prints a Kubernetes ExecCredential JSON with status.token; run
     /// without a shell, at each command, with a 30 s limit.
-    #[arg(long, value_name = "COMMAND", group = "token_source")]
+    #[arg(long, value_name = "COMMAND")]
     exec_command: Option<String>,
     /// An argument of --exec-command (repeat for several, in order).
     #[arg(
@@ -1004,5 +1003,272 @@ mod tests {
         assert_eq!(t.namespace, "default");
         let e = format!("{:#}", target(&c, Some("nope"), None, None).unwrap_err());
         assert_eq!(e, r#"unknown context "nope" (contexts: default, prod)"#);
+    }
+
+    const ALL_KEYS: &str = r#"{
+  "current_context": "prod",
+  "contexts": {
+    "prod": {
+      "address": "https://cup.example.com",
+      "namespace": "team",
+      "token_file": "/etc/cup/token",
+      "client_certificate": "/etc/cup/alice.crt",
+      "client_key": "/etc/cup/alice.key",
+      "certificate_authority": "/etc/cup/ca.pem",
+      "later": true
+    },
+    "vault": {
+      "address": "https://cup.example.com",
+      "namespace": "default",
+      "exec": {
+        "command": "vault",
+        "args": [
+          "read",
+          "-field=cred",
+          "cup/token"
+        ],
+        "env": {
+          "VAULT_TOKEN": "v4ult"
+        },
+        "apiVersion": "client.authentication.k8s.io/v1"
+      }
+    },
+    "stored": {
+      "address": "http://127.0.0.1:8181",
+      "namespace": "default",
+      "token": "s3cret"
+    }
+  },
+  "future": 1
+}
+"#;
+
+    #[test]
+    fn credential_keys_round_trip_with_unknown_keys_and_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, ALL_KEYS).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = Config::load(&path).unwrap();
+        let prod = c.get("prod").unwrap().credentials("prod").unwrap();
+        assert_eq!(prod.token, Some(TokenSource::File("/etc/cup/token".into())));
+        assert_eq!(
+            prod.client_identity,
+            Some(("/etc/cup/alice.crt".into(), "/etc/cup/alice.key".into()))
+        );
+        let vault = c.get("vault").unwrap().credentials("vault").unwrap();
+        let Some(TokenSource::Exec(exec)) = vault.token else {
+            panic!("{vault:?}")
+        };
+        assert_eq!(exec.args, ["read", "-field=cred", "cup/token"]);
+        assert_eq!(exec.env["VAULT_TOKEN"], "v4ult");
+        c.save(&path).unwrap();
+        let (written, original): (Value, Value) = (
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap(),
+            serde_json::from_str(ALL_KEYS).unwrap(),
+        );
+        assert_eq!(written, original, "every key kept, nothing added");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the file may hold a token");
+        // A context without credentials writes no credential key.
+        let mut c = Config::default();
+        c.add("plain", "http://h:1", None).unwrap();
+        let text = serde_json::to_string(&c.contexts["plain"]).unwrap();
+        assert_eq!(text, r#"{"address":"http://h:1","namespace":"default"}"#);
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_listings_and_debug_output() {
+        let c: Config = serde_json::from_str(ALL_KEYS).unwrap();
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("s3cret") && debug.contains("<redacted>"),
+            "{debug}"
+        );
+        let mut shown = Map::new();
+        c.contexts["stored"].shown_credentials(&mut shown);
+        assert_eq!(
+            Value::Object(shown),
+            serde_json::json!({"token": "<redacted>"})
+        );
+        let mut shown = Map::new();
+        c.contexts["vault"].shown_credentials(&mut shown);
+        assert_eq!(
+            Value::Object(shown),
+            serde_json::json!({"exec": {"command": "vault", "args": ["read", "-field=cred", "cup/token"], "env": {"VAULT_TOKEN": "<redacted>"}}})
+        );
+        assert_eq!(c.contexts["stored"].auth_summary(), "token");
+        assert_eq!(
+            c.contexts["prod"].auth_summary(),
+            "token-file,client-certificate"
+        );
+        assert_eq!(c.contexts["vault"].auth_summary(), "exec");
+        assert_eq!(Config::default().contexts["default"].auth_summary(), "-");
+    }
+
+    #[test]
+    fn one_token_source_and_a_certificate_only_with_its_key() {
+        let ctx = |json: &str| -> Context { serde_json::from_str(json).unwrap() };
+        let err = |c: Context| format!("{:#}", c.credentials("x").unwrap_err());
+        assert_eq!(
+            err(ctx(
+                r#"{"token":"s3cret","token_file":"/t","exec":{"command":"c"}}"#
+            )),
+            "context \"x\" has more than one token source (token, token_file, exec): keep exactly one"
+        );
+        assert_eq!(
+            err(ctx(r#"{"client_certificate":"/c"}"#)),
+            "context \"x\" has a client_certificate but no client_key: give both or neither"
+        );
+        assert_eq!(
+            err(ctx(r#"{"client_key":"/k"}"#)),
+            "context \"x\" has a client_key but no client_certificate: give both or neither"
+        );
+        assert_eq!(
+            err(ctx(r#"{"exec":{"command":" "}}"#)),
+            "context \"x\": exec has no command"
+        );
+        // The check is made for every command that uses the context.
+        let mut c = Config::default();
+        c.contexts.insert(
+            "x".into(),
+            ctx(r#"{"address":"http://h","client_key":"/k"}"#),
+        );
+        let e = format!("{:#}", target(&c, Some("x"), None, None).unwrap_err());
+        assert!(e.contains("give both or neither"), "{e}");
+        // -a alone carries no credentials.
+        let t = target(
+            &Config {
+                current_context: String::new(),
+                ..c
+            },
+            None,
+            Some("http://h"),
+            None,
+        )
+        .unwrap();
+        assert!(t.credentials.is_empty());
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_directory() {
+        let c: Context = serde_json::from_str(
+            r#"{"token_file":"token","client_certificate":"/abs/c","client_key":"k","certificate_authority":"ca/ca.pem"}"#,
+        )
+        .unwrap();
+        let creds = c
+            .credentials("x")
+            .unwrap()
+            .anchored(Path::new("/home/me/.config/cup"));
+        assert_eq!(
+            creds.token,
+            Some(TokenSource::File("/home/me/.config/cup/token".into()))
+        );
+        assert_eq!(
+            creds.client_identity,
+            Some(("/abs/c".into(), "/home/me/.config/cup/k".into()))
+        );
+        assert_eq!(
+            creds.certificate_authority,
+            Some("/home/me/.config/cup/ca/ca.pem".into())
+        );
+        let exec = |command: &str| {
+            let c: Context =
+                serde_json::from_value(serde_json::json!({"exec": {"command": command}})).unwrap();
+            match c.credentials("x").unwrap().anchored(Path::new("/d")).token {
+                Some(TokenSource::Exec(e)) => e.command,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(exec("vault"), "vault", "a bare name is looked up on PATH");
+        assert_eq!(exec("bin/cred"), "/d/bin/cred");
+    }
+
+    #[derive(clap::Parser)]
+    struct AddCli {
+        #[command(subcommand)]
+        command: ContextCommand,
+    }
+
+    fn parse_add(args: &[&str]) -> Result<CredentialFlags, String> {
+        use clap::Parser;
+        let argv = ["cup", "add", "x"].iter().chain(args);
+        match AddCli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            ContextCommand::Add { credentials, .. } => Ok(credentials),
+            _ => Err("not add".into()),
+        }
+    }
+
+    #[test]
+    fn add_flags_take_one_token_source_and_both_or_neither_certificate_and_key() {
+        for args in [
+            &["--token-file", "t", "--token-stdin"][..],
+            &["--token-file", "t", "--exec-command", "c"],
+            &["--token-stdin", "--exec-command", "c"],
+        ] {
+            let e = parse_add(args).unwrap_err();
+            assert!(e.contains("cannot be used with"), "{args:?}: {e}");
+        }
+        for args in [
+            &["--client-certificate", "c"][..],
+            &["--client-key", "k"],
+            &["--exec-arg", "a"],
+        ] {
+            let e = parse_add(args).unwrap_err();
+            assert!(
+                e.contains("required arguments were not provided"),
+                "{args:?}: {e}"
+            );
+        }
+        let flags = parse_add(&[
+            "--exec-command",
+            "./bin/cred",
+            "--exec-arg",
+            "--format=json",
+            "--exec-arg",
+            "x",
+            "--exec-env",
+            "A=b=c",
+            "--client-certificate",
+            "c.pem",
+            "--client-key",
+            "/k.pem",
+            "--certificate-authority",
+            "ca.pem",
+        ])
+        .unwrap();
+        let mut ctx = Context::default();
+        flags.apply_to(&mut ctx, None).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let exec = ctx.exec.clone().unwrap();
+        assert_eq!(PathBuf::from(&exec.command), cwd.join("bin/cred"));
+        assert_eq!(exec.args, ["--format=json", "x"]);
+        assert_eq!(exec.env["A"], "b=c");
+        assert_eq!(ctx.client_certificate, Some(cwd.join("c.pem")));
+        assert_eq!(ctx.client_key, Some(PathBuf::from("/k.pem")));
+        assert_eq!(ctx.certificate_authority, Some(cwd.join("ca.pem")));
+        ctx.credentials("x").unwrap();
+        let flags = parse_add(&["--exec-command", "c", "--exec-env", "s3cret"]).unwrap();
+        let e = format!(
+            "{:#}",
+            flags.apply_to(&mut Context::default(), None).unwrap_err()
+        );
+        assert!(e.contains("NAME=VALUE") && !e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn tokens_from_stdin_are_one_trimmed_word() {
+        assert_eq!(read_token(&b"s3cret\n"[..]).unwrap().0, "s3cret");
+        let e = format!("{:#}", read_token(&b" \n"[..]).unwrap_err());
+        assert!(e.contains("standard input is empty"), "{e}");
+        let e = format!("{:#}", read_token(&b"s3cret other\n"[..]).unwrap_err());
+        assert!(
+            e.contains("contains whitespace") && !e.contains("s3cret"),
+            "{e}"
+        );
     }
 }
