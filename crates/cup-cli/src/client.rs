@@ -420,4 +420,189 @@ mod tests {
         assert_eq!(one_line("a\n\n  b  \nc\n"), "a; b; c");
         assert_eq!(one_line(&"x".repeat(700)).chars().count(), 601);
     }
+
+    /// A one-shot HTTP server on loopback: answers one request with `status` and `body`,
+    /// and hands back the request head it received.
+    fn one_answer(status: u16, body: &'static str) -> (Url, std::thread::JoinHandle<String>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let handle = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line.trim().is_empty() {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            head
+        });
+        (url, handle)
+    }
+
+    fn auth(context: Option<&str>, token: Option<&str>) -> Auth {
+        Auth {
+            context: context.map(str::to_owned),
+            configured: token.is_some(),
+            token: token.map(|t| Secret(t.to_owned())),
+            ..Auth::default()
+        }
+    }
+
+    #[test]
+    fn the_token_goes_in_the_authorization_header() {
+        let (url, server) = one_answer(200, "[]");
+        let c = Client::with_auth(url, auth(Some("prod"), Some("s3cret"))).unwrap();
+        assert_eq!(c.send(Method::GET, &["apis"], None).unwrap().status, 200);
+        let head = server.join().unwrap().to_ascii_lowercase();
+        assert!(
+            head.contains("\r\nauthorization: bearer s3cret\r\n"),
+            "{head}"
+        );
+        let (url, server) = one_answer(200, "[]");
+        Client::new(url)
+            .unwrap()
+            .send(Method::GET, &["apis"], None)
+            .unwrap();
+        assert!(
+            !server
+                .join()
+                .unwrap()
+                .to_ascii_lowercase()
+                .contains("authorization")
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_context_and_the_fix() {
+        let (url, _server) = one_answer(401, "invalid bearer token\n");
+        let c = Client::with_auth(url.clone(), auth(Some("prod"), Some("s3cret"))).unwrap();
+        let e = format!("{:#}", c.send(Method::GET, &["apis"], None).err().unwrap());
+        let address = c.address();
+        assert_eq!(
+            e,
+            format!(
+                "cupd at {address} refused the credentials of context \"prod\" (401: invalid bearer token); check them, or give the context new ones: `cup config context delete prod`, then `cup config context add NAME --address {address} --token-file FILE` (or --exec-command, --client-certificate and --client-key)"
+            )
+        );
+        assert!(!e.contains("s3cret"));
+        let (url, _server) = one_answer(401, "");
+        let c = Client::with_auth(url, auth(Some("default"), None)).unwrap();
+        let e = format!("{:#}", c.send(Method::GET, &["apis"], None).err().unwrap());
+        assert!(
+            e.contains("asks for credentials (401: no reason given) and context \"default\" has none; add a context with credentials: `cup config context add NAME --address"),
+            "{e}"
+        );
+        let (url, _server) = one_answer(401, "no credentials");
+        let e = format!(
+            "{:#}",
+            Client::new(url)
+                .unwrap()
+                .send(Method::GET, &["apis"], None)
+                .err()
+                .unwrap()
+        );
+        assert!(e.contains("and -a alone sends none"), "{e}");
+        let (url, _server) = one_answer(
+            403,
+            "user \"alice\" may not delete flags in namespace \"default\"\n",
+        );
+        let c = Client::with_auth(url, auth(Some("prod"), Some("s3cret"))).unwrap();
+        let e = format!(
+            "{:#}",
+            c.send(
+                Method::DELETE,
+                &[
+                    "apis",
+                    "flipt.io",
+                    "v1",
+                    "namespaces",
+                    "default",
+                    "flags",
+                    "x"
+                ],
+                None
+            )
+            .err()
+            .unwrap()
+        );
+        assert_eq!(
+            e,
+            "DELETE /apis/flipt.io/v1/namespaces/default/flags/x is forbidden (403): user \"alice\" may not delete flags in namespace \"default\""
+        );
+    }
+
+    #[test]
+    fn tls_failures_are_told_apart() {
+        for chain in [
+            "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer",
+            "invalid peer certificate: certificate not valid for name \"cup.example.com\"; certificate is only valid for DnsName(\"other\")",
+        ] {
+            assert_eq!(
+                tls_problem(chain),
+                Some(TlsProblem::ServerCertificate),
+                "{chain}"
+            );
+        }
+        assert_eq!(
+            tls_problem("client error (Connect): received fatal alert: CertificateRequired"),
+            Some(TlsProblem::Refused)
+        );
+        assert_eq!(
+            tls_problem("tcp connect error: Connection refused (os error 111)"),
+            None
+        );
+    }
+
+    #[test]
+    fn unusable_certificates_are_named() {
+        let base = Url::parse("https://h").unwrap();
+        let with = |identity: Option<&str>, ca: Option<&str>| Auth {
+            context: Some("prod".into()),
+            identity_pem: identity.map(|p| p.as_bytes().to_vec()),
+            ca_pem: ca.map(|p| p.as_bytes().to_vec()),
+            ..Auth::default()
+        };
+        let e = format!(
+            "{:#}",
+            Client::with_auth(
+                base.clone(),
+                with(
+                    Some("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"),
+                    None
+                )
+            )
+            .err()
+            .unwrap()
+        );
+        assert!(
+            e.starts_with("the client certificate and key of context \"prod\" are not usable"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            Client::with_auth(
+                base,
+                with(
+                    None,
+                    Some("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n")
+                )
+            )
+            .err()
+            .unwrap()
+        );
+        assert!(
+            e.starts_with("the certificate authority of context \"prod\" is not a PEM bundle"),
+            "{e}"
+        );
+    }
 }
