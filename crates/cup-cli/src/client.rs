@@ -278,7 +278,10 @@ impl Client {
         };
         let hint = match tls_problem(&chain.join(": ")) {
             Some(TlsProblem::ServerCertificate) => {
-                "the server's TLS certificate is not trusted or not for this host name; if a private CA signed it, give the context that CA: `cup config context add NAME --address URL --certificate-authority CA.pem`, and check that the address names a host the certificate is for"
+                "the server's TLS certificate is not trusted here; if a private CA signed it, give the context that CA: `cup config context add NAME --address URL --certificate-authority CA.pem`"
+            }
+            Some(TlsProblem::WrongName) => {
+                "the server's TLS certificate is not for the host name of the address: use an address with a name the certificate lists (a private CA is given with --certificate-authority CA.pem)"
             }
             Some(TlsProblem::Refused) => {
                 "the server ended the TLS handshake; if it asks for a client certificate, give the context one with --client-certificate and --client-key"
@@ -315,8 +318,10 @@ fn reason(reply: &Reply) -> String {
 /// here only as text through reqwest and hyper).
 #[derive(Debug, PartialEq, Eq)]
 enum TlsProblem {
-    /// The server's certificate was refused: unknown issuer, wrong name, expired.
+    /// The server's certificate was refused: unknown issuer, expired, not for TLS servers.
     ServerCertificate,
+    /// The server's certificate is valid but names other hosts.
+    WrongName,
     /// The server sent an alert: typically, it wanted a client certificate it did not get
     /// or refused the one it got.
     Refused,
@@ -324,7 +329,11 @@ enum TlsProblem {
 
 fn tls_problem(chain: &str) -> Option<TlsProblem> {
     let lower = chain.to_ascii_lowercase();
-    if lower.contains("invalid peer certificate") || lower.contains("certificate verify failed") {
+    if lower.contains("not valid for name") {
+        Some(TlsProblem::WrongName)
+    } else if lower.contains("invalid peer certificate")
+        || lower.contains("certificate verify failed")
+    {
         Some(TlsProblem::ServerCertificate)
     } else if lower.contains("received fatal alert") {
         Some(TlsProblem::Refused)
@@ -543,16 +552,18 @@ mod tests {
 
     #[test]
     fn tls_failures_are_told_apart() {
-        for chain in [
-            "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer",
-            "invalid peer certificate: certificate not valid for name \"cup.example.com\"; certificate is only valid for DnsName(\"other\")",
-        ] {
-            assert_eq!(
-                tls_problem(chain),
-                Some(TlsProblem::ServerCertificate),
-                "{chain}"
-            );
-        }
+        assert_eq!(
+            tls_problem(
+                "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer"
+            ),
+            Some(TlsProblem::ServerCertificate)
+        );
+        assert_eq!(
+            tls_problem(
+                "invalid peer certificate: certificate not valid for name \"cup.example.com\"; certificate is only valid for DnsName(\"other\")"
+            ),
+            Some(TlsProblem::WrongName)
+        );
         assert_eq!(
             tls_problem("client error (Connect): received fatal alert: CertificateRequired"),
             Some(TlsProblem::Refused)
@@ -604,5 +615,117 @@ mod tests {
             e.starts_with("the certificate authority of context \"prod\" is not a PEM bundle"),
             "{e}"
         );
+    }
+
+    /// A CA, a server certificate for `localhost` and a client certificate, all made here,
+    /// and an HTTPS server on loopback that requires a client certificate from that CA.
+    mod tls {
+        use std::io::{Read, Write};
+        use std::sync::Arc;
+
+        pub struct Pki {
+            pub ca_pem: String,
+            pub client_pem: String,
+            pub port: u16,
+        }
+
+        pub fn start() -> Pki {
+            use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+            let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+            let server_key = KeyPair::generate().unwrap();
+            let server = CertificateParams::new(vec!["localhost".to_owned()])
+                .unwrap()
+                .signed_by(&server_key, &ca)
+                .unwrap();
+            let client_key = KeyPair::generate().unwrap();
+            let client = CertificateParams::new(vec!["alice".to_owned()])
+                .unwrap()
+                .signed_by(&client_key, &ca)
+                .unwrap();
+
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.der().clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .unwrap();
+            let key =
+                rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap();
+            let config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(vec![server.der().clone()], key)
+                .unwrap();
+            let config = Arc::new(config);
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            std::thread::spawn(move || {
+                for tcp in listener.incoming() {
+                    let Ok(tcp) = tcp else { continue };
+                    let config = config.clone();
+                    std::thread::spawn(move || {
+                        let conn = rustls::ServerConnection::new(config).unwrap();
+                        let mut tls = rustls::StreamOwned::new(conn, tcp);
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            match tls.read(&mut byte) {
+                                Ok(1) => head.push(byte[0]),
+                                _ => return,
+                            }
+                        }
+                        let _ = tls.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]",
+                        );
+                        tls.conn.send_close_notify();
+                        let _ = tls.flush();
+                    });
+                }
+            });
+            Pki {
+                ca_pem: ca.pem(),
+                client_pem: format!("{}{}", client.pem(), client_key.serialize_pem()),
+                port,
+            }
+        }
+    }
+
+    #[test]
+    fn tls_with_a_private_ca_and_a_client_certificate() {
+        let pki = tls::start();
+        let auth = |ca: bool, identity: bool| Auth {
+            context: Some("prod".into()),
+            ca_pem: ca.then(|| pki.ca_pem.clone().into_bytes()),
+            identity_pem: identity.then(|| pki.client_pem.clone().into_bytes()),
+            ..Auth::default()
+        };
+        let localhost = Url::parse(&format!("https://localhost:{}", pki.port)).unwrap();
+        let c = Client::with_auth(localhost.clone(), auth(true, true)).unwrap();
+        assert_eq!(c.send(Method::GET, &["apis"], None).unwrap().status, 200);
+
+        let failure = |url: &Url, ca: bool, identity: bool| {
+            let c = Client::with_auth(url.clone(), auth(ca, identity)).unwrap();
+            format!("{:#}", c.send(Method::GET, &["apis"], None).err().unwrap())
+        };
+        // Unknown CA.
+        let e = failure(&localhost, false, true);
+        assert!(e.contains("--certificate-authority CA.pem"), "{e}");
+        // The certificate is for localhost, not 127.0.0.1.
+        let by_ip = Url::parse(&format!("https://127.0.0.1:{}", pki.port)).unwrap();
+        let e = failure(&by_ip, true, true);
+        assert!(
+            e.contains("not for the host name of the address")
+                && e.contains("--certificate-authority"),
+            "{e}"
+        );
+        // No client certificate: the server ends the handshake.
+        let e = failure(&localhost, true, false);
+        assert!(e.contains("--client-certificate"), "{e}");
     }
 }
