@@ -550,10 +550,13 @@ pub fn check_namespace(namespace: &str) -> Result<String> {
   cup config context set namespace=staging         # on the current context
   cup --context prod config context set address=https://cup2.example.com
   cup config context delete old
+  cup config context add prod -a https://cup.example.com --token-file prod.token \\
+      --certificate-authority ca.pem               # credentials: see `add --help`
 
 The file is -c FILE, else $XDG_CONFIG_HOME/cup/config.json (~/.config/cup/config.json).
 Without a file the context \"default\" (http://localhost:8181, namespace default) is used;
-the file is created on the first change.")]
+the file is created on the first change, with mode 0600 (it may hold a token). Listings
+show which kinds of credentials a context has (AUTH), never a secret.")]
 pub struct ContextArgs {
     #[command(subcommand)]
     command: Option<ContextCommand>,
