@@ -406,6 +406,38 @@ fn tokens_from_files_and_exec_commands_reach_the_server_as_bearer_tokens() {
             .one_line_error(),
         "cup: DELETE /apis/test.cup.flipt.io/v1alpha1/namespaces/default/resources/foo is forbidden (403): user \"alice\" may not delete resources in namespace \"default\""
     );
+    // A failing exec command: its stderr reaches the user, then one line says what failed.
+    h.run(
+        &[
+            "config",
+            "context",
+            "add",
+            "expired",
+            "-a",
+            &stub.address,
+            "--exec-command",
+            "sh",
+            "--exec-arg",
+            "-c",
+            "--exec-arg",
+            "echo 'cred-helper: login expired, run cred-helper login' >&2; exit 3",
+        ],
+        "",
+    )
+    .ok();
+    let before = stub.requests().len();
+    let run = h.run(&["--context", "expired", "get", "resources"], "");
+    assert_eq!((run.code, run.stdout.as_str()), (1, ""));
+    assert_eq!(
+        run.stderr,
+        "cred-helper: login expired, run cred-helper login\n\
+         cup: getting the token of context \"expired\": the exec credential command \"sh\" failed (exit status 3; its stderr is above)\n"
+    );
+    assert_eq!(
+        stub.requests().len(),
+        before,
+        "nothing sent without a token"
+    );
     // A context without credentials is told how to get some.
     let line = h
         .run(&["-a", &stub.address, "get", "resources"], "")
