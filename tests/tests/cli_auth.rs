@@ -331,6 +331,42 @@ fn context_add_stores_credentials_as_absolute_paths_in_a_private_file() {
     vault[3] = "vault2";
     vault.push("--token-stdin");
     assert_eq!(h.run(&vault, "s3cret").code, 2);
+    // `set` switches token sources and stores paths absolute; a token is never set there.
+    h.run(
+        &[
+            "--context",
+            "stored",
+            "config",
+            "context",
+            "set",
+            "token=",
+            "token_file=token",
+        ],
+        "",
+    )
+    .ok();
+    assert_eq!(
+        h.file()["contexts"]["stored"],
+        json!({"address": "http://127.0.0.1:1", "namespace": "default", "token_file": h.path("token")})
+    );
+    assert_eq!(mode(&h.config), 0o600);
+    let refused = h.run(
+        &[
+            "--context",
+            "stored",
+            "config",
+            "context",
+            "set",
+            "token=s3cret",
+        ],
+        "",
+    );
+    assert!(
+        refused
+            .one_line_error()
+            .contains("cannot be set here, only removed")
+            && !refused.stderr.contains("s3cret")
+    );
     assert_eq!(
         cup_e2e::dir_listing(h.dir.path()).len(),
         5,
@@ -395,7 +431,7 @@ fn tokens_from_files_and_exec_commands_reach_the_server_as_bearer_tokens() {
     assert_eq!(
         line,
         format!(
-            "cup: cupd at {a} refused the credentials of context \"file\" (401: Unauthorized: invalid or missing bearer token); check them, or give the context new ones: `cup config context delete file`, then `cup config context add NAME --address {a} --token-file FILE` (or --exec-command, --client-certificate and --client-key)",
+            "cup: cupd at {a} refused the credentials of context \"file\" (401: Unauthorized: invalid or missing bearer token); check them, or set others: `cup --context file config context set token_file=FILE`, or `cup config context add NAME --address {a} --token-file FILE` (or --exec-command, --client-certificate and --client-key)",
             a = stub.address
         )
     );

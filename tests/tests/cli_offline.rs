@@ -95,7 +95,7 @@ fn add_use_set_delete_contexts() {
 
     assert_eq!(
         ctx(&["set", "colour=red"]).one_line_error(),
-        "cup: unknown config key \"colour\" (should be one of: address, namespace)"
+        "cup: unknown config key \"colour\" (should be one of: address, namespace, token_file, client_certificate, client_key, certificate_authority, token (remove only), exec (remove only))"
     );
     assert_eq!(
         ctx(&["set", "namespace"]).one_line_error(),

@@ -245,19 +245,19 @@ impl Client {
     /// credentials.
     fn unauthorized(&self, reply: &Reply) -> anyhow::Error {
         let address = self.address();
-        let fix = format!(
+        let add = format!(
             "`cup config context add NAME --address {address} --token-file FILE` (or --exec-command, --client-certificate and --client-key)"
         );
         let why = reason(reply);
         match (&self.context, self.has_credentials) {
             (Some(context), true) => anyhow::anyhow!(
-                "cupd at {address} refused the credentials of context {context:?} (401: {why}); check them, or give the context new ones: `cup config context delete {context}`, then {fix}"
+                "cupd at {address} refused the credentials of context {context:?} (401: {why}); check them, or set others: `cup --context {context} config context set token_file=FILE`, or {add}"
             ),
             (Some(context), false) => anyhow::anyhow!(
-                "cupd at {address} asks for credentials (401: {why}) and context {context:?} has none; add a context with credentials: {fix}"
+                "cupd at {address} asks for credentials (401: {why}) and context {context:?} has none; give it some: `cup --context {context} config context set token_file=FILE`, or {add}"
             ),
             (None, _) => anyhow::anyhow!(
-                "cupd at {address} asks for credentials (401: {why}) and -a alone sends none; add a context with credentials: {fix}"
+                "cupd at {address} asks for credentials (401: {why}) and -a alone sends none; add a context with credentials: {add}"
             ),
         }
     }
@@ -500,7 +500,7 @@ mod tests {
         assert_eq!(
             e,
             format!(
-                "cupd at {address} refused the credentials of context \"prod\" (401: invalid bearer token); check them, or give the context new ones: `cup config context delete prod`, then `cup config context add NAME --address {address} --token-file FILE` (or --exec-command, --client-certificate and --client-key)"
+                "cupd at {address} refused the credentials of context \"prod\" (401: invalid bearer token); check them, or set others: `cup --context prod config context set token_file=FILE`, or `cup config context add NAME --address {address} --token-file FILE` (or --exec-command, --client-certificate and --client-key)"
             )
         );
         assert!(!e.contains("s3cret"));
@@ -508,7 +508,7 @@ mod tests {
         let c = Client::with_auth(url, auth(Some("default"), None)).unwrap();
         let e = format!("{:#}", c.send(Method::GET, &["apis"], None).err().unwrap());
         assert!(
-            e.contains("asks for credentials (401: no reason given) and context \"default\" has none; add a context with credentials: `cup config context add NAME --address"),
+            e.contains("asks for credentials (401: no reason given) and context \"default\" has none; give it some: `cup --context default config context set token_file=FILE`, or `cup config context add NAME --address"),
             "{e}"
         );
         let (url, _server) = one_answer(401, "no credentials");

@@ -371,7 +371,29 @@ impl Config {
                 ctx.address = value.trim().to_owned();
             }
             "namespace" => ctx.namespace = check_namespace(value)?,
-            other => bail!("unknown config key {other:?} (should be one of: address, namespace)"),
+            // Paths: stored absolute; an empty value removes the key.
+            "token_file" => {
+                let file = optional_path(value)?;
+                if file.is_some() && (ctx.token.is_some() || ctx.exec.is_some()) {
+                    bail!(
+                        "context {context:?} already has a token source; remove it first (`set token=` or `set exec=`)"
+                    );
+                }
+                ctx.token_file = file;
+            }
+            "client_certificate" => ctx.client_certificate = optional_path(value)?,
+            "client_key" => ctx.client_key = optional_path(value)?,
+            "certificate_authority" => ctx.certificate_authority = optional_path(value)?,
+            // Only removed here: a token on the command line would land in the shell's
+            // history, and an exec command has arguments (both: `context add`).
+            "token" | "exec" if !value.trim().is_empty() => bail!(
+                "{} cannot be set here, only removed (`set {}=`); to store a token use `cup config context add … --token-stdin`, for a command `--exec-command`",
+                key.trim(),
+                key.trim()
+            ),
+            "token" => ctx.token = None,
+            "exec" => ctx.exec = None,
+            other => bail!("unknown config key {other:?} (should be one of: {SET_KEYS})"),
         }
         Ok(())
     }
@@ -570,12 +592,21 @@ enum ContextCommand {
         after_help = "Example:\n  cup -o json config context list"
     )]
     List,
-    /// Change the current context (or the one named by --context): address or namespace.
-    #[command(
-        after_help = "Examples:\n  cup config context set address=http://127.0.0.1:8181\n  cup config context set namespace=production address=https://cup.example.com"
-    )]
+    /// Change the current context (or the one named by --context): address, namespace,
+    /// credential files.
+    #[command(after_help = "Examples:
+  cup config context set address=http://127.0.0.1:8181
+  cup config context set namespace=production address=https://cup.example.com
+  cup --context prod config context set token_file=prod.token
+  cup config context set client_certificate=alice.crt client_key=alice.key
+  cup config context set certificate_authority=      # an empty value removes the key
+  cup config context set exec= token_file=new.token  # switch token sources
+
+Paths are stored absolute. token and exec can only be removed here; set them with
+`cup config context add` (--token-stdin, --exec-command).")]
     Set {
-        /// key=value pairs; keys: address, namespace.
+        /// key=value pairs; keys: address, namespace, token_file, client_certificate,
+        /// client_key, certificate_authority; token= and exec= remove those.
         #[arg(value_name = "KEY=VALUE", required = true)]
         assignments: Vec<String>,
     },
@@ -710,6 +741,23 @@ impl CredentialFlags {
     }
 }
 
+/// The keys `config context set` takes.
+const SET_KEYS: &str = "address, namespace, token_file, client_certificate, client_key, certificate_authority, token (remove only), exec (remove only)";
+
+/// A path for `set`: absolute (relative to the working directory), or None for an empty
+/// value.
+fn optional_path(value: &str) -> Result<Option<PathBuf>> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let path = std::path::absolute(value).with_context(|| format!("making {value} absolute"))?;
+    if !path.exists() {
+        crate::log::warn(format_args!("{} does not exist (yet)", path.display()));
+    }
+    Ok(Some(path))
+}
+
 /// A token read from standard input: surrounding whitespace (a trailing newline from
 /// `echo` or a password manager) is dropped; an empty token or one with inner whitespace
 /// is refused, as it cannot be a bearer token.
@@ -757,6 +805,8 @@ pub fn run(args: ContextArgs, path: &Path, flags: &Flags, output: crate::Output)
             for a in &assignments {
                 config.set(&name, a)?;
             }
+            // After every assignment, so a certificate and its key can be set together.
+            config.get(&name)?.credentials(&name)?;
         }
         ContextCommand::Add {
             name,
@@ -948,7 +998,7 @@ mod tests {
         let err = |r: Result<()>| format!("{:#}", r.unwrap_err());
         assert_eq!(
             err(c.set("default", "colour=red")),
-            r#"unknown config key "colour" (should be one of: address, namespace)"#
+            format!(r#"unknown config key "colour" (should be one of: {SET_KEYS})"#)
         );
         assert_eq!(
             err(c.set("default", "address")),
@@ -1273,5 +1323,32 @@ mod tests {
             e.contains("contains whitespace") && !e.contains("s3cret"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn set_changes_credential_files_and_removes_token_sources() {
+        let mut c: Config = serde_json::from_str(ALL_KEYS).unwrap();
+        let err = |r: Result<()>| format!("{:#}", r.unwrap_err());
+        assert!(err(c.set("stored", "token_file=/t")).contains("already has a token source"));
+        assert!(err(c.set("stored", "token=s3cret")).contains("cannot be set here, only removed"));
+        assert!(!err(c.set("stored", "token=s3cret")).contains("s3cret"));
+        assert!(err(c.set("vault", "exec=vault")).contains("--exec-command"));
+        c.set("stored", "token=").unwrap();
+        c.set("stored", "token_file=/etc/cup/t").unwrap();
+        assert_eq!(c.contexts["stored"].token, None);
+        assert_eq!(c.contexts["stored"].token_file, Some("/etc/cup/t".into()));
+        c.set("vault", "exec=").unwrap();
+        assert_eq!(c.contexts["vault"].exec, None);
+        c.set("prod", "client_key=").unwrap();
+        let e = format!(
+            "{:#}",
+            c.get("prod").unwrap().credentials("prod").unwrap_err()
+        );
+        assert!(e.contains("give both or neither"), "{e}");
+        c.set("prod", "client_certificate= ").unwrap();
+        c.set("prod", "certificate_authority=ca.pem").unwrap();
+        let ca = c.contexts["prod"].certificate_authority.clone().unwrap();
+        assert_eq!(ca, std::env::current_dir().unwrap().join("ca.pem"));
+        assert!(c.get("prod").unwrap().credentials("prod").is_ok());
     }
 }
