@@ -656,6 +656,7 @@ and never over plain http except to a loopback address. Paths are stored absolut
 
 /// The credential flags of `config context add`.
 #[derive(clap::Args, Debug, Default)]
+#[command(next_help_heading = "Credentials")]
 pub struct CredentialFlags {
     /// A file holding the bearer token (read at each command; a trailing newline is ignored).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["token_stdin", "exec_command"])]
