@@ -787,6 +787,7 @@ pub struct Flags {
 /// Runs `cup config context …` against the file at `path`.
 pub fn run(args: ContextArgs, path: &Path, flags: &Flags, output: crate::Output) -> Result<i32> {
     let mut config = Config::load(path)?;
+    let mut token_in_file = false;
     match args.command.unwrap_or(ContextCommand::List) {
         ContextCommand::List => {
             print_list(&config, output)?;
@@ -831,18 +832,19 @@ pub fn run(args: ContextArgs, path: &Path, flags: &Flags, output: crate::Output)
             } else {
                 None
             };
-            let stored = stdin_token.is_some();
+            token_in_file = stdin_token.is_some();
             let ctx = config
                 .contexts
                 .get_mut(&name)
                 .context("the context just added")?;
             credentials.apply_to(ctx, stdin_token)?;
-            ctx.credentials(&name)?;
-            if stored {
-                crate::log::warn(format_args!(
-                    "the token is stored in {} (readable by you only, mode 0600); --token-file or --exec-command keep it out of the config file",
-                    path.display()
-                ));
+            let checked = ctx.credentials(&name)?;
+            // Said now rather than only at the first request, which will refuse it.
+            if checked.token.is_some()
+                && let Err(e) =
+                    crate::credentials::check_token_transport(&check_address(address)?, &name)
+            {
+                crate::log::warn(format_args!("requests with this context will fail: {e:#}"));
             }
             if make_current {
                 config.use_context(&name)?;
@@ -853,6 +855,12 @@ pub fn run(args: ContextArgs, path: &Path, flags: &Flags, output: crate::Output)
     }
     config.save(path)?;
     crate::log::info(format_args!("wrote {}", path.display()));
+    if token_in_file {
+        crate::log::warn(format_args!(
+            "the token is stored in {} (readable by you only, mode 0600); --token-file or --exec-command keep it out of the config file",
+            path.display()
+        ));
+    }
     Ok(0)
 }
 
