@@ -23,7 +23,7 @@ fn without_a_config_file_the_default_context_is_used_and_nothing_is_created() {
     ] {
         assert_eq!(
             cup.run(args).ok(),
-            "NAME      ADDRESS                 NAMESPACE   CURRENT\ndefault   http://localhost:8181   default     *\n",
+            "NAME      ADDRESS                 NAMESPACE   AUTH   CURRENT\ndefault   http://localhost:8181   default     -      *\n",
             "{args:?}"
         );
     }
@@ -61,10 +61,10 @@ fn add_use_set_delete_contexts() {
     ctx(&["add", "dev", "-a", "http://127.0.0.1:9"]).ok();
     assert_eq!(
         ctx(&[]).ok(),
-        "NAME      ADDRESS                   NAMESPACE   CURRENT\n\
-         default   http://localhost:8181     default     *\n\
-         dev       http://127.0.0.1:9        default\n\
-         prod      https://cup.example.com   team\n"
+        "NAME      ADDRESS                   NAMESPACE   AUTH   CURRENT\n\
+         default   http://localhost:8181     default     -      *\n\
+         dev       http://127.0.0.1:9        default     -\n\
+         prod      https://cup.example.com   team        -\n"
     );
     assert_eq!(
         ctx(&["add", "prod", "--address", "http://x"]).one_line_error(),
@@ -95,7 +95,7 @@ fn add_use_set_delete_contexts() {
 
     assert_eq!(
         ctx(&["set", "colour=red"]).one_line_error(),
-        "cup: unknown config key \"colour\" (should be one of: address, namespace)"
+        "cup: unknown config key \"colour\" (should be one of: address, namespace, token_file, client_certificate, client_key, certificate_authority, token (remove only), exec (remove only))"
     );
     assert_eq!(
         ctx(&["set", "namespace"]).one_line_error(),
@@ -199,6 +199,9 @@ fn every_command_has_help_with_examples() {
         &["config", "context", "add"],
         &["config", "context", "use"],
         &["config", "context", "delete"],
+        &["auth"],
+        &["auth", "can-i"],
+        &["auth", "whoami"],
         &["completions"],
     ] {
         let mut args = cmd.to_vec();

@@ -11,6 +11,7 @@ mod cupd_git_common;
 mod oci_common;
 
 mod abuse_controllers;
+mod cli_auth;
 mod cli_errors;
 mod cli_flipt;
 mod cli_offline;

@@ -39,3 +39,9 @@ pub fn info(message: std::fmt::Arguments<'_>) {
         eprintln!("{message}");
     }
 }
+
+pub fn warn(message: std::fmt::Arguments<'_>) {
+    if enabled(Level::Warn) {
+        eprintln!("warning: {message}");
+    }
+}

@@ -1,8 +1,10 @@
 //! `cup`: the command-line client.
 
+mod auth;
 mod client;
 mod contexts;
 mod controller;
+mod credentials;
 mod discovery;
 mod json;
 mod log;
@@ -152,6 +154,20 @@ is kept and its path printed, so no work is lost.")]
     /// Client configuration.
     #[command(subcommand, alias = "c")]
     Config(ConfigCommand),
+    /// Ask cupd who you are and what you may do (access control).
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  cup auth whoami                         # user name and groups, as cupd sees them
+  cup auth can-i put flags                # yes/no, exit status 0/1
+  cup auth can-i delete flag new-login -n production
+  cup auth can-i merge proposals
+  cup auth can-i get /metrics
+
+Both ask the server (its selfsubjectreviews and selfsubjectaccessreviews endpoints), so
+the answer is the server's policy for the credentials of the context."
+    )]
+    Auth(auth::Command),
     /// Print a shell completion script.
     #[command(after_help = "Examples:
   cup completions bash > ~/.local/share/bash-completion/completions/cup
@@ -274,12 +290,15 @@ fn run(cli: Cli) -> Result<i32> {
     let session = || -> Result<resources::Session> {
         let path = contexts::path(config.as_deref())?;
         let file = contexts::Config::load(&path)?;
-        let target = contexts::target(
+        let mut target = contexts::target(
             &file,
             context.as_deref(),
             address.as_deref(),
             namespace.as_deref(),
         )?;
+        if let Some(dir) = path.parent() {
+            target.credentials = target.credentials.anchored(dir);
+        }
         resources::Session::new(target, output)
     };
     match command {
@@ -297,6 +316,12 @@ fn run(cli: Cli) -> Result<i32> {
             };
             contexts::run(args, &path, &flags, output)
         }
+        Command::Auth(auth::Command::CanI {
+            verb,
+            target: what,
+            name,
+        }) => session()?.can_i(&verb, &what, name.as_deref()),
+        Command::Auth(auth::Command::Whoami) => session()?.whoami(),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "cup", &mut std::io::stdout());
             Ok(0)

@@ -21,9 +21,9 @@ use crate::{Output, json, log, table};
 
 /// A connection to one cupd, in one namespace, printing in one format.
 pub struct Session {
-    client: Client,
-    target: Target,
-    output: Output,
+    pub(crate) client: Client,
+    pub(crate) target: Target,
+    pub(crate) output: Output,
 }
 
 /// What a request was about, for error messages.
@@ -79,14 +79,15 @@ impl Session {
             crate::client::shown(&target.address),
             target.namespace
         ));
+        let auth = crate::credentials::resolve(&target)?;
         Ok(Session {
-            client: Client::new(target.address.clone())?,
+            client: Client::with_auth(target.address.clone(), auth)?,
             target,
             output,
         })
     }
 
-    fn discover(&self) -> Result<Discovery> {
+    pub(crate) fn discover(&self) -> Result<Discovery> {
         let reply = self.client.send(Method::GET, &["apis"], None)?;
         // Every cupd serves `/apis` as JSON; an HTML page or a 404 there means the address
         // names some other server.
