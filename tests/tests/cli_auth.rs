@@ -1,133 +1,107 @@
 //! `cup`'s side of access control: contexts with credentials (`config context add` flags,
-//! the file's content and mode, listings that never show a secret), the bearer token on
-//! the wire (checked on a recording stub server, and accepted by a real cupd serving without
-//! access control), the refusal to send a token over plain http to another host, and
-//! `auth can-i` / `auth whoami` against a stub that answers as cupd's access control does.
+//! the file's content and mode, listings that never show a secret), and end to end against
+//! a real cupd serving HTTPS with a test CA, bearer tokens and a policy: tokens from files and
+//! exec commands, 401 and 403 as the user sees them, `auth can-i` and `auth whoami`; a cupd
+//! without access control; the refusal to send a token over plain http to another host.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use crate::cli_common::*;
 use serde_json::{Value, json};
 
-/// One request as the stub received it.
-#[derive(Clone, Debug)]
-struct Request {
-    method: String,
-    path: String,
-    /// Header names in lower case.
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
+/// Tokens of the guarded cupd: alice (group dev) and olga (group ops).
+const TOKENS: &str = "s3cret,alice,1,dev\nops-token,olga,2,ops\n";
 
-/// A canned HTTP server on loopback that keeps every request it answers.
-struct Stub {
+/// alice may read resources and /metrics, nothing else; olga may read /metrics.
+const POLICY: &str = r#"{"rules": [
+  {"groups": ["dev"], "verbs": ["get", "list"], "resources": ["test.cup.flipt.io/resources"], "namespaces": ["*"]},
+  {"groups": ["dev", "ops"], "verbs": ["get"], "paths": ["/metrics"]}
+]}"#;
+
+/// A real cupd over HTTPS (a CA made here) with the tokens and the policy above.
+struct Guarded {
+    fixture: Fixture,
+    /// `https://127.0.0.1:PORT`.
     address: String,
-    requests: Arc<Mutex<Vec<Request>>>,
+    /// The CA's certificate (PEM file).
+    ca: String,
 }
 
-impl Stub {
-    fn start(respond: fn(&Request) -> (u16, String)) -> Stub {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let address = format!("http://{}", listener.local_addr().expect("addr"));
-        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
-        let kept = requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let Some(request) = read_request(&stream) else {
-                    continue;
+impl Guarded {
+    fn start() -> Guarded {
+        let ca_params = {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "cup test CA");
+            params
+        };
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let server_key = rcgen::KeyPair::generate().expect("key");
+        let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("params")
+            .signed_by(&server_key, &issuer)
+            .expect("server certificate");
+        let ca_pem = ca_cert.pem();
+        let trusting = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA")])
+            .build()
+            .expect("client");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let ready = move |port: u16| {
+            runtime.block_on(async {
+                trusting
+                    .get(format!("https://127.0.0.1:{port}/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            })
+        };
+        let mut ca = String::new();
+        let fixture = Fixture::start_with(
+            |dir| {
+                let write = |name: &str, text: &str| {
+                    let path = dir.join(name);
+                    std::fs::write(&path, text).expect("write");
+                    path.to_string_lossy().into_owned()
                 };
-                let (status, body) = respond(&request);
-                kept.lock().expect("lock").push(request);
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        Stub { address, requests }
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.requests.lock().expect("lock").clone()
-    }
-}
-
-fn read_request(stream: &std::net::TcpStream) -> Option<Request> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line).ok()?;
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-        }
-    }
-    let length = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    let mut parts = request_line.split_whitespace();
-    Some(Request {
-        method: parts.next()?.to_owned(),
-        path: parts.next()?.to_owned(),
-        headers,
-        body,
-    })
-}
-
-fn apis() -> String {
-    format!(r#"{{"test.cup.flipt.io/v1alpha1/resources":{DEFINITION}}}"#)
-}
-
-/// As cupd with access control: 401 without a token; the review endpoints; `get` and paths
-/// allowed, every other verb denied with a reason.
-fn access_controlled(request: &Request) -> (u16, String) {
-    if request.headers.get("authorization").map(String::as_str) != Some("Bearer s3cret") {
-        return (
-            401,
-            "Unauthorized: invalid or missing bearer token\n".into(),
+                ca = write("ca.pem", &ca_pem);
+                vec![
+                    "--tls-cert-file".into(),
+                    write("tls.crt", &server.pem()),
+                    "--tls-private-key-file".into(),
+                    write("tls.key", &server_key.serialize_pem()),
+                    "--token-auth-file".into(),
+                    write("tokens.csv", TOKENS),
+                    "--authorization-policy-file".into(),
+                    write("policy.json", POLICY),
+                ]
+            },
+            Some(&ready),
         );
+        let address = format!("https://127.0.0.1:{}", fixture.cupd.port());
+        Guarded {
+            fixture,
+            address,
+            ca,
+        }
     }
-    match (request.method.as_str(), request.path.as_str()) {
-        ("GET", "/apis") => (200, apis()),
-        ("GET", "/apis/test.cup.flipt.io/v1alpha1/namespaces/default/resources") => {
-            (200, format!("[{FOO}]"))
-        }
-        ("DELETE", _) => (
-            403,
-            "user \"alice\" may not delete resources in namespace \"default\"\n".into(),
-        ),
-        ("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews") => {
-            let mut review: Value = serde_json::from_slice(&request.body).expect("JSON review");
-            let spec = &review["spec"];
-            let allowed = spec["nonResourceAttributes"].is_object()
-                || spec["resourceAttributes"]["verb"] == "get";
-            review["status"] = if allowed {
-                json!({"allowed": true})
-            } else {
-                json!({"allowed": false, "reason": "no rule lets alice do that"})
-            };
-            (201, review.to_string())
-        }
-        ("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews") => (
-            201,
-            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
-                "status": {"userInfo": {"username": "alice", "groups": ["dev", "system:authenticated"]}}})
-            .to_string(),
-        ),
-        _ => (404, "not found\n".into()),
+
+    /// Requests cupd has logged so far (one `request` line each).
+    fn requests_logged(&self) -> usize {
+        self.fixture
+            .cupd
+            .log()
+            .lines()
+            .filter(|l| l.contains("elapsed_ms="))
+            .count()
     }
 }
 
@@ -377,7 +351,7 @@ fn context_add_stores_credentials_as_absolute_paths_in_a_private_file() {
 
 #[test]
 fn tokens_from_files_and_exec_commands_reach_the_server_as_bearer_tokens() {
-    let stub = Stub::start(access_controlled);
+    let g = Guarded::start();
     let h = Home::new();
     let token_file = h.write("token", "s3cret\n");
     h.run(
@@ -387,9 +361,11 @@ fn tokens_from_files_and_exec_commands_reach_the_server_as_bearer_tokens() {
             "add",
             "file",
             "-a",
-            &stub.address,
+            &g.address,
             "--token-file",
             &token_file,
+            "--certificate-authority",
+            &g.ca,
         ],
         "",
     )
@@ -400,7 +376,9 @@ fn tokens_from_files_and_exec_commands_reach_the_server_as_bearer_tokens() {
         "add".into(),
         "exec".into(),
         "-a".into(),
-        stub.address.clone(),
+        g.address.clone(),
+        "--certificate-authority".into(),
+        g.ca.clone(),
     ];
     exec.extend(exec_flags("s3cret"));
     h.run(&exec.iter().map(String::as_str).collect::<Vec<_>>(), "")
@@ -410,17 +388,17 @@ fn tokens_from_files_and_exec_commands_reach_the_server_as_bearer_tokens() {
             &["--context", context, "-o", "json", "get", "resources"],
             "",
         );
-        assert_eq!(out.json()[0]["metadata"]["name"], "foo", "{context}");
-    }
-    let requests = stub.requests();
-    assert_eq!(requests.len(), 4);
-    for r in &requests {
+        let listed = out.json();
+        let names: Vec<&str> = listed
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|r| r["metadata"]["name"].as_str().unwrap_or_default())
+            .collect();
+        assert!(names.contains(&"foo"), "{context}: {names:?}");
         assert_eq!(
-            r.headers.get("authorization").map(String::as_str),
-            Some("Bearer s3cret"),
-            "{} {}",
-            r.method,
-            r.path
+            h.run(&["--context", context, "auth", "whoami"], "").ok(),
+            "ATTRIBUTE   VALUE\nUsername    alice\nGroups      [dev system:authenticated]\n"
         );
     }
     // The file is read at each command: a rotated token is used at once (and refused here).
@@ -432,17 +410,18 @@ fn tokens_from_files_and_exec_commands_reach_the_server_as_bearer_tokens() {
     assert_eq!(
         line,
         format!(
-            "cup: cupd at {a} refused the credentials of context \"file\" (401: Unauthorized: invalid or missing bearer token); check them, or set others: `cup --context file config context set token_file=FILE`, or `cup config context add NAME --address {a} --token-file FILE` (or --exec-command, --client-certificate and --client-key)",
-            a = stub.address
+            "cup: cupd at {a} refused the credentials of context \"file\" (401: Unauthorized: invalid bearer token); check them, or set others: `cup --context file config context set token_file=FILE`, or `cup config context add NAME --address {a} --token-file FILE` (or --exec-command, --client-certificate and --client-key)",
+            a = g.address
         )
     );
-    // A 403 prints the server's reason.
+    // A 403 prints the server's reason, and the resource is still there.
     std::fs::write(&token_file, "s3cret").expect("write");
     assert_eq!(
         h.run(&["--context", "file", "delete", "resources", "foo"], "")
             .one_line_error(),
-        "cup: DELETE /apis/test.cup.flipt.io/v1alpha1/namespaces/default/resources/foo is forbidden (403): user \"alice\" may not delete resources in namespace \"default\""
+        "cup: DELETE /apis/test.cup.flipt.io/v1alpha1/namespaces/default/resources/foo is forbidden (403): resources.test.cup.flipt.io \"foo\" is forbidden: user \"alice\" cannot delete resource \"resources\" in API group \"test.cup.flipt.io\" in the namespace \"default\""
     );
+    assert!(g.fixture.source().join(file_of("foo")).exists());
     // A failing exec command: its stderr reaches the user, then one line says what failed.
     h.run(
         &[
@@ -451,7 +430,9 @@ fn tokens_from_files_and_exec_commands_reach_the_server_as_bearer_tokens() {
             "add",
             "expired",
             "-a",
-            &stub.address,
+            &g.address,
+            "--certificate-authority",
+            &g.ca,
             "--exec-command",
             "sh",
             "--exec-arg",
@@ -462,7 +443,7 @@ fn tokens_from_files_and_exec_commands_reach_the_server_as_bearer_tokens() {
         "",
     )
     .ok();
-    let before = stub.requests().len();
+    let before = g.requests_logged();
     let run = h.run(&["--context", "expired", "get", "resources"], "");
     assert_eq!((run.code, run.stdout.as_str()), (1, ""));
     assert_eq!(
@@ -470,20 +451,50 @@ fn tokens_from_files_and_exec_commands_reach_the_server_as_bearer_tokens() {
         "cred-helper: login expired, run cred-helper login\n\
          cup: getting the token of context \"expired\": the exec credential command \"sh\" failed (exit status 3; its stderr is above)\n"
     );
-    assert_eq!(
-        stub.requests().len(),
-        before,
-        "nothing sent without a token"
-    );
+    assert_eq!(g.requests_logged(), before, "nothing sent without a token");
     // A context without credentials is told how to get some.
+    h.run(
+        &[
+            "config",
+            "context",
+            "add",
+            "bare",
+            "-a",
+            &g.address,
+            "--certificate-authority",
+            &g.ca,
+        ],
+        "",
+    )
+    .ok();
     let line = h
-        .run(&["-a", &stub.address, "get", "resources"], "")
+        .run(&["--context", "bare", "get", "resources"], "")
         .one_line_error()
         .to_owned();
     assert!(
-        line.contains("asks for credentials (401: Unauthorized: invalid or missing bearer token) and context \"default\" has none"),
+        line.contains("asks for credentials (401: Unauthorized: no credentials; this server accepts a bearer token) and context \"bare\" has none"),
         "{line}"
     );
+    // Without the CA the server's certificate is not trusted, and the hint says what to add.
+    h.run(
+        &[
+            "config",
+            "context",
+            "add",
+            "no-ca",
+            "-a",
+            &g.address,
+            "--token-file",
+            &token_file,
+        ],
+        "",
+    )
+    .ok();
+    let line = h
+        .run(&["--context", "no-ca", "get", "resources"], "")
+        .one_line_error()
+        .to_owned();
+    assert!(line.contains("--certificate-authority"), "{line}");
 }
 
 #[test]
@@ -504,17 +515,29 @@ fn a_cupd_without_access_control_accepts_requests_with_a_token() {
         .ok();
     let out = h.run(&["get", "resources"], "");
     assert!(out.ok().contains("foo"), "{}", out.stdout);
-    // The review endpoints are not there: said plainly.
-    for args in [
-        &["auth", "whoami"][..],
-        &["auth", "can-i", "get", "resources"],
-    ] {
-        let line = h.run(args, "").one_line_error().to_owned();
-        assert!(
-            line.contains("it is an older cupd, or one serving without access control"),
-            "{args:?}: {line}"
-        );
-    }
+    // An open cupd lets everyone do everything, and says why.
+    let yes = h.run(&["auth", "can-i", "delete", "resources", "foo"], "");
+    assert_eq!(
+        (yes.code, yes.stdout.as_str()),
+        (0, "yes\n"),
+        "{}",
+        yes.stderr
+    );
+    let review = h
+        .run(&["-o", "json", "auth", "can-i", "put", "resources"], "")
+        .json();
+    assert!(
+        review["status"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("access control is off"),
+        "{review}"
+    );
+    assert!(
+        h.run(&["auth", "whoami"], "")
+            .ok()
+            .contains("system:anonymous")
+    );
 }
 
 #[test]
@@ -551,7 +574,7 @@ fn a_token_is_never_sent_over_plain_http_to_another_host() {
 
 #[test]
 fn can_i_and_whoami_print_the_servers_answers() {
-    let stub = Stub::start(access_controlled);
+    let g = Guarded::start();
     let h = Home::new();
     h.run(
         &[
@@ -560,7 +583,9 @@ fn can_i_and_whoami_print_the_servers_answers() {
             "add",
             "alice",
             "-a",
-            &stub.address,
+            &g.address,
+            "--certificate-authority",
+            &g.ca,
             "--use",
             "--token-stdin",
         ],
@@ -577,24 +602,11 @@ fn can_i_and_whoami_print_the_servers_answers() {
     let no = h.run(&["auth", "can-i", "put", "resources", "-n", "team"], "");
     assert_eq!(
         (no.code, no.stdout.as_str(), no.stderr.as_str()),
-        (1, "no\n", "reason: no rule lets alice do that\n")
-    );
-    let sent: Vec<Value> = stub
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/selfsubjectaccessreviews"))
-        .map(|r| serde_json::from_slice(&r.body).expect("JSON"))
-        .collect();
-    assert_eq!(
-        sent,
-        [
-            json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                "spec": {"resourceAttributes": {"namespace": "default", "verb": "get",
-                    "group": "test.cup.flipt.io", "resource": "resources", "name": "foo"}}}),
-            json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                "spec": {"resourceAttributes": {"namespace": "team", "verb": "put",
-                    "group": "test.cup.flipt.io", "resource": "resources"}}}),
-        ]
+        (
+            1,
+            "no\n",
+            "reason: resources.test.cup.flipt.io is forbidden: user \"alice\" cannot put resource \"resources\" in API group \"test.cup.flipt.io\" in the namespace \"team\"\n"
+        )
     );
     let merge = h.run(&["-o", "json", "auth", "can-i", "merge", "proposals"], "");
     assert_eq!(merge.code, 1);
@@ -606,6 +618,8 @@ fn can_i_and_whoami_print_the_servers_answers() {
     assert_eq!(review["status"]["allowed"], false);
     let metrics = h.run(&["auth", "can-i", "get", "/metrics"], "");
     assert_eq!((metrics.code, metrics.stdout.as_str()), (0, "yes\n"));
+    let status = h.run(&["auth", "can-i", "get", "/status"], "");
+    assert_eq!((status.code, status.stdout.as_str()), (1, "no\n"));
     assert_eq!(
         h.run(&["auth", "can-i", "merge", "resources"], "")
             .one_line_error(),

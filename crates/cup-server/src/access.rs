@@ -456,7 +456,7 @@ struct AccessReviewSpec {
 
 #[derive(Deserialize, Serialize)]
 struct ResourceAttributes {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     namespace: String,
     verb: String,
     #[serde(default)]

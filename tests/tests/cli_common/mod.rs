@@ -176,6 +176,15 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn start() -> Fixture {
+        Fixture::start_with(|_| Vec::new(), None)
+    }
+
+    /// With extra cupd arguments (made from the fixture's directory, before cupd starts) and
+    /// a readiness probe (for HTTPS).
+    pub fn start_with(
+        args: impl FnOnce(&Path) -> Vec<String>,
+        ready_probe: Option<&dyn Fn(u16) -> bool>,
+    ) -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("config");
         let source = dir.path().join("source");
@@ -198,7 +207,10 @@ impl Fixture {
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).expect("mkdir");
         let store = dir.path().join("store");
-        let cupd = Cupd::start(&CupdConfig::new(&config, &source, &store));
+        let mut cupd_config = CupdConfig::new(&config, &source, &store);
+        cupd_config.args = args(dir.path());
+        cupd_config.ready_probe = ready_probe;
+        let cupd = Cupd::start(&cupd_config);
         Fixture {
             cup: Cup::new(&home),
             dir,
