@@ -259,6 +259,18 @@ per-process peer writes in place, each put process under `flock` (the same seria
 without which concurrent puts race on features.yml and fail).
 
 {section("serve.md")}
+## Access control per request (`bench/access.sh`)
+
+Four release cupds side by side serve GET of one resource through the template controller
+(no wasm: the cheapest route, so what access control adds is as large a share as it gets):
+open (the default); a bearer token checked against a token file of two entries and a policy
+of one rule; the same with a policy of 100 rules where the caller's is the last one (every
+rule is looked at); and that over HTTPS (keep-alive: one handshake per connection). `wrk`
+sends the `Authorization` header; setups alternate within each round. Bound by: the token
+lookup (a SHA-256 of the token and a constant-time comparison with each entry) and the
+linear walk of the rules, both per request; TLS adds record encryption.
+
+{section("access.md", "not run")}
 ## cupd start and memory (`bench/start.sh`)
 
 5 (and 20) Controllers, each naming by digest a distinct package of the example module (a
@@ -302,6 +314,7 @@ just bench                       # = bench/run.sh: everything, then rewrites thi
 bench/embed.sh                   # one figure at a time; each writes bench/work/<figure>.md
 bench/oci.sh
 bench/serve.sh                   # BENCH_ROUNDS, BENCH_DURATION (s per wrk run)
+bench/access.sh                  # BENCH_ROUNDS, BENCH_DURATION
 bench/start.sh                   # BENCH_START_ROUNDS
 bench/build.sh                   # BENCH_BUILD_RUNS
 cargo bench -p cup-runtime --bench invoke

@@ -1,9 +1,14 @@
--- wrk script of bench/serve.py: the method and body come from the environment
--- (WRK_METHOD, WRK_BODY = a file), and `done` prints one machine-readable line
--- `BENCH-JSON {...}` with the latency percentiles (µs), counts and errors.
+-- wrk script of bench/serve.py and bench/access.py: the method, body and Authorization
+-- header come from the environment (WRK_METHOD, WRK_BODY = a file, WRK_AUTHORIZATION), and
+-- `done` prints one machine-readable line `BENCH-JSON {...}` with the latency percentiles
+-- (µs), counts and errors.
 local method = os.getenv("WRK_METHOD") or "GET"
 local body_file = os.getenv("WRK_BODY")
+local authorization = os.getenv("WRK_AUTHORIZATION")
 wrk.method = method
+if authorization and authorization ~= "" then
+  wrk.headers["Authorization"] = authorization
+end
 if body_file and body_file ~= "" then
   local f = assert(io.open(body_file, "rb"))
   wrk.body = f:read("*a")

@@ -352,6 +352,10 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
 
 /// cupd on `address` (port 0), until it logs that it listens; its log so far.
 fn startup_log(f: &Fixture, address: &str) -> String {
+    startup_log_with(f, address, &[])
+}
+
+fn startup_log_with(f: &Fixture, address: &str, extra: &[&str]) -> String {
     let log_dir = tempfile::tempdir().unwrap();
     let log_path = log_dir.path().join("cupd.log");
     let mut child = std::process::Command::new(cup_e2e::bin("cupd"))
@@ -361,6 +365,7 @@ fn startup_log(f: &Fixture, address: &str) -> String {
         .arg(f.source.path())
         .arg("--store")
         .arg(f.store.path())
+        .args(extra)
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
@@ -388,4 +393,32 @@ fn a_non_loopback_listener_is_warned_about() {
     );
     let loopback = startup_log(&f, "127.0.0.1:0");
     assert!(!loopback.contains("non-loopback"), "{loopback}");
+
+    // With authentication on, the warning is about tokens in clear instead.
+    let files = tempfile::tempdir().unwrap();
+    let tokens = files.path().join("tokens.csv");
+    let policy = files.path().join("policy.json");
+    std::fs::write(&tokens, "t,u,1\n").unwrap();
+    std::fs::write(
+        &policy,
+        r#"{"rules": [{"users": ["u"], "verbs": ["get"], "paths": ["/status"]}]}"#,
+    )
+    .unwrap();
+    let access = [
+        "--token-auth-file",
+        tokens.to_str().unwrap(),
+        "--authorization-policy-file",
+        policy.to_str().unwrap(),
+    ];
+    let guarded = startup_log_with(&f, "0.0.0.0:0", &access);
+    assert!(!guarded.contains("without authentication"), "{guarded}");
+    assert!(
+        guarded.contains("bearer tokens are accepted over plain HTTP on a non-loopback address"),
+        "{guarded}"
+    );
+    let guarded_loopback = startup_log_with(&f, "127.0.0.1:0", &access);
+    assert!(
+        !guarded_loopback.contains("non-loopback"),
+        "{guarded_loopback}"
+    );
 }

@@ -100,6 +100,12 @@ pub async fn serve(
                 }
             },
         };
+        // Responses are written whole and at once; without this, a response TLS splits into
+        // several records waits on Nagle's algorithm for the client's delayed ACK (as Go's
+        // net/http, the original's server, always sets it).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY could not be set");
+        }
         let router = router.clone();
         let stopping = stopping.clone();
         let metrics = metrics.clone();
