@@ -253,7 +253,10 @@ fn classify(method: &Method, path: &str) -> Target {
             name: api.name.map(decode),
         });
     }
-    if let Some(rest) = path.strip_prefix("/proposals") {
+    if let Some(rest) = path
+        .strip_prefix("/proposals")
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+    {
         let segments: Vec<&str> = rest.split('/').skip(1).collect();
         let proposals = |verb, id: Option<&str>| {
             Target::Checked(Requested::Proposals {
@@ -265,10 +268,7 @@ fn classify(method: &Method, path: &str) -> Target {
             ([], true, _) => proposals(Verb::List, None),
             ([id], true, _) => proposals(Verb::Get, Some(id)),
             ([id, "merge"], _, &Method::POST) => proposals(Verb::Merge, Some(id)),
-            _ if rest.is_empty() || rest.starts_with('/') => Target::Authenticated,
-            _ => Target::Checked(Requested::Path {
-                path: path.to_owned(),
-            }),
+            _ => Target::Authenticated,
         };
     }
     // `/metrics`, `/status` and every unknown path: a 404 is given only to callers allowed
