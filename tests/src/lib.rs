@@ -11,6 +11,7 @@ pub mod load_model;
 pub mod load_report;
 pub mod load_verify;
 pub mod oras;
+pub mod python;
 pub mod registry;
 pub mod sshd;
 

@@ -1,5 +1,5 @@
-//! The independent client: Python `oras` (PyPI, pinned) in a venv under `target/`, created
-//! once and shared by every test process (a file lock keeps two from building it at once).
+//! The independent client: Python `oras` (PyPI, pinned) in a venv under `target/`
+//! (`crate::python`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,37 +12,8 @@ pub const ORAS_VERSION: &str = "0.2.43";
 pub fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let venv = crate::repo_root().join("target/oras-venv");
-        let python = venv.join("bin/python");
-        let marker = venv.join(format!(".oras-{ORAS_VERSION}"));
-        std::fs::create_dir_all(crate::repo_root().join("target")).expect("target dir");
-        let lock = std::fs::File::create(crate::repo_root().join("target/oras-venv.lock"))
-            .expect("lock file");
-        lock.lock().expect("locking the venv");
-        if !marker.exists() {
-            run_ok(
-                Command::new("python3").arg("-m").arg("venv").arg(&venv),
-                "python3 -m venv",
-            );
-            run_ok(
-                Command::new(venv.join("bin/pip"))
-                    .args(["install", "--quiet", "--disable-pip-version-check"])
-                    .arg(format!("oras=={ORAS_VERSION}")),
-                "pip install oras",
-            );
-            std::fs::write(&marker, "").expect("marker");
-        }
-        python
+        crate::python::venv_python("oras-venv", &[&format!("oras=={ORAS_VERSION}")])
     })
-}
-
-fn run_ok(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 const PUSH: &str = r#"
