@@ -32,7 +32,7 @@ pub(crate) fn first_block(text: &[u8]) -> Result<(String, Vec<u8>), KeyError> {
             rest = &block[end..];
             continue;
         }
-        let (label, contents) = pem::decode_vec(block[..end].as_bytes())
+        let (label, contents) = pem::decode_vec(&block.as_bytes()[..end])
             .map_err(|e| KeyError::NotPem(format!("{pem_type}: {e}")))?;
         return Ok((label.to_owned(), contents));
     }
