@@ -32,6 +32,14 @@ pub(crate) fn first_block(text: &[u8]) -> Result<(String, Vec<u8>), KeyError> {
             rest = &block[end..];
             continue;
         }
+        if block[..end].contains("Proc-Type:") {
+            // OpenSSL's legacy PEM encryption (`openssl ec -aes256`): MD5-derived keys,
+            // deliberately not read.
+            return Err(KeyError::Encryption(format!(
+                "{pem_type} with OpenSSL's legacy PEM encryption (Proc-Type, DEK-Info); \
+                 convert it with `openssl pkcs8 -topk8 -v2 aes-256-cbc`"
+            )));
+        }
         let (label, contents) = pem::decode_vec(&block.as_bytes()[..end])
             .map_err(|e| KeyError::NotPem(format!("{pem_type}: {e}")))?;
         return Ok((label.to_owned(), contents));
@@ -61,6 +69,11 @@ mod tests {
         assert!(matches!(
             first_block(&[0xff, 0xfe]),
             Err(KeyError::NotPem(_))
+        ));
+        let legacy = "-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAEC\n-----END EC PRIVATE KEY-----\n";
+        assert!(matches!(
+            first_block(legacy.as_bytes()),
+            Err(KeyError::Encryption(_))
         ));
         let big = vec![b'a'; MAX_PEM_BYTES + 1];
         assert!(matches!(first_block(&big), Err(KeyError::TooLarge { .. })));

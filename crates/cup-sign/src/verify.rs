@@ -434,4 +434,34 @@ mod tests {
             assert_eq!(repository_of(reference), repository, "{reference}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn no_input_makes_verify_panic(payload: Vec<u8>, signature: String) {
+            let key = SigningKey::generate();
+            let _ = verify(&payload, &signature, &key.public_key(), &expected(Some(&signature)));
+        }
+
+        /// Whatever a key holder signs verifies as signed; only the payload can be refused.
+        #[test]
+        fn a_signed_payload_is_judged_by_its_contents(payload: Vec<u8>) {
+            let key = SigningKey::generate();
+            let refusal = verify(&payload, &signed(&key, &payload), &key.public_key(), &expected(None));
+            proptest::prop_assert!(
+                matches!(
+                    refusal,
+                    Err(Refusal::PayloadNotJson(_) | Refusal::NotASimpleSigningPayload(_))
+                ),
+                "{refusal:?}"
+            );
+        }
+
+        #[test]
+        fn no_pem_text_makes_the_key_readers_panic(text: String, password: Option<Vec<u8>>) {
+            let _ = SigningKey::from_pem(text.as_bytes(), password.as_deref());
+            let _ = crate::PublicKey::from_pem(text.as_bytes());
+            let pem = format!("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n{text}\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n");
+            let _ = SigningKey::from_pem(pem.as_bytes(), Some(b"pw"));
+        }
+    }
 }
