@@ -42,7 +42,7 @@ fn placeholder(manifest_digest: &str, n: u32) -> StoredSignature {
         "optional": {"n": n}
     });
     let mut annotations = BTreeMap::new();
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         annotations.insert(
             "dev.sigstore.cosign/certificate".to_owned(),
             format!("-----BEGIN CERTIFICATE-----\nplaceholder {n}\n"),
@@ -233,7 +233,7 @@ fn tampered_and_foreign_signature_layers_are_reported() {
     assert_eq!(
         rt.block_on(client.signatures(&reference, &digest))
             .expect("intact"),
-        [sig.clone()]
+        std::slice::from_ref(&sig)
     );
     let blob = registry.blob_file(&payload_digest);
     let mut bytes = std::fs::read(&blob).expect("blob");
