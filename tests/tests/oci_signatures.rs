@@ -257,6 +257,15 @@ fn tampered_and_foreign_signature_layers_are_reported() {
     let problem = report.signature_problem.expect("a problem");
     says(&problem, &["digest mismatch", &payload_digest]);
     assert_eq!(store.signatures(&digest).expect("store"), []);
+    let out = w.cup_in(&w.path("cli-store"), &["controller", "pull", &reference]);
+    says(
+        &String::from_utf8_lossy(&out.stderr),
+        &[
+            "warning: the controller's signatures were not copied",
+            &payload_digest,
+        ],
+    );
+    ok(out);
     std::fs::write(&blob, {
         bytes[at] ^= 0x20;
         &bytes
@@ -378,6 +387,19 @@ fn pull_copies_signatures_and_save_load_carries_them_offline() {
         "the store records {name}"
     );
 
+    // A signature attached later is copied on demand (a pull by digest would be served
+    // from the store without asking the registry).
+    let third = placeholder(&digest, 3);
+    assert!(
+        rt.block_on(client.attach_signature(&reference, &digest, third.clone()))
+            .expect("attach")
+    );
+    let copied = rt.block_on(client.pull_signatures(&reference, &digest, &store));
+    assert_eq!(copied.expect("pull_signatures"), 3);
+    let mut all = sigs.to_vec();
+    all.push(third);
+    assert_eq!(store.signatures(&digest).expect("copied"), all);
+
     // Saved by the controller's tag alone, its signatures go along; loaded into a fresh
     // store with no registry running, they can be read back.
     let archive = w.path("ctl.tar");
@@ -393,6 +415,6 @@ fn pull_copies_signatures_and_save_load_carries_them_offline() {
     ok(w.cup_in(&fresh, &["controller", "load", &archive.to_string_lossy()]));
     ok(w.cup_in(&fresh, &["controller", "list", "--verify"]));
     let loaded = Store::open(&fresh).expect("fresh store");
-    assert_eq!(loaded.signatures(&digest).expect("loaded"), sigs);
+    assert_eq!(loaded.signatures(&digest).expect("loaded"), all);
     assert_eq!(loaded.resolve(&reference).expect("resolve"), Some(digest));
 }
