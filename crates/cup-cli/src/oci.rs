@@ -262,6 +262,9 @@ pub fn pull(
         write_atomic(out, &wasm)?;
     }
     warn_about(&result.integrity, &result.annotation_problems);
+    if let Some(problem) = &result.report.signature_problem {
+        eprintln!("warning: the controller's signatures were not copied into the store: {problem}");
+    }
     match output {
         Output::Json => print_json(&result)?,
         Output::Table => print!("{}", render_pull(&result)),

@@ -12,6 +12,10 @@ use serde::Serialize;
 use crate::accept::{WasmSource, classify, extract_wasm};
 use crate::digest;
 use crate::manifest::{Descriptor, ImageIndex};
+use crate::signature::{
+    StoredSignature, is_signature_ref_name, names_signatures_of, parse_signature_manifest,
+    signature_tag,
+};
 use crate::store::{StagedBlob, Store, insert_entry};
 use crate::{Error, MAX_MANIFEST_BYTES, Result, annotations};
 
@@ -109,6 +113,16 @@ fn select(store: &Store, references: &[String]) -> Result<Vec<Descriptor>> {
         };
         if !out.contains(&entry) {
             out.push(entry);
+        }
+        // The controller's signatures travel with it, so the other machine can verify it.
+        let tag = signature_tag(&digest)?;
+        for signatures in all.iter().filter(|e| {
+            e.annotation(annotations::REF_NAME)
+                .is_some_and(|name| names_signatures_of(name, &tag))
+        }) {
+            if !out.contains(signatures) {
+                out.push(signatures.clone());
+            }
         }
     }
     Ok(out)
@@ -291,6 +305,13 @@ impl Loaded {
         for entry in &mut index.manifests {
             let bytes = self.blob_bytes(store, &entry.digest, entry.size, path)?;
             let what = format!("archive {}: manifest {}", path.display(), entry.digest);
+            let signatures = entry
+                .annotation(annotations::REF_NAME)
+                .is_some_and(is_signature_ref_name);
+            if signatures {
+                self.check_signatures(store, &bytes, entry, &what, path)?;
+                continue;
+            }
             let (manifest, source) = classify(&bytes, &what)?;
             for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
                 self.require(store, &d.digest, d.size, path)?;
@@ -325,6 +346,31 @@ impl Loaded {
             }
         }
         Ok(index)
+    }
+
+    /// An entry named as a signature manifest (`…sha256-<hex>.sig`) must be one: only
+    /// signature layers, within bounds, every blob present and each payload matching its
+    /// layer. It carries no derived annotations.
+    fn check_signatures(
+        &self,
+        store: &Store,
+        bytes: &[u8],
+        entry: &mut Descriptor,
+        what: &str,
+        path: &Path,
+    ) -> Result<()> {
+        let manifest = parse_signature_manifest(bytes, what)?;
+        self.require(store, &manifest.config.digest, manifest.config.size, path)?;
+        for layer in &manifest.layers {
+            let file = self.require(store, &layer.digest, layer.size, path)?;
+            let payload = std::fs::read(&file).map_err(Error::io(&file))?;
+            let what = format!("{what}: signature layer {}", layer.digest);
+            StoredSignature::from_layer(layer, payload, &what)?;
+        }
+        entry
+            .annotations
+            .retain(|key, _| key == annotations::REF_NAME);
+        Ok(())
     }
 
     /// Unpacks a compat image's wasm from its verified layer, stages it as a blob unless the
@@ -424,6 +470,65 @@ mod tests {
         assert_eq!(dst.wasm_for(&d).expect("wasm"), b"\0asm\x01\0\0\0");
         // Loading again adds nothing.
         assert_eq!(load(&dst, &tarball).expect("again").present_blobs, 3);
+    }
+
+    #[test]
+    fn signatures_travel_with_their_controller() {
+        use crate::signature::tests::sample;
+        let a = tempfile::tempdir().expect("tmp");
+        let src = Store::open(a.path().join("s")).expect("open");
+        let opts = ArtifactOptions {
+            force: true,
+            ..Default::default()
+        };
+        let d = src
+            .import_wasm(b"\0asm\x01\0\0\0", Some("reg/ctl:dev"), &opts)
+            .expect("import");
+        src.attach_signature("reg/ctl:dev", &d, sample(1))
+            .expect("attach");
+        src.attach_signature("reg/ctl:dev", &d, sample(2))
+            .expect("attach");
+        let tarball = a.path().join("out.tar");
+        // Named by its tag only, the controller brings its signature manifest along.
+        let saved = save(&src, &["reg/ctl:dev".to_owned()], &tarball).expect("save");
+        assert_eq!(saved.manifests.len(), 2);
+        let dst = Store::open(a.path().join("d")).expect("open");
+        load(&dst, &tarball).expect("load");
+        assert_eq!(dst.signatures(&d).expect("sigs"), [sample(1), sample(2)]);
+        assert!(dst.verify().expect("verify").is_empty());
+
+        // An entry named as signatures that holds a foreign layer is refused on load.
+        let sig_entry = src
+            .entries()
+            .expect("entries")
+            .into_iter()
+            .find(|e| {
+                e.annotation(annotations::REF_NAME)
+                    .is_some_and(is_signature_ref_name)
+            })
+            .expect("signature entry");
+        let mut manifest = src.manifest(&sig_entry.digest).expect("manifest");
+        let junk = src.write_blob(b"junk").expect("junk");
+        manifest
+            .layers
+            .push(Descriptor::new("text/plain", junk.clone(), 4));
+        let bytes = serde_json::to_vec(&manifest).expect("json");
+        let forged = Descriptor::new(
+            crate::media::OCI_MANIFEST,
+            src.write_blob(&bytes).expect("manifest"),
+            bytes.len() as u64,
+        );
+        let name = sig_entry.annotation(annotations::REF_NAME).expect("name");
+        src.add_entry(forged, Some(name), BTreeMap::new())
+            .expect("entry");
+        save(&src, &[], &tarball).expect("save");
+        let fresh = Store::open(a.path().join("f")).expect("open");
+        let err = load(&fresh, &tarball).expect_err("foreign");
+        assert!(
+            matches!(&err, Error::ForeignSignatureLayer { digest, .. } if *digest == junk),
+            "{err}"
+        );
+        assert!(fresh.entries().expect("entries").is_empty());
     }
 
     #[test]

@@ -104,6 +104,31 @@ pub enum Error {
         /// Its size against the limit.
         reason: String,
     },
+    /// A signature manifest (the `sha256-<hex>.sig` tag) has a layer that is not a
+    /// signature: another media type, or no signature annotation. Reported rather than
+    /// skipped, so a manifest with extra layers is never mistaken for a clean one.
+    #[error(
+        "{what}: layer {digest} ({media_type}) is not a signature: {reason} (a signature \
+         manifest with a foreign layer)"
+    )]
+    ForeignSignatureLayer {
+        /// Which signature manifest, and where it came from.
+        what: String,
+        /// The layer's digest.
+        digest: String,
+        /// The layer's media type.
+        media_type: String,
+        /// Why it is not a signature layer.
+        reason: String,
+    },
+    /// A signature manifest cannot be built, or one read is not a usable image manifest.
+    #[error("{what}: not a signature manifest: {reason}")]
+    InvalidSignatureManifest {
+        /// Which signature manifest, and where it came from.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A push of a module whose `cup.*` sections fail their integrity check, without
     /// `--force`; holds the integrity summary.
     #[error(

@@ -18,6 +18,9 @@
 //!   only to the registry or a token service it may name, and plain HTTP only for loopback
 //!   or named hosts.
 //! * `archive` ([`save_archive`], [`load_archive`]): the store as an OCI-layout tarball for air-gapped machines.
+//! * `signature` ([`StoredSignature`], [`signature_tag`]): where signatures of a controller
+//!   live (cosign's `sha256-<hex>.sig` tag, one simple-signing layer per signature), as
+//!   data: the registry, the store, pull, save and load carry them; no cryptography here.
 //!
 //! The user-facing description is `docs/OCI.md`.
 
@@ -35,6 +38,7 @@ mod progress;
 mod reference;
 mod registry;
 mod retry;
+mod signature;
 mod store;
 
 pub use accept::{WASM_MAGIC, WasmSource, classify, extract_wasm};
@@ -50,6 +54,11 @@ pub use registry::{
     PullReport, PulledLayout, PushReport, Registry, RegistryOptions, RemoteInspect,
 };
 pub use retry::RetryPolicy;
+pub use signature::{
+    MAX_SIGNATURE_PAYLOAD_BYTES, MAX_SIGNATURES, SIGNATURE_ANNOTATION, SIGNATURE_CONFIG_MEDIA_TYPE,
+    SIMPLE_SIGNING_MEDIA_TYPE, StoredSignature, parse_signature_manifest, signature_manifest,
+    signature_tag,
+};
 pub use store::{BlobWriter, IndexEntry, StagedBlob, Store, digest_of_reference};
 
 /// Media types this crate writes or recognises.

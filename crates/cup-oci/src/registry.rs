@@ -39,6 +39,7 @@ mod inspect;
 mod pull;
 mod push;
 mod push_http;
+mod signatures;
 mod token;
 
 pub use inspect::RemoteInspect;

@@ -25,6 +25,10 @@ use crate::accept::{WasmSource, check_magic, classify, extract_wasm};
 use crate::artifact::{Artifact, ArtifactOptions};
 use crate::digest::{self, Hasher};
 use crate::manifest::{Descriptor, ImageIndex, ImageManifest};
+use crate::signature::{
+    StoredSignature, append_signature, names_signatures_of, parse_signature_manifest,
+    signature_manifest, signature_tag,
+};
 use crate::{Error, Result, annotations, media};
 
 /// One `index.json` entry: a manifest descriptor, tagged when it has a ref-name annotation.
@@ -431,6 +435,108 @@ impl Store {
         Ok(artifact.manifest_digest)
     }
 
+    // ---- signatures ----
+
+    /// The signatures the store holds for a controller manifest: those of every signature
+    /// manifest recorded for it (`sha256-<hex>.sig`, under any repository), each once, every
+    /// blob verified. None recorded: empty. A signature manifest with a layer that is not a
+    /// signature is an [`Error::ForeignSignatureLayer`].
+    pub fn signatures(&self, manifest_digest: &str) -> Result<Vec<StoredSignature>> {
+        let tag = signature_tag(manifest_digest)?;
+        let mut out = Vec::new();
+        for entry in self.entries()? {
+            let named = entry
+                .annotation(annotations::REF_NAME)
+                .is_some_and(|name| names_signatures_of(name, &tag));
+            if named {
+                for signature in self.signatures_in(&entry.digest)? {
+                    append_signature(&mut out, signature);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The signatures of one stored signature manifest, in layer order.
+    pub(crate) fn signatures_in(&self, signature_manifest: &str) -> Result<Vec<StoredSignature>> {
+        let what = format!(
+            "store {}: signature manifest {signature_manifest}",
+            self.root.display()
+        );
+        let manifest = parse_signature_manifest(&self.read_blob(signature_manifest)?, &what)?;
+        manifest
+            .layers
+            .iter()
+            .map(|layer| {
+                let payload = self.read_blob(&layer.digest)?;
+                let what = format!("{what}: signature layer {}", layer.digest);
+                StoredSignature::from_layer(layer, payload, &what)
+            })
+            .collect()
+    }
+
+    /// Adds a signature of the stored controller manifest `manifest_digest` to its signature
+    /// manifest in the repository `reference` names (`registry/repository[:tag]`, recorded
+    /// as `registry/repository:sha256-<hex>.sig`; a bare digest or a name without a
+    /// repository records `sha256-<hex>.sig` alone). Returns whether it was added: the same
+    /// signature (same payload and signature) already there is not added again. The new
+    /// signature manifest's blobs are stored before the entry moves to it, under the
+    /// store's lock, so concurrent attaches keep each other's signatures.
+    pub fn attach_signature(
+        &self,
+        reference: &str,
+        manifest_digest: &str,
+        signature: StoredSignature,
+    ) -> Result<bool> {
+        let tag = signature_tag(manifest_digest)?;
+        if self.resolve(manifest_digest)?.is_none() {
+            return Err(Error::NotInStore {
+                reference: manifest_digest.to_owned(),
+                store: self.root.clone(),
+            });
+        }
+        let name = signature_ref_name(reference, &tag);
+        self.update_index(|index| {
+            let current = index
+                .manifests
+                .iter()
+                .find(|e| e.annotation(annotations::REF_NAME) == Some(name.as_str()))
+                .map(|e| e.digest.clone());
+            let mut signatures = match current {
+                Some(d) => self.signatures_in(&d)?,
+                None => Vec::new(),
+            };
+            if !append_signature(&mut signatures, signature) {
+                return Ok(false);
+            }
+            let (manifest, config) = signature_manifest(&signatures)?;
+            let mut staged = Vec::new();
+            for s in &signatures {
+                let size = s.payload.len() as u64;
+                if !self.has_verified_blob(&s.layer_digest, size)? {
+                    let expected = Some((s.layer_digest.as_str(), size));
+                    staged.push(self.stage_bytes(&s.payload, expected, "signature payload")?);
+                }
+            }
+            staged.push(self.stage_bytes(&config, None, "signature config")?);
+            let manifest_blob = self.stage_bytes(&manifest, None, "signature manifest")?;
+            let mut entry = Descriptor::new(
+                media::OCI_MANIFEST,
+                manifest_blob.digest.clone(),
+                manifest_blob.size,
+            );
+            staged.push(manifest_blob);
+            for blob in staged {
+                blob.commit()?;
+            }
+            entry
+                .annotations
+                .insert(annotations::REF_NAME.to_owned(), name.clone());
+            insert_entry(index, entry);
+            Ok(true)
+        })
+    }
+
     /// Checks every blob against its digest and every entry's manifest and blobs; returns
     /// the problems found (empty: the store is sound).
     pub fn verify(&self) -> Result<Vec<String>> {
@@ -523,6 +629,25 @@ pub fn digest_of_reference(reference: &str) -> Option<&str> {
         None => reference
             .starts_with(digest::SHA256_PREFIX)
             .then_some(reference),
+    }
+}
+
+/// The `ref.name` of the signature manifest tagged `tag` in the repository of `reference`
+/// (its tag or digest dropped), or `tag` alone when the reference names no repository.
+pub(crate) fn signature_ref_name(reference: &str, tag: &str) -> String {
+    let name = match reference.rsplit_once('@') {
+        Some((name, _)) => name,
+        None if reference.starts_with(digest::SHA256_PREFIX) => "",
+        None => reference,
+    };
+    let repository = match name.rsplit_once(':') {
+        Some((repository, t)) if !t.contains('/') => repository,
+        _ => name,
+    };
+    if repository.is_empty() {
+        tag.to_owned()
+    } else {
+        format!("{repository}:{tag}")
     }
 }
 
@@ -785,6 +910,82 @@ pub(crate) mod tests {
             1,
             "the tag is kept"
         );
+    }
+
+    #[test]
+    fn signatures_are_attached_once_and_read_back() {
+        use crate::signature::tests::sample;
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        let d = store
+            .import_wasm(&plain(), Some("local/ctl:dev"), &forced())
+            .expect("import");
+        assert!(store.signatures(&d).expect("none").is_empty());
+        assert!(
+            store
+                .attach_signature("local/ctl:dev", &d, sample(1))
+                .expect("1")
+        );
+        assert!(
+            store
+                .attach_signature("local/ctl:dev", &d, sample(2))
+                .expect("2")
+        );
+        assert!(
+            !store
+                .attach_signature("local/ctl:dev", &d, sample(1))
+                .expect("again")
+        );
+        assert_eq!(store.signatures(&d).expect("read"), [sample(1), sample(2)]);
+        let tag = signature_tag(&d).expect("tag");
+        let names: Vec<String> = store
+            .entries()
+            .expect("entries")
+            .iter()
+            .filter_map(|e| e.annotation(annotations::REF_NAME).map(str::to_owned))
+            .collect();
+        assert_eq!(
+            names,
+            ["local/ctl:dev".to_owned(), format!("local/ctl:{tag}")]
+        );
+        // By digest alone: an entry of its own; read together with the repository's.
+        assert!(store.attach_signature(&d, &d, sample(3)).expect("3"));
+        assert_eq!(store.signatures(&d).expect("read").len(), 3);
+        assert!(store.verify().expect("verify").is_empty());
+        // Only a stored controller can be signed.
+        let other = digest::of(b"other");
+        assert!(matches!(
+            store.attach_signature("x", &other, sample(1)),
+            Err(Error::NotInStore { .. })
+        ));
+        // A tampered payload is reported, naming the layer.
+        let layer = &sample(2).layer_digest;
+        fs::write(store.blob_path(layer).expect("path"), b"{}").expect("tamper");
+        let err = store.signatures(&d).expect_err("tampered").to_string();
+        assert!(
+            err.contains(layer.as_str()) && err.contains("corrupted"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn signature_ref_names_follow_the_repository() {
+        let tag = "sha256-ab.sig";
+        for (reference, name) in [
+            (
+                "127.0.0.1:5000/cup/flipt:v1",
+                "127.0.0.1:5000/cup/flipt:sha256-ab.sig",
+            ),
+            (
+                "127.0.0.1:5000/cup/flipt",
+                "127.0.0.1:5000/cup/flipt:sha256-ab.sig",
+            ),
+            ("reg/cup/flipt:v1@sha256:00", "reg/cup/flipt:sha256-ab.sig"),
+            ("sha256:00", tag),
+            ("", tag),
+        ] {
+            assert_eq!(signature_ref_name(reference, tag), name, "{reference}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use oci_client::RegistryOperation;
 use serde::Serialize;
 
 use super::push_http::PushHttp;
+use super::signatures::{copy_signatures, signature_target};
 use super::{Blame, Registry, Target, chain, fetch_manifest};
 use crate::accept::{WasmSource, check_magic, classify, extract_wasm};
 use crate::manifest::Descriptor;
@@ -45,6 +46,14 @@ pub struct PullReport {
     pub cached_blobs: usize,
     /// The whole artifact was already in the store (a digest reference); no network used.
     pub from_store: bool,
+    /// Signatures copied into the store from the registry's `sha256-<hex>.sig` manifest of
+    /// this digest (0 when it has none, or when the pull used no network).
+    pub signatures: usize,
+    /// Why the registry's signature manifest was not copied, when it could not be (refused
+    /// content, a failed request). The controller is pulled all the same: without copied
+    /// signatures, an offline verification finds none and fails closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature_problem: Option<String>,
 }
 
 impl Registry {
@@ -103,6 +112,9 @@ impl Registry {
             .unwrap_or_else(|| media::OCI_MANIFEST.to_owned());
         let entry = Descriptor::new(&media_type, manifest_digest.clone(), body.len() as u64);
         store.add_entry(entry, tag_name(&target).as_deref(), extra)?;
+        let (signatures, signature_problem) = self
+            .copy_signatures_of(&http, &target, &manifest_digest, store, &fetch.retrier)
+            .await;
         Ok(PullReport {
             reference: target.whole.clone(),
             digest: manifest_digest,
@@ -112,6 +124,8 @@ impl Registry {
             fetched_blobs: fetch.fetched,
             cached_blobs: fetch.cached,
             from_store: false,
+            signatures,
+            signature_problem,
         })
     }
 
@@ -152,7 +166,41 @@ impl Registry {
             fetched_blobs: 0,
             cached_blobs: 2,
             from_store: true,
+            signatures: 0,
+            signature_problem: None,
         }))
+    }
+}
+
+impl Registry {
+    /// After a pull: copies the signatures of the pulled manifest (its `.sig` tag in the
+    /// same repository) into the store; a failure is returned as the report's problem, not
+    /// as the pull's, since the controller itself was pulled and verified.
+    async fn copy_signatures_of(
+        &self,
+        http: &PushHttp<'_>,
+        target: &Target,
+        manifest_digest: &str,
+        store: &Store,
+        retrier: &Retrier<'_>,
+    ) -> (usize, Option<String>) {
+        let copied = async {
+            let sig_target = signature_target(&target.whole, manifest_digest)?;
+            let sig_http = http.for_target(&sig_target)?;
+            copy_signatures(&sig_http, &sig_target, store, retrier).await
+        };
+        match copied.await {
+            Ok(n) => (n, None),
+            Err(e) => {
+                tracing::warn!(
+                    image = %target.whole,
+                    digest = manifest_digest,
+                    error = %e,
+                    "the controller's signatures were not copied into the store"
+                );
+                (0, Some(e.to_string()))
+            }
+        }
     }
 }
 

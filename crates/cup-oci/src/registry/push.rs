@@ -155,7 +155,7 @@ impl Registry {
     }
 
     /// Uploads one blob unless the registry has it; returns whether it was uploaded.
-    async fn upload(
+    pub(super) async fn upload(
         &self,
         push: &PushHttp<'_>,
         target: &Target,
@@ -230,15 +230,15 @@ enum Module {
 }
 
 /// One blob to upload.
-struct Upload<'a> {
-    label: &'a str,
-    data: Bytes,
-    digest: &'a str,
+pub(super) struct Upload<'a> {
+    pub label: &'a str,
+    pub data: Bytes,
+    pub digest: &'a str,
 }
 
 /// The registry answers a manifest PUT with its location, which names the digest it
 /// computed; one that differs from ours means the registry stored other bytes.
-fn check_manifest_location(target: &Target, location: &str, ours: &str) -> Result<()> {
+pub(super) fn check_manifest_location(target: &Target, location: &str, ours: &str) -> Result<()> {
     let Some((_, named)) = location.rsplit_once("/manifests/") else {
         return Ok(());
     };

@@ -236,6 +236,17 @@ impl<'a> PushHttp<'a> {
         })
     }
 
+    /// The same client and credentials for another reference of the same repository (the
+    /// signatures' tag of a controller).
+    pub fn for_target<'b>(&self, target: &'b Target) -> Result<PushHttp<'b>> {
+        PushHttp::new(
+            self.http.clone(),
+            target,
+            self.base.scheme(),
+            self.auth.clone(),
+        )
+    }
+
     /// The credentials these requests carry.
     pub fn auth(&self) -> &RequestAuth {
         &self.auth
