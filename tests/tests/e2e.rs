@@ -37,6 +37,7 @@ mod cupd_list_bounds;
 mod cupd_registry;
 mod cupd_runaway;
 mod cupd_sandbox;
+mod cupd_signatures;
 mod cupd_sweep;
 mod cupd_template_glob;
 mod cupd_tls;

@@ -145,6 +145,59 @@ SDK of the checkout this cup was built from.")]
         /// The .wasm file.
         file: PathBuf,
     },
+    /// Make a signing key pair in cosign's format: PREFIX.key (encrypted with the password
+    /// in CUP_SIGNING_PASSWORD or COSIGN_PASSWORD, mode 0600) and PREFIX.pub.
+    #[command(
+        after_help = "Examples:\n  CUP_SIGNING_PASSWORD=… cup controller keygen              # cosign.key, cosign.pub\n  CUP_SIGNING_PASSWORD=… cup controller keygen --prefix ci\n\ncosign reads and verifies with these keys too (cosign verify --key cosign.pub …)."
+    )]
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long, default_value = "cosign", value_name = "PREFIX")]
+        prefix: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign the manifest digest a reference resolves to (cosign's format: the signature is
+    /// stored under the sha256-<hex>.sig tag of the same repository), in the registry and,
+    /// when it holds the image, the local store.
+    #[command(
+        after_help = "Examples:\n  cup controller sign 127.0.0.1:5000/cup/flipt:v1 --key cosign.key\n  cup controller sign localhost/cup/flipt@sha256:… --key cosign.key --local   # the store only\n\nThe key's password comes from CUP_SIGNING_PASSWORD or COSIGN_PASSWORD. Keys: cosign's\nencrypted files, PKCS#8 PEM (encrypted or not), SEC1 PEM; ECDSA P-256."
+    )]
+    Sign {
+        /// REGISTRY/REPO:TAG or …@sha256:… (with --local, a reference or tag in the store).
+        reference: String,
+        /// The private key (PEM).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// KEY=VALUE put in the signed payload's `optional` annotations; repeatable.
+        #[arg(long = "annotation", value_name = "KEY=VALUE")]
+        annotations: Vec<String>,
+        /// Sign what the local store holds, without a registry.
+        #[arg(long)]
+        local: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Check the signatures of the manifest digest a reference resolves to against a public
+    /// key: each signature's verdict, exit 0 when one verifies for exactly that digest and
+    /// repository.
+    #[command(
+        name = "verify-signature",
+        after_help = "Examples:\n  cup controller verify-signature 127.0.0.1:5000/cup/flipt:v1 --key cosign.pub\n  cup -o json controller verify-signature localhost/cup/flipt@sha256:… --key cosign.pub --local"
+    )]
+    VerifySignature {
+        /// REGISTRY/REPO:TAG or …@sha256:… (with --local, in the store).
+        reference: String,
+        /// The public key (PEM).
+        #[arg(long, value_name = "PUB")]
+        key: PathBuf,
+        /// Read the signatures the local store keeps, without a registry.
+        #[arg(long)]
+        local: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
     /// Exit 0 only when the file is an intact cup package (manifest, definitions and code
     /// all match); otherwise print what is wrong and exit 1.
     #[command(after_help = "Example:\n  cup controller verify flipt.wasm && echo intact")]
@@ -192,6 +245,28 @@ pub fn run(cmd: Command, output: Output, store: Option<&Path>) -> Result<i32> {
             Ok(0)
         }
         Command::Definitions { file } => definitions(&file, output),
+        Command::Keygen { prefix, force } => crate::signing::keygen(&prefix, force),
+        Command::Sign {
+            reference,
+            key,
+            annotations,
+            local,
+            registry,
+        } => crate::signing::sign(
+            &reference,
+            &key,
+            &annotations,
+            local,
+            store,
+            &registry,
+            output,
+        ),
+        Command::VerifySignature {
+            reference,
+            key,
+            local,
+            registry,
+        } => crate::signing::verify(&reference, &key, local, store, &registry, output),
         Command::Verify { file } => {
             let report = Report::of(&file)?;
             let ok = report.integrity.is_ok();

@@ -11,6 +11,7 @@ mod log;
 mod oci;
 mod resources;
 mod scaffold;
+mod signing;
 mod table;
 
 use std::ffi::OsString;

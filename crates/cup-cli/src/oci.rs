@@ -66,7 +66,7 @@ fn parse_timeout(text: &str) -> Result<f64, String> {
 }
 
 impl RegistryArgs {
-    fn registry(&self) -> Result<Registry> {
+    pub fn registry(&self) -> Result<Registry> {
         let credentials = match &self.username {
             Some(username) => {
                 let mut password = String::new();
@@ -111,7 +111,7 @@ pub fn open_store(flag: Option<&Path>) -> Result<Store> {
     Store::open(&dir).with_context(|| format!("opening the store {}", dir.display()))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -336,7 +336,7 @@ fn list_or_none(items: &[String]) -> String {
 }
 
 /// Writes a file by temp file + rename in its directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -237,6 +237,19 @@ pub struct WasmSpec {
     /// OCI reference of the controller image; a `@sha256:` digest pins it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Signatures the image must carry before it is run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+}
+
+/// `spec.verify` of a wasm controller: the image's manifest digest must carry a signature
+/// (cosign's format) that one of these keys made. Unknown fields are refused, so a
+/// misspelt key cannot switch verification off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySpec {
+    /// Public keys: paths of PEM files relative to the config directory, or PEM text.
+    pub keys: Vec<String>,
 }
 
 /// A Binding: which definitions (`group/version/plural`) a controller serves.
@@ -306,9 +319,24 @@ mod tests {
             wasm.spec.implementation().unwrap(),
             Implementation::Wasm(WasmSpec {
                 image: Some(_),
-                path: None
+                path: None,
+                verify: None,
             })
         ));
+        let verified: Controller = serde_json::from_str(
+            r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"flipt"},"spec":{"type":"wasm","spec":{"image":"r/flipt@sha256:00","verify":{"keys":["keys/ci.pub"]}}}}"#,
+        )
+        .unwrap();
+        let Implementation::Wasm(spec) = verified.spec.implementation().unwrap() else {
+            panic!("a wasm controller")
+        };
+        assert_eq!(spec.verify.unwrap().keys, ["keys/ci.pub"]);
+        let misspelt: Controller = serde_json::from_str(
+            r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"flipt"},"spec":{"type":"wasm","spec":{"image":"r/flipt@sha256:00","verify":{"key":["k.pub"]}}}}"#,
+        )
+        .unwrap();
+        let error = misspelt.spec.implementation().unwrap_err().to_string();
+        assert!(error.contains("unknown field `key`"), "{error}");
         let tmpl: Controller = serde_json::from_str(
             r#"{"apiVersion":"cup.flipt.io/v1alpha1","kind":"Controller","metadata":{"name":"t"},"spec":{"type":"template"}}"#,
         )

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use cup_oci::{NoProgress, Registry, RegistryOptions, Store};
 use cup_sections::Integrity;
 
+use crate::signatures::{NamedKey, VerifiedSignature, check};
+
 /// A verified module from an image.
 pub struct FetchedImage {
     pub wasm: Vec<u8>,
@@ -52,6 +54,59 @@ impl ImageSource {
             wasm,
             manifest_digest,
         })
+    }
+
+    /// Checks that `manifest_digest` (what `reference` resolved to) carries a signature one
+    /// of `keys` made for it and its repository: from the store first (so an offline
+    /// restart needs no registry), then from the registry, whose verifying signature is
+    /// then kept in the store.
+    pub async fn verify_signature(
+        &self,
+        reference: &str,
+        manifest_digest: &str,
+        keys: &[NamedKey],
+    ) -> Result<VerifiedSignature, String> {
+        let parsed = cup_oci::ImageRef::parse(reference).map_err(|e| e.to_string())?;
+        let repository = format!("{}/{}", parsed.registry, parsed.repository);
+        let store = self.store.clone()?;
+        let stored = {
+            let store = store.clone();
+            let digest = manifest_digest.to_owned();
+            tokio::task::spawn_blocking(move || store.signatures(&digest))
+                .await
+                .map_err(|e| format!("reading signatures from the store: {e}"))?
+                .map_err(|e| format!("reading signatures from the store: {e}"))?
+        };
+        let in_store = check(&stored, keys, manifest_digest, &repository);
+        if let Ok((verified, _)) = in_store {
+            return Ok(verified);
+        }
+        let remote = match self.registry.signatures(reference, manifest_digest).await {
+            Ok(remote) => remote,
+            Err(error) => {
+                let store_reason = in_store.err().unwrap_or_default();
+                return Err(format!(
+                    "{store_reason} (looked in the store); the registry's signatures could not be \
+                     read: {error}"
+                ));
+            }
+        };
+        let (verified, index) = check(&remote, keys, manifest_digest, &repository)?;
+        // Kept for the next start, which then needs no registry.
+        if let Some(signature) = remote.into_iter().nth(index) {
+            let digest = manifest_digest.to_owned();
+            let kept = tokio::task::spawn_blocking(move || {
+                store.attach_signature(&repository, &digest, signature)
+            })
+            .await;
+            if !matches!(kept, Ok(Ok(_))) {
+                tracing::warn!(
+                    image = reference,
+                    "could not keep the verified signature in the store"
+                );
+            }
+        }
+        Ok(verified)
     }
 
     /// The manifest digest: a pinned reference already in the store needs no registry

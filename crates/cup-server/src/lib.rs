@@ -36,6 +36,7 @@ mod load;
 mod metrics;
 mod routes;
 mod serve;
+mod signatures;
 mod source;
 mod state;
 mod status;
@@ -64,6 +65,7 @@ pub use cup_git::{Author, SnapshotLimits, WriteLimits};
 pub use cup_oci::{RegistryOptions, RetryPolicy};
 pub use git::GitOptions;
 pub use listing::ListLimits;
+pub use signatures::{SignatureOptions, SignatureSetupError};
 /// How long one read of the local source may hold writes off by default.
 pub use source::DEFAULT_READ_HOLD;
 pub use source::{LocalSource, ScratchPlace};
@@ -104,6 +106,8 @@ pub struct Options {
     pub http: HttpOptions,
     /// Authentication, authorisation and the audit log.
     pub access: AccessOptions,
+    /// Which controllers must be signed, and with which keys.
+    pub signatures: SignatureOptions,
 }
 
 /// Limits of the HTTP side (the `--http-*` and `--cors-allowed-origins` flags).
@@ -177,6 +181,9 @@ pub enum ServerError {
     /// Access control cannot start (a token or policy file, the audit log).
     #[error(transparent)]
     Access(#[from] AccessSetupError),
+    /// A `--verify-key` file cannot be used.
+    #[error(transparent)]
+    Signature(#[from] SignatureSetupError),
     /// A TLS file (certificate, key, client CA or CRL) cannot be read or used.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -203,6 +210,7 @@ impl Server {
             None => None,
         };
         let access = access::AccessControl::new(&options.access)?;
+        let signature_policy = signatures::SignaturePolicy::load(&options.signatures)?;
         let max_connections = fit_open_files(options.http.max_connections);
         let source = match &options.git {
             None => {
@@ -279,6 +287,7 @@ impl Server {
             ),
             metrics: metrics.clone(),
             status: status.clone(),
+            signatures: signature_policy,
         };
         loader.announce();
         let state = Arc::new(state::AppState::new(

@@ -27,6 +27,7 @@ use crate::discovery;
 use crate::image::ImageSource;
 use crate::metrics::Metrics;
 use crate::routes::{Backend, ControllerHandle, Route, RouteTable};
+use crate::signatures::SignaturePolicy;
 use crate::status::{ControllerStatus, State, StatusBoard};
 
 /// What is served once loading is over.
@@ -46,6 +47,8 @@ pub struct Loader {
     pub images: ImageSource,
     pub metrics: Arc<Metrics>,
     pub status: Arc<StatusBoard>,
+    /// Which controllers must be signed, by which keys.
+    pub signatures: SignaturePolicy,
 }
 
 /// A controller after loading: its handle for routes, and its embedded definitions.
@@ -125,13 +128,31 @@ impl Loader {
         name: &str,
         spec: &WasmSpec,
     ) -> Result<(Backend, Vec<ResourceDefinition>), String> {
+        // Decided before any byte is fetched, so a bad key fails the controller at once.
+        let keys = self.signatures.keys_for(spec, &self.config.root)?;
         let wasm = match (&spec.path, &spec.image) {
+            (Some(_), _) if keys.is_some() => {
+                return Err(
+                    "signature required: a controller loaded from a file (spec.path) \
+                     carries no signature; add it to the store (`cup controller add`) or push \
+                     it, sign it (`cup controller sign`) and name it by spec.image"
+                        .into(),
+                );
+            }
             (Some(path), _) => read_module_file(&self.config.root, path).await?,
             (None, Some(image)) => {
                 let fetched = self.images.fetch(image).await?;
                 let digest = fetched.manifest_digest.clone();
                 self.status
-                    .update(name, |s| s.manifest_digest = Some(digest));
+                    .update(name, |s| s.manifest_digest = Some(digest.clone()));
+                // The digest checked is the one whose layer was just read and verified:
+                // nothing is compiled or run before its signature is.
+                if let Some(keys) = keys {
+                    let verified = self.images.verify_signature(image, &digest, &keys).await?;
+                    tracing::info!(controller = %name, key = %verified.key,
+                        "controller signature verified");
+                    self.status.update(name, |s| s.signature = Some(verified));
+                }
                 fetched.wasm
             }
             (None, None) => return Err("wasm controller has neither path nor image".into()),
@@ -396,6 +417,7 @@ fn initial_status(c: &ConfiguredController) -> ControllerStatus {
         path,
         image,
         manifest_digest: None,
+        signature: None,
         digest: None,
         definitions: Vec::new(),
         embedded_definitions: Vec::new(),

@@ -32,6 +32,9 @@ pub struct ControllerStatus {
     /// The manifest digest an image resolved to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest_digest: Option<String>,
+    /// The signature that let an image be run, when one was required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::signatures::VerifiedSignature>,
     /// `sha256:<hex>` of the wasm module that runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,

@@ -371,6 +371,22 @@ pub struct Serve {
         value_name = "FILE"
     )]
     pub client_crl_file: Vec<PathBuf>,
+    /// A public key (PEM) controller signatures may be made with (cosign's format);
+    /// repeatable or comma-separated. Used for controllers that must be signed and name no
+    /// keys of their own (spec.verify.keys).
+    #[arg(
+        long,
+        env = "CUPD_VERIFY_KEY",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub verify_key: Vec<PathBuf>,
+    /// Run only controller images whose manifest digest carries a signature a --verify-key
+    /// (or the Controller's spec.verify.keys) verifies; the others answer 503 with the
+    /// reason in /status and are never compiled. Controllers given by file path are refused.
+    #[arg(long, env = "CUPD_REQUIRE_SIGNATURES", default_value = "false", num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub require_signatures: bool,
     /// Log level or tracing filter (RUST_LOG, when set, wins).
     #[arg(
         long,

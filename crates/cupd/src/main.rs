@@ -161,6 +161,10 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
             tls: tls_options(serve),
         },
         access: access_options(serve)?,
+        signatures: cup_server::SignatureOptions {
+            verify_keys: serve.verify_key.clone(),
+            require: serve.require_signatures,
+        },
     })
 }
 
