@@ -98,6 +98,32 @@ impl Setup {
     }
 }
 
+/// Fetches `REPO:sha256-<hex>.sig` from the registry, checks its one layer as cosign does,
+/// prints `verified <docker-reference> <digest>`.
+const INDEPENDENT_CHECK: &str = r#"
+import base64, json, sys, urllib.request
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+host, repo, digest, pub = sys.argv[1:5]
+def get(path, accept=None):
+    req = urllib.request.Request("http://%s/v2/%s/%s" % (host, repo, path))
+    if accept:
+        req.add_header("Accept", accept)
+    return urllib.request.urlopen(req).read()
+tag = digest.replace("sha256:", "sha256-") + ".sig"
+manifest = json.loads(get("manifests/" + tag, "application/vnd.oci.image.manifest.v1+json"))
+[layer] = manifest["layers"]
+assert layer["mediaType"] == "application/vnd.dev.cosign.simplesigning.v1+json", layer
+payload = get("blobs/" + layer["digest"])
+signature = base64.b64decode(layer["annotations"]["dev.cosignproject.cosign/signature"])
+key = serialization.load_pem_public_key(open(pub, "rb").read())
+key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
+critical = json.loads(payload)["critical"]
+assert critical["type"] == "cosign container image signature", critical
+assert critical["image"]["docker-manifest-digest"] == digest, critical
+print("verified", critical["identity"]["docker-reference"], critical["image"]["docker-manifest-digest"])
+"#;
+
 fn controller_status(cupd: &Cupd, name: &str) -> serde_json::Value {
     let status = cupd.get("/status").json();
     status["controllers"]
@@ -145,6 +171,21 @@ fn only_controllers_whose_signature_verifies_are_run() {
     assert_eq!(
         report["signatures"][0]["docker_reference"],
         registry.reference("cup/flipt")
+    );
+    // Independently of cup's code: Python reads the `.sig` manifest from the registry's HTTP
+    // API, checks the ECDSA signature over the stored payload with `cryptography`, and the
+    // payload's fields, as cosign's verifier would.
+    let python =
+        cup_e2e::python::venv_python("sign-venv", &["cryptography==51.0.1", "pynacl==1.6.2"]);
+    let checked = cup_e2e::python::run_script(
+        &python,
+        INDEPENDENT_CHECK,
+        &[&registry.host(), "cup/flipt", &digest, &s.path("ci.pub")],
+        s.dir.path(),
+    );
+    assert_eq!(
+        checked.trim(),
+        format!("verified {} {}", registry.reference("cup/flipt"), digest)
     );
     let wrong = s.cup(&[
         "controller",
