@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quick start, end to end on this machine (no registry, no network):
 #   the example Flipt controller's source → wasm32-wasip1 module → definitions embedded
-#   (cup-embed) → a local OCI layout store (cup controller add) → cupd loads it by digest
+#   (cup-embed) → a local OCI layout store (cup controller add) → signed (cup controller
+#   sign) → cupd, requiring signatures, verifies and loads it by digest
 #   and serves a copy of examples/flipt/repo → cup definitions / get / apply / delete → the
 #   change in the files.
 # Run it with `just demo`, or directly. KEEP=1 keeps the work directory for a look around.
@@ -70,6 +71,16 @@ DIGEST=$("$BIN/cup" --store "$STORE" controller add "$WORK/flipt.wasm" --tag fli
 echo "$DIGEST"
 IMAGE="localhost/cup/flipt@$DIGEST"
 
+step "Signing it (cosign's format), so cupd can require that it runs only signed code"
+# A throwaway key for the demo; a real one is made once and its password kept elsewhere.
+export CUP_SIGNING_PASSWORD=quickstart
+printf '%s$ cup controller keygen --prefix %s%s\n' "$DIM" "$WORK/cosign" "$OFF"
+"$BIN/cup" controller keygen --prefix "$WORK/cosign"
+printf '%s$ cup --store %s controller sign %s --key %s --local%s\n' \
+  "$DIM" "$STORE" "$IMAGE" "$WORK/cosign.key" "$OFF"
+"$BIN/cup" --store "$STORE" controller sign "$IMAGE" --key "$WORK/cosign.key" --local
+unset CUP_SIGNING_PASSWORD
+
 step "Configuring cupd: one Controller, by digest (its definitions come from the module)"
 mkdir -p "$WORK/config"
 cat >"$WORK/config/flipt.json" <<EOF
@@ -106,7 +117,8 @@ readyz() (
 # Starts cupd on $PORT; succeeds once it is ready, fails if it exits first.
 start_cupd() {
   "$BIN/cupd" serve --store "$STORE" -api-resources "$WORK/config" \
-    -api-local-path "$WORK/source" -api-address "127.0.0.1:$PORT" >"$WORK/cupd.log" 2>&1 &
+    -api-local-path "$WORK/source" -api-address "127.0.0.1:$PORT" \
+    --require-signatures --verify-key "$WORK/cosign.pub" >"$WORK/cupd.log" 2>&1 &
   CUPD_PID=$!
   for _ in $(seq 1 300); do
     kill -0 "$CUPD_PID" 2>/dev/null || { wait "$CUPD_PID" 2>/dev/null || true; CUPD_PID=''; return 1; }
@@ -120,8 +132,8 @@ step "Starting cupd over a copy of examples/flipt/repo"
 started=''
 for _ in 1 2 3; do
   PORT=$(free_port)
-  printf '%s$ cupd serve --store %s -api-resources %s -api-local-path %s -api-address 127.0.0.1:%s%s\n' \
-    "$DIM" "$STORE" "$WORK/config" "$WORK/source" "$PORT" "$OFF"
+  printf '%s$ cupd serve --store %s -api-resources %s -api-local-path %s -api-address 127.0.0.1:%s --require-signatures --verify-key %s%s\n' \
+    "$DIM" "$STORE" "$WORK/config" "$WORK/source" "$PORT" "$WORK/cosign.pub" "$OFF"
   if start_cupd; then started=1; break; fi
   grep -q "in use" "$WORK/cupd.log" || die "cupd exited during start-up"
 done

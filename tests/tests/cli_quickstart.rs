@@ -32,6 +32,9 @@ fn the_quick_start_script_runs_end_to_end() {
         "quickstart failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     for expected in [
+        "$ cup controller keygen",
+        "controller sign localhost/cup/flipt@sha256:",
+        "--require-signatures --verify-key",
         "$ cup definitions",
         "flags      flipt.io/v1alpha1   Flag",
         "$ cup get flags",

@@ -429,16 +429,24 @@ struct ListRow {
     digest: String,
     wasm_size: Option<u64>,
     definitions: Vec<String>,
+    /// Signatures the store keeps for this digest (`cup controller sign`, pulled ones).
+    signatures: usize,
 }
 
 pub fn list(verify: bool, store: Option<&Path>, output: Output) -> Result<i32> {
     let store = open_store(store)?;
+    // Signature manifests are not controllers: they show as each controller's count.
     let rows: Vec<ListRow> = store
         .entries()?
         .into_iter()
+        .filter(|e| {
+            !e.annotation(annotations::REF_NAME)
+                .is_some_and(cup_oci::is_signature_ref_name)
+        })
         .map(|e| {
             let manifest = store.manifest(&e.digest).ok();
             ListRow {
+                signatures: store.signatures(&e.digest).map_or(0, |s| s.len()),
                 reference: e.annotation(annotations::REF_NAME).map(str::to_owned),
                 wasm_size: manifest
                     .as_ref()
@@ -462,13 +470,17 @@ pub fn list(verify: bool, store: Option<&Path>, output: Output) -> Result<i32> {
                         r.reference.clone().unwrap_or_else(|| "<none>".into()),
                         r.digest.clone(),
                         r.wasm_size.map_or("-".into(), |s| s.to_string()),
+                        r.signatures.to_string(),
                         list_or_none(&r.definitions),
                     ]
                 })
                 .collect();
             print!(
                 "{}",
-                table::render(&["REFERENCE", "DIGEST", "SIZE", "DEFINITIONS"], &cells)
+                table::render(
+                    &["REFERENCE", "DIGEST", "SIZE", "SIGNATURES", "DEFINITIONS"],
+                    &cells
+                )
             );
             for p in &problems {
                 eprintln!("problem: {p}");

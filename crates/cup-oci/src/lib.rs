@@ -56,8 +56,8 @@ pub use registry::{
 pub use retry::RetryPolicy;
 pub use signature::{
     MAX_SIGNATURE_PAYLOAD_BYTES, MAX_SIGNATURES, SIGNATURE_ANNOTATION, SIGNATURE_CONFIG_MEDIA_TYPE,
-    SIMPLE_SIGNING_MEDIA_TYPE, StoredSignature, parse_signature_manifest, signature_manifest,
-    signature_tag,
+    SIMPLE_SIGNING_MEDIA_TYPE, StoredSignature, is_signature_ref_name, parse_signature_manifest,
+    signature_manifest, signature_tag,
 };
 pub use store::{BlobWriter, IndexEntry, StagedBlob, Store, digest_of_reference};
 

@@ -42,7 +42,7 @@ pub fn signature_tag(manifest_digest: &str) -> Result<String> {
 
 /// Whether a store `ref.name` names a signature manifest: `sha256-<hex>.sig`, alone or as
 /// the tag of a repository (`registry/repository:sha256-<hex>.sig`).
-pub(crate) fn is_signature_ref_name(name: &str) -> bool {
+pub fn is_signature_ref_name(name: &str) -> bool {
     let tag = name.rsplit_once(':').map_or(name, |(_, tag)| tag);
     tag.strip_prefix("sha256-")
         .and_then(|rest| rest.strip_suffix(".sig"))
