@@ -273,6 +273,15 @@ inside the rounds' spread; at c=16 the two cores are the limit (wrk shares them)
 added CPU per request shows as latency.
 
 {section("access.md", "not run")}
+## Signature verification at start (`bench/signatures.sh`)
+
+N = 5 distinct packages of the example module in the local store, each signed there with
+`cup controller sign --local`; a release cupd started over them without and with
+`--require-signatures --verify-key`, alternating, the code cache warm (a load then reads the
+store, checks the package and, with the flag, the signature, and reads compiled code). Bound
+by: reading the store's signature entry and one ECDSA P-256 verification per controller.
+
+{section("signatures.md", "not run")}
 ## cupd start and memory (`bench/start.sh`)
 
 5 (and 20) Controllers, each naming by digest a distinct package of the example module (a
@@ -317,6 +326,7 @@ bench/embed.sh                   # one figure at a time; each writes bench/work/
 bench/oci.sh
 bench/serve.sh                   # BENCH_ROUNDS, BENCH_DURATION (s per wrk run)
 bench/access.sh                  # BENCH_ROUNDS, BENCH_DURATION
+bench/signatures.sh              # BENCH_ROUNDS, BENCH_CONTROLLERS
 bench/start.sh                   # BENCH_START_ROUNDS
 bench/build.sh                   # BENCH_BUILD_RUNS
 cargo bench -p cup-runtime --bench invoke

@@ -6,6 +6,7 @@
 #   bench/oci.sh     push + pull of a 20 MB artifact vs oras, skopeo  (local docker-registry)
 #   bench/serve.sh   GET/list/put through the example controller, c=1 and c=16, vs `wasmtime run` per request
 #   bench/access.sh  what access control costs per request (open, token + 1 or 100 rules, TLS)
+#   bench/signatures.sh  cupd start with --require-signatures vs without (cost per controller)
 #   bench/start.sh   cupd start → /readyz with 5 controllers, code cache cold vs warm; RSS with 20
 #   cargo bench -p cup-runtime --bench invoke   per-invocation cost inside the runtime
 #   cargo bench -p cup-sections -p cup-model      criterion: section scan, digest streaming,
@@ -46,6 +47,7 @@ figure embed bench/embed.sh
 figure oci bench/oci.sh
 figure serve bench/serve.sh
 figure access bench/access.sh
+figure signatures bench/signatures.sh
 figure start bench/start.sh
 invoke() {
   cargo bench --quiet -p cup-runtime --bench invoke -- --output-format bencher 2>/dev/null |

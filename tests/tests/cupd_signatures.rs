@@ -155,6 +155,14 @@ fn only_controllers_whose_signature_verifies_are_run() {
 
     let signed = s.cup(&["controller", "sign", &tagged, "--key", &s.path("ci.key")]);
     assert!(signed.ok().contains(&digest), "{}", signed.stdout);
+    let inspected = s
+        .cup(&["-o", "json", "controller", "inspect", &tagged])
+        .json();
+    assert_eq!(inspected["signatures"][0]["signed_digest"], digest.as_str());
+    assert_eq!(
+        inspected["signatures"][0]["docker_reference"],
+        registry.reference("cup/flipt")
+    );
     let good = s.cup(&[
         "-o",
         "json",

@@ -504,6 +504,9 @@ struct RefInspect {
     definitions: Vec<String>,
     integrity: Option<cup_sections::Integrity>,
     problems: Vec<String>,
+    /// The signatures kept for the digest, as their payloads say (not verified here:
+    /// `verify-signature --key` judges them).
+    signatures: Vec<SignatureSummary>,
 }
 
 /// `inspect` of something that is not a file: the store when it has it, else the registry
@@ -525,6 +528,38 @@ pub fn inspect_reference(
     Ok(0)
 }
 
+/// What a stored signature claims, unverified.
+#[derive(Serialize)]
+struct SignatureSummary {
+    /// `critical.image.docker-manifest-digest` of the payload.
+    signed_digest: Option<String>,
+    /// `critical.identity.docker-reference` of the payload.
+    docker_reference: Option<String>,
+    /// The payload's layer digest.
+    layer_digest: String,
+}
+
+fn summaries(signatures: &[cup_oci::StoredSignature]) -> Vec<SignatureSummary> {
+    signatures
+        .iter()
+        .map(|s| {
+            let payload: Option<serde_json::Value> = serde_json::from_slice(&s.payload).ok();
+            let field = |pointer: &str| {
+                payload
+                    .as_ref()
+                    .and_then(|p| p.pointer(pointer))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            };
+            SignatureSummary {
+                signed_digest: field("/critical/image/docker-manifest-digest"),
+                docker_reference: field("/critical/identity/docker-reference"),
+                layer_digest: s.layer_digest.clone(),
+            }
+        })
+        .collect()
+}
+
 fn local(reference: &str, store: Option<&Path>) -> Result<Option<RefInspect>> {
     let dir = store_dir(store)?;
     if !dir.join("index.json").exists() {
@@ -543,11 +578,17 @@ fn local(reference: &str, store: Option<&Path>) -> Result<Option<RefInspect>> {
         .read_blob(&manifest.config.digest)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
+    let (signatures, mut problems) = match store.signatures(&digest) {
+        Ok(found) => (summaries(&found), Vec::new()),
+        Err(e) => (Vec::new(), vec![format!("signatures: {e}")]),
+    };
+    problems.extend(annotation_mismatches(&manifest, &package));
     Ok(Some(RefInspect {
         reference: reference.to_owned(),
         source: "store",
+        signatures,
         digest,
-        problems: annotation_mismatches(&manifest, &package),
+        problems,
         definitions: definition_keys(&package),
         integrity: Some(package.integrity),
         manifest,
@@ -557,10 +598,20 @@ fn local(reference: &str, store: Option<&Path>) -> Result<Option<RefInspect>> {
 
 fn remote(reference: &str, args: &RegistryArgs) -> Result<RefInspect> {
     let registry = args.registry()?;
-    let r = runtime()?
+    let runtime = runtime()?;
+    let r = runtime
         .block_on(registry.inspect(reference))
         .with_context(|| format!("inspecting {reference} (not a file, not in the store)"))?;
+    let mut problems: Vec<String> = r.refused.into_iter().collect();
+    let signatures = match runtime.block_on(registry.signatures(reference, &r.digest)) {
+        Ok(found) => summaries(&found),
+        Err(e) => {
+            problems.push(format!("signatures: {e}"));
+            Vec::new()
+        }
+    };
     Ok(RefInspect {
+        signatures,
         reference: r.reference,
         source: "registry",
         digest: r.digest,
@@ -568,7 +619,7 @@ fn remote(reference: &str, args: &RegistryArgs) -> Result<RefInspect> {
         manifest: r.manifest,
         config: r.config,
         integrity: None,
-        problems: r.refused.into_iter().collect(),
+        problems,
     })
 }
 
@@ -603,6 +654,18 @@ fn render_inspect(r: &RefInspect) -> String {
         fields.push(("ANNOTATION", format!("{k}={v}")));
     }
     fields.push(("DEFINITIONS", list_or_none(&r.definitions)));
+    fields.push((
+        "SIGNATURES",
+        if r.signatures.is_empty() {
+            "none".to_owned()
+        } else {
+            format!(
+                "{} (verify with `cup controller verify-signature {} --key PUB`)",
+                r.signatures.len(),
+                r.reference
+            )
+        },
+    ));
     if let Some(integrity) = &r.integrity {
         fields.push(("INTEGRITY", integrity.summary()));
     }
