@@ -12,6 +12,7 @@ pub mod load_report;
 pub mod load_verify;
 pub mod oras;
 pub mod python;
+pub mod referrers_registry;
 pub mod registry;
 pub mod sshd;
 

@@ -54,5 +54,6 @@ mod oci_faults;
 mod oci_hostile_registry;
 mod oci_interop;
 mod oci_push_pull;
+mod oci_referrers;
 mod oci_signatures;
 mod sign_interop;

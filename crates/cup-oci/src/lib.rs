@@ -52,6 +52,7 @@ pub use progress::{NoProgress, Progress};
 pub use reference::ImageRef;
 pub use registry::{
     PullReport, PulledLayout, PushReport, Registry, RegistryOptions, RemoteInspect,
+    SIGNATURE_ARTIFACT_TYPE,
 };
 pub use retry::RetryPolicy;
 pub use signature::{

@@ -40,6 +40,7 @@ mod pull;
 mod push;
 mod push_http;
 mod signatures;
+pub use signatures::SIGNATURE_ARTIFACT_TYPE;
 mod token;
 
 pub use inspect::RemoteInspect;

@@ -367,6 +367,31 @@ impl<'a> PushHttp<'a> {
         Ok(response)
     }
 
+    /// The referrers of the manifest `subject` with `artifact_type` (OCI 1.1:
+    /// `GET …/referrers/<digest>?artifactType=`), an image index of at most `cap` bytes;
+    /// `None` when the registry has no referrers API (it answers 404 there).
+    pub async fn get_referrers(
+        &self,
+        subject: &str,
+        artifact_type: &str,
+        cap: u64,
+        what: &str,
+    ) -> std::result::Result<Option<Vec<u8>>, Failed> {
+        let mut url = self.url(&format!("referrers/{subject}"))?;
+        url.query_pairs_mut()
+            .append_pair("artifactType", artifact_type);
+        let response = self
+            .request(Method::GET, url)
+            .header(ACCEPT, "application/vnd.oci.image.index.v1+json")
+            .send()
+            .await?;
+        match response.status() {
+            StatusCode::OK => Ok(Some(read_capped(response, cap, what).await?)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(Failed::Answer(Refusal::from(response).await)),
+        }
+    }
+
     /// PUTs the manifest under the reference's digest, else its tag; returns where the
     /// registry says it stored it (`…/manifests/<digest it computed>`), if it says.
     pub async fn put_manifest(

@@ -1,8 +1,13 @@
 //! Signatures in a registry: cosign's `sha256-<hex>.sig` tag in the controller's own
 //! repository ([`crate::signature`]). Read with the pull's requests (manifest up to its
 //! cap, blobs up to their descriptor's size, every blob checked against its digest), written
-//! with the push's (blobs first, skipped when present; the manifest last). The referrers
-//! API is not used: the registries cup is tested against (distribution 2.8) have none.
+//! with the push's (blobs first, skipped when present; the manifest last).
+//!
+//! Where the registry offers OCI 1.1's referrers API, a signature is also attached as a
+//! referrer (a manifest of artifact type [`SIGNATURE_ARTIFACT_TYPE`] whose `subject` is the
+//! signed manifest, as cosign's experimental OCI 1.1 mode writes it), and reading merges the
+//! referrers' signatures with the tag's. A registry without the API (404 there, as
+//! distribution 2.8 answers) is read and written through the tag alone.
 
 use std::sync::Arc;
 
@@ -17,11 +22,18 @@ use crate::progress::{NoProgress, Progress};
 use crate::reference::ImageRef;
 use crate::retry::Retrier;
 use crate::signature::{
-    MAX_SIGNATURE_CONFIG_BYTES, StoredSignature, append_signature, parse_signature_manifest,
-    signature_manifest, signature_tag,
+    MAX_SIGNATURE_CONFIG_BYTES, MAX_SIGNATURES, StoredSignature, append_signature,
+    parse_signature_manifest, signature_manifest, signature_tag,
 };
 use crate::store::Store;
 use crate::{Error, Result, digest, media};
+
+/// `artifactType` of a signature attached as a referrer.
+pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+/// OCI's empty config (`{}`), the config of a referrer that needs none.
+const EMPTY_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+/// Largest referrers index read.
+const MAX_REFERRERS_INDEX_BYTES: u64 = 1 << 20;
 
 /// A signature manifest as the registry holds it: its bytes, digest and parsed form.
 pub(super) struct RemoteSignatures {
@@ -49,10 +61,23 @@ impl Registry {
         let http = self
             .connect_http(&target, RegistryOperation::Pull, &retrier)
             .await?;
-        match fetch_signature_manifest(&http, &target, &retrier).await? {
-            Some(remote) => fetch_signatures(&http, &target, &remote, &retrier).await,
-            None => Ok(Vec::new()),
+        let mut signatures = match fetch_signature_manifest(&http, &target, &retrier).await? {
+            Some(remote) => fetch_signatures(&http, &target, &remote, &retrier).await?,
+            None => Vec::new(),
+        };
+        let subject = subject_target(reference, manifest_digest)?;
+        let subject_http = http.for_target(&subject)?;
+        if let Some(referred) =
+            referrer_signatures(&subject_http, &subject, manifest_digest, &retrier).await?
+        {
+            for signature in referred {
+                if signatures.len() >= MAX_SIGNATURES {
+                    break;
+                }
+                append_signature(&mut signatures, signature);
+            }
         }
+        Ok(signatures)
     }
 
     /// Adds a signature of `manifest_digest` to the signature manifest of the repository of
@@ -112,7 +137,87 @@ impl Registry {
         if let Some(location) = location {
             check_manifest_location(&target, &location, &digest::of(&manifest))?;
         }
+        let added = signatures.last().cloned();
+        if let Some(signature) = added {
+            self.attach_referrer(&http, reference, manifest_digest, signature, &retrier)
+                .await?;
+        }
         Ok(true)
+    }
+
+    /// Also attaches `signature` as a referrer of `manifest_digest` where the registry has
+    /// the referrers API (one referrer per signature, as cosign does); does nothing where it
+    /// has none or the same signature is already a referrer.
+    async fn attach_referrer(
+        &self,
+        http: &PushHttp<'_>,
+        reference: &str,
+        manifest_digest: &str,
+        signature: StoredSignature,
+        retrier: &Retrier<'_>,
+    ) -> Result<()> {
+        let subject = subject_target(reference, manifest_digest)?;
+        let subject_http = http.for_target(&subject)?;
+        let Some(existing) =
+            referrer_signatures(&subject_http, &subject, manifest_digest, retrier).await?
+        else {
+            return Ok(());
+        };
+        if existing.iter().any(|s| s.same_as(&signature)) {
+            return Ok(());
+        }
+        let (subject_body, _) = fetch_manifest(&subject_http, &subject, retrier).await?;
+        let subject_media_type = serde_json::from_slice::<serde_json::Value>(&subject_body)
+            .ok()
+            .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| media::OCI_MANIFEST.to_owned());
+        let (signature_only, _) = signature_manifest(std::slice::from_ref(&signature))?;
+        let parsed = parse_signature_manifest(&signature_only, "the new signature manifest")?;
+        let config = b"{}".to_vec();
+        let config_digest = digest::of(&config);
+        let body = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "artifactType": SIGNATURE_ARTIFACT_TYPE,
+            "config": {"mediaType": EMPTY_CONFIG_MEDIA_TYPE, "digest": config_digest, "size": config.len()},
+            "layers": parsed.layers,
+            "subject": {"mediaType": subject_media_type, "digest": manifest_digest, "size": subject_body.len()},
+        }))
+        .map_err(|e| Error::InvalidSignatureManifest {
+            what: subject.what("referrer"),
+            reason: e.to_string(),
+        })?;
+        let quiet: Arc<dyn Progress> = Arc::new(NoProgress);
+        for blob in [
+            Upload {
+                label: "signature payload",
+                data: Bytes::from(signature.payload.clone()),
+                digest: &signature.layer_digest,
+            },
+            Upload {
+                label: "empty config",
+                data: Bytes::from(config.clone()),
+                digest: &config_digest,
+            },
+        ] {
+            self.upload(http, &subject, &blob, &quiet, retrier).await?;
+        }
+        let body_digest = digest::of(&body);
+        let referrer = pinned_target(reference, &body_digest)?;
+        let referrer_http = http.for_target(&referrer)?;
+        let step = "pushing the signature as a referrer";
+        let location = retrier
+            .run(step, || async {
+                referrer_http
+                    .put_manifest(body.clone(), media::OCI_MANIFEST)
+                    .await
+                    .map_err(|f| f.failure(&referrer, step))
+            })
+            .await?;
+        if let Some(location) = location {
+            check_manifest_location(&referrer, &location, &body_digest)?;
+        }
+        Ok(())
     }
 
     /// Copies the signature manifest of `manifest_digest` in the repository of `reference`
@@ -148,6 +253,95 @@ pub(super) fn signature_target(reference: &str, manifest_digest: &str) -> Result
         whole: parsed.whole(),
         reference: parsed.to_oci(),
     })
+}
+
+/// The manifest `digest` in the repository of `reference`.
+fn pinned_target(reference: &str, digest: &str) -> Result<Target> {
+    let mut parsed = ImageRef::parse(reference)?;
+    crate::digest::validate(digest)?;
+    parsed.tag = None;
+    parsed.digest = Some(digest.to_owned());
+    Ok(Target {
+        registry: parsed.registry.clone(),
+        whole: parsed.whole(),
+        reference: parsed.to_oci(),
+    })
+}
+
+/// The signed manifest itself, for the referrers API.
+fn subject_target(reference: &str, manifest_digest: &str) -> Result<Target> {
+    pinned_target(reference, manifest_digest)
+}
+
+/// The signatures attached to `manifest_digest` as referrers; `None` when the registry has
+/// no referrers API. Each referrer manifest is fetched by digest (its bytes checked), must
+/// be a signature manifest whose `subject` is `manifest_digest`, and every payload is
+/// checked against its layer; at most [`MAX_SIGNATURES`] referrers are read.
+async fn referrer_signatures(
+    http: &PushHttp<'_>,
+    subject: &Target,
+    manifest_digest: &str,
+    retrier: &Retrier<'_>,
+) -> Result<Option<Vec<StoredSignature>>> {
+    let step = "listing referrers";
+    let what = subject.what("referrers index");
+    let index = retrier
+        .run(step, || async {
+            http.get_referrers(
+                manifest_digest,
+                SIGNATURE_ARTIFACT_TYPE,
+                MAX_REFERRERS_INDEX_BYTES,
+                &what,
+            )
+            .await
+            .map_err(|f| f.failure(subject, step))
+        })
+        .await?;
+    let Some(index) = index else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| Error::InvalidSignatureManifest {
+        what: what.clone(),
+        reason,
+    };
+    let index: crate::manifest::ImageIndex = serde_json::from_slice(&index)
+        .map_err(|e| invalid(format!("it is not an image index: {e}")))?;
+    let mut out: Vec<StoredSignature> = Vec::new();
+    for entry in index
+        .manifests
+        .iter()
+        .filter(|d| {
+            d.extra.get("artifactType").and_then(|v| v.as_str()) == Some(SIGNATURE_ARTIFACT_TYPE)
+        })
+        .take(MAX_SIGNATURES)
+    {
+        let target = pinned_target(&subject.whole, &entry.digest)?;
+        let referrer_http = http.for_target(&target)?;
+        let (body, digest) = fetch_manifest(&referrer_http, &target, retrier).await?;
+        let what = target.what(&format!("referrer {digest}"));
+        let claimed_subject = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["subject"]["digest"].as_str().map(str::to_owned));
+        if claimed_subject.as_deref() != Some(manifest_digest) {
+            return Err(Error::InvalidSignatureManifest {
+                what,
+                reason: format!(
+                    "listed as a referrer of {manifest_digest} but its subject is {}",
+                    claimed_subject.as_deref().unwrap_or("missing")
+                ),
+            });
+        }
+        let manifest = parse_signature_manifest(&body, &what)?;
+        let remote = RemoteSignatures {
+            body,
+            digest,
+            manifest,
+        };
+        for signature in fetch_signatures(&referrer_http, &target, &remote, retrier).await? {
+            append_signature(&mut out, signature);
+        }
+    }
+    Ok(Some(out))
 }
 
 /// The signature manifest `target` names, checked; `None` when the registry has none.
