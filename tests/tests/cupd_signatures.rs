@@ -349,6 +349,27 @@ fn an_air_gapped_store_signs_and_verifies_without_a_registry() {
     ]);
     assert_eq!(verified.code, 0, "{}{}", verified.stdout, verified.stderr);
 
+    // The file itself: the digest it has once added, and the store's signatures of it.
+    let by_file = s.cup(&[
+        "-o",
+        "json",
+        "controller",
+        "verify-signature",
+        wasm.to_str().unwrap(),
+        "--key",
+        &s.path("ci.pub"),
+    ]);
+    assert_eq!(by_file.code, 0, "{}{}", by_file.stdout, by_file.stderr);
+    assert_eq!(by_file.json()["manifest_digest"], digest.as_str());
+    let other_key = s.cup(&[
+        "controller",
+        "verify-signature",
+        wasm.to_str().unwrap(),
+        "--key",
+        &s.path("other.pub"),
+    ]);
+    assert_eq!(other_key.code, 1, "{}", other_key.stdout);
+
     // save/load carries the signature to another machine's store.
     let archive = s.path("controllers.tar");
     s.cup(&["controller", "save", "-O", &archive, &image]).ok();

@@ -181,13 +181,14 @@ SDK of the checkout this cup was built from.")]
     },
     /// Check the signatures of the manifest digest a reference resolves to against a public
     /// key: each signature's verdict, exit 0 when one verifies for exactly that digest and
-    /// repository.
+    /// repository. For a .wasm FILE: the digest it has once added or pushed, and the
+    /// signatures the local store keeps for it (any repository).
     #[command(
         name = "verify-signature",
-        after_help = "Examples:\n  cup controller verify-signature 127.0.0.1:5000/cup/flipt:v1 --key cosign.pub\n  cup -o json controller verify-signature localhost/cup/flipt@sha256:… --key cosign.pub --local"
+        after_help = "Examples:\n  cup controller verify-signature 127.0.0.1:5000/cup/flipt:v1 --key cosign.pub\n  cup -o json controller verify-signature localhost/cup/flipt@sha256:… --key cosign.pub --local\n  cup controller verify-signature flipt.wasm --key cosign.pub      # signed in the store?"
     )]
     VerifySignature {
-        /// REGISTRY/REPO:TAG or …@sha256:… (with --local, in the store).
+        /// REGISTRY/REPO:TAG or …@sha256:… (with --local, in the store), or a .wasm file.
         reference: String,
         /// The public key (PEM).
         #[arg(long, value_name = "PUB")]

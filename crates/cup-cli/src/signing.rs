@@ -258,24 +258,44 @@ pub fn verify(
 ) -> Result<i32> {
     let key = public_key(key)?;
     let store = open_store(store)?;
-    let target = resolve(reference, local, &store, args)?;
     let mut found: Vec<(&'static str, StoredSignature)> = Vec::new();
-    if local {
-        for s in store.signatures(&target.digest)? {
+    // A file: the digest it has as `cup controller add` or `push` package it, and the
+    // signatures the store keeps for that digest, whatever repository they name.
+    let file = Path::new(reference);
+    let target = if file.is_file() {
+        let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let artifact = cup_oci::Artifact::build(&wasm, &cup_oci::ArtifactOptions::from_env()?)
+            .with_context(|| {
+                format!("packaging {} as `cup controller add` does", file.display())
+            })?;
+        for s in store.signatures(&artifact.manifest_digest)? {
             found.push(("store", s));
         }
-    } else {
-        let registry = args.registry()?;
-        for s in runtime()?
-            .block_on(registry.signatures(reference, &target.digest))
-            .with_context(|| format!("reading the signatures of {reference}"))?
-        {
-            found.push(("registry", s));
+        Target {
+            repository: String::new(),
+            digest: artifact.manifest_digest,
         }
-    }
+    } else {
+        let target = resolve(reference, local, &store, args)?;
+        if local {
+            for s in store.signatures(&target.digest)? {
+                found.push(("store", s));
+            }
+        } else {
+            let registry = args.registry()?;
+            for s in runtime()?
+                .block_on(registry.signatures(reference, &target.digest))
+                .with_context(|| format!("reading the signatures of {reference}"))?
+            {
+                found.push(("registry", s));
+            }
+        }
+        target
+    };
     let expected = cup_sign::Expected {
         manifest_digest: &target.digest,
-        docker_reference: Some(&target.repository),
+        // A file names no repository: any repository's signature of its digest counts.
+        docker_reference: (!target.repository.is_empty()).then_some(target.repository.as_str()),
     };
     let signatures: Vec<Verdict> = found
         .iter()
@@ -302,7 +322,11 @@ pub fn verify(
         )
         .collect();
     let report = VerifyReport {
-        reference: format!("{}@{}", target.repository, target.digest),
+        reference: if target.repository.is_empty() {
+            format!("{} ({})", file.display(), target.digest)
+        } else {
+            format!("{}@{}", target.repository, target.digest)
+        },
         manifest_digest: target.digest.clone(),
         verified: signatures.iter().any(|v| v.verified),
         signatures,
