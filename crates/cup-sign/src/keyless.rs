@@ -559,3 +559,693 @@ fn utf8_string(der: &[u8]) -> Option<String> {
     }
     std::str::from_utf8(rest).ok().map(str::to_owned)
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+        ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    };
+
+    use super::*;
+    use crate::keys::SigningKey;
+    use crate::payload::simple_signing_payload;
+    use crate::trusted_root::TRUSTED_ROOT_MEDIA_TYPE;
+
+    const DIGEST: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const OTHER_DIGEST: &str =
+        "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const REPOSITORY: &str = "registry.example/team/flags";
+    const EMAIL: &str = "dev@example.com";
+    const ISSUER: &str = "https://issuer.example";
+    /// 2025-01-01T00:00:00Z and 2035-01-01T00:00:00Z: the CAs' lifetime.
+    const CA_START: i64 = 1_735_689_600;
+    const CA_END: i64 = 2_051_222_400;
+    /// 2026-03-01T12:00:00Z: the leaf is valid for the ten minutes from then, long past.
+    const LEAF_START: i64 = 1_772_366_400;
+    const LEAF_END: i64 = LEAF_START + 600;
+    const INTEGRATED: i64 = LEAF_START + 300;
+
+    fn at(seconds: i64) -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp(seconds).unwrap()
+    }
+
+    /// A Fulcio of the test: a root and an intermediate that issues the leaves.
+    struct Ca {
+        root: Vec<u8>,
+        intermediate: Vec<u8>,
+        intermediate_pem: String,
+        root_pem: String,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    fn ca(name: &str) -> Ca {
+        let root_key = KeyPair::generate().unwrap();
+        let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+        root.distinguished_name = DistinguishedName::new();
+        root.distinguished_name
+            .push(DnType::CommonName, format!("{name} root"));
+        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        root.not_before = at(CA_START);
+        root.not_after = at(CA_END);
+        let root_cert = root.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root, root_key);
+
+        let key = KeyPair::generate().unwrap();
+        let mut intermediate = CertificateParams::new(Vec::<String>::new()).unwrap();
+        intermediate.distinguished_name = DistinguishedName::new();
+        intermediate
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} intermediate"));
+        intermediate.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        intermediate.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        // As Fulcio's intermediate: it carries the code-signing usage itself.
+        intermediate.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        intermediate.not_before = at(CA_START);
+        intermediate.not_after = at(CA_END);
+        let intermediate_cert = intermediate.signed_by(&key, &root_issuer).unwrap();
+        Ca {
+            root: root_cert.der().to_vec(),
+            intermediate: intermediate_cert.der().to_vec(),
+            intermediate_pem: intermediate_cert.pem(),
+            root_pem: root_cert.pem(),
+            issuer: Issuer::new(intermediate, key),
+        }
+    }
+
+    struct Leaf {
+        email: &'static str,
+        issuer_v2: Option<&'static str>,
+        issuer_v1: Option<&'static str>,
+        code_signing: bool,
+        server_auth: bool,
+        not_before: i64,
+        not_after: i64,
+    }
+
+    impl Default for Leaf {
+        fn default() -> Leaf {
+            Leaf {
+                email: EMAIL,
+                issuer_v2: Some(ISSUER),
+                issuer_v1: Some(ISSUER),
+                code_signing: true,
+                server_auth: false,
+                not_before: LEAF_START,
+                not_after: LEAF_END,
+            }
+        }
+    }
+
+    fn der_utf8_string(text: &str) -> Vec<u8> {
+        let mut der = vec![0x0c, u8::try_from(text.len()).unwrap()];
+        der.extend_from_slice(text.as_bytes());
+        der
+    }
+
+    /// A Fulcio certificate for `key`: empty subject, the email as SAN, the issuer extensions.
+    fn leaf(ca: &Ca, key: &SigningKey, leaf: &Leaf) -> String {
+        let key_pair = KeyPair::try_from(key.to_pkcs8_der().as_slice()).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::Rfc822Name(leaf.email.try_into().unwrap())];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = [
+            (leaf.code_signing, ExtendedKeyUsagePurpose::CodeSigning),
+            (leaf.server_auth, ExtendedKeyUsagePurpose::ServerAuth),
+        ]
+        .into_iter()
+        .filter_map(|(wanted, usage)| wanted.then_some(usage))
+        .collect();
+        if let Some(issuer) = leaf.issuer_v2 {
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
+                    der_utf8_string(issuer),
+                ));
+        }
+        if let Some(issuer) = leaf.issuer_v1 {
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 57264, 1, 1],
+                    issuer.as_bytes().to_vec(),
+                ));
+        }
+        params.not_before = at(leaf.not_before);
+        params.not_after = at(leaf.not_after);
+        params.signed_by(&key_pair, &ca.issuer).unwrap().pem()
+    }
+
+    fn rfc3339(seconds: i64) -> String {
+        at(seconds)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    }
+
+    fn log_id(rekor: &SigningKey) -> Vec<u8> {
+        Sha256::digest(rekor.public_key().to_spki_der()).to_vec()
+    }
+
+    fn trusted_root_json(cas: &[&Ca], rekor: &SigningKey, ca_start: i64) -> String {
+        let authorities: Vec<serde_json::Value> = cas
+            .iter()
+            .map(|ca| {
+                serde_json::json!({
+                    "subject": {"organization": "test", "commonName": "test"},
+                    "uri": "https://fulcio.example",
+                    "certChain": {"certificates": [
+                        {"rawBytes": STANDARD.encode(&ca.intermediate)},
+                        {"rawBytes": STANDARD.encode(&ca.root)},
+                    ]},
+                    "validFor": {"start": rfc3339(ca_start)},
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "mediaType": TRUSTED_ROOT_MEDIA_TYPE,
+            "tlogs": [{
+                "baseUrl": "https://rekor.example",
+                "hashAlgorithm": "SHA2_256",
+                "publicKey": {
+                    "rawBytes": STANDARD.encode(rekor.public_key().to_spki_der()),
+                    "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                    "validFor": {"start": rfc3339(CA_START)},
+                },
+                "logId": {"keyId": STANDARD.encode(log_id(rekor))},
+            }],
+            "certificateAuthorities": authorities,
+            "ctlogs": [],
+            "timestampAuthorities": [],
+        })
+        .to_string()
+    }
+
+    /// Everything a keyless signature is made of, before it becomes annotations, so a test
+    /// can change one part.
+    struct Signed {
+        payload: Vec<u8>,
+        signature: String,
+        certificate: String,
+        chain: String,
+        body: serde_json::Value,
+        integrated_time: i64,
+        log_index: i64,
+        log_id: String,
+    }
+
+    impl Signed {
+        /// The annotations, the SignedEntryTimestamp made with `rekor`.
+        fn annotations(&self, rekor: &SigningKey) -> BTreeMap<String, String> {
+            let entry = BundlePayload {
+                body: STANDARD.encode(self.body.to_string()),
+                integrated_time: self.integrated_time,
+                log_index: self.log_index,
+                log_id: self.log_id.clone(),
+            };
+            let set = STANDARD.encode(rekor.sign(&canonical_entry(&entry)));
+            let bundle = serde_json::json!({
+                "SignedEntryTimestamp": set,
+                "Payload": {
+                    "body": entry.body,
+                    "integratedTime": entry.integrated_time,
+                    "logIndex": entry.log_index,
+                    "logID": entry.log_id,
+                },
+            });
+            BTreeMap::from([
+                (SIGNATURE_ANNOTATION.to_owned(), self.signature.clone()),
+                (CERTIFICATE_ANNOTATION.to_owned(), self.certificate.clone()),
+                (CHAIN_ANNOTATION.to_owned(), self.chain.clone()),
+                (BUNDLE_ANNOTATION.to_owned(), bundle.to_string()),
+            ])
+        }
+    }
+
+    struct World {
+        ca: Ca,
+        rekor: SigningKey,
+        root: TrustedRoot,
+    }
+
+    fn world() -> World {
+        let ca = ca("fulcio");
+        let rekor = SigningKey::generate();
+        let root =
+            TrustedRoot::from_json(trusted_root_json(&[&ca], &rekor, CA_START).as_bytes()).unwrap();
+        World { ca, rekor, root }
+    }
+
+    /// A keyless signature of `payload` by a fresh key certified by `ca` as `leaf_options`.
+    fn sign(ca: &Ca, rekor: &SigningKey, payload: &[u8], leaf_options: &Leaf) -> Signed {
+        let key = SigningKey::generate();
+        let signature = STANDARD.encode(key.sign(payload));
+        let certificate = leaf(ca, &key, leaf_options);
+        let body = serde_json::json!({
+            "apiVersion": "0.0.1",
+            "kind": "hashedrekord",
+            "spec": {
+                "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(payload))}},
+                "signature": {
+                    "content": signature,
+                    "publicKey": {"content": STANDARD.encode(&certificate)},
+                },
+            },
+        });
+        Signed {
+            payload: payload.to_vec(),
+            signature,
+            certificate,
+            chain: format!("{}{}", ca.intermediate_pem, ca.root_pem),
+            body,
+            integrated_time: INTEGRATED,
+            log_index: 42,
+            log_id: hex::encode(log_id(rekor)),
+        }
+    }
+
+    fn payload() -> Vec<u8> {
+        simple_signing_payload(REPOSITORY, DIGEST, &BTreeMap::new())
+    }
+
+    fn expected() -> Expected<'static> {
+        Expected {
+            manifest_digest: DIGEST,
+            docker_reference: Some("registry.example/team/flags:v1"),
+        }
+    }
+
+    fn by(subject: &str) -> Vec<Identity> {
+        vec![Identity {
+            issuer: ISSUER.into(),
+            subject: Some(subject.into()),
+            subject_regexp: None,
+        }]
+    }
+
+    fn check(
+        world: &World,
+        signed: &Signed,
+        annotations: &BTreeMap<String, String>,
+        identities: &[Identity],
+    ) -> Result<VerifiedKeyless, Refusal> {
+        verify_keyless(
+            &signed.payload,
+            annotations,
+            &world.root,
+            identities,
+            &expected(),
+        )
+    }
+
+    #[test]
+    fn a_keyless_signature_verifies_at_its_integrated_time() {
+        let w = world();
+        let signed = sign(&w.ca, &w.rekor, &payload(), &Leaf::default());
+        let annotations = signed.annotations(&w.rekor);
+        // The certificate expired months ago: validity is judged when the log recorded it.
+        assert_eq!(
+            check(&w, &signed, &annotations, &by(EMAIL)),
+            Ok(VerifiedKeyless {
+                docker_reference: REPOSITORY.into(),
+                manifest_digest: DIGEST.into(),
+                subject: EMAIL.into(),
+                issuer: ISSUER.into(),
+                integrated_time: INTEGRATED,
+            })
+        );
+        // Without the chain annotation: the trusted root's own intermediates suffice.
+        let mut without_chain = annotations.clone();
+        without_chain.remove(CHAIN_ANNOTATION);
+        assert!(check(&w, &signed, &without_chain, &by(EMAIL)).is_ok());
+        // Any one of several identities; a regexp matching the whole subject.
+        let identities = [
+            by("someone@else.example").remove(0),
+            Identity {
+                issuer: ISSUER.into(),
+                subject: None,
+                subject_regexp: Some(r".*@example\.com".into()),
+            },
+        ];
+        assert_eq!(
+            check(&w, &signed, &annotations, &identities)
+                .unwrap()
+                .subject,
+            EMAIL
+        );
+    }
+
+    #[test]
+    fn the_legacy_issuer_extension_is_read() {
+        let w = world();
+        let leaf = Leaf {
+            issuer_v2: None,
+            ..Leaf::default()
+        };
+        let signed = sign(&w.ca, &w.rekor, &payload(), &leaf);
+        assert_eq!(
+            check(&w, &signed, &signed.annotations(&w.rekor), &by(EMAIL))
+                .unwrap()
+                .issuer,
+            ISSUER
+        );
+    }
+
+    #[test]
+    fn a_certificate_of_another_ca_is_refused() {
+        let w = world();
+        let other = ca("other");
+        // Its own chain in the annotation adds no trust.
+        let signed = sign(&other, &w.rekor, &payload(), &Leaf::default());
+        assert!(matches!(
+            check(&w, &signed, &signed.annotations(&w.rekor), &by(EMAIL)),
+            Err(Refusal::UntrustedCertificate(_))
+        ));
+        // Nor does a trusted root whose authority was not yet valid at the integrated time.
+        let late = TrustedRoot::from_json(
+            trusted_root_json(&[&w.ca], &w.rekor, INTEGRATED + 1).as_bytes(),
+        )
+        .unwrap();
+        let signed = sign(&w.ca, &w.rekor, &payload(), &Leaf::default());
+        assert!(matches!(
+            verify_keyless(
+                &signed.payload,
+                &signed.annotations(&w.rekor),
+                &late,
+                &by(EMAIL),
+                &expected()
+            ),
+            Err(Refusal::UntrustedCertificate(m)) if m.contains("no certificate authority")
+        ));
+    }
+
+    #[test]
+    fn a_certificate_not_valid_at_the_integrated_time_is_refused() {
+        let w = world();
+        for integrated_time in [LEAF_END + 1, LEAF_START - 1] {
+            let mut signed = sign(&w.ca, &w.rekor, &payload(), &Leaf::default());
+            signed.integrated_time = integrated_time;
+            assert!(
+                matches!(
+                    check(&w, &signed, &signed.annotations(&w.rekor), &by(EMAIL)),
+                    Err(Refusal::CertificateNotValidAtIntegratedTime { integrated_time: t, .. })
+                        if t == integrated_time
+                ),
+                "{integrated_time}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_certificate_not_for_code_signing_is_refused() {
+        let w = world();
+        for leaf in [
+            Leaf {
+                code_signing: false,
+                ..Leaf::default()
+            },
+            Leaf {
+                code_signing: false,
+                server_auth: true,
+                ..Leaf::default()
+            },
+        ] {
+            let signed = sign(&w.ca, &w.rekor, &payload(), &leaf);
+            assert_eq!(
+                check(&w, &signed, &signed.annotations(&w.rekor), &by(EMAIL)),
+                Err(Refusal::NotForCodeSigning)
+            );
+        }
+    }
+
+    #[test]
+    fn the_signature_and_payload_are_checked_as_with_a_key() {
+        let w = world();
+        let signed = sign(&w.ca, &w.rekor, &payload(), &Leaf::default());
+        let mut annotations = signed.annotations(&w.rekor);
+        // A signature by another key (the log entry is checked later; this comes first).
+        annotations.insert(
+            SIGNATURE_ANNOTATION.into(),
+            STANDARD.encode(SigningKey::generate().sign(&signed.payload)),
+        );
+        assert_eq!(
+            check(&w, &signed, &annotations, &by(EMAIL)),
+            Err(Refusal::BadSignature)
+        );
+
+        let other_digest = sign(
+            &w.ca,
+            &w.rekor,
+            &simple_signing_payload(REPOSITORY, OTHER_DIGEST, &BTreeMap::new()),
+            &Leaf::default(),
+        );
+        assert!(matches!(
+            check(
+                &w,
+                &other_digest,
+                &other_digest.annotations(&w.rekor),
+                &by(EMAIL)
+            ),
+            Err(Refusal::DigestMismatch { .. })
+        ));
+        let other_repository = sign(
+            &w.ca,
+            &w.rekor,
+            &simple_signing_payload("registry.example/team/other", DIGEST, &BTreeMap::new()),
+            &Leaf::default(),
+        );
+        assert!(matches!(
+            check(
+                &w,
+                &other_repository,
+                &other_repository.annotations(&w.rekor),
+                &by(EMAIL)
+            ),
+            Err(Refusal::ReferenceMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn the_signed_entry_timestamp_must_be_the_logs() {
+        let w = world();
+        let signed = sign(&w.ca, &w.rekor, &payload(), &Leaf::default());
+        // Signed by another key claiming to be the log.
+        assert_eq!(
+            check(
+                &w,
+                &signed,
+                &signed.annotations(&SigningKey::generate()),
+                &by(EMAIL)
+            ),
+            Err(Refusal::BadSignedEntryTimestamp)
+        );
+        // The entry's time moved after the log signed it (still inside the certificate's
+        // validity, so only the timestamp can catch it).
+        let mut annotations = signed.annotations(&w.rekor);
+        let mut bundle: serde_json::Value =
+            serde_json::from_str(&annotations[BUNDLE_ANNOTATION]).unwrap();
+        bundle["Payload"]["integratedTime"] = (INTEGRATED + 1).into();
+        annotations.insert(BUNDLE_ANNOTATION.into(), bundle.to_string());
+        assert_eq!(
+            check(&w, &signed, &annotations, &by(EMAIL)),
+            Err(Refusal::BadSignedEntryTimestamp)
+        );
+        // A log the trusted root does not know.
+        let mut unknown = sign(&w.ca, &w.rekor, &payload(), &Leaf::default());
+        unknown.log_id = hex::encode([7u8; 32]);
+        assert!(matches!(
+            check(&w, &unknown, &unknown.annotations(&w.rekor), &by(EMAIL)),
+            Err(Refusal::UnknownLog(_))
+        ));
+    }
+
+    #[test]
+    fn the_log_entry_must_be_for_this_signature() {
+        let w = world();
+        let mut other_signature = sign(&w.ca, &w.rekor, &payload(), &Leaf::default());
+        other_signature.body["spec"]["signature"]["content"] = STANDARD
+            .encode(SigningKey::generate().sign(&payload()))
+            .into();
+        assert!(matches!(
+            check(
+                &w,
+                &other_signature,
+                &other_signature.annotations(&w.rekor),
+                &by(EMAIL)
+            ),
+            Err(Refusal::LogEntryMismatch(m)) if m.contains("another signature")
+        ));
+
+        let mut other_hash = sign(&w.ca, &w.rekor, &payload(), &Leaf::default());
+        other_hash.body["spec"]["data"]["hash"]["value"] =
+            hex::encode(Sha256::digest(b"another payload")).into();
+        assert!(matches!(
+            check(&w, &other_hash, &other_hash.annotations(&w.rekor), &by(EMAIL)),
+            Err(Refusal::LogEntryMismatch(m)) if m.contains("another payload")
+        ));
+
+        let mut other_certificate = sign(&w.ca, &w.rekor, &payload(), &Leaf::default());
+        let stranger = leaf(&w.ca, &SigningKey::generate(), &Leaf::default());
+        other_certificate.body["spec"]["signature"]["publicKey"]["content"] =
+            STANDARD.encode(stranger).into();
+        assert!(matches!(
+            check(
+                &w,
+                &other_certificate,
+                &other_certificate.annotations(&w.rekor),
+                &by(EMAIL)
+            ),
+            Err(Refusal::LogEntryMismatch(m)) if m.contains("another certificate")
+        ));
+
+        let mut other_kind = sign(&w.ca, &w.rekor, &payload(), &Leaf::default());
+        other_kind.body["kind"] = "intoto".into();
+        assert!(matches!(
+            check(
+                &w,
+                &other_kind,
+                &other_kind.annotations(&w.rekor),
+                &by(EMAIL)
+            ),
+            Err(Refusal::LogEntryMismatch(_))
+        ));
+    }
+
+    #[test]
+    fn the_identity_must_be_allowed() {
+        let w = world();
+        let signed = sign(&w.ca, &w.rekor, &payload(), &Leaf::default());
+        let annotations = signed.annotations(&w.rekor);
+        let refused = |identities: &[Identity]| {
+            matches!(
+                check(&w, &signed, &annotations, identities),
+                Err(Refusal::IdentityMismatch { subject, issuer })
+                    if subject == EMAIL && issuer == ISSUER
+            )
+        };
+        assert!(refused(&by("other@example.com")));
+        assert!(refused(&[Identity {
+            issuer: "https://other-issuer.example".into(),
+            subject: Some(EMAIL.into()),
+            subject_regexp: None,
+        }]));
+        for pattern in [r".*@example\.org", r"example\.com", "dev"] {
+            assert!(
+                refused(&[Identity {
+                    issuer: ISSUER.into(),
+                    subject: None,
+                    subject_regexp: Some(pattern.into()),
+                }]),
+                "{pattern}"
+            );
+        }
+    }
+
+    #[test]
+    fn unusable_identities_are_the_callers_mistake() {
+        let w = world();
+        let signed = sign(&w.ca, &w.rekor, &payload(), &Leaf::default());
+        let annotations = signed.annotations(&w.rekor);
+        for identities in [
+            vec![],
+            vec![Identity {
+                issuer: ISSUER.into(),
+                subject: Some(EMAIL.into()),
+                subject_regexp: Some(".*".into()),
+            }],
+            vec![Identity {
+                issuer: ISSUER.into(),
+                subject: None,
+                subject_regexp: None,
+            }],
+            vec![Identity {
+                issuer: ISSUER.into(),
+                subject: None,
+                subject_regexp: Some("(".into()),
+            }],
+        ] {
+            assert!(matches!(
+                check(&w, &signed, &annotations, &identities),
+                Err(Refusal::BadIdentity(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn annotations_are_required_and_bounded() {
+        let w = world();
+        let signed = sign(&w.ca, &w.rekor, &payload(), &Leaf::default());
+        let annotations = signed.annotations(&w.rekor);
+        for name in [
+            SIGNATURE_ANNOTATION,
+            CERTIFICATE_ANNOTATION,
+            BUNDLE_ANNOTATION,
+        ] {
+            let mut missing = annotations.clone();
+            missing.remove(name);
+            assert_eq!(
+                check(&w, &signed, &missing, &by(EMAIL)),
+                Err(Refusal::MissingAnnotation(name))
+            );
+            let mut big = annotations.clone();
+            big.insert(name.into(), " ".repeat(MAX_ANNOTATION_BYTES + 1));
+            assert!(matches!(
+                check(&w, &signed, &big, &by(EMAIL)),
+                Err(Refusal::TooLarge { what, .. }) if what == name
+            ));
+        }
+        let mut long_chain = annotations.clone();
+        long_chain.insert(
+            CHAIN_ANNOTATION.into(),
+            w.ca.intermediate_pem.repeat(MAX_CHAIN_CERTIFICATES + 1),
+        );
+        assert!(matches!(
+            check(&w, &signed, &long_chain, &by(EMAIL)),
+            Err(Refusal::BadCertificate(_))
+        ));
+        let mut not_a_certificate = annotations.clone();
+        not_a_certificate.insert(CERTIFICATE_ANNOTATION.into(), "nothing".into());
+        assert!(matches!(
+            check(&w, &signed, &not_a_certificate, &by(EMAIL)),
+            Err(Refusal::BadCertificate(_))
+        ));
+        let mut not_a_bundle = annotations.clone();
+        not_a_bundle.insert(BUNDLE_ANNOTATION.into(), "{}".into());
+        assert!(matches!(
+            check(&w, &signed, &not_a_bundle, &by(EMAIL)),
+            Err(Refusal::BadBundle(_))
+        ));
+    }
+
+    #[test]
+    fn the_canonical_entry_sorts_its_keys() {
+        let entry = BundlePayload {
+            body: "Ym9keQ==".into(),
+            integrated_time: 1_700_000_000,
+            log_index: 7,
+            log_id: "c0ffee".into(),
+        };
+        assert_eq!(
+            String::from_utf8(canonical_entry(&entry)).unwrap(),
+            r#"{"body":"Ym9keQ==","integratedTime":1700000000,"logID":"c0ffee","logIndex":7}"#
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_annotations_make_verify_keyless_panic(
+            signature: String, certificate: String, chain: String, bundle: String,
+        ) {
+            let w = world();
+            let annotations = BTreeMap::from([
+                (SIGNATURE_ANNOTATION.to_owned(), signature),
+                (CERTIFICATE_ANNOTATION.to_owned(), certificate),
+                (CHAIN_ANNOTATION.to_owned(), chain),
+                (BUNDLE_ANNOTATION.to_owned(), bundle),
+            ]);
+            let _ = verify_keyless(&payload(), &annotations, &w.root, &by(EMAIL), &expected());
+        }
+    }
+}
