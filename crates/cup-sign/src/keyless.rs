@@ -706,7 +706,7 @@ mod tests {
     }
 
     fn log_id(rekor: &SigningKey) -> Vec<u8> {
-        Sha256::digest(rekor.public_key().to_spki_der()).to_vec()
+        Sha256::digest(rekor.public_key().spki_der()).to_vec()
     }
 
     fn trusted_root_json(cas: &[&Ca], rekor: &SigningKey, ca_start: i64) -> String {
@@ -730,7 +730,7 @@ mod tests {
                 "baseUrl": "https://rekor.example",
                 "hashAlgorithm": "SHA2_256",
                 "publicKey": {
-                    "rawBytes": STANDARD.encode(rekor.public_key().to_spki_der()),
+                    "rawBytes": STANDARD.encode(rekor.public_key().spki_der()),
                     "keyDetails": "PKIX_ECDSA_P256_SHA_256",
                     "validFor": {"start": rfc3339(CA_START)},
                 },

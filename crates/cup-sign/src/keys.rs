@@ -224,7 +224,7 @@ impl PublicKey {
         format!("sha256:{}", hex::encode(Sha256::digest(self.spki_der())))
     }
 
-    fn spki_der(&self) -> Vec<u8> {
+    pub(crate) fn spki_der(&self) -> Vec<u8> {
         self.key
             .to_public_key_der()
             .expect("a P-256 point always encodes as SubjectPublicKeyInfo")
@@ -239,12 +239,6 @@ impl PublicKey {
     pub(crate) fn from_spki_der(der: &[u8]) -> Result<PublicKey, String> {
         let key = p256::ecdsa::VerifyingKey::from_public_key_der(der).map_err(|e| e.to_string())?;
         Ok(PublicKey { key })
-    }
-
-    /// The key's SubjectPublicKeyInfo DER.
-    #[cfg(test)]
-    pub(crate) fn to_spki_der(&self) -> Vec<u8> {
-        self.spki_der()
     }
 }
 
