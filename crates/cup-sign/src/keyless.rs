@@ -600,7 +600,11 @@ mod tests {
     }
 
     fn ca(name: &str) -> Ca {
-        let root_key = KeyPair::generate().unwrap();
+        ca_with(name, &rcgen::PKCS_ECDSA_P256_SHA256)
+    }
+
+    fn ca_with(name: &str, algorithm: &'static rcgen::SignatureAlgorithm) -> Ca {
+        let root_key = KeyPair::generate_for(algorithm).unwrap();
         let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
         root.distinguished_name = DistinguishedName::new();
         root.distinguished_name
@@ -612,7 +616,7 @@ mod tests {
         let root_cert = root.self_signed(&root_key).unwrap();
         let root_issuer = Issuer::new(root, root_key);
 
-        let key = KeyPair::generate().unwrap();
+        let key = KeyPair::generate_for(algorithm).unwrap();
         let mut intermediate = CertificateParams::new(Vec::<String>::new()).unwrap();
         intermediate.distinguished_name = DistinguishedName::new();
         intermediate
@@ -895,6 +899,24 @@ mod tests {
                 .subject,
             EMAIL
         );
+    }
+
+    #[test]
+    fn a_p384_ca_as_sigstores_own_verifies() {
+        let ca = ca_with("fulcio", &rcgen::PKCS_ECDSA_P384_SHA384);
+        let rekor = SigningKey::generate();
+        let root =
+            TrustedRoot::from_json(trusted_root_json(&[&ca], &rekor, CA_START).as_bytes()).unwrap();
+        let signed = sign(&ca, &rekor, &payload(), &Leaf::default());
+        let verified = verify_keyless(
+            &signed.payload,
+            &signed.annotations(&rekor),
+            &root,
+            &by(EMAIL),
+            &expected(),
+        )
+        .unwrap();
+        assert_eq!(verified.subject, EMAIL);
     }
 
     #[test]

@@ -76,17 +76,18 @@ pub(crate) struct Authority {
     pub(crate) valid: Validity,
 }
 
-/// A `validFor` range, in Unix seconds; a missing end is open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A `validFor` range, in Unix seconds; a missing bound (or a missing `validFor`, which
+/// the format allows) is open, as Sigstore's own clients read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Validity {
-    pub(crate) start: i64,
+    pub(crate) start: Option<i64>,
     pub(crate) end: Option<i64>,
 }
 
 impl Validity {
     /// Whether `time` is in the range (the end is exclusive).
     pub(crate) fn contains(&self, time: i64) -> bool {
-        time >= self.start && self.end.is_none_or(|end| time < end)
+        self.start.is_none_or(|start| time >= start) && self.end.is_none_or(|end| time < end)
     }
 }
 
@@ -115,7 +116,8 @@ struct RawPublicKey {
     raw_bytes: String,
     #[serde(default)]
     key_details: String,
-    valid_for: RawValidity,
+    #[serde(default)]
+    valid_for: Option<RawValidity>,
 }
 
 #[derive(Deserialize)]
@@ -130,7 +132,8 @@ struct RawAuthority {
     #[serde(default)]
     uri: String,
     cert_chain: RawChain,
-    valid_for: RawValidity,
+    #[serde(default)]
+    valid_for: Option<RawValidity>,
 }
 
 #[derive(Deserialize)]
@@ -146,7 +149,8 @@ struct RawCertificate {
 
 #[derive(Deserialize)]
 struct RawValidity {
-    start: String,
+    #[serde(default)]
+    start: Option<String>,
     #[serde(default)]
     end: Option<String>,
 }
@@ -157,7 +161,8 @@ impl TrustedRoot {
     /// `validFor`) and `certificateAuthorities` (base64 DER certificates, issuing one first,
     /// root last, `validFor`). Files over [`MAX_TRUSTED_ROOT_BYTES`] are refused; so is a
     /// certificate that does not parse, a chain of more than [`MAX_CHAIN_CERTIFICATES`], a
-    /// P-256 log key that does not parse, and a `validFor` that is not RFC 3339.
+    /// P-256 log key that does not parse, and a `validFor` bound that is not RFC 3339 (a
+    /// missing `validFor` or bound is open).
     pub fn from_json(bytes: &[u8]) -> Result<TrustedRoot, TrustedRootError> {
         if bytes.len() > MAX_TRUSTED_ROOT_BYTES {
             return Err(TrustedRootError::TooLarge {
@@ -232,13 +237,20 @@ impl TrustedRoot {
     }
 }
 
-fn validity(raw: &RawValidity) -> Result<Validity, String> {
-    let start = parse_rfc3339(&raw.start).ok_or_else(|| format!("start {:?}", raw.start))?;
-    let end = match &raw.end {
-        Some(end) => Some(parse_rfc3339(end).ok_or_else(|| format!("end {end:?}"))?),
-        None => None,
+fn validity(raw: &Option<RawValidity>) -> Result<Validity, String> {
+    let Some(raw) = raw else {
+        return Ok(Validity::default());
     };
-    Ok(Validity { start, end })
+    let bound = |name: &str, text: &Option<String>| match text {
+        Some(text) => parse_rfc3339(text)
+            .map(Some)
+            .ok_or_else(|| format!("{name} {text:?} is not an RFC 3339 date-time")),
+        None => Ok(None),
+    };
+    Ok(Validity {
+        start: bound("start", &raw.start)?,
+        end: bound("end", &raw.end)?,
+    })
 }
 
 /// An RFC 3339 date-time (`2022-04-13T20:06:15.000Z`, `…+01:00`) as Unix seconds, the
@@ -372,6 +384,24 @@ mod tests {
         )
         .unwrap();
         assert!(empty.logs.is_empty() && empty.authorities.is_empty());
+        let open = Validity::default();
+        assert!(open.contains(i64::MIN) && open.contains(i64::MAX));
+        let bounded = Validity {
+            start: Some(10),
+            end: Some(20),
+        };
+        assert!(!bounded.contains(9) && bounded.contains(10) && !bounded.contains(20));
+        let bad_date = format!(
+            r#"{{"mediaType":"{TRUSTED_ROOT_MEDIA_TYPE}","tlogs":[{{"publicKey":{{"rawBytes":"","keyDetails":"PKIX_ED25519","validFor":{{"start":"yesterday"}}}},"logId":{{"keyId":""}}}}]}}"#
+        );
+        assert!(matches!(
+            TrustedRoot::from_json(bad_date.as_bytes()),
+            Err(TrustedRootError::Invalid(m)) if m.contains("yesterday")
+        ));
+        // A log of a key type not verified here is kept, keyless, so the file still reads.
+        let ed25519 = bad_date.replace(r#","validFor":{"start":"yesterday"}"#, "");
+        let root = TrustedRoot::from_json(ed25519.as_bytes()).unwrap();
+        assert!(root.logs[0].key.is_none());
         let bad_cert = format!(
             r#"{{"mediaType":"{TRUSTED_ROOT_MEDIA_TYPE}","certificateAuthorities":[{{"uri":"u","certChain":{{"certificates":[{{"rawBytes":"AAAA"}}]}},"validFor":{{"start":"2025-01-01T00:00:00Z"}}}}]}}"#
         );
