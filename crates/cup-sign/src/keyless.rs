@@ -964,6 +964,36 @@ mod tests {
     }
 
     #[test]
+    fn the_chain_annotation_may_supply_the_intermediate() {
+        let w = world();
+        // A trusted root that lists only the CA's root certificate.
+        let mut json: serde_json::Value =
+            serde_json::from_str(&trusted_root_json(&[&w.ca], &w.rekor, CA_START)).unwrap();
+        json["certificateAuthorities"][0]["certChain"]["certificates"]
+            .as_array_mut()
+            .unwrap()
+            .remove(0);
+        let root_only = TrustedRoot::from_json(json.to_string().as_bytes()).unwrap();
+        let signed = sign(&w.ca, &w.rekor, &payload(), &Leaf::default());
+        let mut annotations = signed.annotations(&w.rekor);
+        let with = |annotations: &BTreeMap<String, String>| {
+            verify_keyless(
+                &signed.payload,
+                annotations,
+                &root_only,
+                &by(EMAIL),
+                &expected(),
+            )
+        };
+        assert!(with(&annotations).is_ok());
+        annotations.remove(CHAIN_ANNOTATION);
+        assert!(matches!(
+            with(&annotations),
+            Err(Refusal::UntrustedCertificate(_))
+        ));
+    }
+
+    #[test]
     fn a_certificate_not_valid_at_the_integrated_time_is_refused() {
         let w = world();
         for integrated_time in [LEAF_END + 1, LEAF_START - 1] {

@@ -44,7 +44,7 @@ pub enum Refusal {
     /// The payload or the signature is larger than this crate reads.
     #[error("the {what} is {len} bytes, more than the {max} accepted")]
     TooLarge {
-        /// `payload` or `signature`.
+        /// `payload`, `signature`, or the name of a keyless signature's annotation.
         what: &'static str,
         /// Its size in bytes (for the signature, of its base64 text).
         len: usize,
