@@ -113,6 +113,16 @@ impl SigningKey {
         .map_err(|e| KeyError::Encryption(e.to_string()))
     }
 
+    /// The key as PKCS#8 DER, for tests that put it in a certificate.
+    #[cfg(test)]
+    pub(crate) fn to_pkcs8_der(&self) -> Vec<u8> {
+        self.key
+            .to_pkcs8_der()
+            .expect("a P-256 key always encodes as PKCS#8")
+            .as_bytes()
+            .to_vec()
+    }
+
     /// The public half.
     pub fn public_key(&self) -> PublicKey {
         PublicKey {
@@ -214,7 +224,7 @@ impl PublicKey {
         format!("sha256:{}", hex::encode(Sha256::digest(self.spki_der())))
     }
 
-    fn spki_der(&self) -> Vec<u8> {
+    pub(crate) fn spki_der(&self) -> Vec<u8> {
         self.key
             .to_public_key_der()
             .expect("a P-256 point always encodes as SubjectPublicKeyInfo")
@@ -223,6 +233,12 @@ impl PublicKey {
 
     pub(crate) fn verifying_key(&self) -> &p256::ecdsa::VerifyingKey {
         &self.key
+    }
+
+    /// A P-256 key from its SubjectPublicKeyInfo DER (a certificate's or a log's key).
+    pub(crate) fn from_spki_der(der: &[u8]) -> Result<PublicKey, String> {
+        let key = p256::ecdsa::VerifyingKey::from_public_key_der(der).map_err(|e| e.to_string())?;
+        Ok(PublicKey { key })
     }
 }
 

@@ -4,6 +4,8 @@
 //! SigningKey::from_pem / generate ─► sign(simple_signing_payload(ref, digest, annotations))
 //!                                        └─► ASN.1 DER ECDSA P-256 / SHA-256 signature
 //! PublicKey::from_pem ─► verify(payload, base64 signature, key, Expected) ─► Verified or Refusal
+//! TrustedRoot::from_json ─► verify_keyless(payload, annotations, root, identities, Expected)
+//!                              ─► VerifiedKeyless or Refusal
 //! ```
 //!
 //! Keys are ECDSA P-256, read from the PEM files OpenSSL writes (PKCS#8, encrypted PKCS#8,
@@ -11,6 +13,10 @@
 //! (`to_cosign_pem`). The signed payload is cosign's simple-signing JSON, byte for byte as
 //! cosign writes it, so a signature made here verifies with `cosign verify --key` and one
 //! made by cosign verifies here.
+//!
+//! Keyless (Sigstore) signatures are verified offline by [`verify_keyless`]: a Fulcio
+//! certificate chaining to a [`TrustedRoot`] at the time a Rekor log recorded the signature,
+//! the log's signed entry timestamp, the log entry, and the signer's [`Identity`].
 //!
 //! This crate knows nothing of OCI registries, HTTP or servers: where a signature is stored
 //! and how it is fetched is the caller's business. [`verify`] checks the signature before it
@@ -20,15 +26,25 @@
 
 mod cosign_key;
 mod error;
+mod keyless;
 mod keys;
 mod payload;
 mod pem;
 mod secretbox;
+mod trusted_root;
 mod verify;
 
 pub use error::KeyError;
+pub use keyless::{
+    BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, Identity, MAX_ANNOTATION_BYTES,
+    SIGNATURE_ANNOTATION, VerifiedKeyless, verify_keyless,
+};
 pub use keys::{PublicKey, SigningKey};
 pub use payload::{SIMPLE_SIGNING_TYPE, simple_signing_payload};
+pub use trusted_root::{
+    MAX_CHAIN_CERTIFICATES, MAX_TRUSTED_ROOT_BYTES, TRUSTED_ROOT_MEDIA_TYPE, TrustedRoot,
+    TrustedRootError,
+};
 pub use verify::{Expected, Refusal, Verified, verify};
 
 /// The largest payload [`verify`] reads (64 KiB); a simple-signing payload is a few hundred

@@ -44,7 +44,7 @@ pub enum Refusal {
     /// The payload or the signature is larger than this crate reads.
     #[error("the {what} is {len} bytes, more than the {max} accepted")]
     TooLarge {
-        /// `payload` or `signature`.
+        /// `payload`, `signature`, or the name of a keyless signature's annotation.
         what: &'static str,
         /// Its size in bytes (for the signature, of its base64 text).
         len: usize,
@@ -79,6 +79,60 @@ pub enum Refusal {
         signed: String,
         /// The repository expected.
         expected: String,
+    },
+    /// A keyless signature without one of the annotations it needs.
+    #[error("no {0} annotation: not a keyless signature")]
+    MissingAnnotation(&'static str),
+    /// An identity constraint that cannot be used: none given, both or neither of
+    /// `subject` and `subject_regexp`, or a regexp that does not compile. The caller's
+    /// mistake, not the signature's.
+    #[error("unusable identity constraint: {0}")]
+    BadIdentity(String),
+    /// The certificate or chain annotation is not PEM certificates, or has too many.
+    #[error("the signature's certificate cannot be read: {0}")]
+    BadCertificate(String),
+    /// The certificate does not chain to a certificate authority of the trusted root.
+    #[error("the certificate does not chain to a certificate authority of the trusted root: {0}")]
+    UntrustedCertificate(String),
+    /// A certificate of the chain was not valid at the transparency log's integrated time
+    /// (a Fulcio certificate lives ten minutes: it must have been valid when the log
+    /// recorded the signature).
+    #[error(
+        "the certificate was not valid at the log's integrated time {integrated_time}: {detail}"
+    )]
+    CertificateNotValidAtIntegratedTime {
+        /// The bundle's `integratedTime` (Unix seconds).
+        integrated_time: i64,
+        /// Which bound was crossed.
+        detail: String,
+    },
+    /// The certificate is not for code signing (extended key usage 1.3.6.1.5.5.7.3.3).
+    #[error("the certificate is not for code signing (no extended key usage 1.3.6.1.5.5.7.3.3)")]
+    NotForCodeSigning,
+    /// The certificate's key is not an ECDSA P-256 key.
+    #[error("the certificate's key is not an ECDSA P-256 key: {0}")]
+    CertificateKeyNotP256(String),
+    /// The bundle annotation is not the JSON cosign writes.
+    #[error("the transparency log bundle cannot be read: {0}")]
+    BadBundle(String),
+    /// The bundle names a transparency log the trusted root has no usable key for at the
+    /// integrated time.
+    #[error("the bundle's transparency log is not trusted: {0}")]
+    UnknownLog(String),
+    /// The bundle's SignedEntryTimestamp does not verify with the log's key over the entry:
+    /// another key made it, or the entry (its time, index or body) was changed.
+    #[error("the bundle's SignedEntryTimestamp does not verify with the transparency log's key")]
+    BadSignedEntryTimestamp,
+    /// The transparency log entry is not for this signature, certificate or payload.
+    #[error("the transparency log entry is not for this signature: {0}")]
+    LogEntryMismatch(String),
+    /// The certificate's identity (subject and OIDC issuer) matches no allowed identity.
+    #[error("the certificate's identity {subject:?} (issuer {issuer:?}) is not allowed")]
+    IdentityMismatch {
+        /// The certificate's subjects (email and URI names), comma-separated.
+        subject: String,
+        /// The certificate's OIDC issuer, empty when it names none.
+        issuer: String,
     },
 }
 
