@@ -33,6 +33,7 @@ mod cupd_git_limits;
 mod cupd_git_snapshots;
 mod cupd_git_ssh;
 mod cupd_http;
+mod cupd_keyless;
 mod cupd_list_bounds;
 mod cupd_registry;
 mod cupd_runaway;

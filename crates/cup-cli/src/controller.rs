@@ -191,8 +191,10 @@ SDK of the checkout this cup was built from.")]
         /// REGISTRY/REPO:TAG or …@sha256:… (with --local, in the store), or a .wasm file.
         reference: String,
         /// The public key (PEM).
-        #[arg(long, value_name = "PUB")]
-        key: PathBuf,
+        #[arg(long, value_name = "PUB", required_unless_present = "trusted_root")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        keyless: KeylessArgs,
         /// Read the signatures the local store keeps, without a registry.
         #[arg(long)]
         local: bool,
@@ -206,6 +208,53 @@ SDK of the checkout this cup was built from.")]
         /// The .wasm file.
         file: PathBuf,
     },
+}
+
+/// Keyless verification (Sigstore): offline, against a trusted root and an identity.
+#[derive(clap::Args)]
+pub struct KeylessArgs {
+    /// Verify keyless signatures against this Sigstore trusted_root.json (instead of --key).
+    #[arg(long, value_name = "FILE", conflicts_with = "key")]
+    trusted_root: Option<PathBuf>,
+    /// The OIDC issuer the signer's certificate must name.
+    #[arg(long, value_name = "URL", requires = "trusted_root")]
+    certificate_oidc_issuer: Option<String>,
+    /// The subject (SAN e-mail or URI) the signer's certificate must name.
+    #[arg(long, value_name = "SUBJECT", requires = "certificate_oidc_issuer")]
+    certificate_identity: Option<String>,
+    /// A regular expression the whole subject must match.
+    #[arg(
+        long,
+        value_name = "REGEXP",
+        requires = "certificate_oidc_issuer",
+        conflicts_with = "certificate_identity"
+    )]
+    certificate_identity_regexp: Option<String>,
+}
+
+impl KeylessArgs {
+    fn verifier(self) -> Result<crate::signing::Verifier> {
+        let (Some(root), Some(issuer)) = (self.trusted_root, self.certificate_oidc_issuer) else {
+            anyhow::bail!(
+                "give --key PUB, or --trusted-root FILE with --certificate-oidc-issuer and \
+                 --certificate-identity (or --certificate-identity-regexp)"
+            );
+        };
+        if self.certificate_identity.is_none() && self.certificate_identity_regexp.is_none() {
+            anyhow::bail!(
+                "--certificate-oidc-issuer needs --certificate-identity or \
+                 --certificate-identity-regexp: an issuer alone would accept anyone it signs for"
+            );
+        }
+        crate::signing::Verifier::keyless(
+            &root,
+            cup_sign::Identity {
+                issuer,
+                subject: self.certificate_identity,
+                subject_regexp: self.certificate_identity_regexp,
+            },
+        )
+    }
 }
 
 /// Runs a controller subcommand and returns the process exit code.
@@ -265,9 +314,16 @@ pub fn run(cmd: Command, output: Output, store: Option<&Path>) -> Result<i32> {
         Command::VerifySignature {
             reference,
             key,
+            keyless,
             local,
             registry,
-        } => crate::signing::verify(&reference, &key, local, store, &registry, output),
+        } => {
+            let with = match key {
+                Some(key) => crate::signing::Verifier::key(&key)?,
+                None => keyless.verifier()?,
+            };
+            crate::signing::verify(&reference, &with, local, store, &registry, output)
+        }
         Command::Verify { file } => {
             let report = Report::of(&file)?;
             let ok = report.integrity.is_ok();

@@ -248,15 +248,91 @@ struct VerifyReport {
 
 /// `cup controller verify-signature REF --key PUB`: exit 0 when a signature of exactly the
 /// digest REF resolves to, for its repository, verifies with the key.
+/// What `verify-signature` checks signatures with.
+pub enum Verifier {
+    /// A public key.
+    Key(PublicKey),
+    /// Keyless: a trusted root and the identity the certificate must name.
+    Keyless {
+        root: Box<cup_sign::TrustedRoot>,
+        identity: cup_sign::Identity,
+    },
+}
+
+impl Verifier {
+    pub fn key(path: &Path) -> Result<Verifier> {
+        Ok(Verifier::Key(public_key(path)?))
+    }
+
+    pub fn keyless(root: &Path, identity: cup_sign::Identity) -> Result<Verifier> {
+        let bytes = read_bounded(root, "the trusted root")?;
+        let root = cup_sign::TrustedRoot::from_json(&bytes)
+            .with_context(|| format!("reading the trusted root {}", root.display()))?;
+        Ok(Verifier::Keyless {
+            root: Box::new(root),
+            identity,
+        })
+    }
+
+    fn check(
+        &self,
+        signature: &StoredSignature,
+        expected: &cup_sign::Expected<'_>,
+    ) -> std::result::Result<(String, String), String> {
+        match self {
+            Verifier::Key(key) => {
+                cup_sign::verify(&signature.payload, &signature.signature, key, expected)
+                    .map(|v| (v.docker_reference, v.key_fingerprint))
+                    .map_err(|r| r.to_string())
+            }
+            Verifier::Keyless { root, identity } => {
+                let mut annotations = signature.annotations.clone();
+                annotations.insert(
+                    cup_sign::SIGNATURE_ANNOTATION.to_owned(),
+                    signature.signature.clone(),
+                );
+                cup_sign::verify_keyless(
+                    &signature.payload,
+                    &annotations,
+                    root,
+                    std::slice::from_ref(identity),
+                    expected,
+                )
+                .map(|v| {
+                    (
+                        v.docker_reference,
+                        format!("keyless {} ({})", v.subject, v.issuer),
+                    )
+                })
+                .map_err(|r| r.to_string())
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Verifier::Key(key) => key.fingerprint(),
+            Verifier::Keyless { identity, .. } => format!(
+                "keyless {} ({})",
+                identity
+                    .subject
+                    .as_deref()
+                    .or(identity.subject_regexp.as_deref())
+                    .unwrap_or_default(),
+                identity.issuer
+            ),
+        }
+    }
+}
+
 pub fn verify(
     reference: &str,
-    key: &Path,
+    key: &Verifier,
     local: bool,
     store: Option<&Path>,
     args: &RegistryArgs,
     output: Output,
 ) -> Result<i32> {
-    let key = public_key(key)?;
     let store = open_store(store)?;
     let mut found: Vec<(&'static str, StoredSignature)> = Vec::new();
     // A file: the digest it has as `cup controller add` or `push` package it, and the
@@ -300,26 +376,24 @@ pub fn verify(
     let signatures: Vec<Verdict> = found
         .iter()
         .enumerate()
-        .map(
-            |(i, (source, s))| match cup_sign::verify(&s.payload, &s.signature, &key, &expected) {
-                Ok(v) => Verdict {
-                    index: i + 1,
-                    source,
-                    verified: true,
-                    reason: None,
-                    docker_reference: Some(v.docker_reference),
-                    key_fingerprint: Some(v.key_fingerprint),
-                },
-                Err(refusal) => Verdict {
-                    index: i + 1,
-                    source,
-                    verified: false,
-                    reason: Some(refusal.to_string()),
-                    docker_reference: None,
-                    key_fingerprint: None,
-                },
+        .map(|(i, (source, s))| match key.check(s, &expected) {
+            Ok((docker_reference, signer)) => Verdict {
+                index: i + 1,
+                source,
+                verified: true,
+                reason: None,
+                docker_reference: Some(docker_reference),
+                key_fingerprint: Some(signer),
             },
-        )
+            Err(refusal) => Verdict {
+                index: i + 1,
+                source,
+                verified: false,
+                reason: Some(refusal),
+                docker_reference: None,
+                key_fingerprint: None,
+            },
+        })
         .collect();
     let report = VerifyReport {
         reference: if target.repository.is_empty() {
@@ -343,7 +417,7 @@ pub fn verify(
                         "signature {} ({}): verified with {}",
                         v.index,
                         v.source,
-                        key.fingerprint()
+                        key.describe()
                     ),
                     Some(reason) => {
                         println!("signature {} ({}): refused: {reason}", v.index, v.source)

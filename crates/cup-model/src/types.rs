@@ -243,13 +243,33 @@ pub struct WasmSpec {
 }
 
 /// `spec.verify` of a wasm controller: the image's manifest digest must carry a signature
-/// (cosign's format) that one of these keys made. Unknown fields are refused, so a
-/// misspelt key cannot switch verification off.
+/// (cosign's format) that one of these keys made, or a keyless one whose certificate names
+/// one of these identities. Unknown fields are refused, so a misspelt key cannot switch
+/// verification off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct VerifySpec {
     /// Public keys: paths of PEM files relative to the config directory, or PEM text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
+    /// Keyless signers (Sigstore): the OIDC issuer and subject their certificate must name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<IdentitySpec>,
+}
+
+/// A keyless signer: its certificate's OIDC issuer, and its subject (SAN e-mail or URI),
+/// exactly or as a regular expression over the whole subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySpec {
+    /// The OIDC issuer (`https://accounts.google.com`, `https://token.actions.githubusercontent.com`).
+    pub issuer: String,
+    /// The subject, exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The subject, as a regular expression that must match all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_regexp: Option<String>,
 }
 
 /// A Binding: which definitions (`group/version/plural`) a controller serves.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cup_oci::{NoProgress, Registry, RegistryOptions, Store};
 use cup_sections::Integrity;
 
-use crate::signatures::{NamedKey, VerifiedSignature, check};
+use crate::signatures::{Requirement, VerifiedSignature, check};
 
 /// A verified module from an image.
 pub struct FetchedImage {
@@ -64,7 +64,8 @@ impl ImageSource {
         &self,
         reference: &str,
         manifest_digest: &str,
-        keys: &[NamedKey],
+        requirement: &Requirement,
+        trusted_root: Option<&cup_sign::TrustedRoot>,
     ) -> Result<VerifiedSignature, String> {
         let parsed = cup_oci::ImageRef::parse(reference).map_err(|e| e.to_string())?;
         let repository = format!("{}/{}", parsed.registry, parsed.repository);
@@ -77,7 +78,13 @@ impl ImageSource {
                 .map_err(|e| format!("reading signatures from the store: {e}"))?
                 .map_err(|e| format!("reading signatures from the store: {e}"))?
         };
-        let in_store = check(&stored, keys, manifest_digest, &repository);
+        let in_store = check(
+            &stored,
+            requirement,
+            trusted_root,
+            manifest_digest,
+            &repository,
+        );
         if let Ok((verified, _)) = in_store {
             return Ok(verified);
         }
@@ -91,7 +98,13 @@ impl ImageSource {
                 ));
             }
         };
-        let (verified, index) = check(&remote, keys, manifest_digest, &repository)?;
+        let (verified, index) = check(
+            &remote,
+            requirement,
+            trusted_root,
+            manifest_digest,
+            &repository,
+        )?;
         // Kept for the next start, which then needs no registry.
         if let Some(signature) = remote.into_iter().nth(index) {
             let digest = manifest_digest.to_owned();

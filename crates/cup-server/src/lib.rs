@@ -62,6 +62,7 @@ pub use cup_access::{
 pub use cup_git::WriteLimit;
 pub use cup_git::set_network_timeouts as set_git_network_timeouts;
 pub use cup_git::{Author, SnapshotLimits, WriteLimits};
+pub use cup_model::IdentitySpec;
 pub use cup_oci::{RegistryOptions, RetryPolicy};
 pub use git::GitOptions;
 pub use listing::ListLimits;

@@ -129,9 +129,9 @@ impl Loader {
         spec: &WasmSpec,
     ) -> Result<(Backend, Vec<ResourceDefinition>), String> {
         // Decided before any byte is fetched, so a bad key fails the controller at once.
-        let keys = self.signatures.keys_for(spec, &self.config.root)?;
+        let requirement = self.signatures.requirement_for(spec, &self.config.root)?;
         let wasm = match (&spec.path, &spec.image) {
-            (Some(_), _) if keys.is_some() => {
+            (Some(_), _) if requirement.is_some() => {
                 return Err(
                     "signature required: a controller loaded from a file (spec.path) \
                      carries no signature; add it to the store (`cup controller add`) or push \
@@ -147,8 +147,16 @@ impl Loader {
                     .update(name, |s| s.manifest_digest = Some(digest.clone()));
                 // The digest checked is the one whose layer was just read and verified:
                 // nothing is compiled or run before its signature is.
-                if let Some(keys) = keys {
-                    let verified = self.images.verify_signature(image, &digest, &keys).await?;
+                if let Some(requirement) = requirement {
+                    let verified = self
+                        .images
+                        .verify_signature(
+                            image,
+                            &digest,
+                            &requirement,
+                            self.signatures.trusted_root(),
+                        )
+                        .await?;
                     tracing::info!(controller = %name, key = %verified.key,
                         "controller signature verified");
                     self.status.update(name, |s| s.signature = Some(verified));

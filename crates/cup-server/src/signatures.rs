@@ -11,8 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
-use cup_model::WasmSpec;
-use cup_sign::PublicKey;
+use cup_model::{IdentitySpec, WasmSpec};
+use cup_sign::{Identity, PublicKey, TrustedRoot};
 
 /// Largest key file read.
 const MAX_KEY_FILE: u64 = 64 * 1024;
@@ -22,15 +22,22 @@ const MAX_KEY_FILE: u64 = 64 * 1024;
 pub struct SignatureOptions {
     /// Keys any controller's signature may be made with (`--verify-key`).
     pub verify_keys: Vec<PathBuf>,
+    /// Keyless signers any controller's signature may come from
+    /// (`--certificate-oidc-issuer` with `--certificate-identity[-regexp]`).
+    pub identities: Vec<IdentitySpec>,
+    /// The Sigstore trusted root keyless signatures are checked against (`--trusted-root`).
+    pub trusted_root: Option<PathBuf>,
     /// Every wasm controller must be signed (`--require-signatures`).
     pub require: bool,
 }
 
 /// Why the signature flags cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("--verify-key {path}: {reason}")]
+#[error("{flag} {path}: {reason}")]
 pub struct SignatureSetupError {
-    /// The key file.
+    /// The flag.
+    pub flag: &'static str,
+    /// The file (or value) it names.
     pub path: PathBuf,
     /// What is wrong with it.
     pub reason: String,
@@ -43,11 +50,29 @@ pub struct NamedKey {
     pub origin: String,
 }
 
+/// What a controller's signature must satisfy: one of the keys made it, or it is keyless
+/// and its certificate names one of the identities.
+#[derive(Clone, Default)]
+pub struct Requirement {
+    pub keys: Vec<NamedKey>,
+    pub identities: Vec<Identity>,
+}
+
 /// The signature policy of a running server.
 #[derive(Clone, Default)]
 pub struct SignaturePolicy {
     global: Vec<NamedKey>,
+    global_identities: Vec<Identity>,
+    trusted_root: Option<std::sync::Arc<TrustedRoot>>,
     require: bool,
+}
+
+fn identity(spec: &IdentitySpec) -> Identity {
+    Identity {
+        issuer: spec.issuer.clone(),
+        subject: spec.subject.clone(),
+        subject_regexp: spec.subject_regexp.clone(),
+    }
 }
 
 impl SignaturePolicy {
@@ -63,45 +88,83 @@ impl SignaturePolicy {
                         origin: path.display().to_string(),
                     })
                     .map_err(|reason| SignatureSetupError {
+                        flag: "--verify-key",
                         path: path.clone(),
                         reason,
                     })
             })
             .collect::<Result<_, _>>()?;
+        let trusted_root = options
+            .trusted_root
+            .as_ref()
+            .map(|path| {
+                let setup = |reason: String| SignatureSetupError {
+                    flag: "--trusted-root",
+                    path: path.clone(),
+                    reason,
+                };
+                let bytes =
+                    read_bounded(path, cup_sign::MAX_TRUSTED_ROOT_BYTES as u64).map_err(setup)?;
+                TrustedRoot::from_json(&bytes)
+                    .map(std::sync::Arc::new)
+                    .map_err(|e| setup(e.to_string()))
+            })
+            .transpose()?;
         Ok(SignaturePolicy {
             global,
+            global_identities: options.identities.iter().map(identity).collect(),
+            trusted_root,
             require: options.require,
         })
     }
 
-    /// The keys `spec`'s image must be signed with, or `None` when it need not be signed.
-    pub fn keys_for(
+    /// The trusted root keyless signatures are checked against, if one was given.
+    pub fn trusted_root(&self) -> Option<&TrustedRoot> {
+        self.trusted_root.as_deref()
+    }
+
+    /// What `spec`'s image signature must satisfy, or `None` when it need not be signed.
+    pub fn requirement_for(
         &self,
         spec: &WasmSpec,
         config_root: &Path,
-    ) -> Result<Option<Vec<NamedKey>>, String> {
-        if let Some(verify) = &spec.verify {
-            if verify.keys.is_empty() {
-                return Err("spec.verify names no keys".into());
+    ) -> Result<Option<Requirement>, String> {
+        let requirement = if let Some(verify) = &spec.verify {
+            if verify.keys.is_empty() && verify.identities.is_empty() {
+                return Err("spec.verify names no keys and no identities".into());
             }
-            let keys = verify
-                .keys
-                .iter()
-                .map(|entry| controller_key(entry, config_root))
-                .collect::<Result<Vec<_>, _>>()?;
-            return Ok(Some(keys));
-        }
-        if !self.require {
+            Requirement {
+                keys: verify
+                    .keys
+                    .iter()
+                    .map(|entry| controller_key(entry, config_root))
+                    .collect::<Result<Vec<_>, _>>()?,
+                identities: verify.identities.iter().map(identity).collect(),
+            }
+        } else if self.require {
+            if self.global.is_empty() && self.global_identities.is_empty() {
+                return Err(
+                    "--require-signatures is on but there is nothing to verify with: give \
+                     --verify-key or --certificate-oidc-issuer with --certificate-identity, or the \
+                     Controller's spec.verify"
+                        .into(),
+                );
+            }
+            Requirement {
+                keys: self.global.clone(),
+                identities: self.global_identities.clone(),
+            }
+        } else {
             return Ok(None);
-        }
-        if self.global.is_empty() {
+        };
+        if !requirement.identities.is_empty() && self.trusted_root.is_none() {
             return Err(
-                "--require-signatures is on but there is no key to verify with: give --verify-key \
-                 or the Controller's spec.verify.keys"
+                "keyless identities need a Sigstore trusted root to check certificates and log \
+                 entries against: give --trusted-root"
                     .into(),
             );
         }
-        Ok(Some(self.global.clone()))
+        Ok(Some(requirement))
     }
 }
 
@@ -122,16 +185,21 @@ fn controller_key(entry: &str, config_root: &Path) -> Result<NamedKey, String> {
 }
 
 fn read_key(path: &Path) -> Result<PublicKey, String> {
+    let pem = read_bounded(path, MAX_KEY_FILE)?;
+    PublicKey::from_pem(&pem).map_err(|e| e.to_string())
+}
+
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut pem = Vec::new();
-    file.take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut pem)
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| e.to_string())?;
-    if pem.len() as u64 > MAX_KEY_FILE {
-        return Err(format!("larger than {MAX_KEY_FILE} bytes"));
+    if bytes.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
     }
-    PublicKey::from_pem(&pem).map_err(|e| e.to_string())
+    Ok(bytes)
 }
 
 /// A signature that verified.
@@ -140,20 +208,24 @@ pub struct VerifiedSignature {
     /// Where the key that verified it came from (a `--verify-key` path or a
     /// `spec.verify.keys` entry).
     pub key: String,
-    /// The key's fingerprint.
+    /// The key's fingerprint (empty for a keyless signature).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub key_fingerprint: String,
     /// The repository the signature names.
     pub docker_reference: String,
 }
 
 /// Checks `signatures` of `manifest_digest` (in `repository`, `registry/repository`) against
-/// `keys`: the first signature one key verifies (and its index), or every reason none did.
+/// `requirement`: the first signature one of its keys verifies, or that verifies keylessly
+/// for one of its identities against `trusted_root` (and its index), or every reason none did.
 pub fn check(
     signatures: &[cup_oci::StoredSignature],
-    keys: &[NamedKey],
+    requirement: &Requirement,
+    trusted_root: Option<&TrustedRoot>,
     manifest_digest: &str,
     repository: &str,
 ) -> Result<(VerifiedSignature, usize), String> {
+    let keys = &requirement.keys;
     if signatures.is_empty() {
         return Err(format!(
             "signature required: {manifest_digest} has no signature (none in the store, none in \
@@ -186,6 +258,32 @@ pub fn check(
                     index + 1,
                     named.origin
                 )),
+            }
+        }
+        if let (false, Some(root)) = (requirement.identities.is_empty(), trusted_root) {
+            let mut annotations = signature.annotations.clone();
+            annotations.insert(
+                cup_sign::SIGNATURE_ANNOTATION.to_owned(),
+                signature.signature.clone(),
+            );
+            match cup_sign::verify_keyless(
+                &signature.payload,
+                &annotations,
+                root,
+                &requirement.identities,
+                &expected,
+            ) {
+                Ok(verified) => {
+                    let verified = VerifiedSignature {
+                        key: format!("keyless {} ({})", verified.subject, verified.issuer),
+                        key_fingerprint: String::new(),
+                        docker_reference: verified.docker_reference,
+                    };
+                    return Ok((verified, index));
+                }
+                Err(refusal) => {
+                    reasons.push(format!("signature {} keyless: {refusal}", index + 1));
+                }
             }
         }
     }

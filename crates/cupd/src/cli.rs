@@ -381,6 +381,21 @@ pub struct Serve {
         value_name = "FILE"
     )]
     pub verify_key: Vec<PathBuf>,
+    /// A Sigstore trusted root (trusted_root.json: Fulcio certificate authorities, Rekor log
+    /// keys) that keyless signatures are checked against, offline.
+    #[arg(long, env = "CUPD_TRUSTED_ROOT", value_name = "FILE")]
+    pub trusted_root: Option<PathBuf>,
+    /// The OIDC issuer a keyless signer's certificate must name (with
+    /// --certificate-identity or --certificate-identity-regexp), for controllers whose
+    /// spec.verify names no identities of their own.
+    #[arg(long, env = "CUPD_CERTIFICATE_OIDC_ISSUER", value_name = "URL")]
+    pub certificate_oidc_issuer: Option<String>,
+    /// The subject (SAN e-mail or URI) a keyless signer's certificate must name.
+    #[arg(long, env = "CUPD_CERTIFICATE_IDENTITY", value_name = "SUBJECT")]
+    pub certificate_identity: Option<String>,
+    /// A regular expression the whole subject of a keyless signer's certificate must match.
+    #[arg(long, env = "CUPD_CERTIFICATE_IDENTITY_REGEXP", value_name = "REGEXP")]
+    pub certificate_identity_regexp: Option<String>,
     /// Run only controller images whose manifest digest carries a signature a --verify-key
     /// (or the Controller's spec.verify.keys) verifies; the others answer 503 with the
     /// reason in /status and are never compiled. Controllers given by file path are refused.

@@ -161,10 +161,43 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
             tls: tls_options(serve),
         },
         access: access_options(serve)?,
-        signatures: cup_server::SignatureOptions {
-            verify_keys: serve.verify_key.clone(),
-            require: serve.require_signatures,
-        },
+        signatures: signature_options(serve)?,
+    })
+}
+
+/// `--verify-key`, `--trusted-root`, the keyless identity and `--require-signatures`.
+fn signature_options(serve: &Serve) -> anyhow::Result<cup_server::SignatureOptions> {
+    let identities = match (
+        &serve.certificate_oidc_issuer,
+        &serve.certificate_identity,
+        &serve.certificate_identity_regexp,
+    ) {
+        (None, None, None) => Vec::new(),
+        (Some(_), Some(_), Some(_)) => {
+            bail!("give --certificate-identity or --certificate-identity-regexp, not both")
+        }
+        (Some(_), None, None) => bail!(
+            "--certificate-oidc-issuer needs --certificate-identity or \
+             --certificate-identity-regexp: an issuer alone would accept anyone it signs for"
+        ),
+        (None, _, _) => bail!(
+            "--certificate-identity and --certificate-identity-regexp need \
+             --certificate-oidc-issuer"
+        ),
+        (Some(issuer), subject, regexp) => vec![cup_server::IdentitySpec {
+            issuer: issuer.clone(),
+            subject: subject.clone(),
+            subject_regexp: regexp.clone(),
+        }],
+    };
+    if !identities.is_empty() && serve.trusted_root.is_none() {
+        bail!("keyless identities need --trusted-root (a Sigstore trusted_root.json)");
+    }
+    Ok(cup_server::SignatureOptions {
+        verify_keys: serve.verify_key.clone(),
+        identities,
+        trusted_root: serve.trusted_root.clone(),
+        require: serve.require_signatures,
     })
 }
 
