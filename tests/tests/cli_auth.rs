@@ -30,23 +30,9 @@ struct Guarded {
 
 impl Guarded {
     fn start() -> Guarded {
-        let ca_params = {
-            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, "cup test CA");
-            params
-        };
-        let ca_key = rcgen::KeyPair::generate().expect("key");
-        let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let server_key = rcgen::KeyPair::generate().expect("key");
-        let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .expect("params")
-            .signed_by(&server_key, &issuer)
-            .expect("server certificate");
-        let ca_pem = ca_cert.pem();
+        let authority = cup_e2e::pki::Ca::new("cup test CA");
+        let server = authority.server(1);
+        let ca_pem = authority.pem.clone();
         let trusting = reqwest::Client::builder()
             .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA")])
             .build()
@@ -75,9 +61,9 @@ impl Guarded {
                 ca = write("ca.pem", &ca_pem);
                 vec![
                     "--tls-cert-file".into(),
-                    write("tls.crt", &server.pem()),
+                    write("tls.crt", &server.pem),
                     "--tls-private-key-file".into(),
-                    write("tls.key", &server_key.serialize_pem()),
+                    write("tls.key", &server.key_pem),
                     "--token-auth-file".into(),
                     write("tokens.csv", TOKENS),
                     "--authorization-policy-file".into(),
