@@ -11,7 +11,6 @@ pub mod load_model;
 pub mod load_report;
 pub mod load_verify;
 pub mod oras;
-pub mod pki;
 pub mod python;
 pub mod referrers_registry;
 pub mod registry;

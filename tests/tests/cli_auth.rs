@@ -30,7 +30,7 @@ struct Guarded {
 
 impl Guarded {
     fn start() -> Guarded {
-        let authority = cup_e2e::pki::Ca::new("cup test CA");
+        let authority = crate::pki_common::Ca::new("cup test CA");
         let server = authority.server(1);
         let ca_pem = authority.pem.clone();
         let trusting = reqwest::Client::builder()

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::pki_common::{Ca, Issued};
 use cup_e2e::cupd::{Cupd, CupdConfig, write_template_controller};
-use cup_e2e::pki::{Ca, Issued};
 
 /// A policy letting every caller, authenticated or not, do everything.
 const EVERYONE: &str = r#"{"rules": [

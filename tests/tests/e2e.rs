@@ -9,6 +9,7 @@
 mod cli_common;
 mod cupd_git_common;
 mod oci_common;
+mod pki_common;
 
 mod abuse_controllers;
 mod cli_auth;
