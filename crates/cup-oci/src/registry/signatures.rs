@@ -61,11 +61,8 @@ impl Registry {
         let http = self
             .connect_http(&target, RegistryOperation::Pull, &retrier)
             .await?;
-        let mut signatures = match fetch_signature_manifest(&http, &target, &retrier).await? {
-            Some(remote) => fetch_signatures(&http, &target, &remote, &retrier).await?,
-            None => Vec::new(),
-        };
-        let subject = subject_target(reference, manifest_digest)?;
+        let mut signatures = tag_signatures(&http, &target, &retrier).await?;
+        let subject = pinned_target(reference, manifest_digest)?;
         let subject_http = http.for_target(&subject)?;
         if let Some(referred) =
             referrer_signatures(&subject_http, &subject, manifest_digest, &retrier).await?
@@ -101,10 +98,7 @@ impl Registry {
         let http = self
             .connect_http(&target, RegistryOperation::Push, &retrier)
             .await?;
-        let mut signatures = match fetch_signature_manifest(&http, &target, &retrier).await? {
-            Some(remote) => fetch_signatures(&http, &target, &remote, &retrier).await?,
-            None => Vec::new(),
-        };
+        let mut signatures = tag_signatures(&http, &target, &retrier).await?;
         if !append_signature(&mut signatures, signature) {
             return Ok(false);
         }
@@ -156,7 +150,7 @@ impl Registry {
         signature: StoredSignature,
         retrier: &Retrier<'_>,
     ) -> Result<()> {
-        let subject = subject_target(reference, manifest_digest)?;
+        let subject = pinned_target(reference, manifest_digest)?;
         let subject_http = http.for_target(&subject)?;
         let Some(existing) =
             referrer_signatures(&subject_http, &subject, manifest_digest, retrier).await?
@@ -245,9 +239,18 @@ impl Registry {
 
 /// The target of the signatures' tag of `manifest_digest` in the repository of `reference`.
 pub(super) fn signature_target(reference: &str, manifest_digest: &str) -> Result<Target> {
+    in_repository_of(reference, Some(signature_tag(manifest_digest)?), None)
+}
+
+/// `tag` or `digest` in the repository `reference` names (its own tag and digest dropped).
+fn in_repository_of(
+    reference: &str,
+    tag: Option<String>,
+    digest: Option<String>,
+) -> Result<Target> {
     let mut parsed = ImageRef::parse(reference)?;
-    parsed.tag = Some(signature_tag(manifest_digest)?);
-    parsed.digest = None;
+    parsed.tag = tag;
+    parsed.digest = digest;
     Ok(Target {
         registry: parsed.registry.clone(),
         whole: parsed.whole(),
@@ -257,20 +260,8 @@ pub(super) fn signature_target(reference: &str, manifest_digest: &str) -> Result
 
 /// The manifest `digest` in the repository of `reference`.
 fn pinned_target(reference: &str, digest: &str) -> Result<Target> {
-    let mut parsed = ImageRef::parse(reference)?;
     crate::digest::validate(digest)?;
-    parsed.tag = None;
-    parsed.digest = Some(digest.to_owned());
-    Ok(Target {
-        registry: parsed.registry.clone(),
-        whole: parsed.whole(),
-        reference: parsed.to_oci(),
-    })
-}
-
-/// The signed manifest itself, for the referrers API.
-fn subject_target(reference: &str, manifest_digest: &str) -> Result<Target> {
-    pinned_target(reference, manifest_digest)
+    in_repository_of(reference, None, Some(digest.to_owned()))
 }
 
 /// The signatures attached to `manifest_digest` as referrers; `None` when the registry has
@@ -342,6 +333,18 @@ async fn referrer_signatures(
         }
     }
     Ok(Some(out))
+}
+
+/// The signatures under the `.sig` tag `target` names; none when the registry has no such tag.
+async fn tag_signatures(
+    http: &PushHttp<'_>,
+    target: &Target,
+    retrier: &Retrier<'_>,
+) -> Result<Vec<StoredSignature>> {
+    match fetch_signature_manifest(http, target, retrier).await? {
+        Some(remote) => fetch_signatures(http, target, &remote, retrier).await,
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The signature manifest `target` names, checked; `None` when the registry has none.
