@@ -150,11 +150,16 @@ impl AccessControl {
         problems
     }
 
-    /// Whether `caller` sees the type `group/plural` in discovery (always, on an open server).
-    pub fn may_read_type(&self, caller: Option<&Caller>, group: &str, plural: &str) -> bool {
-        match (&self.guard, caller) {
+    /// Whether `caller` sees the type `(group, plural)` in discovery (always, on an open
+    /// server), the policy read once for every type asked about.
+    pub fn readable_types<'a>(
+        &self,
+        caller: Option<&'a Caller>,
+    ) -> impl Fn(&str, &str) -> bool + 'a {
+        let policy = self.guard.as_ref().map(|guard| guard.policy.get());
+        move |group, plural| match (&policy, caller) {
             (None, _) => true,
-            (Some(guard), Some(caller)) => guard.policy.get().may_read_type(caller, group, plural),
+            (Some(policy), Some(caller)) => policy.may_read_type(caller, group, plural),
             (Some(_), None) => false,
         }
     }

@@ -38,6 +38,7 @@ pub async fn discovery(
         return body(StatusCode::OK, JSON, served.discovery.clone());
     }
     let caller = caller.map(|Extension(c)| c);
+    let readable = state.access.readable_types(caller.as_ref());
     let visible = served
         .definitions
         .iter()
@@ -45,9 +46,7 @@ pub async fn discovery(
             // Keys are `group/version/plural`; a group has no '/'.
             let mut parts = key.splitn(3, '/');
             let (group, plural) = (parts.next(), parts.nth(1));
-            group
-                .zip(plural)
-                .is_some_and(|(g, p)| state.access.may_read_type(caller.as_ref(), g, p))
+            group.zip(plural).is_some_and(|(g, p)| readable(g, p))
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
