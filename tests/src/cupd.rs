@@ -198,6 +198,16 @@ impl Cupd {
         self.request("DELETE", path, &[], b"")
     }
 
+    /// The `/status` entry of the controller `name`; panics (with the log) if there is none.
+    pub fn controller_status(&self, name: &str) -> serde_json::Value {
+        let status = self.get("/status").json();
+        status["controllers"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no controller {name} in {status}\n{}", self.log()))
+    }
+
     /// One request; panics (with the log) if there is no response.
     pub fn request(
         &self,

@@ -258,20 +258,9 @@ fn start(dir: &Path, config: &Path, trusted_root: &Path, extra: &[&str]) -> Cupd
     Cupd::start(&cfg)
 }
 
-fn controller_status(cupd: &Cupd, name: &str) -> serde_json::Value {
-    let status = cupd.get("/status").json();
-    status["controllers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no controller {name} in {status}\n{}", cupd.log()))
-}
-
 /// A loaded controller, verified keylessly as `SUBJECT` of `ISSUER`, serving the example.
 fn assert_loaded_as_alice(cupd: &Cupd, name: &str) {
-    let status = controller_status(cupd, name);
+    let status = cupd.controller_status(name);
     assert_eq!(
         status["state"],
         "loaded",
@@ -290,7 +279,7 @@ fn assert_loaded_as_alice(cupd: &Cupd, name: &str) {
 /// A controller refused for its signature's identity: failed with the reason, which names
 /// the certificate's identity, and never compiled.
 fn assert_refused_identity(cupd: &Cupd, name: &str) {
-    let status = controller_status(cupd, name);
+    let status = cupd.controller_status(name);
     assert_eq!(status["state"], "failed", "{name}: {status}");
     let error = status["error"].as_str().unwrap();
     assert!(error.starts_with("signature required"), "{name}: {error}");

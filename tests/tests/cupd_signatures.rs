@@ -124,17 +124,6 @@ assert critical["image"]["docker-manifest-digest"] == digest, critical
 print("verified", critical["identity"]["docker-reference"], critical["image"]["docker-manifest-digest"])
 "#;
 
-fn controller_status(cupd: &Cupd, name: &str) -> serde_json::Value {
-    let status = cupd.get("/status").json();
-    status["controllers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no controller {name} in {status}"))
-}
-
 #[test]
 fn only_controllers_whose_signature_verifies_are_run() {
     let mut registry = TestRegistry::start();
@@ -232,7 +221,7 @@ fn only_controllers_whose_signature_verifies_are_run() {
     };
     let config = s.config("signed", &[("flipt", image("cup/flipt", &digest))]);
     let cupd = s.start(&config, "cupd-store", &[]);
-    let flipt = controller_status(&cupd, "flipt");
+    let flipt = cupd.controller_status("flipt");
     assert_eq!(flipt["state"], "loaded", "{flipt}");
     assert_eq!(flipt["signature"]["key"], s.path("ci.pub"));
     assert_eq!(
@@ -278,7 +267,7 @@ fn only_controllers_whose_signature_verifies_are_run() {
         ("moved", "cup/flipt"),
         ("wrongkey", "signature 1 with key"),
     ] {
-        let status = controller_status(&cupd, name);
+        let status = cupd.controller_status(name);
         assert_eq!(status["state"], "failed", "{name}: {status}");
         let error = status["error"].as_str().unwrap();
         assert!(error.starts_with("signature required"), "{name}: {error}");
@@ -311,7 +300,7 @@ fn only_controllers_whose_signature_verifies_are_run() {
     // Offline: the store kept the signature, and verifies it again without the registry.
     registry.stop();
     let cupd = s.start(&config, "cupd-store", &[]);
-    let flipt = controller_status(&cupd, "flipt");
+    let flipt = cupd.controller_status("flipt");
     assert_eq!(flipt["state"], "loaded", "offline restart: {flipt}");
     assert_eq!(cupd.get(FLAG).status, 200);
 }
@@ -380,7 +369,7 @@ fn an_air_gapped_store_signs_and_verifies_without_a_registry() {
 
     let config = s.config("local", &[("flipt", format!(r#"{{"image":"{image}"}}"#))]);
     let cupd = s.start(&config, "other-store", &[]);
-    let flipt = controller_status(&cupd, "flipt");
+    let flipt = cupd.controller_status("flipt");
     assert_eq!(flipt["state"], "loaded", "{flipt}");
     assert_eq!(cupd.get(FLAG).status, 200);
     drop(cupd);
@@ -406,7 +395,7 @@ fn an_air_gapped_store_signs_and_verifies_without_a_registry() {
         &[("flipt", format!(r#"{{"path":"{}"}}"#, wasm.display()))],
     );
     let cupd = s.start(&by_path, "store", &[]);
-    let flipt = controller_status(&cupd, "flipt");
+    let flipt = cupd.controller_status("flipt");
     assert_eq!(flipt["state"], "failed");
     assert!(
         flipt["error"].as_str().unwrap().contains("spec.path"),

@@ -12,18 +12,26 @@ use crate::cli_common::Cup;
 use cup_e2e::flipt_package;
 use cup_e2e::referrers_registry::ReferrersRegistry;
 
+/// Pushes the example package as `cup/flipt:<tag>` (the `title` makes its manifest
+/// distinct); returns the manifest digest.
 fn push(
     registry: &ReferrersRegistry,
     runtime: &tokio::runtime::Runtime,
     client: &cup_oci::Registry,
+    tag: &str,
+    title: &str,
 ) -> String {
     let wasm = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(wasm.path(), flipt_package()).unwrap();
+    let options = cup_oci::ArtifactOptions {
+        title: title.to_owned(),
+        ..cup_oci::ArtifactOptions::default()
+    };
     let report = runtime
         .block_on(client.push_file(
             wasm.path(),
-            &registry.reference("cup/flipt:v1"),
-            &cup_oci::ArtifactOptions::default(),
+            &registry.reference(&format!("cup/flipt:{tag}")),
+            &options,
             std::sync::Arc::new(cup_oci::NoProgress),
         ))
         .unwrap();
@@ -43,7 +51,7 @@ fn signatures_are_attached_and_read_as_referrers_too() {
     let registry = ReferrersRegistry::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = cup_oci::Registry::new(cup_oci::RegistryOptions::default());
-    let digest = push(&registry, &runtime, &client);
+    let digest = push(&registry, &runtime, &client, "v1", cup_oci::DEFAULT_TITLE);
     let reference = registry.reference("cup/flipt:v1");
 
     for n in [1, 2] {
@@ -88,7 +96,7 @@ fn signatures_are_attached_and_read_as_referrers_too() {
 
     // A registry listing another manifest's signature as a referrer of this one is refused.
     let other = referrers[0].clone();
-    let other_digest = push_other(&registry, &runtime, &client);
+    let other_digest = push(&registry, &runtime, &client, "other", "other.wasm");
     registry.list_as_referrer("cup/flipt", &other_digest, other);
     let error = runtime
         .block_on(client.signatures(&registry.reference("cup/flipt:other"), &other_digest))
@@ -97,35 +105,12 @@ fn signatures_are_attached_and_read_as_referrers_too() {
     assert!(error.contains("but its subject is"), "{error}");
 }
 
-/// Another manifest in the same repository (tag `other`).
-fn push_other(
-    registry: &ReferrersRegistry,
-    runtime: &tokio::runtime::Runtime,
-    client: &cup_oci::Registry,
-) -> String {
-    let wasm = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(wasm.path(), flipt_package()).unwrap();
-    let options = cup_oci::ArtifactOptions {
-        title: "other.wasm".into(),
-        ..cup_oci::ArtifactOptions::default()
-    };
-    let report = runtime
-        .block_on(client.push_file(
-            wasm.path(),
-            &registry.reference("cup/flipt:other"),
-            &options,
-            std::sync::Arc::new(cup_oci::NoProgress),
-        ))
-        .unwrap();
-    report.reference.rsplit_once('@').unwrap().1.to_owned()
-}
-
 #[test]
 fn cup_signs_and_verifies_through_the_referrers_api() {
     let registry = ReferrersRegistry::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = cup_oci::Registry::new(cup_oci::RegistryOptions::default());
-    let digest = push(&registry, &runtime, &client);
+    let digest = push(&registry, &runtime, &client, "v1", cup_oci::DEFAULT_TITLE);
     let home = tempfile::tempdir().unwrap();
     let cup = Cup::new(home.path()).with_env("CUP_SIGNING_PASSWORD", "pw");
     let prefix = home.path().join("key").display().to_string();
