@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use cup_sections::{Import, imports};
+use cup_sections::{Import, component_exports, imports};
 use cup_sections::{Integrity, Package, read_package};
 use serde::Serialize;
 use sha2::Digest;
@@ -408,6 +408,9 @@ struct Report {
     definitions_digest: Option<String>,
     wasi_imports: Vec<String>,
     other_imports: Vec<Import>,
+    /// A component's exports (the controller interface and its version).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    exports: Vec<String>,
     definitions: Vec<DefinitionRow>,
     integrity: Integrity,
 }
@@ -440,6 +443,8 @@ impl Report {
             definitions_digest: package.manifest.as_ref().map(|m| m.definitions_digest()),
             wasi_imports: wasi.into_iter().map(|i| i.name).collect(),
             other_imports: other,
+            exports: component_exports(&bytes)
+                .with_context(|| format!("reading the exports of {}", file.display()))?,
             definitions: package
                 .definitions
                 .iter()
@@ -463,28 +468,39 @@ impl Report {
         let other: Vec<String> = self
             .other_imports
             .iter()
-            .map(|i| format!("{}::{}", i.module, i.name))
+            .map(|i| match i.module.as_str() {
+                "" => i.name.clone(),
+                module => format!("{module}::{}", i.name),
+            })
             .collect();
-        let fields = [
+        let none_or = |items: &[String]| {
+            if items.is_empty() {
+                "none".to_owned()
+            } else {
+                items.join(", ")
+            }
+        };
+        let mut fields = vec![
             ("FILE", self.file.display().to_string()),
             ("DIGEST", self.digest.clone()),
             ("SIZE", format!("{} bytes", self.size)),
             ("KIND", kind.to_owned()),
             ("ABI", self.abi.clone().unwrap_or_else(|| "-".into())),
-            (
-                "WASI IMPORTS",
-                format!("{} functions of {WASI_P1}", self.wasi_imports.len()),
-            ),
-            (
-                "OTHER IMPORTS",
-                if other.is_empty() {
-                    "none".into()
-                } else {
-                    other.join(", ")
-                },
-            ),
-            ("INTEGRITY", self.integrity.summary()),
         ];
+        match self.encoding {
+            cup_sections::Encoding::Module => {
+                fields.push((
+                    "WASI IMPORTS",
+                    format!("{} functions of {WASI_P1}", self.wasi_imports.len()),
+                ));
+                fields.push(("OTHER IMPORTS", none_or(&other)));
+            }
+            cup_sections::Encoding::Component => {
+                fields.push(("EXPORTS", none_or(&self.exports)));
+                fields.push(("IMPORTS", none_or(&other)));
+            }
+        }
+        fields.push(("INTEGRITY", self.integrity.summary()));
         let mut out: String = fields
             .iter()
             .map(|(k, v)| format!("{:<15}{v}\n", format!("{k}:")))

@@ -64,6 +64,13 @@ pub enum LoadError {
         /// What is wrong: a component, no usable `_start`, or imports that are not WASI preview 1.
         reason: String,
     },
+    /// The component is valid but not a cup controller: it does not export the controller
+    /// interface this runtime speaks, or imports what the runtime does not provide.
+    #[error("not a cup controller component: {reason}")]
+    NotAController {
+        /// What is wrong, naming the exports or the import.
+        reason: String,
+    },
     /// wasmtime could not compile the module (invalid wasm, unsupported feature).
     #[error("compiling the module: {0}")]
     Compile(String),
@@ -124,6 +131,10 @@ pub enum InvokeError {
         /// Why it could not be opened.
         reason: String,
     },
+    /// The request cannot be expressed as a call of the component controller interface (an
+    /// unknown verb, missing arguments, a put whose resource is not JSON).
+    #[error("bad request for a component controller: {0}")]
+    BadRequest(String),
     /// An argument contains a NUL byte, which cannot cross the WASI argv ABI (C strings).
     #[error("argument {index} contains a NUL byte")]
     BadArgument {
@@ -142,6 +153,7 @@ impl InvokeError {
             | InvokeError::Trap { stderr, .. } => stderr,
             InvokeError::Instantiate(_)
             | InvokeError::Mount { .. }
+            | InvokeError::BadRequest(_)
             | InvokeError::BadArgument { .. } => &[],
         }
     }

@@ -15,7 +15,7 @@ use wasmtime_wasi::{FsPerms, HostMonotonicClock, I32Exit, WasiCtxBuilder};
 
 use crate::output::{CappedOutput, Overflow};
 use crate::runtime::LoadedController;
-use crate::{InvokeError, Limits};
+use crate::{ControllerError, InvokeError, Limits};
 
 /// How the directory mounted at `/` may be used by the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +54,10 @@ pub struct Outcome {
     pub stderr_truncated: bool,
     /// Wall time of the whole invocation, instantiation included.
     pub elapsed: Duration,
+    /// A component's typed error (`exit_code` is then 2 for not-found, 1 otherwise, and
+    /// `stderr` holds its logs); always `None` for a preview 1 command, whose only answer is
+    /// its exit code.
+    pub error: Option<ControllerError>,
 }
 
 /// Everything a store owns for one request.
@@ -73,10 +77,13 @@ pub(crate) struct HostState {
 /// aborts, Go exits with code 2, which cup reads as "not found"), so a trap that the host can
 /// name is the only clear signal. Growth refused for other reasons (the module's own declared
 /// maximum) keeps wasm's normal -1 semantics.
-struct Limiter {
+pub(crate) struct Limiter {
     inner: StoreLimits,
     memory_bytes: usize,
     table_elements: usize,
+    /// Bytes of every linear memory of the store together: `memory_bytes` bounds the sum,
+    /// so a component cannot multiply it by having several memories.
+    memory_total: usize,
     memory_hit: bool,
 }
 
@@ -89,19 +96,27 @@ struct LimitExceeded {
 }
 
 impl Limiter {
-    fn new(limits: &Limits) -> Self {
+    /// `memories` and `instances` bound how many of each the store may create (a command has
+    /// one memory and one instance; a component a few of each).
+    pub(crate) fn new(limits: &Limits, memories: usize, instances: usize) -> Self {
         Limiter {
             inner: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes)
                 .table_elements(limits.table_elements)
-                // `memory_bytes` applies to each memory; a controller has exactly one.
-                .memories(1)
+                .memories(memories)
+                .instances(instances)
                 .trap_on_grow_failure(false)
                 .build(),
             memory_bytes: limits.memory_bytes,
             table_elements: limits.table_elements,
+            memory_total: 0,
             memory_hit: false,
         }
+    }
+
+    /// Whether the guest was stopped for going over the memory limit.
+    pub(crate) fn memory_hit(&self) -> bool {
+        self.memory_hit
     }
 }
 
@@ -112,14 +127,22 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.inner.memory_growing(current, desired, maximum)?;
-        if !allowed && desired > self.memory_bytes {
+        let total = self
+            .memory_total
+            .saturating_sub(current)
+            .saturating_add(desired);
+        let allowed =
+            self.inner.memory_growing(current, desired, maximum)? && total <= self.memory_bytes;
+        if !allowed && total > self.memory_bytes {
             self.memory_hit = true;
             return Err(wasmtime::Error::new(LimitExceeded {
                 what: "memory (bytes)",
-                desired,
+                desired: total,
                 limit: self.memory_bytes,
             }));
+        }
+        if allowed {
+            self.memory_total = total;
         }
         Ok(allowed)
     }
@@ -221,6 +244,15 @@ impl LoadedController {
         if let Some(index) = args.iter().position(|a| a.contains('\0')) {
             return Err(InvokeError::BadArgument { index });
         }
+        if let Some(pre) = self.component() {
+            let invocation = Invocation {
+                args,
+                stdin,
+                root,
+                access,
+            };
+            return crate::component::run(pre, &invocation, self.limits(), started).await;
+        }
         let request = Request {
             args: &args,
             stdin: Bytes::from(stdin),
@@ -286,7 +318,8 @@ impl LoadedController {
         let deadline = started.checked_add(limits.deadline);
         let state = HostState {
             wasi: builder.build_p1(),
-            limiter: Limiter::new(limits),
+            // A command has one memory and one instance.
+            limiter: Limiter::new(limits, 1, 1),
             deadline,
             clock_base: started,
             slept_past_deadline: false,
@@ -376,24 +409,25 @@ fn finish(
         stderr,
         stderr_truncated,
         elapsed,
+        error: None,
     })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     Instantiate,
     Run,
 }
 
 /// What the host observed while the guest ran. Flags, rather than downcasting the error,
 /// because WASI and wasmtime wrap errors in context layers of their own.
-struct Flags {
-    stdout_overflowed: bool,
-    memory_hit: bool,
-    slept_past_deadline: bool,
+pub(crate) struct Flags {
+    pub(crate) stdout_overflowed: bool,
+    pub(crate) memory_hit: bool,
+    pub(crate) slept_past_deadline: bool,
 }
 
-fn classify(
+pub(crate) fn classify(
     phase: Phase,
     error: &wasmtime::Error,
     flags: Flags,

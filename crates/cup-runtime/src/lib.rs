@@ -37,6 +37,7 @@
 
 mod cache;
 mod command;
+mod component;
 mod error;
 mod invoke;
 mod limits;
@@ -47,8 +48,9 @@ mod runtime;
 
 pub use cache::CodeCache;
 pub use command::{WASI_P1_MODULE, ensure_wasi_command};
+pub use component::{CONTROLLER_INTERFACE, ControllerError};
 pub use error::{CacheError, InvokeError, LoadError, RuntimeError};
 pub use invoke::{Access, Invocation, Outcome};
 pub use limits::Limits;
 pub use pool::PoolStats;
-pub use runtime::{Allocation, CacheStatus, LoadInfo, LoadedController, Runtime};
+pub use runtime::{Allocation, CacheStatus, ControllerKind, LoadInfo, LoadedController, Runtime};

@@ -9,8 +9,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstancePre, Linker, Module, WasmBacktraceDetails};
 
+use crate::component::{ComponentState, CupControllerPre};
 use crate::invoke::HostState;
 use crate::pool::{Pool, PoolStats, Slot};
 use crate::{CodeCache, Limits, LoadError, RuntimeError, ensure_wasi_command};
@@ -36,6 +38,8 @@ struct Inner {
     /// The on-demand engine: compiles, names the code cache, and runs what the pool cannot.
     engine: Engine,
     linker: Linker<HostState>,
+    /// The WASI 0.2 imports of component controllers (on the on-demand engine).
+    component_linker: wasmtime::component::Linker<ComponentState>,
     /// The pooled engine, or why there is none.
     pool: Result<Pool, String>,
     limits: Limits,
@@ -51,10 +55,29 @@ struct Inner {
 /// the first time every slot is taken.
 struct Compiled {
     digest: String,
-    /// Linked on the pooled engine; `None` when there is no pool or the module does not fit.
-    pooled: Option<InstancePre<HostState>>,
-    on_demand: OnceLock<Result<InstancePre<HostState>, String>>,
+    code: Code,
     allocation: Allocation,
+}
+
+/// The linked code of one controller, by kind.
+pub(crate) enum Code {
+    /// A WASI preview 1 command.
+    Command {
+        /// Linked on the pooled engine; `None` when there is no pool or the module does not fit.
+        pooled: Option<InstancePre<HostState>>,
+        on_demand: OnceLock<Result<InstancePre<HostState>, String>>,
+    },
+    /// A component exporting the controller interface, linked on the on-demand engine.
+    Component(CupControllerPre<ComponentState>),
+}
+
+/// What kind of WebAssembly a controller is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControllerKind {
+    /// A WASI preview 1 command module (`cup.wasi-p1.v1`, docs/ABI.md).
+    Command,
+    /// A component exporting [`CONTROLLER_INTERFACE`](crate::CONTROLLER_INTERFACE).
+    Component,
 }
 
 /// A module placed on one of the two engines.
@@ -103,6 +126,8 @@ pub struct LoadInfo {
     pub cache_error: Option<String>,
     /// Where this controller's instances are allocated, and why not in the pool if they are not.
     pub allocation: Allocation,
+    /// A preview 1 command or a component.
+    pub kind: ControllerKind,
 }
 
 /// A compiled, checked and linked controller, ready to [`invoke`](Self::invoke).
@@ -156,6 +181,8 @@ impl Runtime {
         config.wasm_backtrace_details(WasmBacktraceDetails::Disable);
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let linker = wasi_linker(&engine).map_err(RuntimeError::Linker)?;
+        let component_linker =
+            crate::component::wasi_linker(&engine).map_err(RuntimeError::Linker)?;
         // Same settings but the allocator, so the same compiled code runs on both engines.
         let pool = Pool::new(&config, &limits, wasi_linker);
 
@@ -167,6 +194,7 @@ impl Runtime {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                component_linker,
                 pool,
                 limits,
                 fingerprint,
@@ -222,17 +250,13 @@ impl Runtime {
         cache: Option<&CodeCache>,
     ) -> Result<LoadedController, LoadError> {
         let started = Instant::now();
-        if wasmparser::Parser::is_component(wasm) {
-            return Err(LoadError::NotACommand {
-                reason:
-                    "it is a WebAssembly component; cup runs core WASI preview 1 command modules"
-                        .into(),
-            });
-        }
         let digest = hex::encode(Sha256::digest(wasm));
 
         if let Some(compiled) = self.shared(&digest) {
             return Ok(self.controller(compiled, CacheStatus::Shared, started, None));
+        }
+        if wasmparser::Parser::is_component(wasm) {
+            return self.load_component(wasm, cache, digest, started);
         }
 
         let mut cache_error = None;
@@ -267,48 +291,137 @@ impl Runtime {
             })?;
 
         // Only modules that passed the checks are cached.
-        if let (Some(cache), CacheStatus::Miss | CacheStatus::Replaced) = (cache, status) {
-            let path = cache.path_for(&digest, &self.inner.fingerprint);
-            let written = module
-                .serialize()
-                .map_err(|e| format!("serializing the compiled module: {e:#}"))
-                .and_then(|bytes| {
-                    cache
-                        .write(&path, &bytes)
-                        .map_err(|e| format!("writing {}: {e}", path.display()))
-                });
-            if let Err(e) = written {
-                cache_error = Some(match cache_error {
-                    Some(before) => format!("{before}; then {e}"),
-                    None => e,
-                });
-                if status == CacheStatus::Replaced {
-                    // The bad file is gone but no good one replaced it.
-                    status = CacheStatus::Miss;
-                }
-            }
-        }
+        self.write_cache(cache, &digest, &mut status, &mut cache_error, || {
+            module.serialize()
+        });
 
         let compiled = Arc::new(match placed {
             Placed::Pooled(_) => Compiled {
                 digest,
-                pooled: Some(pre),
-                on_demand: OnceLock::new(),
+                code: Code::Command {
+                    pooled: Some(pre),
+                    on_demand: OnceLock::new(),
+                },
                 allocation: Allocation::Pooled,
             },
             Placed::OnDemand(_, why) => Compiled {
                 digest,
-                pooled: None,
-                on_demand: OnceLock::from(Ok(pre)),
+                code: Code::Command {
+                    pooled: None,
+                    on_demand: OnceLock::from(Ok(pre)),
+                },
                 allocation: Allocation::OnDemand(why),
             },
         });
+        Ok(self.remember(compiled, status, started, cache_error))
+    }
+
+    /// [`load`](Self::load) for a component: compiled (or read from the cache) on the
+    /// on-demand engine, checked to export the controller interface, linked against WASI 0.2.
+    // Loading cached code goes through wasmtime's unsafe `Component::deserialize`, under the
+    // same rules as modules (see "Loading cached code" on `Runtime::load`).
+    #[allow(unsafe_code)]
+    fn load_component(
+        &self,
+        wasm: &[u8],
+        cache: Option<&CodeCache>,
+        digest: String,
+        started: Instant,
+    ) -> Result<LoadedController, LoadError> {
+        let engine = &self.inner.engine;
+        let compile =
+            || Component::new(engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")));
+        let mut cache_error = None;
+        let (component, mut status) = match cache {
+            None => (compile()?, CacheStatus::Disabled),
+            Some(cache) => {
+                let path = cache.path_for(&digest, &self.inner.fingerprint);
+                let cached = read_authenticated(cache, &path).and_then(|code| {
+                    code.map(|code| {
+                        // SAFETY: `code` carries this cache's tag for this file name, so
+                        // `CodeCache::write` wrote it from `Component::serialize` of an engine
+                        // with this fingerprint; wasmtime rejects version/config mismatches.
+                        unsafe { Component::deserialize(engine, &code) }.map_err(|e| {
+                            discard(
+                                &path,
+                                format!("unusable cache file {}: {e:#}", path.display()),
+                            )
+                        })
+                    })
+                    .transpose()
+                });
+                match cached {
+                    Ok(Some(component)) => (component, CacheStatus::Hit),
+                    Ok(None) => (compile()?, CacheStatus::Miss),
+                    Err(reason) => {
+                        cache_error = Some(reason);
+                        (compile()?, CacheStatus::Replaced)
+                    }
+                }
+            }
+        };
+        let pre = crate::component::link(&self.inner.component_linker, &component)?;
+        // Only components that passed the checks are cached.
+        self.write_cache(cache, &digest, &mut status, &mut cache_error, || {
+            component.serialize()
+        });
+        let compiled = Arc::new(Compiled {
+            digest,
+            code: Code::Component(pre),
+            allocation: Allocation::OnDemand(
+                "components run on freshly mapped memory (the pool holds core modules)".into(),
+            ),
+        });
+        Ok(self.remember(compiled, status, started, cache_error))
+    }
+
+    /// Writes freshly compiled code to the cache after a miss or a replaced file; a failure is
+    /// noted in `cache_error` and never stops the load.
+    fn write_cache(
+        &self,
+        cache: Option<&CodeCache>,
+        digest: &str,
+        status: &mut CacheStatus,
+        cache_error: &mut Option<String>,
+        serialize: impl FnOnce() -> wasmtime::Result<Vec<u8>>,
+    ) {
+        let (Some(cache), CacheStatus::Miss | CacheStatus::Replaced) = (cache, *status) else {
+            return;
+        };
+        let path = cache.path_for(digest, &self.inner.fingerprint);
+        let written = serialize()
+            .map_err(|e| format!("serializing the compiled code: {e:#}"))
+            .and_then(|bytes| {
+                cache
+                    .write(&path, &bytes)
+                    .map_err(|e| format!("writing {}: {e}", path.display()))
+            });
+        if let Err(e) = written {
+            *cache_error = Some(match cache_error.take() {
+                Some(before) => format!("{before}; then {e}"),
+                None => e,
+            });
+            if *status == CacheStatus::Replaced {
+                // The bad file is gone but no good one replaced it.
+                *status = CacheStatus::Miss;
+            }
+        }
+    }
+
+    /// Records a newly loaded controller so loading the same bytes again shares it.
+    fn remember(
+        &self,
+        compiled: Arc<Compiled>,
+        status: CacheStatus,
+        started: Instant,
+        cache_error: Option<String>,
+    ) -> LoadedController {
         self.inner
             .loaded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(compiled.digest.clone(), Arc::downgrade(&compiled));
-        Ok(self.controller(compiled, status, started, cache_error))
+        self.controller(compiled, status, started, cache_error)
     }
 
     fn shared(&self, digest: &str) -> Option<Arc<Compiled>> {
@@ -337,6 +450,10 @@ impl Runtime {
                 elapsed: started.elapsed(),
                 cache_error,
                 allocation: compiled.allocation.clone(),
+                kind: match compiled.code {
+                    Code::Command { .. } => ControllerKind::Command,
+                    Code::Component(_) => ControllerKind::Component,
+                },
             },
             compiled,
         }
@@ -375,31 +492,10 @@ impl Runtime {
     // as the unsafe `Module::deserialize` (see "Loading cached code" on `Runtime::load`).
     #[allow(unsafe_code)]
     fn read_cached(&self, cache: &CodeCache, path: &Path) -> Result<Option<Placed>, String> {
-        match std::fs::symlink_metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("reading {}: {e}", path.display())),
-            Ok(meta) if !meta.is_file() => {
-                return Err(format!("{} is not a regular file", path.display()));
-            }
-            Ok(_) => {}
-        }
-        // The bytes are read into memory rather than mapped (`deserialize_file`): a mapped file
-        // truncated or overwritten in place by an operator would kill the whole server with
-        // SIGBUS, and one bad cache file must only cost a recompile.
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("reading cache file {}: {e}", path.display())),
+        let Some(code) = read_authenticated(cache, path)? else {
+            return Ok(None);
         };
-        let code = match cache.authenticate(path, &bytes) {
-            Ok(code) => code,
-            Err(why) => {
-                return Err(discard(
-                    path,
-                    format!("refused cache file {}: {why}", path.display()),
-                ));
-            }
-        };
+        let code = code.as_slice();
         let not_pooled = match &self.inner.pool {
             // SAFETY: see "Loading cached code" on `Runtime::load`: `code` carries this
             // cache's tag for this file name, so `CodeCache::write` wrote it from
@@ -421,6 +517,40 @@ impl Runtime {
             )),
         }
     }
+}
+
+/// The code of a cache file, once its tag proves this cache wrote it for this file name.
+/// `Ok(None)`: no cache file. `Err`: there was one but it was unreadable or not authentic; it
+/// has been removed.
+fn read_authenticated(cache: &CodeCache, path: &Path) -> Result<Option<Vec<u8>>, String> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        Ok(meta) if !meta.is_file() => {
+            return Err(format!("{} is not a regular file", path.display()));
+        }
+        Ok(_) => {}
+    }
+    // The bytes are read into memory rather than mapped (`deserialize_file`): a mapped file
+    // truncated or overwritten in place by an operator would kill the whole server with
+    // SIGBUS, and one bad cache file must only cost a recompile.
+    let mut bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("reading cache file {}: {e}", path.display())),
+    };
+    let code_len = match cache.authenticate(path, &bytes) {
+        Ok(code) => code.len(),
+        Err(why) => {
+            return Err(discard(
+                path,
+                format!("refused cache file {}: {why}", path.display()),
+            ));
+        }
+    };
+    // The code is the file's tail, after the header and tag.
+    bytes.drain(..bytes.len() - code_len);
+    Ok(Some(bytes))
 }
 
 /// Removes a cache file that will not be loaded (a new one is written after compiling);
@@ -469,9 +599,27 @@ impl LoadedController {
         self.runtime.pool_stats()
     }
 
+    /// The linked component, when this controller is one.
+    pub(crate) fn component(&self) -> Option<&CupControllerPre<ComponentState>> {
+        match &self.compiled.code {
+            Code::Component(pre) => Some(pre),
+            Code::Command { .. } => None,
+        }
+    }
+
+    /// A preview 1 command or a component.
+    pub fn kind(&self) -> ControllerKind {
+        self.info.kind
+    }
+
     /// The pooled code and a slot to run it in, when this module is pooled and a slot is free.
     pub(crate) fn pooled(&self) -> Option<(&InstancePre<HostState>, Slot<'_>)> {
-        let pre = self.compiled.pooled.as_ref()?;
+        let Code::Command {
+            pooled: Some(pre), ..
+        } = &self.compiled.code
+        else {
+            return None;
+        };
         let pool = self.runtime.pool.as_ref().ok()?;
         pool.try_slot().map(|slot| (pre, slot))
     }
@@ -489,10 +637,12 @@ impl LoadedController {
     // unsafe `Module::deserialize`; recompiling instead would cost seconds per controller.
     #[allow(unsafe_code)]
     pub(crate) fn on_demand(&self) -> Result<&InstancePre<HostState>, String> {
-        self.compiled
-            .on_demand
+        let Code::Command { pooled, on_demand } = &self.compiled.code else {
+            return Err("a component has no preview 1 command code".into());
+        };
+        on_demand
             .get_or_init(|| {
-                let pooled = self.compiled.pooled.as_ref().ok_or("no compiled code")?;
+                let pooled = pooled.as_ref().ok_or("no compiled code")?;
                 let bytes = pooled
                     .module()
                     .serialize()

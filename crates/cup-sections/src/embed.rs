@@ -19,11 +19,12 @@ use wasm_encoder::{CustomSection, Section};
 use crate::definition_file::read_definition_file;
 use crate::limits::{MAX_CUP_BYTES, MAX_DEFINITION_BYTES, MAX_DEFINITIONS};
 use crate::manifest::{
-    ABI_WASI_P1, ControllerManifest, DefinitionDigest, FORMAT_VERSION, ModuleDigest,
+    ControllerManifest, DefinitionDigest, FORMAT_VERSION, ModuleDigest, abi_for,
 };
 use crate::package::{module_digest, module_size};
 use crate::{
-    CONTROLLER_SECTION, DEFINITION_SECTION, Error, Layout, Result, finish_digest, sha256_digest,
+    CONTROLLER_SECTION, DEFINITION_SECTION, Encoding, Error, Layout, Result, finish_digest,
+    sha256_digest,
 };
 
 /// What an embedding produced.
@@ -123,10 +124,14 @@ fn render(definitions: &[ResourceDefinition]) -> Result<Vec<Prepared>> {
 }
 
 /// Encodes the `cup.*` sections to append, given the digest of the module they describe.
-fn cup_sections(prepared: &[Prepared], module: ModuleDigest) -> (ControllerManifest, Vec<u8>) {
+fn cup_sections(
+    prepared: &[Prepared],
+    module: ModuleDigest,
+    encoding: Encoding,
+) -> (ControllerManifest, Vec<u8>) {
     let manifest = ControllerManifest {
         format: FORMAT_VERSION,
-        abi: ABI_WASI_P1.to_owned(),
+        abi: abi_for(encoding).to_owned(),
         module,
         definitions: prepared
             .iter()
@@ -161,7 +166,7 @@ pub fn embed(module: &[u8], definitions: &[ResourceDefinition]) -> Result<(Vec<u
         sha256: module_digest(module, &layout),
         size: module_size(&layout),
     };
-    let (manifest, sections) = cup_sections(&prepared, digest);
+    let (manifest, sections) = cup_sections(&prepared, digest, layout.encoding);
     let mut out = Vec::with_capacity(module.len() + sections.len());
     for range in layout.kept_ranges() {
         out.extend_from_slice(&module[range.start as usize..range.end as usize]);
@@ -235,7 +240,7 @@ fn write_package(
         size: module_size(&layout),
     };
     let size = module.size;
-    let (manifest, sections) = cup_sections(&prepared, module);
+    let (manifest, sections) = cup_sections(&prepared, module, layout.encoding);
     temp.as_file_mut().write_all(&sections)?;
     temp.as_file()
         .set_permissions(source.metadata()?.permissions())?;

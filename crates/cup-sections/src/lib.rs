@@ -40,13 +40,14 @@ pub use embed::{EmbedOutput, embed, embed_file, embed_files};
 pub use error::{Error, Result};
 pub use layout::{CustomName, Encoding, Layout, PREAMBLE_LEN, SectionHeader};
 pub use manifest::{
-    ABI_WASI_P1, ControllerManifest, DefinitionDigest, FORMAT_VERSION, ModuleDigest,
+    ABI_COMPONENT, ABI_WASI_P1, ControllerManifest, DefinitionDigest, FORMAT_VERSION, ModuleDigest,
+    abi_for,
 };
 pub use package::{
     EmbeddedDefinition, Integrity, Package, ReadPackage, check_bytes, read_definitions_file,
     read_definitions_reader, read_package, read_package_and_digest, read_package_from,
 };
-pub use wasm::{Import, imports, validate as validate_wasm};
+pub use wasm::{Import, component_exports, imports, validate as validate_wasm};
 
 /// Custom section name of each embedded ResourceDefinition.
 pub const DEFINITION_SECTION: &str = "cup.definition";

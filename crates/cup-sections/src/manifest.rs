@@ -9,12 +9,25 @@ pub const FORMAT_VERSION: u32 = 1;
 /// (`["wasi", verb, Kind, namespace, name?]`, JSON on stdin/stdout, exit 0/2/other).
 pub const ABI_WASI_P1: &str = "cup.wasi-p1.v1";
 
+/// The controller ABI of a component: the versioned interface it exports
+/// (`wit/controller.wit`), whose calls are typed.
+pub const ABI_COMPONENT: &str = "cup:controller/controller@0.1.0";
+
+/// The ABI a binary of this encoding speaks: [`ABI_WASI_P1`] for a core module,
+/// [`ABI_COMPONENT`] for a component.
+pub fn abi_for(encoding: crate::Encoding) -> &'static str {
+    match encoding {
+        crate::Encoding::Module => ABI_WASI_P1,
+        crate::Encoding::Component => ABI_COMPONENT,
+    }
+}
+
 /// Canonical JSON content of the `cup.controller` section (docs/FORMAT.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControllerManifest {
     /// Version of this manifest format ([`FORMAT_VERSION`]).
     pub format: u32,
-    /// Controller ABI the module speaks ([`ABI_WASI_P1`]).
+    /// Controller ABI the module speaks ([`ABI_WASI_P1`] or [`ABI_COMPONENT`]).
     pub abi: String,
     /// The module with every `cup.*` section removed.
     pub module: ModuleDigest,

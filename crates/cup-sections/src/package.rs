@@ -296,6 +296,19 @@ fn read_with(
     let definitions = parse_definitions(&definition_sections, &mut findings);
     if let Some(manifest) = &manifest {
         compare_with_manifest(manifest, &definitions, &mut findings);
+        // The ABI is what the binary is, not what the manifest says: a manifest that claims
+        // the other kind was not written for this binary.
+        let abi = crate::manifest::abi_for(layout.encoding);
+        if manifest.abi != abi {
+            findings.tampered.push(format!(
+                "the manifest records ABI {:?}, but this {} speaks {abi:?}",
+                manifest.abi,
+                match layout.encoding {
+                    Encoding::Module => "core module",
+                    Encoding::Component => "component",
+                }
+            ));
+        }
         if let Some(actual) = &module_sha256 {
             if *actual != manifest.module.sha256 {
                 findings.tampered.push(format!(

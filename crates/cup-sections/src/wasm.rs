@@ -48,6 +48,31 @@ pub fn imports(bytes: &[u8]) -> Result<Vec<Import>> {
     Ok(out)
 }
 
+/// A component's top-level exports (for a controller, `cup:controller/controller@<version>`);
+/// empty for a core module. Nested modules and components are skipped, not searched.
+pub fn component_exports(bytes: &[u8]) -> Result<Vec<String>> {
+    if !Parser::is_component(bytes) {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    // parse_all descends into nested modules and components; each ends with its own `End`.
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(malformed)? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) if depth == 0 => break,
+            Payload::End(_) => depth -= 1,
+            Payload::ComponentExportSection(reader) if depth == 0 => {
+                for export in reader {
+                    out.push(export.map_err(malformed)?.name.name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Full validation with every wasm feature wasmparser knows (the runtime decides later
 /// which features it accepts).
 pub fn validate(bytes: &[u8]) -> Result<()> {

@@ -182,6 +182,10 @@ impl Loader {
         self.metrics.code_cache(cache);
         self.status.update(name, |s| {
             s.digest = Some(format!("sha256:{}", info.digest));
+            s.abi = Some(match info.kind {
+                cup_runtime::ControllerKind::Command => cup_sections::ABI_WASI_P1,
+                cup_runtime::ControllerKind::Component => cup_runtime::CONTROLLER_INTERFACE,
+            });
             s.cache = Some(cache);
             s.cache_error = info.cache_error.clone();
         });
@@ -427,6 +431,7 @@ fn initial_status(c: &ConfiguredController) -> ControllerStatus {
         manifest_digest: None,
         signature: None,
         digest: None,
+        abi: None,
         definitions: Vec::new(),
         embedded_definitions: Vec::new(),
         state: State::Loading,

@@ -38,6 +38,10 @@ pub struct ControllerStatus {
     /// `sha256:<hex>` of the wasm module that runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// How cupd talks to a loaded wasm controller: `cup.wasi-p1.v1` (a WASI preview 1
+    /// command) or the component interface it exports (`cup:controller/controller@0.1.0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abi: Option<&'static str>,
     /// `group/version/plural` keys this controller serves.
     pub definitions: Vec<String>,
     /// Definitions embedded in the module (`metadata.name`).

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use cup_git::WriteLimits;
 use cup_model::Resource;
 use cup_model::compact_go_json;
-use cup_runtime::{Access, Invocation, InvokeError, LoadedController, Outcome};
+use cup_runtime::{Access, ControllerError, Invocation, InvokeError, LoadedController, Outcome};
 use cup_template::Request;
 
 use crate::error::ApiError;
@@ -397,7 +397,9 @@ impl Call<'_> {
         self.judge(verb, Some(name), result).map(drop)
     }
 
-    /// Maps an invocation's end to the API: exit 0 ok, 2 not found (404), anything else 500.
+    /// Maps an invocation's end to the API: exit 0 ok, 2 not found (404), anything else 500;
+    /// a component's `invalid` error is the client's fault (400). A component's error message
+    /// takes the place a command's stderr has in the answer.
     fn judge(
         &self,
         verb: Verb,
@@ -405,16 +407,38 @@ impl Call<'_> {
         result: Result<Outcome, InvokeError>,
     ) -> Result<Outcome, ApiError> {
         let controller = &self.route.controller.name;
+        let detail = |o: &Outcome| match &o.error {
+            Some(error) => with_stderr(error.message().as_bytes()),
+            None => with_stderr(&o.stderr),
+        };
         let (outcome_label, error) = match &result {
-            Ok(o) if o.exit_code == 0 => ("ok", None),
+            Ok(o) if o.exit_code == 0 && o.error.is_none() => ("ok", None),
+            Ok(
+                o @ Outcome {
+                    error: Some(ControllerError::Invalid(_)),
+                    ..
+                },
+            ) => (
+                "invalid",
+                Some(ApiError::bad_request(format!(
+                    "wasm.{}: {}: invalid{}",
+                    verb.as_str(),
+                    self.request_id(name),
+                    detail(o)
+                ))),
+            ),
             Ok(o) if o.exit_code == 2 => (
                 "not_found",
                 Some(ApiError::not_found(format!(
                     "wasm.{}: {}: resource not found{}",
                     verb.as_str(),
                     self.request_id(name),
-                    with_stderr(&o.stderr)
+                    detail(o)
                 ))),
+            ),
+            Ok(o @ Outcome { error: Some(_), .. }) => (
+                "error",
+                Some(self.failure(verb, name, &format!("controller failed{}", detail(o)))),
             ),
             Ok(o) => (
                 "error",
