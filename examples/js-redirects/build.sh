@@ -7,17 +7,17 @@
 #      features whose imports cupd provides, then a check of its imports;
 #   4. cup-embed writes defs/*.json into config/redirects.wasm; cup controller verify reads
 #      it back.
-# Tools: node >= 18 and npm; cup-embed and cup from PATH, or the files named by CUP_EMBED
+# Tools: node >= 20 and npm; cup-embed and cup from PATH, or the files named by CUP_EMBED
 # and CUP.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
 
-command -v node >/dev/null || die "node is not on PATH (Node.js 18 or later; Debian: apt-get install nodejs npm)"
+command -v node >/dev/null || die "node is not on PATH (Node.js 20 or later with npm; Debian 13: apt-get install nodejs npm)"
 command -v npm >/dev/null || die "npm is not on PATH (Debian: apt-get install npm)"
 node_major=$(node -p 'process.versions.node.split(".")[0]')
-[ "$node_major" -ge 18 ] || die "node $(node --version) is too old: componentize-js needs 18 or later"
+[ "$node_major" -ge 20 ] || die "node $(node --version) is too old: the pinned componentize-js needs 20 or later (its parser, oxc-parser, requires it)"
 
 cup_embed=${CUP_EMBED:-$(command -v cup-embed || true)}
 cup=${CUP:-$(command -v cup || true)}
