@@ -35,13 +35,12 @@ fi
 bin=node_modules/.bin
 wasi_wit=node_modules/@bytecodealliance/jco/lib/wit/builtin/0.2.12
 
-# 2. The WIT. The componentize-js parser reads `list` in `list: func(...)` as the keyword,
-# so the copy spells the function `%list`, WIT's escape for the same name: the component
-# still exports `list`.
+# 2. The WIT: this example's world (the contract plus the WASI filesystem it imports) with
+# the contract and the WASI packages as its dependencies.
 rm -rf target/wit
 mkdir -p target/wit/deps/cup-controller
 cp wit/redirects.wit target/wit/
-sed 's/^\([[:space:]]*\)list: func/\1%list: func/' ../../wit/controller.wit > target/wit/deps/cup-controller/controller.wit
+cp ../../wit/controller.wit target/wit/deps/cup-controller/
 for pkg in wasi-filesystem wasi-io wasi-clocks; do
   [ -f "$wasi_wit/$pkg/package.wit" ] || die "$wasi_wit/$pkg/package.wit is missing: is node_modules the pinned jco?"
   cp -r "$wasi_wit/$pkg" target/wit/deps/

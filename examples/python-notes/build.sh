@@ -50,26 +50,13 @@ if [[ ! -x $venv/bin/python || "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp" ]
   printf 'venv: %s\n' "$(since "$t")" >&2
 fi
 
-# componentize-py parses the contract with the WIT parser, which takes `list` for the
-# keyword of `list<T>`: a function of that name must be written `%list`, which names the same
-# function. A copy in target/wit escapes it when the contract does not, so the component
-# exports exactly the contract's interface either way.
-mkdir -p target/wit
-rm -f target/wit/*.wit
-for f in "$wit_dir"/*.wit; do
-  sed -E 's/^([[:space:]]*)list:([[:space:]]*func)/\1%list:\2/' "$f" >"target/wit/${f##*/}"
-done
-if ! cmp -s "$wit_dir/controller.wit" target/wit/controller.wit; then
-  printf 'build.sh: note: %s/controller.wit names a function `list` without the %% escape; building from target/wit, where it is `%%list`\n' "$wit_dir" >&2
-fi
-
 step "componentize-py ($("$venv/bin/componentize-py" --version | cut -d' ' -f2)): src/app.py -> target/notes.component.wasm"
 t=$(now)
 # componentize-py adds the site-packages of $VIRTUAL_ENV, or failing that of the system's
 # Python, to the component's module path. An empty one keeps the build to src/ and
 # componentize-py's own standard library, whatever is installed on the machine.
 mkdir -p target/no-site-packages/lib/site-packages
-VIRTUAL_ENV="$PWD/target/no-site-packages" "$venv/bin/componentize-py" -d target/wit -w "$world" \
+VIRTUAL_ENV="$PWD/target/no-site-packages" "$venv/bin/componentize-py" -d "$wit_dir" -w "$world" \
   componentize -p src app -o target/notes.component.wasm.tmp
 mv target/notes.component.wasm.tmp target/notes.component.wasm
 printf 'componentize: %s, %s bytes\n' "$(since "$t")" "$(stat -c %s target/notes.component.wasm)" >&2
