@@ -18,9 +18,10 @@ use crate::{Controller, Error, Request, Resource, ResourceMeta, StringMap};
 /// [`export_component!`](crate::export_component) and the SDK's own types.
 #[doc(hidden)]
 #[allow(missing_docs, clippy::all)]
-// The generated code is the canonical ABI glue: raw pointers into linear memory and exported
-// `extern "C"` functions, which cannot be written without `unsafe`. wit-bindgen generates it
-// from the WIT file, and it is exercised by every call the host makes.
+// The generated code is wit-bindgen's canonical ABI glue (raw pointers into linear memory,
+// exported `extern "C"` functions), which cannot be written without `unsafe`. It is sound as
+// long as the caller follows the canonical ABI for this WIT, which the component model's
+// adapters guarantee: only the host's lifting and lowering calls these exports.
 #[allow(unsafe_code)]
 pub mod bindings {
     wit_bindgen::generate!({
