@@ -26,8 +26,8 @@ use crate::{Controller, Error, Request, Resource, ResourceMeta, StringMap};
 pub mod bindings {
     wit_bindgen::generate!({
         world: "cup-controller",
-        // wit/controller.wit, as build.rs copies it.
-        path: concat!(env!("OUT_DIR"), "/controller.wit"),
+        // The contract itself, wit/controller.wit of this repository.
+        path: "../../wit",
         // `export_component!` expands in the controller's crate, so the export macro must be
         // reachable from there and name this module through `$crate`.
         pub_export_macro: true,
