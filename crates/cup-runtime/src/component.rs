@@ -309,6 +309,12 @@ async fn run_request(
         },
     );
     store.limiter(|s| &mut s.limiter);
+    // Lifting an answer copies every string and list it points to into host memory, and a
+    // guest may point many records at the same bytes: without a cap, a list of a million
+    // records aliasing one megabyte would make the host allocate a terabyte. wasmtime counts
+    // the bytes lifted from the guest in one call against this budget (the same cap as a
+    // command's stdout) and fails the call beyond it.
+    store.set_hostcall_fuel(limits.stdout_bytes);
     let deadline = started.checked_add(limits.deadline);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
@@ -345,6 +351,12 @@ async fn run_request(
                 .is_some() =>
         {
             return Err(None);
+        }
+        Err((crate::invoke::Phase::Run, e)) if copied_too_much(&e) => {
+            return Err(Some(InvokeError::OutputTooLarge {
+                limit: limits.stdout_bytes,
+                stderr,
+            }));
         }
         Err((phase, e)) => {
             return Err(Some(crate::invoke::classify(
@@ -405,6 +417,14 @@ async fn run_request(
         elapsed: started.elapsed(),
         error,
     })
+}
+
+/// wasmtime's refusal to lift more than the call's budget (`Store::set_hostcall_fuel`). Its
+/// error type is private, so it is recognised by its message.
+fn copied_too_much(error: &wasmtime::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.to_string().contains("too much data is being copied"))
 }
 
 type CallResult = Result<Result<Answer, ControllerError>, (crate::invoke::Phase, wasmtime::Error)>;

@@ -22,7 +22,9 @@ pub struct Limits {
     /// guest could otherwise grow one to 2^32 entries of host memory. Default 1,000,000, far above
     /// what compilers emit (Go puts one entry per function in its table).
     pub table_elements: usize,
-    /// Largest stdout a request may produce, in bytes. Stdout is the response (get/list), so more
+    /// Largest stdout a request may produce, in bytes; for a component, the most data its
+    /// answer (or any one call it makes to the host) may carry, counted as wasmtime lifts it,
+    /// so records pointing at the same bytes count each time. Stdout is the response (get/list), so more
     /// is an error of that request ([`InvokeError::OutputTooLarge`](crate::InvokeError::OutputTooLarge)),
     /// never silently truncated. Default 16 MiB.
     pub stdout_bytes: usize,

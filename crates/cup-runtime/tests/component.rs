@@ -367,6 +367,46 @@ fn limits_stop_spinning_sleeping_and_hoarding_guests() {
 }
 
 #[test]
+fn an_answer_larger_than_the_output_limit_is_refused_not_copied() {
+    // The bytes a component's answer carries are capped like a command's stdout: wasmtime
+    // stops lifting at the cap, so a guest cannot make the host allocate more (not even by
+    // pointing many records at the same bytes).
+    let runtime = Runtime::new(Limits {
+        stdout_bytes: 6 << 10,
+        ..limits()
+    })
+    .expect("runtime");
+    let component = runtime
+        .load(component_probe_wasm(), None)
+        .expect("component");
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(root.path().join("big")).expect("mkdir");
+    let kib = format!("\"{}\"", "x".repeat(1022));
+    for i in 0..16 {
+        std::fs::write(root.path().join(format!("big/r{i:02}.json")), &kib).expect("write");
+    }
+    std::fs::write(
+        root.path().join("big/huge.json"),
+        format!("\"{}\"", "y".repeat(16 << 10)),
+    )
+    .expect("write");
+    let run =
+        |args: &[&str]| component.invoke(invocation(args, b"", root.path(), Access::ReadOnly));
+    for args in [
+        &["list", "Thing", "big"][..],
+        &["get", "Thing", "big", "huge"][..],
+    ] {
+        match run(args) {
+            Err(InvokeError::OutputTooLarge { limit, .. }) => assert_eq!(limit, 6 << 10),
+            other => panic!("{args:?}: expected OutputTooLarge, got {other:?}"),
+        }
+    }
+    // Under the cap, the same controller answers.
+    let one = run(&["get", "Thing", "big", "r00"]).expect("one record");
+    assert_eq!(one.exit_code, 0);
+}
+
+#[test]
 fn compiled_once_then_served_from_the_code_cache() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = CodeCache::new(dir.path().join("code")).expect("cache");
