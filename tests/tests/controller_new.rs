@@ -339,7 +339,8 @@ fn serve_notes(home: &Path, dir: &Path, cupd_args: &[String]) {
     let data = home.join("data");
     std::fs::create_dir(&data).expect("data dir");
     let store = home.join("store");
-    let mut config = CupdConfig::new(&dir.join("config"), &data, &store);
+    let config_dir = dir.join("config");
+    let mut config = CupdConfig::new(&config_dir, &data, &store);
     config.args = cupd_args.to_vec();
     let cupd = Cupd::start(&config);
     let address = cupd.base_url();

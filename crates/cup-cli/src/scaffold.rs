@@ -822,7 +822,7 @@ mod tests {
                 assert!(!text.contains("{{"), "{lang:?} {path} keeps a placeholder");
                 // Written for this project, not left over from an example.
                 if matches!(body, Body::Template(_)) {
-                    for other in ["redirect", "groceries", "notes.example.com"] {
+                    for other in ["redirect", "groceries", "python-notes", "web.example.com"] {
                         assert!(!text.contains(other), "{lang:?} {path} mentions {other}");
                     }
                 }
