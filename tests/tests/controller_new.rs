@@ -541,3 +541,68 @@ fn new_refuses_a_non_empty_directory_and_bad_names() {
     );
     assert!(!lacking.join("target").exists());
 }
+
+/// A component project's build.sh names what is missing before it builds or installs
+/// anything: here python3, node and npm are on PATH, with the system's directories, but not
+/// cup or cup-embed; then cup is given by CUP, and cup-embed is named.
+#[test]
+fn component_build_scripts_name_a_missing_cup() {
+    let tmp = outside_the_repository();
+    let home = tmp.path();
+    // The directories of the real interpreters (python3 may be a version manager's shim).
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (program, args) in [
+        ("python3", &["-c", "import sys; print(sys.executable)"][..]),
+        ("node", &["-p", "process.execPath"][..]),
+    ] {
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        let exe = PathBuf::from(String::from_utf8(out.stdout).expect("UTF-8").trim());
+        dirs.push(exe.parent().expect("a directory").to_path_buf());
+    }
+    dirs.extend([PathBuf::from("/usr/bin"), PathBuf::from("/bin")]);
+    for dir in &dirs {
+        assert!(
+            !dir.join("cup").exists() && !dir.join("cup-embed").exists(),
+            "{} holds cup",
+            dir.display()
+        );
+    }
+    let path = std::env::join_paths(&dirs).expect("joinable PATH");
+    for lang in ["python", "js"] {
+        let name = format!("lacking-{lang}");
+        cup(home, home, &["controller", "new", &name, "--lang", lang]).ok_as("cup controller new");
+        let dir = home.join(&name);
+        let run = |cup: Option<&Path>| {
+            let mut command = Command::new("bash");
+            command
+                .arg("build.sh")
+                .current_dir(&dir)
+                .env("PATH", &path)
+                .env_remove("CUP")
+                .env_remove("CUP_EMBED");
+            if let Some(cup) = cup {
+                command.env("CUP", cup);
+            }
+            Run::of(command.output().expect("running build.sh"))
+        };
+        let build = run(None);
+        assert_eq!(build.code, 1, "{lang}: {}\n{}", build.stdout, build.stderr);
+        assert_eq!(
+            build.stderr,
+            "build.sh: cup not found: set CUP or put it on PATH (from a cup checkout: scripts/install.sh)\n",
+            "{lang}"
+        );
+        let build = run(Some(&bin("cup")));
+        assert_eq!(build.code, 1, "{lang}: {}\n{}", build.stdout, build.stderr);
+        assert_eq!(
+            build.stderr,
+            "build.sh: cup-embed not found: set CUP_EMBED or put it on PATH (from a cup checkout: scripts/install.sh)\n",
+            "{lang}"
+        );
+        assert!(!dir.join("target").exists(), "{lang}");
+        assert!(!dir.join("node_modules").exists(), "{lang}");
+    }
+}
