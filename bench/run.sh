@@ -7,6 +7,7 @@
 #   bench/serve.sh   GET/list/put through the example controller, c=1 and c=16, vs `wasmtime run` per request
 #   bench/access.sh  what access control costs per request (open, token + 1 or 100 rules, TLS)
 #   bench/signatures.sh  cupd start with --require-signatures vs without (cost per controller)
+#   bench/components.sh  a component vs the same logic as a p1 command; Python and JS controllers
 #   bench/start.sh   cupd start → /readyz with 5 controllers, code cache cold vs warm; RSS with 20
 #   cargo bench -p cup-runtime --bench invoke   per-invocation cost inside the runtime
 #   cargo bench -p cup-sections -p cup-model      criterion: section scan, digest streaming,
@@ -48,6 +49,7 @@ figure oci bench/oci.sh
 figure serve bench/serve.sh
 figure access bench/access.sh
 figure signatures bench/signatures.sh
+figure components bench/components.sh
 figure start bench/start.sh
 invoke() {
   cargo bench --quiet -p cup-runtime --bench invoke -- --output-format bencher 2>/dev/null |

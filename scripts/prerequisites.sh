@@ -5,7 +5,7 @@
 #   scripts/prerequisites.sh test    that, plus what the test suite starts or drives
 #
 # Missing Debian packages are installed when this runs as root on Debian (apt-get), and a
-# missing wasm32-wasip1 target is added with rustup (no root needed). Anything it cannot
+# missing wasm32-wasip1 or wasm32-wasip2 target is added with rustup (no root needed). Anything it cannot
 # install is named with the exact command to run, and it exits 1 without building anything.
 # CUP_NO_INSTALL=1 only checks.
 set -euo pipefail
@@ -78,20 +78,23 @@ if [ ${#missing_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
-# The controllers the tests and the quick start build are wasm32-wasip1 modules.
-if command -v rustup >/dev/null; then
-  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
-    if [ "${CUP_NO_INSTALL:-0}" != 1 ]; then
-      echo "prerequisites: adding the wasm32-wasip1 target (rustup)" >&2
-      rustup target add wasm32-wasip1 >&2
-    else
-      missing_other+=("rustup target add wasm32-wasip1")
+# The controllers the tests and the quick start build are wasm32-wasip1 modules; the tests also
+# build the example controller as a wasm32-wasip2 component.
+for target in wasm32-wasip1 wasm32-wasip2; do
+  if command -v rustup >/dev/null; then
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+      if [ "${CUP_NO_INSTALL:-0}" != 1 ]; then
+        echo "prerequisites: adding the $target target (rustup)" >&2
+        rustup target add "$target" >&2
+      else
+        missing_other+=("rustup target add $target")
+      fi
     fi
+  elif command -v rustc >/dev/null &&
+    [ ! -d "$(rustc --print sysroot)/lib/rustlib/$target" ]; then
+    missing_other+=("the $target standard library for your rustc (with rustup: rustup target add $target)")
   fi
-elif command -v rustc >/dev/null &&
-  [ ! -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip1" ]; then
-  missing_other+=("the wasm32-wasip1 standard library for your rustc (with rustup: rustup target add wasm32-wasip1)")
-fi
+done
 
 if [ ${#missing_other[@]} -gt 0 ]; then
   echo "prerequisites: missing; nothing was built. Run:" >&2

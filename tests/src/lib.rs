@@ -1,5 +1,6 @@
 //! Shared helpers for the end-to-end tests: locating the workspace's binaries and building
-//! the real example controller for `wasm32-wasip1`.
+//! the real example controller for `wasm32-wasip1` (a command) and `wasm32-wasip2` (a
+//! component).
 
 pub mod cupd;
 pub mod fake_registry;
@@ -90,6 +91,52 @@ fn build_guest(dir: &str, name: &str) -> PathBuf {
         dir.display()
     );
     target_dir.join(format!("wasm32-wasip1/release/{name}.wasm"))
+}
+
+/// The example Flipt controller as a component for wasm32-wasip2 in release mode (no cup
+/// sections yet): the same source as [`flipt_wasm`], exporting
+/// `cup:controller/controller@0.1.0`. Built once per test process; cargo makes later builds
+/// no-ops.
+pub fn flipt_component_wasm() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| build_component("examples/flipt", "flipt"))
+}
+
+/// Builds the library of package `package` in the Cargo workspace at `dir` (relative to the
+/// repository root) as a component for wasm32-wasip2 in release mode, and returns its path.
+///
+/// The library is linked as a `cdylib` whatever its declared crate types, so a package can
+/// keep `rlib` for its preview 1 command and still be built as a component, without a
+/// `wasi:cli/run` export. Same target directory rule as [`build_guest`].
+pub fn build_component(dir: &str, package: &str) -> PathBuf {
+    let dir = repo_root().join(dir);
+    let target_dir = dir.join("target");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "rustc",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--lib",
+            "--crate-type",
+            "cdylib",
+            "--package",
+            package,
+            "--manifest-path",
+        ])
+        .arg(dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo rustc for {}: {e}", dir.display()));
+    assert!(
+        status.success(),
+        "building {} for wasm32-wasip2 failed",
+        dir.display()
+    );
+    let lib_name = package.replace('-', "_");
+    target_dir.join(format!("wasm32-wasip2/release/{lib_name}.wasm"))
 }
 
 /// The example Flipt controller with its definitions embedded (built once per process).

@@ -6,16 +6,31 @@
 //! the Python package travels as any controller does: pushed to a real registry, signed,
 //! and loaded by digest by a cupd that requires signatures.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
 
 use crate::cli_common::{Cup, Run};
 use cup_e2e::cupd::{Cupd, CupdConfig};
 use cup_e2e::registry::TestRegistry;
 use cup_e2e::{bin, repo_root, shared_code_cache};
 
-/// Runs `examples/<name>/build.sh` with the workspace's tools; returns the package.
+/// Runs `examples/<name>/build.sh` with the workspace's tools, once per example and process
+/// (tests of this file share the builds; two runs of one build.sh at once would share its
+/// target directory); returns the package.
 fn build(name: &str, package: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let path = build_now(name, package);
+    built.insert(name.to_owned(), path.clone());
+    path
+}
+
+fn build_now(name: &str, package: &str) -> PathBuf {
     let dir = repo_root().join("examples").join(name);
     let built = Run::of(
         Command::new("bash")

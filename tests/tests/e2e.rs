@@ -48,6 +48,7 @@ mod cupd_write_safety;
 mod embed_cli;
 mod fault_kill_cupd;
 mod fault_kill_oci;
+mod flipt_component;
 mod flipt_example;
 mod load_short;
 mod oci_auth;

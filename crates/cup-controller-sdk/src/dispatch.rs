@@ -155,7 +155,20 @@ fn parse<'a>(kinds: &[&str], args: &'a [&'a str]) -> Result<(Request, Call<'a>),
             ));
         }
     };
-    if !kinds.contains(kind) {
+    check_request(kinds, kind, namespace, call.name())?;
+    Ok((Request::new(*kind, *namespace), call))
+}
+
+/// Refuses a kind the controller does not serve, and a namespace or name that could not be a
+/// URL path segment, before any [`Controller`] method runs. Shared by both paths, so a
+/// controller sees the same requests whether it runs as a command or as a component.
+pub(crate) fn check_request(
+    kinds: &[&str],
+    kind: &str,
+    namespace: &str,
+    name: Option<&str>,
+) -> Result<(), String> {
+    if !kinds.contains(&kind) {
         let served = if kinds.is_empty() {
             "no kinds".to_owned()
         } else {
@@ -166,10 +179,10 @@ fn parse<'a>(kinds: &[&str], args: &'a [&'a str]) -> Result<(Request, Call<'a>),
         ));
     }
     check_segment("namespace", namespace)?;
-    if let Some(name) = call.name() {
+    if let Some(name) = name {
         check_segment("name", name)?;
     }
-    Ok((Request::new(*kind, *namespace), call))
+    Ok(())
 }
 
 /// Namespaces and names come from URL path segments, so anything that could not be one is a

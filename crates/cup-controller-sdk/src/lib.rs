@@ -1,9 +1,19 @@
 //! Write cup controllers in Rust.
 //!
-//! A cup wasm controller is a WASI preview 1 *command*: the host instantiates the module afresh
-//! for every operation, passes the operation in argv, the resource (for `put`) on stdin, and
-//! reads results from stdout and the exit code (docs/ABI.md). This crate implements that
-//! contract so a controller only has to implement [`Controller`]:
+//! A controller implements [`Controller`]; this crate turns it into one of the two kinds of
+//! WebAssembly controller of docs/ABI.md, from the same code:
+//!
+//! * a WASI preview 1 **command** (`wasm32-wasip1`): `fn main` returns [`run`], which reads
+//!   the operation from argv and stdin and answers on stdout and with the exit code;
+//! * a **component** (`wasm32-wasip2`, the `component` feature): `export_component!`
+//!   exports the controller as `cup:controller/controller@0.1.0`, the world `cup-controller`
+//!   of wit/controller.wit, whose functions take and return typed values.
+//!
+//! Either way the host makes a fresh instance for every operation, with the source tree at
+//! `/`, and the SDK refuses a kind not in [`Controller::kinds`] or a namespace or name that is
+//! not a single path segment before any method runs.
+//!
+//! # The preview 1 command
 //!
 //! | argv | stdin | stdout on success |
 //! |---|---|---|
@@ -44,10 +54,41 @@
 //!     cup_controller_sdk::run(&Notes)
 //! }
 //! ```
+//!
+//! # The component
+//!
+//! With the `component` feature, `export_component!` at the root of a library crate
+//! exports the controller; the library is then linked as a `cdylib` for `wasm32-wasip2`,
+//! which makes a component (a reactor: it exports the controller interface and no
+//! `wasi:cli/run`). The `Notes` above, in `src/lib.rs`:
+//!
+//! ```ignore
+//! cup_controller_sdk::export_component!(Notes);
+//! ```
+//!
+//! ```sh
+//! cargo rustc --release --target wasm32-wasip2 --lib --crate-type cdylib
+//! ```
+//!
+//! One crate can build both: the library holds the controller, a `src/main.rs` calling
+//! [`run`] is the command, and the export and the feature are limited to wasm32-wasip2
+//! (`#[cfg(all(target_os = "wasi", target_env = "p2"))]` on the macro call and a
+//! `[target.'cfg(all(target_os = "wasi", target_env = "p2"))'.dependencies]` entry turning
+//! on `component`). examples/flipt is laid out this way.
+//!
+//! The exports check the request as [`run`] does and call the same methods. A resource
+//! travels as a WIT record: `spec` as JSON text (a `put` whose spec is not one JSON value is
+//! refused as `invalid`), labels and annotations as `option<list<tuple<string, string>>>`
+//! (`None` is JSON `null`; pairs come in the map's order). Errors become the WIT `error`
+//! variant: [`Error::NotFound`] is `not-found` (404), [`Error::Invalid`] is `invalid` (400),
+//! anything else, including a refused kind, namespace or name, is `failed` (500); the message
+//! is the error's.
 
 // Here, not in [workspace.lints]: binaries share that table and need not document every item.
 #![warn(missing_docs)]
 
+#[cfg(feature = "component")]
+pub mod component;
 mod dispatch;
 
 use std::fmt;

@@ -5,8 +5,10 @@
 //! bencher` for one line each), plus load times with a cold and a warm code cache; then the
 //! same request with the instance pool and without it (`pooled_instances = 0`), alternating,
 //! on one thread and on two threads at once (where an `munmap` per request means TLB
-//! shootdowns), timed by hand because criterion runs one function at a time. Prints medians;
-//! no assertions (speed is measured, not asserted).
+//! shootdowns), timed by hand because criterion runs one function at a time. Last, the same
+//! read by a component (`tests/guests/component-probe`: fresh instance, typed `get` call, the
+//! returned record rendered as JSON) against the command, alternating. Prints medians; no
+//! assertions (speed is measured, not asserted).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -123,6 +125,44 @@ fn main() {
         }
     }
     println!("pool after: {:?}", pooled.pool_stats());
+
+    // The same request to a component: the component probe's `get` reads
+    // /<namespace>/<name>.json and returns it as the spec of a resource record.
+    let component_wasm = common::component_probe_wasm();
+    println!("component_probe.wasm: {} bytes", component_wasm.len());
+    let t = Instant::now();
+    let component = Runtime::new(Limits::default())
+        .expect("runtime")
+        .load(component_wasm, Some(&cache))
+        .expect("load the component");
+    println!(
+        "{:<44} {:>10.1?}   ({:?})",
+        "component: Runtime::new + load, cold cache",
+        t.elapsed(),
+        component.load_info().cache
+    );
+    let get = || {
+        let out = component
+            .invoke(common::invocation(
+                &["get", "Flag", "default", "flag"],
+                b"",
+                &root,
+                Access::ReadOnly,
+            ))
+            .expect("invoke");
+        assert_eq!(out.exit_code, 0);
+    };
+    for round in 1..=3 {
+        measure(&format!("r{round} command (pooled): `read`"), 2000, || {
+            read_flag(&pooled, &root)
+        });
+        measure(
+            &format!("r{round} command (on demand): `read`"),
+            2000,
+            || read_flag(&on_demand, &root),
+        );
+        measure(&format!("r{round} component: `get`"), 2000, get);
+    }
 }
 
 fn read_flag(c: &LoadedController, root: &std::path::Path) {

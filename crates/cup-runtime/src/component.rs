@@ -15,7 +15,7 @@ use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::invoke::{Access, Invocation, Limiter, Outcome};
+use crate::invoke::{Access, Attempt, Invocation, Limiter, Outcome};
 use crate::output::{CappedOutput, Overflow};
 use crate::{InvokeError, LoadError};
 
@@ -255,13 +255,28 @@ fn to_json_line(resource: wit::Resource, out: &mut Vec<u8>) -> Result<(), String
     Ok(())
 }
 
-/// Runs one request in a fresh instance of `pre`.
+/// Runs one request in a fresh instance of `pre`; [`Attempt::NoSlot`] when `pre` is pooled
+/// and the pool had no room after all (nothing ran).
 pub(crate) async fn run(
     pre: &CupControllerPre<ComponentState>,
     invocation: &Invocation,
     limits: &crate::Limits,
     started: Instant,
-) -> Result<Outcome, InvokeError> {
+) -> Attempt {
+    match run_request(pre, invocation, limits, started).await {
+        Err(None) => Attempt::NoSlot,
+        Err(Some(e)) => Attempt::Finished(Err(e)),
+        Ok(outcome) => Attempt::Finished(Ok(outcome)),
+    }
+}
+
+/// `Err(None)`: no pool slot.
+async fn run_request(
+    pre: &CupControllerPre<ComponentState>,
+    invocation: &Invocation,
+    limits: &crate::Limits,
+    started: Instant,
+) -> Result<Outcome, Option<InvokeError>> {
     let call = call(invocation)?;
     // stdout and stderr are both logs: one buffer keeps them in the order written.
     let logs = CappedOutput::new(limits.stderr_bytes, Overflow::Truncate);
@@ -280,10 +295,10 @@ pub(crate) async fn run(
         .allow_udp(false)
         .allow_ip_name_lookup(false);
     if let Err(e) = builder.preopened_dir(&invocation.root, "/", perms) {
-        return Err(InvokeError::Mount {
+        return Err(Some(InvokeError::Mount {
             root: invocation.root.clone(),
             reason: format!("{e:#}"),
-        });
+        }));
     }
     let mut store = Store::new(
         pre.engine(),
@@ -325,8 +340,14 @@ pub(crate) async fn run(
 
     let answer = match result {
         Ok(answer) => answer,
+        Err((crate::invoke::Phase::Instantiate, e))
+            if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some() =>
+        {
+            return Err(None);
+        }
         Err((phase, e)) => {
-            return Err(crate::invoke::classify(
+            return Err(Some(crate::invoke::classify(
                 phase,
                 &e,
                 crate::invoke::Flags {
@@ -336,7 +357,7 @@ pub(crate) async fn run(
                 },
                 limits,
                 stderr,
-            ));
+            )));
         }
     };
     let mut stdout = Vec::new();
@@ -354,10 +375,10 @@ pub(crate) async fn run(
                     break;
                 }
                 if stdout.len() > limits.stdout_bytes {
-                    return Err(InvokeError::OutputTooLarge {
+                    return Err(Some(InvokeError::OutputTooLarge {
                         limit: limits.stdout_bytes,
                         stderr,
-                    });
+                    }));
                 }
             }
             match failed {
@@ -371,10 +392,10 @@ pub(crate) async fn run(
         Err(error) => (error.exit_code(), Some(error)),
     };
     if stdout.len() > limits.stdout_bytes {
-        return Err(InvokeError::OutputTooLarge {
+        return Err(Some(InvokeError::OutputTooLarge {
             limit: limits.stdout_bytes,
             stderr,
-        });
+        }));
     }
     Ok(Outcome {
         exit_code,

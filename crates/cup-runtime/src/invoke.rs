@@ -203,7 +203,7 @@ struct Request<'a> {
 }
 
 /// How one attempt to run a request ended.
-enum Attempt {
+pub(crate) enum Attempt {
     Finished(Result<Outcome, InvokeError>),
     /// The pool had no slot after all; nothing ran.
     NoSlot,
@@ -244,14 +244,32 @@ impl LoadedController {
         if let Some(index) = args.iter().position(|a| a.contains('\0')) {
             return Err(InvokeError::BadArgument { index });
         }
-        if let Some(pre) = self.component() {
+        if self.is_component() {
             let invocation = Invocation {
                 args,
                 stdin,
                 root,
                 access,
             };
-            return crate::component::run(pre, &invocation, self.limits(), started).await;
+            let limits = self.limits();
+            if let Some((pre, slot)) = self.pooled_component() {
+                let attempt = crate::component::run(pre, &invocation, limits, started).await;
+                drop(slot);
+                match attempt {
+                    Attempt::Finished(result) => return result,
+                    Attempt::NoSlot => self.note_component_fallback(),
+                }
+            }
+            let pre = match self.component_on_demand() {
+                Some(pre) => pre.map_err(InvokeError::Instantiate)?,
+                None => return Err(InvokeError::Instantiate("no compiled code".into())),
+            };
+            return match crate::component::run(pre, &invocation, limits, started).await {
+                Attempt::Finished(result) => result,
+                Attempt::NoSlot => Err(InvokeError::Instantiate(
+                    "no instance could be allocated".into(),
+                )),
+            };
         }
         let request = Request {
             args: &args,

@@ -1,10 +1,11 @@
-//! Runs cup controllers: WebAssembly modules that are WASI preview 1 *commands*, on wasmtime.
+//! Runs cup controllers on wasmtime: WASI preview 1 *commands*, and components exporting
+//! [`CONTROLLER_INTERFACE`] (`wit/controller.wit`), side by side.
 //!
-//! A [`Runtime`] owns one wasmtime engine. [`Runtime::load`] compiles a module once (or takes
-//! it from a [`CodeCache`]), checks it and links it; [`LoadedController::invoke`] then runs one
+//! A [`Runtime`] owns the wasmtime engines. [`Runtime::load`] compiles a module or component
+//! once (or takes it from a [`CodeCache`]), checks it and links it; [`LoadedController::invoke`] then runs one
 //! request in a **fresh instance** with its own WASI context, store and memory, mounts a host
 //! directory at the guest's `/`, and enforces the [`Limits`]. Instances are allocated in
-//! reused slots of wasmtime's pooling allocator when one is free (see [`Limits::pooled_instances`]),
+//! reused slots of a wasmtime pooling allocator when one is free (see [`Limits::pooled_instances`]),
 //! on freshly mapped memory otherwise. [`LoadedController::invoke_async`] runs the guest on
 //! the task that polls it (an async server needs no thread hand-off; busy guests yield at
 //! every epoch tick); [`LoadedController::invoke`] is its blocking form.

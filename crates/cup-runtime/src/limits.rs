@@ -13,7 +13,8 @@ pub struct Limits {
     /// can neither spin nor sleep past it. Precision: one [`epoch_tick`](Self::epoch_tick) late at
     /// most, never early. Default 10 s.
     pub deadline: Duration,
-    /// Largest size the guest's linear memory may grow to, in bytes. Growing past it traps the
+    /// Largest size the guest's linear memory may grow to, in bytes (for a component, all of
+    /// its memories together). Growing past it traps the
     /// guest at once (rather than returning -1 from `memory.grow`), see
     /// [`InvokeError::MemoryLimit`](crate::InvokeError::MemoryLimit). Default 256 MiB.
     pub memory_bytes: usize,
@@ -35,7 +36,7 @@ pub struct Limits {
     /// a more precise deadline and fairer sharing at the cost of more wakeups. Default 10 ms.
     pub epoch_tick: Duration,
     /// How many invocations at once run in reused instance slots of wasmtime's pooling
-    /// allocator (memory mapped once, reset in place between requests, so no `mmap`/`munmap`
+    /// allocator, for each kind of controller (commands and components have a pool each) (memory mapped once, reset in place between requests, so no `mmap`/`munmap`
     /// and TLB shootdown per request). Invocations beyond it, and controllers that do not fit a
     /// slot, run on freshly mapped memory as without a pool; nothing fails for lack of a slot.
     /// Each slot reserves address space (not memory) for [`memory_bytes`](Self::memory_bytes)

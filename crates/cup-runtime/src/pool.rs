@@ -14,12 +14,10 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig,
-};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::Limits;
-use crate::invoke::HostState;
+use crate::component::{COMPONENT_INSTANCES, COMPONENT_MEMORIES};
 
 /// Bytes of each linear memory kept mapped and reset in place between requests rather than
 /// given back to the kernel: about the working set of a small controller (the Flipt example
@@ -29,10 +27,11 @@ const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
 /// Same for tables (8 bytes per function reference).
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
-/// The pooled engine and its slot accounting.
-pub(crate) struct Pool {
+/// A pooled engine, its imports (`L`: a core linker for commands, a component linker for
+/// components), and its slot accounting.
+pub(crate) struct Pool<L> {
     pub(crate) engine: Engine,
-    pub(crate) linker: Linker<HostState>,
+    pub(crate) linker: L,
     capacity: u32,
     in_use: AtomicU32,
     /// Invocations that found every slot taken and ran on the on-demand engine.
@@ -61,19 +60,21 @@ impl Drop for Slot<'_> {
     }
 }
 
-impl Pool {
-    /// The pooled engine for `limits`, or why there is none (pool turned off, or the address
-    /// space for the slots could not be reserved, e.g. under `ulimit -v`).
+impl<L> Pool<L> {
+    /// The pooled engine for `limits` with the slots `pooling` describes, or why there is
+    /// none (pool turned off, or the address space for the slots could not be reserved, e.g.
+    /// under `ulimit -v`).
     pub(crate) fn new(
         base: &Config,
         limits: &Limits,
-        link: impl FnOnce(&Engine) -> Result<Linker<HostState>, String>,
-    ) -> Result<Pool, String> {
+        pooling: PoolingAllocationConfig,
+        link: impl FnOnce(&Engine) -> Result<L, String>,
+    ) -> Result<Pool<L>, String> {
         if limits.pooled_instances == 0 {
             return Err("turned off (pooled_instances = 0)".into());
         }
         let mut config = base.clone();
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(limits)));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(|e| format!("{e:#}"))?;
         let linker = link(&engine)?;
         Ok(Pool {
@@ -117,21 +118,55 @@ impl Pool {
     }
 }
 
-/// One slot per pooled invocation; each slot fits the largest memory and table a request may
-/// grow to, so the [`Limits`] (checked by the store's limiter before the pool's own bounds)
-/// stay the only limits a guest meets. A module needing more (two memories, an initial memory
-/// above the limit) does not fit and runs on the on-demand engine.
-fn pooling_config(limits: &Limits) -> PoolingAllocationConfig {
-    const WASM_PAGE: usize = 64 << 10;
+/// Memories a pooled component may have: enough for the toolchains' output (one per core
+/// module that defines one). A component with more runs on the on-demand engine.
+const POOLED_COMPONENT_MEMORIES: u32 = 4;
+
+/// Tables a pooled component may have (function tables of its core modules and shims).
+const POOLED_COMPONENT_TABLES: u32 = 16;
+
+/// The command pool: one slot per pooled invocation; each slot fits the largest memory and
+/// table a request may grow to, so the [`Limits`] (checked by the store's limiter before the
+/// pool's own bounds) stay the only limits a guest meets. A module needing more (two
+/// memories, an initial memory above the limit) does not fit and runs on the on-demand engine.
+pub(crate) fn command_pooling(limits: &Limits) -> PoolingAllocationConfig {
     let slots = limits.pooled_instances;
-    let mut pool = PoolingAllocationConfig::new();
+    let mut pool = base_pooling(limits, slots);
     pool.total_core_instances(slots)
         .total_memories(slots)
         .total_tables(slots)
-        .max_memories_per_module(1)
         .max_tables_per_module(1)
         // Core modules only: reserve nothing for components.
-        .total_component_instances(0)
+        .total_component_instances(0);
+    pool
+}
+
+/// The component pool: as many component invocations at once as the command pool has slots,
+/// each with up to [`COMPONENT_INSTANCES`] core instances, [`POOLED_COMPONENT_MEMORIES`]
+/// memories and [`POOLED_COMPONENT_TABLES`] tables; every memory slot fits the whole memory
+/// limit.
+pub(crate) fn component_pooling(limits: &Limits) -> PoolingAllocationConfig {
+    let slots = limits.pooled_instances;
+    let mut pool = base_pooling(limits, slots);
+    let instances = u32::try_from(COMPONENT_INSTANCES).unwrap_or(u32::MAX);
+    let memories =
+        POOLED_COMPONENT_MEMORIES.min(u32::try_from(COMPONENT_MEMORIES).unwrap_or(u32::MAX));
+    pool.total_component_instances(slots)
+        .max_core_instances_per_component(instances)
+        .max_memories_per_component(memories)
+        .max_tables_per_component(POOLED_COMPONENT_TABLES)
+        .total_core_instances(slots.saturating_mul(instances))
+        .total_memories(slots.saturating_mul(memories))
+        .total_tables(slots.saturating_mul(POOLED_COMPONENT_TABLES))
+        .max_tables_per_module(POOLED_COMPONENT_TABLES);
+    pool
+}
+
+/// What both pools share: memory and table slot sizes, stacks, and how slots are reset.
+fn base_pooling(limits: &Limits, slots: u32) -> PoolingAllocationConfig {
+    const WASM_PAGE: usize = 64 << 10;
+    let mut pool = PoolingAllocationConfig::new();
+    pool.max_memories_per_module(1)
         .max_memory_size(
             limits
                 .memory_bytes

@@ -14,7 +14,7 @@ use wasmtime::{Config, Engine, InstancePre, Linker, Module, WasmBacktraceDetails
 
 use crate::component::{ComponentState, CupControllerPre};
 use crate::invoke::HostState;
-use crate::pool::{Pool, PoolStats, Slot};
+use crate::pool::{Pool, PoolStats, Slot, command_pooling, component_pooling};
 use crate::{CodeCache, Limits, LoadError, RuntimeError, ensure_wasi_command};
 
 /// wasmtime's major version, for the readable part of the engine fingerprint. The exact
@@ -40,8 +40,10 @@ struct Inner {
     linker: Linker<HostState>,
     /// The WASI 0.2 imports of component controllers (on the on-demand engine).
     component_linker: wasmtime::component::Linker<ComponentState>,
-    /// The pooled engine, or why there is none.
-    pool: Result<Pool, String>,
+    /// The pooled engine of commands, or why there is none.
+    pool: Result<Pool<Linker<HostState>>, String>,
+    /// The pooled engine of components, or why there is none.
+    component_pool: Result<Pool<wasmtime::component::Linker<ComponentState>>, String>,
     limits: Limits,
     fingerprint: String,
     /// Modules already compiled by this runtime, by wasm sha256, so loading the same bytes
@@ -67,8 +69,13 @@ pub(crate) enum Code {
         pooled: Option<InstancePre<HostState>>,
         on_demand: OnceLock<Result<InstancePre<HostState>, String>>,
     },
-    /// A component exporting the controller interface, linked on the on-demand engine.
-    Component(CupControllerPre<ComponentState>),
+    /// A component exporting the controller interface.
+    Component {
+        /// Linked on the component pool's engine; `None` when there is no pool or the
+        /// component does not fit its slots.
+        pooled: Option<CupControllerPre<ComponentState>>,
+        on_demand: OnceLock<Result<CupControllerPre<ComponentState>, String>>,
+    },
 }
 
 /// What kind of WebAssembly a controller is.
@@ -80,11 +87,11 @@ pub enum ControllerKind {
     Component,
 }
 
-/// A module placed on one of the two engines.
-enum Placed {
-    Pooled(Module),
+/// Code (a module or a component) placed on one of the two engines of its kind.
+enum Placed<C = Module> {
+    Pooled(C),
     /// With the reason it is not pooled.
-    OnDemand(Module, String),
+    OnDemand(C, String),
 }
 
 /// Where a controller's instances are allocated.
@@ -184,11 +191,18 @@ impl Runtime {
         let component_linker =
             crate::component::wasi_linker(&engine).map_err(RuntimeError::Linker)?;
         // Same settings but the allocator, so the same compiled code runs on both engines.
-        let pool = Pool::new(&config, &limits, wasi_linker);
+        let pool = Pool::new(&config, &limits, command_pooling(&limits), wasi_linker);
+        let component_pool = Pool::new(
+            &config,
+            &limits,
+            component_pooling(&limits),
+            crate::component::wasi_linker,
+        );
 
         let fingerprint = fingerprint(&engine);
         let mut engines = vec![engine.clone()];
         engines.extend(pool.as_ref().ok().map(|p| p.engine.clone()));
+        engines.extend(component_pool.as_ref().ok().map(|p| p.engine.clone()));
         let epoch = EpochThread::start(&engines, limits.epoch_tick)?;
         Ok(Runtime {
             inner: Arc::new(Inner {
@@ -196,6 +210,7 @@ impl Runtime {
                 linker,
                 component_linker,
                 pool,
+                component_pool,
                 limits,
                 fingerprint,
                 loaded: Mutex::new(HashMap::new()),
@@ -316,11 +331,9 @@ impl Runtime {
         Ok(self.remember(compiled, status, started, cache_error))
     }
 
-    /// [`load`](Self::load) for a component: compiled (or read from the cache) on the
-    /// on-demand engine, checked to export the controller interface, linked against WASI 0.2.
-    // Loading cached code goes through wasmtime's unsafe `Component::deserialize`, under the
-    // same rules as modules (see "Loading cached code" on `Runtime::load`).
-    #[allow(unsafe_code)]
+    /// [`load`](Self::load) for a component: compiled (or read from the cache), placed in the
+    /// component pool when it fits, checked to export the controller interface, and linked
+    /// against WASI 0.2.
     fn load_component(
         &self,
         wasm: &[u8],
@@ -328,51 +341,116 @@ impl Runtime {
         digest: String,
         started: Instant,
     ) -> Result<LoadedController, LoadError> {
-        let engine = &self.inner.engine;
-        let compile =
-            || Component::new(engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")));
         let mut cache_error = None;
-        let (component, mut status) = match cache {
-            None => (compile()?, CacheStatus::Disabled),
+        let (placed, mut status) = match cache {
+            None => (self.compile_component(wasm)?, CacheStatus::Disabled),
             Some(cache) => {
                 let path = cache.path_for(&digest, &self.inner.fingerprint);
-                let cached = read_authenticated(cache, &path).and_then(|code| {
-                    code.map(|code| {
-                        // SAFETY: `code` carries this cache's tag for this file name, so
-                        // `CodeCache::write` wrote it from `Component::serialize` of an engine
-                        // with this fingerprint; wasmtime rejects version/config mismatches.
-                        unsafe { Component::deserialize(engine, &code) }.map_err(|e| {
-                            discard(
-                                &path,
-                                format!("unusable cache file {}: {e:#}", path.display()),
-                            )
-                        })
-                    })
-                    .transpose()
-                });
-                match cached {
-                    Ok(Some(component)) => (component, CacheStatus::Hit),
-                    Ok(None) => (compile()?, CacheStatus::Miss),
+                match self.read_cached_component(cache, &path) {
+                    Ok(Some(placed)) => (placed, CacheStatus::Hit),
+                    Ok(None) => (self.compile_component(wasm)?, CacheStatus::Miss),
                     Err(reason) => {
                         cache_error = Some(reason);
-                        (compile()?, CacheStatus::Replaced)
+                        (self.compile_component(wasm)?, CacheStatus::Replaced)
                     }
                 }
             }
         };
-        let pre = crate::component::link(&self.inner.component_linker, &component)?;
+        let (component, linker, allocation) = match &placed {
+            Placed::Pooled(component) => match &self.inner.component_pool {
+                Ok(pool) => (component, &pool.linker, Allocation::Pooled),
+                // Cannot happen: only an existing pool places components.
+                Err(why) => (
+                    component,
+                    &self.inner.component_linker,
+                    Allocation::OnDemand(why.clone()),
+                ),
+            },
+            Placed::OnDemand(component, why) => (
+                component,
+                &self.inner.component_linker,
+                Allocation::OnDemand(why.clone()),
+            ),
+        };
+        let pre = crate::component::link(linker, component)?;
         // Only components that passed the checks are cached.
         self.write_cache(cache, &digest, &mut status, &mut cache_error, || {
             component.serialize()
         });
+        let code = match allocation {
+            Allocation::Pooled => Code::Component {
+                pooled: Some(pre),
+                on_demand: OnceLock::new(),
+            },
+            Allocation::OnDemand(_) => Code::Component {
+                pooled: None,
+                on_demand: OnceLock::from(Ok(pre)),
+            },
+        };
         let compiled = Arc::new(Compiled {
             digest,
-            code: Code::Component(pre),
-            allocation: Allocation::OnDemand(
-                "components run on freshly mapped memory (the pool holds core modules)".into(),
-            ),
+            code,
+            allocation,
         });
         Ok(self.remember(compiled, status, started, cache_error))
+    }
+
+    /// Compiles a component on the on-demand engine, then moves the code to the component
+    /// pool if it fits there.
+    // As for modules: moving code between engines needs wasmtime's unsafe deserialize.
+    #[allow(unsafe_code)]
+    fn compile_component(&self, wasm: &[u8]) -> Result<Placed<Component>, LoadError> {
+        let component = Component::new(&self.inner.engine, wasm)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let pool = match &self.inner.component_pool {
+            Ok(pool) => pool,
+            Err(why) => return Ok(Placed::OnDemand(component, format!("no pool: {why}"))),
+        };
+        let bytes = match component.serialize() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let why = format!("serializing it for the pool: {e:#}");
+                return Ok(Placed::OnDemand(component, why));
+            }
+        };
+        // SAFETY: `bytes` were just produced by `Component::serialize` on the on-demand
+        // engine, whose settings are the pool engine's but for the allocator; wasmtime checks
+        // the header against the engine and the component against the pool's limits.
+        match unsafe { Component::deserialize(&pool.engine, &bytes) } {
+            Ok(pooled) => Ok(Placed::Pooled(pooled)),
+            Err(e) => Ok(Placed::OnDemand(component, format!("{e:#}"))),
+        }
+    }
+
+    /// [`read_cached`](Self::read_cached) for a component.
+    // See "Loading cached code" on `Runtime::load`.
+    #[allow(unsafe_code)]
+    fn read_cached_component(
+        &self,
+        cache: &CodeCache,
+        path: &Path,
+    ) -> Result<Option<Placed<Component>>, String> {
+        let Some(code) = read_authenticated(cache, path)? else {
+            return Ok(None);
+        };
+        let not_pooled = match &self.inner.component_pool {
+            // SAFETY: `code` carries this cache's tag for this file name, so
+            // `CodeCache::write` wrote it from `Component::serialize` of an engine with this
+            // fingerprint; wasmtime rejects version/config mismatches.
+            Ok(pool) => match unsafe { Component::deserialize(&pool.engine, &code) } {
+                Ok(component) => return Ok(Some(Placed::Pooled(component))),
+                Err(e) => format!("{e:#}"),
+            },
+            Err(why) => format!("no pool: {why}"),
+        };
+        // SAFETY: as above.
+        match unsafe { Component::deserialize(&self.inner.engine, &code) } {
+            Ok(component) => Ok(Some(Placed::OnDemand(component, not_pooled))),
+            Err(e) => Err(discard(
+                path,
+                format!("unusable cache file {}: {e:#}", path.display()),
+            )),
+        }
     }
 
     /// Writes freshly compiled code to the cache after a miss or a replaced file; a failure is
@@ -452,7 +530,7 @@ impl Runtime {
                 allocation: compiled.allocation.clone(),
                 kind: match compiled.code {
                     Code::Command { .. } => ControllerKind::Command,
-                    Code::Component(_) => ControllerKind::Component,
+                    Code::Component { .. } => ControllerKind::Component,
                 },
             },
             compiled,
@@ -599,12 +677,60 @@ impl LoadedController {
         self.runtime.pool_stats()
     }
 
-    /// The linked component, when this controller is one.
-    pub(crate) fn component(&self) -> Option<&CupControllerPre<ComponentState>> {
-        match &self.compiled.code {
-            Code::Component(pre) => Some(pre),
-            Code::Command { .. } => None,
+    /// The pooled component and a slot to run it in, when this controller is a pooled
+    /// component and a slot is free.
+    pub(crate) fn pooled_component(&self) -> Option<(&CupControllerPre<ComponentState>, Slot<'_>)> {
+        let Code::Component {
+            pooled: Some(pre), ..
+        } = &self.compiled.code
+        else {
+            return None;
+        };
+        let pool = self.runtime.component_pool.as_ref().ok()?;
+        pool.try_slot().map(|slot| (pre, slot))
+    }
+
+    /// Counts an invocation of a pooled component that ran on freshly mapped memory.
+    pub(crate) fn note_component_fallback(&self) {
+        if let Ok(pool) = &self.runtime.component_pool {
+            pool.note_fallback();
         }
+    }
+
+    /// The component linked on the on-demand engine (made from the pooled copy the first time
+    /// it is needed), or `None` when this controller is a command.
+    // Copying code off the pool engine goes through wasmtime's unsafe deserialize.
+    #[allow(unsafe_code)]
+    pub(crate) fn component_on_demand(
+        &self,
+    ) -> Option<Result<&CupControllerPre<ComponentState>, String>> {
+        let Code::Component { pooled, on_demand } = &self.compiled.code else {
+            return None;
+        };
+        Some(
+            on_demand
+                .get_or_init(|| {
+                    let pooled = pooled.as_ref().ok_or("no compiled code")?;
+                    let bytes = pooled
+                        .instance_pre()
+                        .component()
+                        .serialize()
+                        .map_err(|e| format!("copying the code off the pool: {e:#}"))?;
+                    // SAFETY: `bytes` were just serialized by the pool engine, whose settings
+                    // are the on-demand engine's but for the allocator (no effect on code).
+                    let component = unsafe { Component::deserialize(&self.runtime.engine, &bytes) }
+                        .map_err(|e| format!("copying the code off the pool: {e:#}"))?;
+                    crate::component::link(&self.runtime.component_linker, &component)
+                        .map_err(|e| format!("linking the code off the pool: {e}"))
+                })
+                .as_ref()
+                .map_err(Clone::clone),
+        )
+    }
+
+    /// Whether this controller is a component.
+    pub(crate) fn is_component(&self) -> bool {
+        matches!(self.compiled.code, Code::Component { .. })
     }
 
     /// A preview 1 command or a component.

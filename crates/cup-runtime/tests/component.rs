@@ -50,6 +50,11 @@ fn json(bytes: &[u8]) -> serde_json::Value {
 fn loads_as_a_component_speaking_the_controller_interface() {
     let info = probe().load_info();
     assert_eq!(info.kind, ControllerKind::Component);
+    assert_eq!(
+        info.allocation,
+        cup_runtime::Allocation::Pooled,
+        "it fits the component pool"
+    );
     assert_eq!(probe().kind(), ControllerKind::Component);
     assert_eq!(
         cup_runtime::CONTROLLER_INTERFACE,
@@ -436,6 +441,67 @@ fn components_that_are_not_controllers_are_refused_naming_what_they_export() {
         foreign_import.contains("wasi:http/outgoing-handler"),
         "{foreign_import}"
     );
+}
+
+#[test]
+fn without_a_pool_components_run_on_fresh_memory() {
+    let runtime = Runtime::new(Limits {
+        pooled_instances: 0,
+        ..limits()
+    })
+    .expect("runtime");
+    let component = runtime
+        .load(component_probe_wasm(), None)
+        .expect("component");
+    assert!(
+        matches!(&component.load_info().allocation, cup_runtime::Allocation::OnDemand(why) if why.contains("no pool")),
+        "{:?}",
+        component.load_info().allocation
+    );
+    let root = tempfile::tempdir().expect("tempdir");
+    let out = component
+        .invoke(invocation(
+            &["get", "Thing", "default", "x"],
+            b"",
+            root.path(),
+            Access::ReadOnly,
+        ))
+        .expect("component");
+    assert_eq!(out.exit_code, 2);
+}
+
+#[test]
+fn more_concurrent_calls_than_pool_slots_all_finish() {
+    // One slot: the other calls find it taken and run on freshly mapped memory.
+    let runtime = Runtime::new(Limits {
+        pooled_instances: 1,
+        ..limits()
+    })
+    .expect("runtime");
+    let component = runtime
+        .load(component_probe_wasm(), None)
+        .expect("component");
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(root.path().join("default")).expect("mkdir");
+    std::fs::write(root.path().join("default/x.json"), "{\"n\":1}").expect("write");
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..10 {
+                    let out = component
+                        .invoke(invocation(
+                            &["get", "Thing", "default", "x"],
+                            b"",
+                            root.path(),
+                            Access::ReadOnly,
+                        ))
+                        .expect("component");
+                    assert_eq!(out.exit_code, 0);
+                    assert_eq!(json(&out.stdout)["spec"], serde_json::json!({"n": 1}));
+                }
+            });
+        }
+    });
 }
 
 #[test]

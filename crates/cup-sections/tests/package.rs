@@ -469,3 +469,78 @@ fn reading_while_hashing_matches_reading_first() {
         cup_sections::read_package_from(&mut small.as_slice(), small.len() as u64 - 1).unwrap_err();
     assert!(err.to_string().contains("grew"), "{err}");
 }
+
+#[test]
+fn the_manifest_names_the_abi_of_what_the_binary_is() {
+    let (module, report) = embed(&core_module(), &defs()).unwrap();
+    assert_eq!(report.manifest.abi, cup_sections::ABI_WASI_P1);
+    let (component, report) = embed(&component(), &defs()).unwrap();
+    assert_eq!(report.manifest.abi, cup_sections::ABI_COMPONENT);
+    assert_eq!(
+        cup_sections::component_exports(&component).unwrap(),
+        Vec::<String>::new(),
+        "this component exports nothing"
+    );
+
+    // A manifest claiming the other kind, spliced into each (the same length, so nothing
+    // else moves): the package is judged tampered, naming both ABIs.
+    for (bytes, claimed, actual) in [
+        (
+            &module,
+            cup_sections::ABI_COMPONENT,
+            cup_sections::ABI_WASI_P1,
+        ),
+        (
+            &component,
+            cup_sections::ABI_WASI_P1,
+            cup_sections::ABI_COMPONENT,
+        ),
+    ] {
+        let layout = Layout::from_bytes(bytes).unwrap();
+        let forged = filter_sections(bytes, |_, s| {
+            s.custom_name().unwrap_or_default() != CONTROLLER_SECTION
+        });
+        let manifest = read_package(bytes).unwrap().manifest.unwrap();
+        let mut json: serde_json::Value = serde_json::to_value(&manifest).unwrap();
+        json["abi"] = claimed.into();
+        let mut forged = forged;
+        append_custom(
+            &mut forged,
+            CONTROLLER_SECTION,
+            &serde_json::to_vec(&json).unwrap(),
+        );
+        assert!(layout.sections.len() > 1);
+        match read_package(&forged).unwrap().integrity {
+            Integrity::Tampered(why) => assert!(
+                why.iter()
+                    .any(|w| w.contains(claimed) && w.contains(actual)),
+                "{why:?}"
+            ),
+            other => panic!("expected tampered, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn component_exports_are_read_at_the_top_level_only() {
+    let wasm = wat::parse_str(
+        r#"(component
+            (component $inner
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (export "inner:pkg/hidden" (func $f)))
+            (instance $c (instantiate $inner))
+            (export "cup:controller/controller@0.1.0" (instance $c)))"#,
+    )
+    .unwrap();
+    assert_eq!(
+        cup_sections::component_exports(&wasm).unwrap(),
+        ["cup:controller/controller@0.1.0"]
+    );
+    assert!(
+        cup_sections::component_exports(&core_module())
+            .unwrap()
+            .is_empty()
+    );
+}
