@@ -18,18 +18,23 @@ const WASI_P1: &str = "wasi_snapshot_preview1";
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Create a controller crate that builds, embeds its definitions and is served by cupd
-    /// as it is: one Kind stored as one JSON file per resource, a ResourceDefinition,
-    /// build.sh, a Controller config and a README with the steps.
+    /// Create a controller project that builds, embeds its definitions and is served by
+    /// cupd as it is: one Kind stored as one JSON file per resource, a ResourceDefinition,
+    /// build.sh, a Controller config and a README with the steps. In Rust (the default), a
+    /// crate using the cup SDK; in Python or JavaScript, a WebAssembly component.
     #[command(after_help = "Examples:
   cup controller new notes                       # ./notes: Kind Note, group notes.example.com
   cup controller new bookmarks --kind Bookmark --group links.example.com --dir ~/src/bookmarks
+  cup controller new notes --lang python         # componentize-py (needs python3 >= 3.10)
+  cup controller new notes --lang js             # componentize-js (needs node and npm)
   cup controller new notes --sdk-path ~/src/cup/crates/cup-controller-sdk
   cup controller new notes --sdk-git https://git.example/cup.git --sdk-rev v0.1.0
 
-Then: cd notes && ./build.sh (needs cup and cup-embed on PATH and the wasm32-wasip1 target),
-and serve it as its README.md says. Without --sdk-path or --sdk-git the crate depends on the
-SDK of the checkout this cup was built from.")]
+Then: cd notes && ./build.sh (needs cup and cup-embed on PATH; for Rust also the
+wasm32-wasip1 target), and serve it as its README.md says. Without --sdk-path or --sdk-git a
+Rust crate depends on the SDK of the checkout this cup was built from; the --sdk options are
+for Rust only. A Python or JavaScript project carries a copy of the contract
+(wit/controller.wit) and installs its pinned build tools itself, under the project.")]
     New(crate::scaffold::NewArgs),
     /// Embed ResourceDefinitions into a module (same as `cup-embed`).
     #[command(

@@ -1,10 +1,12 @@
-//! `cup controller new`: writes a controller crate that builds, embeds its definitions and is
-//! served by `cupd` as it is, from templates kept as files under `templates/controller`.
+//! `cup controller new`: writes a controller project that builds, embeds its definitions and
+//! is served by `cupd` as it is, in Rust (a WASI preview 1 command on the cup SDK), Python
+//! or JavaScript (components of the `cup-controller` world), from templates kept as files
+//! under `templates/`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::Output;
@@ -12,42 +14,190 @@ use crate::Output;
 /// The SDK of the checkout this `cup` was built from: the default dependency while it exists.
 const BUILT_FROM_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../cup-controller-sdk");
 
-/// The version the new crate serves.
+/// The version the new project serves.
 const VERSION: &str = "v1";
 
-/// (path in the new crate, template). Rendered in this order.
-const TEMPLATES: [(&str, &str); 8] = [
+/// The component contract, written into Python and JavaScript projects as it is, so that they
+/// build outside this repository and always against the contract this cup speaks.
+const CONTRACT: &str = include_str!("../../../wit/controller.wit");
+
+/// The npm lock of the JavaScript example, which pins the whole JavaScript toolchain (every
+/// package with its integrity hash); a new project gets it with its own name.
+const NPM_LOCK: &str = include_str!("../../../examples/js-redirects/package-lock.json");
+/// The package name the lock above carries.
+const NPM_LOCK_NAME: &str = "cup-example-js-redirects";
+
+/// The language of the new controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    /// A Rust crate on the cup SDK, built with cargo for wasm32-wasip1 (a WASI preview 1
+    /// command).
+    Rust,
+    /// A Python component (cup:controller/controller@0.1.0), built with a pinned
+    /// componentize-py installed under the project; needs python3 >= 3.10 with venv.
+    Python,
+    /// A JavaScript component (cup:controller/controller@0.1.0), built with a pinned
+    /// componentize-js installed under the project with npm ci; needs node and npm.
+    Js,
+}
+
+impl Lang {
+    fn files(self) -> &'static [(&'static str, Body)] {
+        match self {
+            Lang::Rust => &RUST,
+            Lang::Python => &PYTHON,
+            Lang::Js => &JS,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Python => "python",
+            Lang::Js => "js",
+        }
+    }
+
+    /// What the table output calls it.
+    fn describe(self) -> &'static str {
+        match self {
+            Lang::Rust => "a Rust crate",
+            Lang::Python => "a Python component",
+            Lang::Js => "a JavaScript component",
+        }
+    }
+}
+
+/// What a file of the new project is made from.
+#[derive(Debug, Clone, Copy)]
+enum Body {
+    /// A template with `{{key}}` placeholders.
+    Template(&'static str),
+    /// `wit/controller.wit` of this repository, byte for byte.
+    Contract,
+    /// The JavaScript toolchain's lock, with the project's name.
+    NpmLock,
+}
+
+/// The files every language shares: what cupd and cup see of a controller.
+const DEFINITION: Body =
+    Body::Template(include_str!("../templates/controller/definition.json.tmpl"));
+const CONTROLLER_CONFIG: Body =
+    Body::Template(include_str!("../templates/controller/controller.json.tmpl"));
+const HELLO: Body = Body::Template(include_str!("../templates/controller/hello.json.tmpl"));
+
+/// (path in the new project, what it is made from), per language. Rendered in this order.
+const RUST: [(&str, Body); 8] = [
     (
         "Cargo.toml",
-        include_str!("../templates/controller/Cargo.toml.tmpl"),
+        Body::Template(include_str!("../templates/controller/Cargo.toml.tmpl")),
     ),
     (
         "src/main.rs",
-        include_str!("../templates/controller/main.rs.tmpl"),
+        Body::Template(include_str!("../templates/controller/main.rs.tmpl")),
     ),
-    (
-        "defs/{{plural}}.json",
-        include_str!("../templates/controller/definition.json.tmpl"),
-    ),
+    ("defs/{{plural}}.json", DEFINITION),
     (
         "build.sh",
-        include_str!("../templates/controller/build.sh.tmpl"),
+        Body::Template(include_str!("../templates/controller/build.sh.tmpl")),
     ),
-    (
-        "config/controller.json",
-        include_str!("../templates/controller/controller.json.tmpl"),
-    ),
-    (
-        "examples/hello.json",
-        include_str!("../templates/controller/hello.json.tmpl"),
-    ),
+    ("config/controller.json", CONTROLLER_CONFIG),
+    ("examples/hello.json", HELLO),
     (
         "README.md",
-        include_str!("../templates/controller/README.md.tmpl"),
+        Body::Template(include_str!("../templates/controller/README.md.tmpl")),
     ),
     (
         ".gitignore",
-        include_str!("../templates/controller/gitignore.tmpl"),
+        Body::Template(include_str!("../templates/controller/gitignore.tmpl")),
+    ),
+];
+
+const PYTHON: [(&str, Body); 11] = [
+    (
+        "src/store.py",
+        Body::Template(include_str!("../templates/python/store.py.tmpl")),
+    ),
+    (
+        "src/app.py",
+        Body::Template(include_str!("../templates/python/app.py.tmpl")),
+    ),
+    (
+        "tests/test_store.py",
+        Body::Template(include_str!("../templates/python/test_store.py.tmpl")),
+    ),
+    ("wit/controller.wit", Body::Contract),
+    (
+        "requirements.txt",
+        Body::Template(include_str!("../templates/python/requirements.txt.tmpl")),
+    ),
+    ("defs/{{plural}}.json", DEFINITION),
+    (
+        "build.sh",
+        Body::Template(include_str!("../templates/python/build.sh.tmpl")),
+    ),
+    ("config/controller.json", CONTROLLER_CONFIG),
+    ("examples/hello.json", HELLO),
+    (
+        "README.md",
+        Body::Template(include_str!("../templates/python/README.md.tmpl")),
+    ),
+    (
+        ".gitignore",
+        Body::Template(include_str!("../templates/python/gitignore.tmpl")),
+    ),
+];
+
+const JS: [(&str, Body); 16] = [
+    (
+        "package.json",
+        Body::Template(include_str!("../templates/js/package.json.tmpl")),
+    ),
+    ("package-lock.json", Body::NpmLock),
+    (
+        "src/store.js",
+        Body::Template(include_str!("../templates/js/store.js.tmpl")),
+    ),
+    (
+        "src/wasi-fs.js",
+        Body::Template(include_str!("../templates/js/wasi-fs.js.tmpl")),
+    ),
+    (
+        "src/component.js",
+        Body::Template(include_str!("../templates/js/component.js.tmpl")),
+    ),
+    (
+        "test/store.test.js",
+        Body::Template(include_str!("../templates/js/store.test.js.tmpl")),
+    ),
+    (
+        "test/node-fs.js",
+        Body::Template(include_str!("../templates/js/node-fs.js.tmpl")),
+    ),
+    (
+        "test/component.test.js",
+        Body::Template(include_str!("../templates/js/component.test.js.tmpl")),
+    ),
+    (
+        "wit/world.wit",
+        Body::Template(include_str!("../templates/js/world.wit.tmpl")),
+    ),
+    ("wit/controller.wit", Body::Contract),
+    ("defs/{{plural}}.json", DEFINITION),
+    (
+        "build.sh",
+        Body::Template(include_str!("../templates/js/build.sh.tmpl")),
+    ),
+    ("config/controller.json", CONTROLLER_CONFIG),
+    ("examples/hello.json", HELLO),
+    (
+        "README.md",
+        Body::Template(include_str!("../templates/js/README.md.tmpl")),
+    ),
+    (
+        ".gitignore",
+        Body::Template(include_str!("../templates/js/gitignore.tmpl")),
     ),
 ];
 
@@ -56,9 +206,15 @@ const SCRIPT: &str = "build.sh";
 
 #[derive(Args)]
 pub struct NewArgs {
-    /// The crate name, also the module's (NAME.wasm) and the Controller's name: lowercase
-    /// letters, digits, '-' and '_', starting with a letter.
+    /// The project's name, also the package's (NAME.wasm) and the Controller's name:
+    /// lowercase letters, digits, '-' and '_', starting with a letter.
     pub name: String,
+    /// The language to write the controller in: rust (a crate on the cup SDK, a WASI
+    /// preview 1 command), python (a component built with componentize-py) or js (a
+    /// component built with componentize-js). Each builds with its own build.sh and serves
+    /// the same resources the same way.
+    #[arg(long, value_enum, value_name = "LANG", default_value_t = Lang::Rust)]
+    pub lang: Lang,
     /// Where to create it; must not exist or be empty. [default: ./NAME]
     #[arg(long, value_name = "PATH")]
     pub dir: Option<PathBuf>,
@@ -71,14 +227,15 @@ pub struct NewArgs {
     /// The plural used in URLs and by `cup get`. [default: the Kind in lower case + "s"]
     #[arg(long, value_name = "PLURAL")]
     pub plural: Option<String>,
-    /// Depend on the SDK at this path (a checkout's crates/cup-controller-sdk).
+    /// Rust only: depend on the SDK at this path (a checkout's crates/cup-controller-sdk).
     /// [default: the SDK of the checkout this cup was built from, while it exists]
     #[arg(long, value_name = "PATH", conflicts_with = "sdk_git")]
     pub sdk_path: Option<PathBuf>,
-    /// Depend on the SDK from this Git repository (a clone URL of cup).
+    /// Rust only: depend on the SDK from this Git repository (a clone URL of cup).
     #[arg(long, value_name = "URL")]
     pub sdk_git: Option<String>,
-    /// The commit or tag of --sdk-git to use (Cargo's `rev`). [default: its default branch]
+    /// Rust only: the commit or tag of --sdk-git to use (Cargo's `rev`). [default: its
+    /// default branch]
     #[arg(long, value_name = "REV", requires = "sdk_git")]
     pub sdk_rev: Option<String>,
 }
@@ -123,7 +280,8 @@ struct Vars {
     group: String,
     plural: String,
     singular: String,
-    sdk_dependency: String,
+    /// Rust only: the `[dependencies]` line of the SDK.
+    sdk_dependency: Option<String>,
 }
 
 impl Vars {
@@ -135,7 +293,7 @@ impl Vars {
             "plural" => &self.plural,
             "singular" => &self.singular,
             "version" => VERSION,
-            "sdk_dependency" => &self.sdk_dependency,
+            "sdk_dependency" => self.sdk_dependency.as_deref()?,
             _ => return None,
         })
     }
@@ -145,6 +303,7 @@ impl Vars {
 #[derive(Serialize)]
 struct Created {
     dir: PathBuf,
+    language: Lang,
     kind: String,
     group: String,
     version: &'static str,
@@ -153,7 +312,8 @@ struct Created {
 }
 
 pub fn run(args: NewArgs, output: Output) -> Result<i32> {
-    check_name(&args.name)?;
+    let lang = args.lang;
+    check_name(&args.name, lang)?;
     check_kind(&args.kind)?;
     let group = match args.group {
         Some(group) => group,
@@ -163,18 +323,33 @@ pub fn run(args: NewArgs, output: Output) -> Result<i32> {
     let singular = args.kind.to_ascii_lowercase();
     let plural = args.plural.unwrap_or_else(|| format!("{singular}s"));
     check_plural(&plural)?;
+    if lang != Lang::Rust {
+        for (given, flag) in [
+            (args.sdk_path.is_some(), "--sdk-path"),
+            (args.sdk_git.is_some(), "--sdk-git"),
+            (args.sdk_rev.is_some(), "--sdk-rev"),
+        ] {
+            if given {
+                bail!(
+                    "{flag} is for --lang rust only: a {} controller does not use the Rust SDK",
+                    lang.as_str()
+                );
+            }
+        }
+    }
     let sdk = match (args.sdk_path, args.sdk_git) {
-        (Some(path), _) => Sdk::Path(sdk_dir(&path)?),
+        _ if lang != Lang::Rust => None,
+        (Some(path), _) => Some(Sdk::Path(sdk_dir(&path)?)),
         (None, Some(url)) => {
             if url.trim().is_empty() {
                 bail!("--sdk-git needs a URL");
             }
-            Sdk::Git {
+            Some(Sdk::Git {
                 url,
                 rev: args.sdk_rev,
-            }
+            })
         }
-        (None, None) => Sdk::Path(built_from_sdk()?),
+        (None, None) => Some(Sdk::Path(built_from_sdk()?)),
     };
     let vars = Vars {
         name: args.name.clone(),
@@ -182,12 +357,13 @@ pub fn run(args: NewArgs, output: Output) -> Result<i32> {
         group,
         plural,
         singular,
-        sdk_dependency: sdk.dependency()?,
+        sdk_dependency: sdk.map(|sdk| sdk.dependency()).transpose()?,
     };
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
-    let files = write_crate(&dir, &vars)?;
+    let files = write_project(&dir, &vars, lang)?;
     let created = Created {
         dir: dir.clone(),
+        language: lang,
         kind: vars.kind,
         group: vars.group,
         version: VERSION,
@@ -198,12 +374,13 @@ pub fn run(args: NewArgs, output: Output) -> Result<i32> {
         Output::Json => println!("{}", serde_json::to_string_pretty(&created)?),
         Output::Table => {
             println!(
-                "created {} in {}: {} ({}/{VERSION}, plural {})",
+                "created {} in {}: {} ({}/{VERSION}, plural {}), {}",
                 args.name,
                 dir.display(),
                 created.kind,
                 created.group,
-                created.plural
+                created.plural,
+                lang.describe()
             );
             if dir == Path::new(".") {
                 println!("next: ./build.sh   (then see README.md)");
@@ -217,11 +394,11 @@ pub fn run(args: NewArgs, output: Output) -> Result<i32> {
 }
 
 /// Renders every template into a staging directory and moves the result into place, so a
-/// failure leaves no half-written crate behind: the staging directory itself becomes `dir`,
+/// failure leaves no half-written project behind: the staging directory itself becomes `dir`,
 /// or, when `dir` is an existing empty directory (possibly someone's working directory, which
 /// must stay the same directory), its entries are moved into it. Returns the relative paths
 /// written.
-fn write_crate(dir: &Path, vars: &Vars) -> Result<Vec<String>> {
+fn write_project(dir: &Path, vars: &Vars, lang: Lang) -> Result<Vec<String>> {
     let exists = match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -255,14 +432,14 @@ fn write_crate(dir: &Path, vars: &Vars) -> Result<Vec<String>> {
         .tempdir_in(&staging_parent)
         .with_context(|| format!("creating a directory in {}", staging_parent.display()))?;
     let mut written = Vec::new();
-    for (path, template) in TEMPLATES {
+    for &(path, body) in lang.files() {
         let rel = render(path, vars)?;
         let full = staging.path().join(&rel);
         if let Some(parent) = full.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        std::fs::write(&full, render(template, vars)?)
+        std::fs::write(&full, content(body, vars)?)
             .with_context(|| format!("writing {}", full.display()))?;
         if rel == SCRIPT {
             set_mode_755(&full)?;
@@ -283,17 +460,17 @@ fn write_crate(dir: &Path, vars: &Vars) -> Result<Vec<String>> {
         // `staging`, now empty, is removed when dropped.
         return Ok(written);
     }
-    // The temporary directory was created 0700; the crate gets the usual permissions.
+    // The temporary directory was created 0700; the project gets the usual permissions.
     set_mode_755(staging.path())?;
     let staged = staging.keep();
     if let Err(e) = std::fs::rename(&staged, dir) {
         let _ = std::fs::remove_dir_all(&staged);
-        return Err(e).with_context(|| format!("moving the new crate to {}", dir.display()));
+        return Err(e).with_context(|| format!("moving the new project to {}", dir.display()));
     }
     Ok(written)
 }
 
-/// rwxr-xr-x: for the build script, and for the crate's directory (its temporary directory
+/// rwxr-xr-x: for the build script, and for the project's directory (its temporary directory
 /// was created 0700).
 #[cfg(unix)]
 fn set_mode_755(path: &Path) -> Result<()> {
@@ -305,6 +482,29 @@ fn set_mode_755(path: &Path) -> Result<()> {
 #[cfg(not(unix))]
 fn set_mode_755(_: &Path) -> Result<()> {
     Ok(())
+}
+
+/// The text of one file of the new project.
+fn content(body: Body, vars: &Vars) -> Result<String> {
+    match body {
+        Body::Template(template) => render(template, vars),
+        Body::Contract => Ok(CONTRACT.to_owned()),
+        Body::NpmLock => npm_lock(&vars.name),
+    }
+}
+
+/// The JavaScript example's lock with the project's name, in the two places npm writes it
+/// (the lock's own name and its root package's). `npm ci` refuses a lock whose root does not
+/// match package.json, so the name must be replaced in both.
+fn npm_lock(name: &str) -> Result<String> {
+    let from = format!("\"name\": \"{NPM_LOCK_NAME}\"");
+    let found = NPM_LOCK.matches(&from).count();
+    if found != 2 {
+        bail!(
+            "the npm lock names {NPM_LOCK_NAME:?} {found} times, not twice: it cannot be renamed"
+        );
+    }
+    Ok(NPM_LOCK.replace(&from, &format!("\"name\": \"{name}\"")))
 }
 
 /// Fills `{{key}}` placeholders. An unknown key is an error, so a template cannot ship with
@@ -406,9 +606,10 @@ const KEYWORDS: [&str; 51] = [
     "typeof", "unsafe", "unsized", "use", "virtual", "where", "while",
 ];
 
-/// A crate name that is also usable as a file name, a Controller name and (by default) in
-/// the API group: lowercase ASCII letters, digits, '-' and '_', starting with a letter.
-fn check_name(name: &str) -> Result<()> {
+/// A name that is also usable as a file name, a Controller name and (by default) in the API
+/// group: lowercase ASCII letters, digits, '-' and '_', starting with a letter. A Rust
+/// project's is also a crate name, a JavaScript project's an npm package name.
+fn check_name(name: &str, lang: Lang) -> Result<()> {
     let Some(first) = name.chars().next() else {
         bail!("the controller name cannot be empty");
     };
@@ -429,8 +630,17 @@ fn check_name(name: &str) -> Result<()> {
     if name.ends_with(['-', '_']) {
         bail!("controller name {name:?} cannot end with '-' or '_'");
     }
-    if KEYWORDS.contains(&name) || RESERVED.contains(&name) || name == "proc-macro" {
-        bail!("controller name {name:?} is reserved by Rust or Cargo");
+    let reserved = match lang {
+        Lang::Rust => KEYWORDS.contains(&name) || RESERVED.contains(&name) || name == "proc-macro",
+        Lang::Python => false,
+        Lang::Js => name == "node_modules",
+    };
+    if reserved {
+        let by = match lang {
+            Lang::Rust => "Rust or Cargo",
+            Lang::Python | Lang::Js => "npm",
+        };
+        bail!("controller name {name:?} is reserved by {by}");
     }
     Ok(())
 }
@@ -496,16 +706,32 @@ mod tests {
             group: "my-notes.example.com".into(),
             plural: "memos".into(),
             singular: "memo".into(),
-            sdk_dependency: Sdk::Path("/src/cup/crates/cup-controller-sdk".into())
-                .dependency()
-                .unwrap(),
+            sdk_dependency: Some(
+                Sdk::Path("/src/cup/crates/cup-controller-sdk".into())
+                    .dependency()
+                    .unwrap(),
+            ),
         }
+    }
+
+    const LANGS: [Lang; 3] = [Lang::Rust, Lang::Python, Lang::Js];
+
+    /// The rendered text of `path` (as listed, placeholders unrendered) for `lang`.
+    fn rendered_file(lang: Lang, path: &str, vars: &Vars) -> String {
+        let &(_, body) = lang
+            .files()
+            .iter()
+            .find(|(p, _)| *p == path)
+            .unwrap_or_else(|| panic!("{lang:?} has no {path}"));
+        content(body, vars).unwrap_or_else(|e| panic!("{lang:?} {path}: {e}"))
     }
 
     #[test]
     fn names_that_are_crate_names_pass() {
         for name in ["notes", "my-notes", "my_notes2", "a", "x1-y_z"] {
-            check_name(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            for lang in LANGS {
+                check_name(name, lang).unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
         }
     }
 
@@ -527,11 +753,23 @@ mod tests {
             ("deps", "reserved"),
             ("proc-macro", "reserved"),
         ] {
-            let err = check_name(name).expect_err(name).to_string();
+            let err = check_name(name, Lang::Rust).expect_err(name).to_string();
             assert!(err.contains(reason), "{name:?}: {err}");
         }
-        assert!(check_name(&"a".repeat(65)).is_err());
-        check_name(&"a".repeat(64)).unwrap();
+        assert!(check_name(&"a".repeat(65), Lang::Rust).is_err());
+        check_name(&"a".repeat(64), Lang::Rust).unwrap();
+        // Rust's and Cargo's reserved names are fine elsewhere; npm reserves its own.
+        for name in ["fn", "test", "deps", "proc-macro"] {
+            check_name(name, Lang::Python).unwrap();
+            check_name(name, Lang::Js).unwrap();
+        }
+        let err = check_name("node_modules", Lang::Js)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reserved by npm"), "{err}");
+        check_name("node_modules", Lang::Python).unwrap();
+        assert!(check_name("Notes", Lang::Python).is_err());
+        assert!(check_name("a.b", Lang::Js).is_err());
     }
 
     #[test]
@@ -578,27 +816,182 @@ mod tests {
     #[test]
     fn every_template_renders_completely() {
         let vars = vars();
-        for (path, template) in TEMPLATES {
-            let rendered = render(template, &vars).unwrap_or_else(|e| panic!("{path}: {e}"));
-            assert!(!rendered.contains("{{"), "{path} keeps a placeholder");
-            assert!(render(path, &vars).is_ok());
+        for lang in LANGS {
+            for &(path, body) in lang.files() {
+                let text = content(body, &vars).unwrap_or_else(|e| panic!("{lang:?} {path}: {e}"));
+                assert!(!text.contains("{{"), "{lang:?} {path} keeps a placeholder");
+                // Written for this project, not left over from an example.
+                if matches!(body, Body::Template(_)) {
+                    for other in ["redirect", "groceries", "python-notes", "web.example.com"] {
+                        assert!(!text.contains(other), "{lang:?} {path} mentions {other}");
+                    }
+                }
+            }
+            let files: Vec<String> = lang
+                .files()
+                .iter()
+                .map(|(path, _)| render(path, &vars).unwrap())
+                .collect();
+            let mut unique = files.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), files.len(), "{lang:?}: {files:?}");
+            for shared in [
+                "defs/memos.json",
+                "build.sh",
+                "config/controller.json",
+                "examples/hello.json",
+                "README.md",
+                ".gitignore",
+            ] {
+                assert!(files.contains(&shared.to_owned()), "{lang:?}: {files:?}");
+            }
+            // Each build script and README names the package it builds.
+            assert!(rendered_file(lang, "build.sh", &vars).contains("config/my-notes.wasm"));
+            assert!(rendered_file(lang, "README.md", &vars).contains("config/my-notes.wasm"));
+            assert!(rendered_file(lang, ".gitignore", &vars).contains("/config/my-notes.wasm"));
         }
-        let files: Vec<String> = TEMPLATES
+        // Only a Rust crate depends on the SDK: a component template asking for it fails.
+        let no_sdk = Vars {
+            sdk_dependency: None,
+            ..vars.clone()
+        };
+        let err = render("{{sdk_dependency}}", &no_sdk)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown placeholder"), "{err}");
+        for lang in [Lang::Python, Lang::Js] {
+            for &(path, body) in lang.files() {
+                content(body, &no_sdk).unwrap_or_else(|e| panic!("{lang:?} {path}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn every_language_writes_its_files() {
+        for lang in LANGS {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("new");
+            let files = write_project(&dir, &vars(), lang).unwrap();
+            assert_eq!(files.len(), lang.files().len());
+            for file in &files {
+                assert!(dir.join(file).is_file(), "{lang:?} {file}");
+            }
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(dir.join(SCRIPT))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o111, 0o111, "{lang:?} {mode:o}");
+            }
+        }
+    }
+
+    #[test]
+    fn components_carry_the_contract_as_it_is() {
+        let contract = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../wit/controller.wit"
+        ))
+        .unwrap();
+        for lang in [Lang::Python, Lang::Js] {
+            assert_eq!(rendered_file(lang, "wit/controller.wit", &vars()), contract);
+        }
+        assert!(contract.contains("package cup:controller@0.1.0;"));
+        assert!(contract.contains("world cup-controller {"));
+        // The JavaScript world includes that world and adds only the filesystem imports.
+        let world = rendered_file(Lang::Js, "wit/world.wit", &vars());
+        assert!(
+            world.contains("include cup:controller/cup-controller@0.1.0;"),
+            "{world}"
+        );
+        let build = rendered_file(Lang::Js, "build.sh", &vars());
+        assert!(build.contains("--world-name component"), "{build}");
+        assert!(world.contains("world component {"), "{world}");
+        let build = rendered_file(Lang::Python, "build.sh", &vars());
+        assert!(build.contains("world=cup-controller"), "{build}");
+    }
+
+    #[test]
+    fn the_npm_files_agree_with_each_other_and_the_example() {
+        let vars = vars();
+        let package: serde_json::Value =
+            serde_json::from_str(&rendered_file(Lang::Js, "package.json", &vars)).unwrap();
+        let lock: serde_json::Value =
+            serde_json::from_str(&rendered_file(Lang::Js, "package-lock.json", &vars)).unwrap();
+        assert_eq!(package["name"], "my-notes");
+        assert_eq!(lock["name"], "my-notes");
+        assert_eq!(lock["packages"][""]["name"], "my-notes");
+        // npm ci installs only what the lock's root declares, and refuses a lock that does
+        // not match package.json.
+        assert_eq!(
+            lock["packages"][""]["devDependencies"],
+            package["devDependencies"]
+        );
+        assert!(lock["packages"][""].get("dependencies").is_none());
+        assert!(package.get("dependencies").is_none());
+        // The same toolchain as the example, pinned to exact versions.
+        let example: serde_json::Value =
+            serde_json::from_str(include_str!("../../../examples/js-redirects/package.json"))
+                .unwrap();
+        assert_eq!(package["devDependencies"], example["devDependencies"]);
+        for (name, version) in package["devDependencies"].as_object().unwrap() {
+            let version = version.as_str().unwrap();
+            assert!(
+                version.chars().all(|c| c.is_ascii_digit() || c == '.'),
+                "{name} {version}"
+            );
+            assert_eq!(
+                lock["packages"][format!("node_modules/{name}")]["version"],
+                version,
+                "{name}"
+            );
+        }
+        assert_eq!(package["type"], "module");
+        // Nothing else of the example's name is left.
+        assert!(!rendered_file(Lang::Js, "package-lock.json", &vars).contains(NPM_LOCK_NAME));
+    }
+
+    #[test]
+    fn the_python_tools_are_pinned_with_hashes() {
+        let requirements = rendered_file(Lang::Python, "requirements.txt", &vars());
+        let example = include_str!("../../../examples/python-notes/requirements.txt");
+        let pinned = |text: &str| -> Vec<String> {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .map(|l| l.trim_end_matches('\\').trim().to_owned())
+                .collect()
+        };
+        let ours = pinned(&requirements);
+        assert_eq!(ours[0], "componentize-py==0.25.1");
+        assert!(
+            ours[1..].iter().all(|l| l.starts_with("--hash=sha256:")),
+            "{ours:?}"
+        );
+        // The same componentize-py, with the same hashes, as the example; no wasmtime.
+        let theirs = pinned(example);
+        let at = theirs
             .iter()
-            .map(|(path, _)| render(path, &vars).unwrap())
-            .collect();
-        assert!(files.contains(&"defs/memos.json".to_owned()), "{files:?}");
+            .position(|l| l == &ours[0])
+            .expect("in the example");
+        assert_eq!(ours[..], theirs[at..at + ours.len()]);
+        assert!(!requirements.contains("wasmtime"));
     }
 
     #[test]
     fn rendered_json_files_parse_and_agree() {
+        for lang in LANGS {
+            json_files_parse_and_agree(lang);
+        }
+    }
+
+    fn json_files_parse_and_agree(lang: Lang) {
         let vars = vars();
         let rendered = |name: &str| -> serde_json::Value {
-            let (_, template) = TEMPLATES
-                .iter()
-                .find(|(path, _)| *path == name)
-                .expect("a template");
-            serde_json::from_str(&render(template, &vars).unwrap()).expect(name)
+            serde_json::from_str(&rendered_file(lang, name, &vars)).expect(name)
         };
         let definition: cup_model::ResourceDefinition =
             serde_json::from_value(rendered("defs/{{plural}}.json")).unwrap();
@@ -642,13 +1035,15 @@ mod tests {
             group: "notes.example.com".into(),
             plural: "notes".into(),
             singular: "note".into(),
-            sdk_dependency: String::new(),
+            sdk_dependency: None,
         };
-        let (_, template) = TEMPLATES
-            .iter()
-            .find(|(path, _)| *path == "defs/{{plural}}.json")
-            .expect("the definition template");
-        assert_eq!(example, render(template, &notes).unwrap());
+        for lang in LANGS {
+            assert_eq!(
+                example,
+                rendered_file(lang, "defs/{{plural}}.json", &notes),
+                "{lang:?}"
+            );
+        }
     }
 
     #[test]
@@ -694,12 +1089,14 @@ mod tests {
     }
 
     #[test]
-    fn write_crate_refuses_a_non_empty_directory_and_fills_an_empty_one() {
+    fn write_project_refuses_a_non_empty_directory_and_fills_an_empty_one() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("taken");
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("keep.txt"), "mine").unwrap();
-        let err = write_crate(&dir, &vars()).unwrap_err().to_string();
+        let err = write_project(&dir, &vars(), Lang::Rust)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("already exists and is not empty"), "{err}");
         assert_eq!(
             std::fs::read_to_string(dir.join("keep.txt")).unwrap(),
@@ -709,13 +1106,15 @@ mod tests {
 
         let file = tmp.path().join("file");
         std::fs::write(&file, "x").unwrap();
-        let err = write_crate(&file, &vars()).unwrap_err().to_string();
+        let err = write_project(&file, &vars(), Lang::Rust)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a directory"), "{err}");
 
         let empty = tmp.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
-        let files = write_crate(&empty, &vars()).unwrap();
-        assert_eq!(files.len(), TEMPLATES.len());
+        let files = write_project(&empty, &vars(), Lang::Rust).unwrap();
+        assert_eq!(files.len(), RUST.len());
         for file in &files {
             assert!(empty.join(file).is_file(), "{file}");
         }
@@ -749,7 +1148,7 @@ mod tests {
         );
         // A directory that does not exist yet, parents included.
         let deep = tmp.path().join("a/b/new");
-        write_crate(&deep, &vars()).unwrap();
+        write_project(&deep, &vars(), Lang::Rust).unwrap();
         assert!(deep.join("src/main.rs").is_file());
         #[cfg(unix)]
         {
