@@ -7,11 +7,11 @@
 //! and loaded by digest by a cupd that requires signatures.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Mutex, PoisonError};
 
-use crate::cli_common::{Cup, Run};
+use crate::cli_common::{Cup, Run, files};
 use cup_e2e::cupd::{Cupd, CupdConfig};
 use cup_e2e::registry::TestRegistry;
 use cup_e2e::{bin, repo_root, shared_code_cache};
@@ -55,25 +55,6 @@ fn build_now(name: &str, package: &str) -> PathBuf {
         Some(cup_sections::ABI_COMPONENT)
     );
     path
-}
-
-/// Every file under `dir`, relative, sorted.
-fn files(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).expect("readable") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path.strip_prefix(root).expect("under root");
-                out.push(rel.to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
 }
 
 struct Served {

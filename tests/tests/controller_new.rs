@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cli_common::{Cup, Run};
+use crate::cli_common::{Cup, Run, files};
 use cup_e2e::cupd::{Cupd, CupdConfig};
 use cup_e2e::{bin, repo_root, shared_code_cache};
 
@@ -27,25 +27,6 @@ fn json(text: &str) -> serde_json::Value {
 
 fn read_json(path: &Path) -> serde_json::Value {
     json(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-}
-
-/// Every file under `dir`, relative, sorted.
-fn files(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).expect("readable") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path.strip_prefix(root).expect("under root");
-                out.push(rel.to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
 }
 
 /// A temporary directory that is not inside this repository, where a Cargo workspace

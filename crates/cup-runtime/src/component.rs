@@ -11,11 +11,11 @@ use std::time::Instant;
 use cup_model::{Resource, ResourceMeta, StringMap};
 use serde_json::value::RawValue;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::invoke::{Access, Attempt, Invocation, Limiter, Outcome};
+use crate::invoke::{Attempt, Invocation, Limiter, Outcome};
 use crate::output::{CappedOutput, Overflow};
 use crate::{InvokeError, LoadError};
 
@@ -280,26 +280,15 @@ async fn run_request(
     let call = call(invocation)?;
     // stdout and stderr are both logs: one buffer keeps them in the order written.
     let logs = CappedOutput::new(limits.stderr_bytes, Overflow::Truncate);
-    let perms = match invocation.access {
-        Access::ReadOnly => FsPerms::ReadOnly,
-        Access::ReadWrite => FsPerms::ReadWrite,
-    };
-    let mut builder = WasiCtxBuilder::new();
-    builder
-        // As for preview 1 commands (see `invoke.rs`): local file I/O inline, no thread hop.
-        .allow_blocking_current_thread(true)
-        .stdin(MemoryInputPipe::new(bytes::Bytes::new()))
-        .stdout(logs.clone())
-        .stderr(logs.clone())
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false);
-    if let Err(e) = builder.preopened_dir(&invocation.root, "/", perms) {
-        return Err(Some(InvokeError::Mount {
-            root: invocation.root.clone(),
-            reason: format!("{e:#}"),
-        }));
-    }
+    let builder = crate::invoke::sandbox(
+        &invocation.root,
+        invocation.access,
+        started,
+        MemoryInputPipe::new(bytes::Bytes::new()),
+        logs.clone(),
+        logs.clone(),
+    );
+    let mut builder = builder.map_err(Some)?;
     let mut store = Store::new(
         pre.engine(),
         ComponentState {
@@ -316,14 +305,7 @@ async fn run_request(
     // command's stdout) and fails the call beyond it.
     store.set_hostcall_fuel(limits.stdout_bytes);
     let deadline = started.checked_add(limits.deadline);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        Ok(if deadline.is_some_and(|d| Instant::now() >= d) {
-            UpdateDeadline::Interrupt
-        } else {
-            UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
-        })
-    });
+    crate::invoke::arm_deadline(&mut store, deadline);
 
     // Epoch interruption stops wasm code; the host-side waits of WASI 0.2 (a guest blocked in
     // `wasi:io/poll` on a timer) are bounded by this timeout instead.

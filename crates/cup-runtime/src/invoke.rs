@@ -303,35 +303,18 @@ impl LoadedController {
         let started = request.started;
         let stdout = CappedOutput::new(limits.stdout_bytes, Overflow::Trap);
         let stderr = CappedOutput::new(limits.stderr_bytes, Overflow::Truncate);
-        let perms = match request.access {
-            Access::ReadOnly => FsPerms::ReadOnly,
-            Access::ReadWrite => FsPerms::ReadWrite,
+        let mut builder = match sandbox(
+            request.root,
+            request.access,
+            started,
+            MemoryInputPipe::new(request.stdin.clone()),
+            stdout.clone(),
+            stderr.clone(),
+        ) {
+            Ok(builder) => builder,
+            Err(e) => return Attempt::Finished(Err(e)),
         };
-        let mut builder = WasiCtxBuilder::new();
-        builder
-            // File I/O runs inline on the polling thread instead of bouncing every WASI call
-            // through tokio's blocking pool: the mounted trees are local directories, where a
-            // call takes microseconds and a hop to another thread costs more than the call
-            // (wasmtime-wasi hands every such call to `spawn_blocking` unless told otherwise).
-            // Must come before `preopened_dir`, which reads it.
-            .allow_blocking_current_thread(true)
-            .args(request.args)
-            .stdin(MemoryInputPipe::new(request.stdin.clone()))
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .monotonic_clock(GuestMonotonicClock { base: started })
-            // Preview 1 has no way to open sockets and none are preopened; these close the
-            // preview 2 paths too, so nothing changes if the linker ever grows them.
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        // No env vars, no inherited stdio, no other preopens: the builder starts empty.
-        if let Err(e) = builder.preopened_dir(request.root, "/", perms) {
-            return Attempt::Finished(Err(InvokeError::Mount {
-                root: request.root.to_owned(),
-                reason: format!("{e:#}"),
-            }));
-        }
+        builder.args(request.args);
 
         let deadline = started.checked_add(limits.deadline);
         let state = HostState {
@@ -344,16 +327,7 @@ impl LoadedController {
         };
         let mut store = Store::new(pre.module().engine(), state);
         store.limiter(|s| &mut s.limiter);
-        // At every epoch tick: past the deadline, stop the guest (a trap read as a timeout);
-        // otherwise let other tasks of this thread run, then go on until the next tick.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if deadline.is_some_and(|d| Instant::now() >= d) {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
-            })
-        });
+        arm_deadline(&mut store, deadline);
 
         let run = match pre.instantiate_async(&mut store).await {
             Err(e) if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
@@ -385,6 +359,61 @@ impl LoadedController {
             limits,
         ))
     }
+}
+
+/// The WASI context every guest starts from, command or component: `root` mounted at `/`
+/// (also the working directory) with `access`, the given stdio, a monotonic clock that
+/// starts at 0 for this request, no sockets. No env vars, no inherited stdio, no other
+/// preopens: the builder starts empty.
+pub(crate) fn sandbox(
+    root: &Path,
+    access: Access,
+    started: Instant,
+    stdin: MemoryInputPipe,
+    stdout: CappedOutput,
+    stderr: CappedOutput,
+) -> Result<WasiCtxBuilder, InvokeError> {
+    let perms = match access {
+        Access::ReadOnly => FsPerms::ReadOnly,
+        Access::ReadWrite => FsPerms::ReadWrite,
+    };
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        // File I/O runs inline on the polling thread instead of bouncing every WASI call
+        // through tokio's blocking pool: the mounted trees are local directories, where a
+        // call takes microseconds and a hop to another thread costs more than the call
+        // (wasmtime-wasi hands every such call to `spawn_blocking` unless told otherwise).
+        // Must come before `preopened_dir`, which reads it.
+        .allow_blocking_current_thread(true)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .monotonic_clock(GuestMonotonicClock { base: started })
+        // Preview 1 has no way to open sockets and none are preopened; for components, whose
+        // WASI 0.2 imports include sockets, these refuse every address and lookup.
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    builder
+        .preopened_dir(root, "/", perms)
+        .map_err(|e| InvokeError::Mount {
+            root: root.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+    Ok(builder)
+}
+
+/// At every epoch tick: past the deadline, stop the guest (a trap read as a timeout);
+/// otherwise let other tasks of this thread run, then go on until the next tick.
+pub(crate) fn arm_deadline<T>(store: &mut Store<T>, deadline: Option<Instant>) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if deadline.is_some_and(|d| Instant::now() >= d) {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+        })
+    });
 }
 
 /// The guest's output handles, read once its store is gone.
