@@ -406,6 +406,87 @@ fn an_answer_larger_than_the_output_limit_is_refused_not_copied() {
     assert_eq!(one.exit_code, 0);
 }
 
+/// Bytes the host allocated on this thread: the component's answer is lifted on the thread
+/// that invokes it, so this measures what an answer made the host copy.
+// A global allocator can only be written with `unsafe`; this one forwards to the system's.
+#[allow(unsafe_code)]
+mod allocations {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub struct Counting;
+
+    // SAFETY: forwards to the system allocator unchanged; only counts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = ALLOCATED.try_with(|a| a.set(a.get().saturating_add(layout.size())));
+            // SAFETY: the caller's contract is passed on as it is.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: as above.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let _ = ALLOCATED.try_with(|a| a.set(a.get().saturating_add(new_size)));
+            // SAFETY: as above.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    pub fn on_this_thread() -> usize {
+        ALLOCATED.with(Cell::get)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: allocations::Counting = allocations::Counting;
+
+#[test]
+fn records_aliasing_the_same_bytes_cannot_make_the_host_copy_them_all() {
+    // 100 records whose specs all point at one 1 MiB buffer: lifting them whole would copy
+    // 100 MiB (under wasmtime's own default budget of 128 MiB). The runtime's budget is the
+    // output limit, here 1 MiB, so the host stops after about that much.
+    let runtime = Runtime::new(Limits {
+        stdout_bytes: 1 << 20,
+        ..limits()
+    })
+    .expect("runtime");
+    let component = runtime
+        .load(component_probe_wasm(), None)
+        .expect("component");
+    let root = tempfile::tempdir().expect("tempdir");
+    // Warm up (first-call allocations of the runtime are not the answer's).
+    let _ = component.invoke(invocation(
+        &["get", "Thing", "default", "x"],
+        b"",
+        root.path(),
+        Access::ReadOnly,
+    ));
+    let before = allocations::on_this_thread();
+    let result = component.invoke(invocation(
+        &["list", "Thing", "alias"],
+        b"",
+        root.path(),
+        Access::ReadOnly,
+    ));
+    let copied = allocations::on_this_thread() - before;
+    assert!(
+        matches!(result, Err(InvokeError::OutputTooLarge { limit, .. }) if limit == 1 << 20),
+        "{result:?}"
+    );
+    assert!(
+        copied < 16 << 20,
+        "the host allocated {copied} bytes for an answer capped at 1 MiB"
+    );
+}
+
 #[test]
 fn compiled_once_then_served_from_the_code_cache() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -4,7 +4,9 @@
 //! Files: `get`/`put`/`delete` of an ordinary name use `/<namespace>/<name>.json`, holding the
 //! resource's spec; `list` returns one resource per such file. Special names:
 //! `spin`, `sleep`, `grow`, `log`, `trap`, `bad-spec`, `dup-label`, `invalid`, `failed`,
-//! `socket`, `escape`, `env`, `write-then-fail`.
+//! `socket`, `escape`, `env`, `write-then-fail`. `list` in the namespace `alias` returns 100
+//! records whose specs all point at the same 1 MiB of memory (what a hostile guest can do to
+//! make the host copy far more than the guest holds).
 
 use std::io::Write;
 
@@ -107,6 +109,9 @@ impl Guest for Probe {
     }
 
     fn list(req: Request) -> Result<Vec<Resource>, Error> {
+        if req.namespace == "alias" {
+            return Ok(aliased(&req));
+        }
         let dir = format!("/{}", req.namespace);
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -152,6 +157,25 @@ impl Guest for Probe {
             Err(e) => Err(io("removing", e)),
         }
     }
+}
+
+/// 100 resources whose specs share one 1 MiB buffer: 100 MiB for whoever copies them, 1 MiB
+/// in the guest.
+fn aliased(req: &Request) -> Vec<Resource> {
+    let mut big = format!("\"{}\"", "a".repeat((1 << 20) - 2));
+    let (ptr, len) = (big.as_mut_ptr(), big.len());
+    // The buffer outlives every alias: it is never freed by this side.
+    std::mem::forget(big);
+    (0..100)
+        .map(|i| {
+            // SAFETY: `ptr` is a live, initialised UTF-8 buffer of `len` bytes that is never
+            // freed here. The aliases are handed to the host, which only reads them; their
+            // deallocation after the call (post-return) is what a hostile guest would not
+            // care about, and the host is expected to refuse the answer before that.
+            let spec = unsafe { String::from_raw_parts(ptr, len, len) };
+            resource(req, &format!("r{i}"), spec)
+        })
+        .collect()
 }
 
 export!(Probe);
