@@ -107,6 +107,17 @@ impl Served {
         all.extend_from_slice(args);
         self.cup(&all).json()
     }
+
+    /// `metadata.name` of every resource `cup get PLURAL -o json` lists, in its order.
+    fn listed_names(&self, plural: &str) -> Vec<String> {
+        let listed = self.get_json(&[plural]);
+        listed
+            .as_array()
+            .unwrap_or_else(|| panic!("not a list: {listed}"))
+            .iter()
+            .map(|n| n["metadata"]["name"].as_str().expect("name").to_owned())
+            .collect()
+    }
 }
 
 #[test]
@@ -134,14 +145,7 @@ fn the_python_notes_component_serves_notes_as_markdown_files() {
 
     let second = r#"{"apiVersion":"notes.example.com/v1","kind":"Note","metadata":{"name":"todo"},"spec":{"title":"To do"}}"#;
     s.cup_stdin(&["apply"], second).ok_as("cup apply (stdin)");
-    let listed = s.get_json(&["notes"]);
-    let names: Vec<&str> = listed
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|n| n["metadata"]["name"].as_str().expect("name"))
-        .collect();
-    assert_eq!(names, ["groceries", "todo"]);
+    assert_eq!(s.listed_names("notes"), ["groceries", "todo"]);
     let table = s.cup(&["get", "notes"]).ok_as("cup get notes").to_owned();
     assert!(
         table
@@ -217,16 +221,10 @@ fn the_js_redirects_component_keeps_rules_in_one_shared_file() {
     let applied: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&sample).expect("sample")).expect("json");
     assert_eq!(got["spec"], applied["spec"]);
-    let listed = s.get_json(&["redirects"]);
-    let names: Vec<&str> = listed
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|n| n["metadata"]["name"].as_str().expect("name"))
-        .collect();
-    assert_eq!(names.len(), 2, "{listed}");
+    let names = s.listed_names("redirects");
+    assert_eq!(names.len(), 2, "{names:?}");
     assert!(
-        names.contains(&"old-docs") && names.contains(&"blog"),
+        names.iter().any(|n| n == "old-docs") && names.iter().any(|n| n == "blog"),
         "{names:?}"
     );
 
