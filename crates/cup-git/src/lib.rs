@@ -35,7 +35,7 @@
 //!   ssh-agent after their host key is checked against known_hosts (`ssh.rs`). Secrets are
 //!   never written to the cache's config (the remote is anonymous) nor logged.
 //! * After a proposal branch is pushed, a [`PullRequests`] implementation is told about it
-//!   and may return a pull request's URL (`scm.rs`).
+//!   and may open a pull request for it (`scm.rs`; the forge clients are in `cup-scm`).
 //! * Only refs that name a commit are kept: a tag (or branch) of a blob or a tree is dropped
 //!   after the fetch that brought it, because libgit2's local transport (path and `file://`
 //!   remotes) fails every fetch that has something to download while the cache holds one.
@@ -75,7 +75,10 @@ pub use propose::{Author, ChangedFile, PROPOSAL_PREFIX, Proposal, ProposedWrite}
 pub use remote::{RemoteOptions, set_network_timeouts};
 pub use remote_url::{UNPARSABLE, UrlError, redact};
 pub use revision::Resolved;
-pub use scm::{BranchesOnly, NewProposal, PullRequests, ScmError};
+pub use scm::{
+    BranchesOnly, MergedPullRequest, NewProposal, PullRequest, PullRequestState, PullRequests,
+    ScmError,
+};
 pub use ssh::{AgentProblem, HostKeyError};
 pub use tree::{WriteLimit, WriteLimitExceeded, WriteLimits};
 

@@ -15,7 +15,7 @@ use crate::checkout::{materialise, private_dir_permissions};
 use crate::error::{io, shared_error};
 use crate::remote::AuthState;
 use crate::revision::REMOTE_REFS;
-use crate::{GitError, GitRepo, NewProposal, tree};
+use crate::{GitError, GitRepo, NewProposal, PullRequest, tree};
 
 /// Prefix of proposal branches on the remote.
 pub const PROPOSAL_PREFIX: &str = "cup/proposal/";
@@ -63,6 +63,9 @@ impl std::str::FromStr for Author {
 /// A pushed proposal.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Proposal {
+    /// Who keeps it: `git` (a branch only) or the forge's name
+    /// ([`PullRequests::name`](crate::PullRequests::name)).
+    pub source: String,
     /// The proposal's id, a ULID.
     pub id: String,
     /// Its branch on the remote, `cup/proposal/<id>`.
@@ -71,7 +74,7 @@ pub struct Proposal {
     pub commit: String,
     /// The pull request [`PullRequests`](crate::PullRequests) opened for it, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
+    pub pull_request: Option<PullRequest>,
 }
 
 /// A change to propose as a branch: its base, its commit message and the change itself, one
@@ -334,7 +337,7 @@ impl GitRepo {
     /// A pushed proposal: tells the pull-request interface and returns what the API shows.
     fn announce_committed(&self, c: Committed) -> Proposal {
         let commit = c.commit.to_string();
-        let url = self.announce(&NewProposal {
+        let pull_request = self.announce(&NewProposal {
             id: &c.id,
             branch: &c.branch,
             base: c.base_branch.as_deref(),
@@ -344,10 +347,11 @@ impl GitRepo {
             remote: &self.display_url,
         });
         Proposal {
+            source: self.options.pull_requests.name().to_owned(),
             id: c.id,
             branch: c.branch,
             commit,
-            url,
+            pull_request,
         }
     }
 
@@ -364,10 +368,10 @@ impl GitRepo {
     }
 
     /// Tells the pull-request interface; its failure does not undo the pushed branch.
-    fn announce(&self, proposal: &NewProposal<'_>) -> Option<String> {
+    fn announce(&self, proposal: &NewProposal<'_>) -> Option<PullRequest> {
         let scm = &self.options.pull_requests;
         match scm.proposed(proposal) {
-            Ok(url) => url,
+            Ok(pull_request) => pull_request,
             Err(error) => {
                 tracing::warn!(%error, scm = scm.name(), branch = proposal.branch,
                     "the proposal branch is pushed but no pull request was opened");

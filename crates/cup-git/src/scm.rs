@@ -1,20 +1,19 @@
-//! The pull-request interface: what happens on a forge (GitHub, Gitea, …) when cupd has
-//! pushed a proposal branch.
+//! The pull-request interface: what happens on a forge (GitHub, Gitea, GitLab) when cupd has
+//! pushed a proposal branch, and what the forge says about it later.
 //!
 //! A proposal is always a `cup/proposal/<id>` branch on the remote, listed, shown and
 //! merged under `/proposals`. A [`PullRequests`] implementation may in addition open a
-//! pull request for it and return its URL, which the write's response then carries as
-//! `proposal.url`. [`BranchesOnly`] opens nothing (`-api-git-scm none`).
+//! pull request for it, report its state and merge it. [`BranchesOnly`] opens nothing
+//! (`-api-git-scm none`). The forge clients are in the `cup-scm` crate.
 //!
-//! Writing an implementation (drop-in):
-//! 1. implement [`PullRequests`] (it runs on a blocking thread while the repository's write
-//!    lock is held: use a blocking HTTP client, keep a timeout, do not retry forever);
-//! 2. select it in cupd's `-api-git-scm` parsing (`crates/cupd/src/main.rs`), which today
-//!    refuses `github` and `gitea` at startup;
-//! 3. return `Ok(Some(url))` for the pull request opened. An `Err` does not undo the push:
-//!    the branch is the proposal; cupd logs the error and answers without a URL.
+//! Every call runs on a blocking thread, some while the repository's write lock is held: an
+//! implementation uses a blocking HTTP client, bounds every call's time and its retries.
+//! An `Err` from [`PullRequests::proposed`] does not undo the push: the branch is the
+//! proposal; cupd logs the error and answers without a URL.
 
 use std::fmt;
+
+use serde::Serialize;
 
 use crate::ChangedFile;
 
@@ -39,6 +38,49 @@ pub struct NewProposal<'a> {
     pub remote: &'a str,
 }
 
+/// Where a pull request stands on its forge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullRequestState {
+    /// Open (draft or not).
+    Open,
+    /// Merged on the forge.
+    Merged,
+    /// Closed without being merged.
+    Closed,
+}
+
+impl PullRequestState {
+    /// `open`, `merged` or `closed`, as `/proposals` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullRequestState::Open => "open",
+            PullRequestState::Merged => "merged",
+            PullRequestState::Closed => "closed",
+        }
+    }
+}
+
+/// A pull request (GitLab: merge request) as its forge describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PullRequest {
+    /// Its number in the repository (GitHub and Gitea `number`, GitLab `iid`).
+    pub number: u64,
+    /// Its web page (`html_url`, GitLab `web_url`).
+    pub url: String,
+    /// Open, merged or closed.
+    pub state: PullRequestState,
+    /// Its head branch (`cup/proposal/<id>` for cupd's own).
+    pub head: String,
+}
+
+/// A pull request merged through its forge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedPullRequest {
+    /// The merge's commit id on the base branch (hex), when the forge says.
+    pub commit: Option<String>,
+}
+
 /// Why a pull request could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("opening a pull request on {scm}: {reason}")]
@@ -49,14 +91,39 @@ pub struct ScmError {
     pub reason: String,
 }
 
-/// Told about each new proposal; may open a pull request for it.
+/// Told about each new proposal; may open a pull request for it, report and merge it.
 pub trait PullRequests: Send + Sync + fmt::Debug {
-    /// A short name for logs (`none`, `github`, …).
+    /// A short name for logs and the 202 body's `proposal.source` (`git` when nothing is
+    /// opened, else `github`, `gitea`, `gitlab`).
     fn name(&self) -> &str;
 
-    /// Called once per pushed proposal branch. Returns the pull request's URL, or `None`
+    /// Called once per pushed proposal branch. Returns the pull request opened, or `None`
     /// when nothing external was opened.
-    fn proposed(&self, proposal: &NewProposal<'_>) -> Result<Option<String>, ScmError>;
+    fn proposed(&self, proposal: &NewProposal<'_>) -> Result<Option<PullRequest>, ScmError>;
+
+    /// The pull request whose head is `branch`, in any state (the newest when several).
+    fn find(&self, branch: &str) -> Result<Option<PullRequest>, ScmError> {
+        let _ = branch;
+        Ok(None)
+    }
+
+    /// Merges `pull_request` on the forge (a merge commit, as the original cupd's helpers
+    /// did). Only called when [`PullRequests::opens_pull_requests`] is true.
+    fn merge(&self, pull_request: &PullRequest) -> Result<MergedPullRequest, ScmError> {
+        Err(ScmError {
+            scm: self.name().to_owned(),
+            reason: format!(
+                "cannot merge pull request {}: no forge",
+                pull_request.number
+            ),
+        })
+    }
+
+    /// Whether this implementation opens pull requests at all (merges then go through the
+    /// forge, not through a push of the base).
+    fn opens_pull_requests(&self) -> bool {
+        true
+    }
 }
 
 /// Proposals are branches only (cupd's `-api-git-scm none`): nothing is opened.
@@ -65,10 +132,14 @@ pub struct BranchesOnly;
 
 impl PullRequests for BranchesOnly {
     fn name(&self) -> &str {
-        "none"
+        "git"
     }
 
-    fn proposed(&self, _: &NewProposal<'_>) -> Result<Option<String>, ScmError> {
+    fn proposed(&self, _: &NewProposal<'_>) -> Result<Option<PullRequest>, ScmError> {
         Ok(None)
+    }
+
+    fn opens_pull_requests(&self) -> bool {
+        false
     }
 }

@@ -458,7 +458,7 @@ impl PullRequests for RecordingScm {
         "recording"
     }
 
-    fn proposed(&self, p: &NewProposal<'_>) -> Result<Option<String>, ScmError> {
+    fn proposed(&self, p: &NewProposal<'_>) -> Result<Option<PullRequest>, ScmError> {
         lock(&self.seen).push((
             p.branch.to_owned(),
             p.base.map(str::to_owned),
@@ -471,7 +471,12 @@ impl PullRequests for RecordingScm {
                 reason: "forge down".into(),
             });
         }
-        Ok(Some(format!("https://forge.example/pr/{}", p.id)))
+        Ok(Some(PullRequest {
+            number: 7,
+            url: format!("https://forge.example/pr/{}", p.id),
+            state: PullRequestState::Open,
+            head: p.branch.to_owned(),
+        }))
     }
 }
 
@@ -496,7 +501,7 @@ fn the_pull_request_interface_is_told_about_each_proposal() {
         .unwrap();
     let proposal = proposal.unwrap();
     assert_eq!(
-        proposal.url.as_deref(),
+        proposal.pull_request.as_ref().map(|pr| pr.url.as_str()),
         Some(format!("https://forge.example/pr/{}", proposal.id).as_str())
     );
     let seen = lock(&scm.seen).clone();
@@ -533,7 +538,7 @@ fn a_failing_pull_request_interface_keeps_the_pushed_branch() {
         })
         .unwrap();
     let proposal = proposal.unwrap();
-    assert_eq!(proposal.url, None);
+    assert_eq!(proposal.pull_request, None);
     assert_eq!(
         git(&bare, &["rev-parse", &proposal.branch]),
         proposal.commit

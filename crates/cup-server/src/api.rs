@@ -374,7 +374,8 @@ fn written(outcome: Written) -> Response {
             // Structs, not `json!`: the original's field order (id, empty, proposal).
             #[derive(serde::Serialize)]
             struct GitProposal {
-                source: &'static str,
+                /// `git` when proposals are branches only, else the forge's name.
+                source: String,
                 branch: String,
                 commit: String,
                 /// Where the pull-request interface opened a review, when it did.
@@ -391,10 +392,10 @@ fn written(outcome: Written) -> Response {
                 id: p.id,
                 empty: false,
                 proposal: GitProposal {
-                    source: "git",
+                    source: p.source,
                     branch: p.branch,
                     commit: p.commit,
-                    url: p.url,
+                    url: p.pull_request.map(|pr| pr.url),
                 },
             };
             let mut response = json_response(StatusCode::ACCEPTED, &result);
