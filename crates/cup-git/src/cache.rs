@@ -55,6 +55,8 @@ pub struct GitRepo {
     pub(crate) last_full_fetch: Mutex<Option<(u64, Result<(), GitError>)>>,
     /// Successes and failures of every fetch, for an operator.
     pub(crate) fetch_status: Mutex<FetchStatus>,
+    /// The pull requests of proposals, as opened, reported or looked up.
+    pub(crate) pull_request_book: crate::PullRequestBook,
     /// Held (flock) for the life of this value: the startup sweep below removes checkouts
     /// and half-made snapshots, which is only safe when no other process uses the cache.
     _cache_lock: std::fs::File,
@@ -71,6 +73,11 @@ impl std::fmt::Debug for GitRepo {
 }
 
 impl GitRepo {
+    /// The pull requests of proposals known so far.
+    pub fn pull_request_book(&self) -> &crate::PullRequestBook {
+        &self.pull_request_book
+    }
+
     /// Opens (or creates) the bare cache of `url` under `cache_root` and fetches once. When
     /// that fetch fails, a cache holding refs from an earlier run is served as it is (a
     /// warning is logged and [`GitRepo::fetch_status`] says why); an empty one is an error
@@ -112,6 +119,7 @@ impl GitRepo {
                 last_success: record.fetched_at,
                 ..FetchStatus::default()
             }),
+            pull_request_book: crate::PullRequestBook::default(),
             dir,
             _cache_lock: cache_lock,
         };

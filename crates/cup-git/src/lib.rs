@@ -55,6 +55,7 @@ mod error;
 mod fetch;
 mod proposals;
 mod propose;
+mod pull_request_book;
 mod remote;
 mod remote_url;
 mod revision;
@@ -72,6 +73,7 @@ pub use proposals::{
     MergeStrategy, Merged, ProposalDetail, ProposalPage, ProposalQuery, ProposalSummary,
 };
 pub use propose::{Author, ChangedFile, PROPOSAL_PREFIX, Proposal, ProposedWrite};
+pub use pull_request_book::{MAX_PULL_REQUESTS, PullRequestBook};
 pub use remote::{RemoteOptions, set_network_timeouts};
 pub use remote_url::{UNPARSABLE, UrlError, redact};
 pub use revision::Resolved;

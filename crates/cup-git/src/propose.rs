@@ -371,7 +371,12 @@ impl GitRepo {
     fn announce(&self, proposal: &NewProposal<'_>) -> Option<PullRequest> {
         let scm = &self.options.pull_requests;
         match scm.proposed(proposal) {
-            Ok(pull_request) => pull_request,
+            Ok(pull_request) => {
+                if let Some(pr) = &pull_request {
+                    self.pull_request_book.record(pr.clone());
+                }
+                pull_request
+            }
             Err(error) => {
                 tracing::warn!(%error, scm = scm.name(), branch = proposal.branch,
                     "the proposal branch is pushed but no pull request was opened");
