@@ -27,6 +27,7 @@ use crate::access;
 use crate::api;
 use crate::cors::{self, CorsPolicy};
 use crate::error::text;
+use crate::reload::ReloadState;
 use crate::source::Source;
 use crate::state::{AppState, RouteLabel};
 use crate::status::ControllerStatus;
@@ -220,7 +221,44 @@ struct StatusDoc {
     routes: usize,
     /// Problems of the configuration as a whole (a config directory with no Controller).
     warnings: Vec<String>,
+    /// Reloads of the config directory (SIGHUP); absent until the first one starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reload: Option<ReloadDoc>,
     controllers: Vec<ControllerStatus>,
+}
+
+#[derive(Serialize)]
+struct ReloadDoc {
+    /// Reloads ended since start, refused or not.
+    count: u64,
+    /// Whether one runs now (another requested meanwhile runs after it).
+    running: bool,
+    /// When the last one ended (RFC 3339, UTC); absent until one has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<String>,
+    /// Whether the last one's set is served; absent until one has ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ok: Option<bool>,
+    /// Why the last one was refused, naming the file (absent when it was not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// Wall time of the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<f64>,
+}
+
+impl From<ReloadState> for ReloadDoc {
+    fn from(state: ReloadState) -> Self {
+        let last = state.last;
+        ReloadDoc {
+            count: state.count,
+            running: state.running,
+            at: last.as_ref().map(|l| rfc3339(l.at)),
+            ok: last.as_ref().map(|l| l.error.is_none()),
+            duration_ms: last.as_ref().map(|l| l.duration_ms),
+            error: last.and_then(|l| l.error),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -283,6 +321,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
             warnings.extend(state.access.problems());
             warnings
         },
+        reload: state.reload.snapshot().map(ReloadDoc::from),
         controllers: state.status.snapshot(),
     };
     let mut bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();

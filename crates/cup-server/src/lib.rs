@@ -15,7 +15,8 @@
 //! `sweep` (what a killed cupd left behind, removed at start), `api` and `http` (axum),
 //! `cors` (cross-origin requests), `serve` (the listener and its connection limits), `tls`
 //! (HTTPS and client certificates, reloaded when their files change),
-//! `metrics`, `status`. The API and every difference from the original are in `docs/API.md`.
+//! `metrics`, `status`, `reload` (the config directory again, swapped in whole or refused).
+//! The API and every difference from the original are in `docs/API.md`.
 
 // Here, not in [workspace.lints]: binaries share that table and need not document every item.
 #![warn(missing_docs)]
@@ -34,6 +35,7 @@ mod inline_reads;
 mod listing;
 mod load;
 mod metrics;
+mod reload;
 mod routes;
 mod serve;
 mod signatures;
@@ -66,6 +68,7 @@ pub use cup_model::IdentitySpec;
 pub use cup_oci::{RegistryOptions, RetryPolicy};
 pub use git::GitOptions;
 pub use listing::ListLimits;
+pub use reload::ReloadHandle;
 pub use signatures::{SignatureOptions, SignatureSetupError};
 /// How long one read of the local source may hold writes off by default.
 pub use source::DEFAULT_READ_HOLD;
@@ -195,6 +198,7 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<state::AppState>,
     loader: load::Loader,
+    reloader: reload::Reloader,
     app: http::AppLimits,
     connections: serve::ConnLimits,
     tls: Option<Arc<tls::TlsConfigs>>,
@@ -277,8 +281,7 @@ impl Server {
         if let Ok(runtime) = &runtime {
             log_pool(runtime);
         }
-        let loader = load::Loader {
-            config,
+        let tools = Arc::new(load::LoadTools {
             runtime,
             cache: code_cache(&options.code_cache),
             images: image::ImageSource::new(
@@ -287,8 +290,13 @@ impl Server {
                 options.strict_digests,
             ),
             metrics: metrics.clone(),
-            status: status.clone(),
             signatures: signature_policy,
+        });
+        let loader = load::Loader {
+            config,
+            tools: tools.clone(),
+            status: status.clone(),
+            reusable: std::collections::HashMap::new(),
         };
         loader.announce();
         let state = Arc::new(state::AppState::new(
@@ -298,10 +306,12 @@ impl Server {
             options.list_limits,
             access,
         ));
+        let reloader = reload::Reloader::new(options.resources.clone(), tools, state.clone());
         Ok(Server {
             listener,
             state,
             loader,
+            reloader,
             app: http::AppLimits {
                 cors,
                 body_timeout: options.http.body_timeout,
@@ -321,6 +331,12 @@ impl Server {
         if self.tls.is_some() { "https" } else { "http" }
     }
 
+    /// Requests reloads of the config directory (cupd: on SIGHUP). Requests made before the
+    /// controllers' first load is published are served after it.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reloader.handle()
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
@@ -336,15 +352,19 @@ impl Server {
             listener,
             state,
             loader,
+            reloader,
             app,
             connections,
             tls,
         } = self;
         let publisher = state.clone();
         tokio::spawn(async move {
-            let served = loader.load_all().await;
+            // Problems are in /status already; the first set is served whatever they are.
+            let (served, _problems) = loader.load_all().await;
+            drop(loader);
             tracing::info!(routes = served.routes.len(), "controllers loaded; ready");
             publisher.publish(served);
+            reloader.serve().await;
         });
         let metrics = state.metrics.clone();
         let router = http::router(state, &app);

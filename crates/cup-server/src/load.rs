@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cup_model::{Implementation, ResourceDefinition, WasmSpec};
-use cup_runtime::{CacheStatus, CodeCache, Runtime};
+use cup_runtime::{CacheStatus, CodeCache, LoadedController, Runtime};
 use cup_sections::Integrity;
 use cup_template::TemplateController;
 
@@ -37,24 +37,55 @@ pub struct Served {
     pub discovery: Vec<u8>,
     /// `group/version/plural` → its `/apis` JSON, for bodies filtered by caller.
     pub definitions: BTreeMap<String, String>,
+    /// Every controller of the set, routed or not: a reload reuses their compiled modules.
+    pub controllers: Vec<Arc<ControllerHandle>>,
 }
 
-/// Everything loading needs.
-pub struct Loader {
-    pub config: ConfigDir,
+impl Served {
+    /// The loaded wasm modules of this set by the sha256 (lowercase hex) of their bytes.
+    pub fn wasm_modules(&self) -> HashMap<String, LoadedController> {
+        self.controllers
+            .iter()
+            .filter_map(|c| match &c.backend {
+                Ok(Backend::Wasm(loaded)) => {
+                    Some((loaded.load_info().digest.clone(), loaded.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// What loading needs besides the config directory: the same for the first load and for
+/// every reload.
+pub struct LoadTools {
     pub runtime: Result<Runtime, String>,
     pub cache: Option<CodeCache>,
     pub images: ImageSource,
     pub metrics: Arc<Metrics>,
-    pub status: Arc<StatusBoard>,
     /// Which controllers must be signed, by which keys.
     pub signatures: SignaturePolicy,
+}
+
+/// Everything one load of a config directory needs.
+pub struct Loader {
+    pub config: ConfigDir,
+    pub tools: Arc<LoadTools>,
+    /// Where each controller's progress and outcome are recorded.
+    pub status: Arc<StatusBoard>,
+    /// Modules already compiled (those of the set served now, on a reload), by the sha256
+    /// of their bytes: a module with one of these digests is used as it is, not compiled
+    /// again. Everything before compiling (fetch, digest and signature checks, package
+    /// integrity) still runs.
+    pub reusable: HashMap<String, LoadedController>,
 }
 
 /// A controller after loading: its handle for routes, and its embedded definitions.
 struct Prepared {
     handle: Arc<ControllerHandle>,
     embedded: Vec<ResourceDefinition>,
+    /// The config file that defines it.
+    file: String,
 }
 
 impl Loader {
@@ -73,15 +104,30 @@ impl Loader {
         }
     }
 
-    /// Loads every controller, then builds the routes and the discovery document.
-    pub async fn load_all(self) -> Served {
+    /// Loads every controller, then builds the routes and the discovery document. A
+    /// controller that fails, or a Binding that cannot be honoured, is reported in the
+    /// status board and in the second value (one sentence each, naming the config file):
+    /// the set is served anyway at startup, and refused by a reload.
+    pub async fn load_all(&self) -> (Served, Vec<String>) {
         let mut prepared = Vec::new();
         for controller in self.config.controllers.values() {
             prepared.push(self.prepare(controller).await);
         }
         // What compiling the modules allocated is free now; hand it back (see heap::trim).
         crate::heap::trim();
-        self.build(&prepared)
+        let mut problems: Vec<String> = prepared
+            .iter()
+            .filter_map(|p| {
+                let error = p.handle.backend.as_ref().err()?;
+                Some(format!(
+                    "controller {:?} ({}) failed to load: {error}",
+                    p.handle.name, p.file
+                ))
+            })
+            .collect();
+        let (served, bindings) = self.build(&prepared);
+        problems.extend(bindings);
+        (served, problems)
     }
 
     async fn prepare(&self, c: &ConfiguredController) -> Prepared {
@@ -93,7 +139,9 @@ impl Loader {
             Implementation::Wasm(spec) => self.prepare_wasm(&c.name, spec).await,
         };
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-        self.metrics.controller_loaded(&c.name, result.is_ok());
+        self.tools
+            .metrics
+            .controller_loaded(&c.name, result.is_ok());
         let (backend, embedded) = match result {
             Ok((backend, embedded)) => {
                 tracing::info!(controller = %c.name, load_ms = elapsed, "controller loaded");
@@ -120,6 +168,7 @@ impl Loader {
                 backend,
             }),
             embedded,
+            file: c.file.clone(),
         }
     }
 
@@ -129,7 +178,10 @@ impl Loader {
         spec: &WasmSpec,
     ) -> Result<(Backend, Vec<ResourceDefinition>), String> {
         // Decided before any byte is fetched, so a bad key fails the controller at once.
-        let requirement = self.signatures.requirement_for(spec, &self.config.root)?;
+        let requirement = self
+            .tools
+            .signatures
+            .requirement_for(spec, &self.config.root)?;
         let wasm = match (&spec.path, &spec.image) {
             (Some(_), _) if requirement.is_some() => {
                 return Err(
@@ -141,7 +193,7 @@ impl Loader {
             }
             (Some(path), _) => read_module_file(&self.config.root, path).await?,
             (None, Some(image)) => {
-                let fetched = self.images.fetch(image).await?;
+                let fetched = self.tools.images.fetch(image).await?;
                 let digest = fetched.manifest_digest.clone();
                 self.status
                     .update(name, |s| s.manifest_digest = Some(digest.clone()));
@@ -149,12 +201,13 @@ impl Loader {
                 // nothing is compiled or run before its signature is.
                 if let Some(requirement) = requirement {
                     let verified = self
+                        .tools
                         .images
                         .verify_signature(
                             image,
                             &digest,
                             &requirement,
-                            self.signatures.trusted_root(),
+                            self.tools.signatures.trusted_root(),
                         )
                         .await?;
                     tracing::info!(controller = %name, key = %verified.key,
@@ -167,19 +220,32 @@ impl Loader {
         };
         let embedded = embedded_definitions(&wasm)?;
         self.check_agreement(&embedded)?;
-        let runtime = self.runtime.clone()?;
-        let cache = self.cache.clone();
-        let loaded = tokio::task::spawn_blocking(move || runtime.load(&wasm, cache.as_ref()))
-            .await
-            .map_err(|e| format!("loading the module: {e}"))?
-            .map_err(|e| e.to_string())?;
+        let digest = cup_sections::sha256_digest(&wasm);
+        let reused = digest
+            .strip_prefix("sha256:")
+            .and_then(|hex| self.reusable.get(hex));
+        let (loaded, cache) = match reused {
+            Some(loaded) => (loaded.clone(), REUSED),
+            None => {
+                let runtime = self.tools.runtime.clone()?;
+                let cache = self.tools.cache.clone();
+                let loaded =
+                    tokio::task::spawn_blocking(move || runtime.load(&wasm, cache.as_ref()))
+                        .await
+                        .map_err(|e| format!("loading the module: {e}"))?
+                        .map_err(|e| e.to_string())?;
+                let cache = cache_label(loaded.load_info().cache);
+                (loaded, cache)
+            }
+        };
         let info = loaded.load_info().clone();
-        if let cup_runtime::Allocation::OnDemand(reason) = &info.allocation {
+        if let cup_runtime::Allocation::OnDemand(reason) = &info.allocation
+            && cache != REUSED
+        {
             // Still served; only the per-request cost of fresh memory comes back.
             tracing::info!(controller = %name, %reason, "instances not pooled");
         }
-        let cache = cache_label(info.cache);
-        self.metrics.code_cache(cache);
+        self.tools.metrics.code_cache(cache);
         self.status.update(name, |s| {
             s.digest = Some(format!("sha256:{}", info.digest));
             s.abi = Some(match info.kind {
@@ -219,7 +285,9 @@ impl Loader {
         }
     }
 
-    fn build(&self, prepared: &[Prepared]) -> Served {
+    /// The routes and discovery document of the loaded controllers, and what in the
+    /// Bindings could not be honoured (see [`Loader::load_all`]).
+    fn build(&self, prepared: &[Prepared]) -> (Served, Vec<String>) {
         let mut build = Build::default();
         for c in &self.config.definitions {
             for key in c.definition.keys() {
@@ -241,23 +309,29 @@ impl Loader {
             let Some(p) = by_name.get(b.binding.spec.controller.as_str()) else {
                 continue;
             };
+            let origin = format!("binding {:?} ({})", b.binding.metadata.name, b.file);
             for key in &b.binding.spec.resources {
                 match build.definitions.get(key).map(|(d, _)| d.clone()) {
-                    Some(def) => build.bind(&def, &p.handle),
-                    None => build.warn(
-                        &p.handle.name,
-                        format!(
+                    Some(def) => build.bind(&def, &p.handle, &origin),
+                    None => {
+                        let warning = format!(
                             "binding {:?} names {key}, which no definition serves (neither in the config directory nor embedded in a module)",
                             b.binding.metadata.name
-                        ),
-                    ),
+                        );
+                        build.problems.push(format!("{origin}: names {key}, which no definition serves (neither in the config directory nor embedded in a module)"));
+                        build.warn(&p.handle.name, warning);
+                    }
                 }
             }
         }
         for p in prepared {
             if !self.config.is_bound(&p.handle.name) {
+                let origin = format!(
+                    "controller {:?} ({}), bound to the definitions its module embeds",
+                    p.handle.name, p.file
+                );
                 for def in &p.embedded {
-                    build.bind(def, &p.handle);
+                    build.bind(def, &p.handle, &origin);
                 }
             }
         }
@@ -272,11 +346,13 @@ impl Loader {
             .iter()
             .map(|(k, (_, json))| (k.clone(), json.clone()))
             .collect();
-        Served {
+        let served = Served {
             discovery: discovery::body(&definitions),
             definitions,
             routes: build.routes,
-        }
+            controllers: prepared.iter().map(|p| p.handle.clone()).collect(),
+        };
+        (served, build.problems)
     }
 
     fn publish(&self, build: &Build) {
@@ -314,6 +390,8 @@ struct Build {
     validators: HashMap<(String, String), Arc<jsonschema::Validator>>,
     served: BTreeMap<String, Vec<String>>,
     warnings: BTreeMap<String, Vec<String>>,
+    /// What could not be bound as the config directory asks, naming the file that asks.
+    problems: Vec<String>,
 }
 
 impl Build {
@@ -335,14 +413,17 @@ impl Build {
             .push(warning);
     }
 
-    /// Routes for every version of `def` to `handle`.
-    fn bind(&mut self, def: &ResourceDefinition, handle: &Arc<ControllerHandle>) {
+    /// Routes for every version of `def` to `handle`, as `origin` (a Binding, or the
+    /// controller's embedded definitions) asks.
+    fn bind(&mut self, def: &ResourceDefinition, handle: &Arc<ControllerHandle>, origin: &str) {
         for (version, schema) in &def.spec.versions {
             let key = format!("{}/{version}/{}", def.spec.group, def.names.plural);
             let validator = match self.validator(def, version, schema) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.warn(&handle.name, format!("{key}: schema does not compile: {e}"));
+                    let warning = format!("{key}: schema does not compile: {e}");
+                    self.problems.push(format!("{origin}: {warning}"));
+                    self.warn(&handle.name, warning);
                     continue;
                 }
             };
@@ -361,10 +442,12 @@ impl Build {
                     .or_default()
                     .push(key),
                 Err(owner) if owner == handle.name => {}
-                Err(owner) => self.warn(
-                    &handle.name,
-                    format!("{key} is already served by controller {owner:?}; not bound here"),
-                ),
+                Err(owner) => {
+                    let warning =
+                        format!("{key} is already served by controller {owner:?}; not bound here");
+                    self.problems.push(format!("{origin}: {warning}"));
+                    self.warn(&handle.name, warning);
+                }
             }
         }
     }
@@ -406,6 +489,9 @@ fn embedded_definitions(wasm: &[u8]) -> Result<Vec<ResourceDefinition>, String> 
             .map_err(|e| format!("controller package refused: {e}")),
     }
 }
+
+/// The `cache` of a module compiled for the set served before a reload and used again.
+const REUSED: &str = "reused";
 
 fn cache_label(status: CacheStatus) -> &'static str {
     match status {

@@ -19,6 +19,8 @@
 //!   (`header`, `idle`: connections closed by the listener's timeouts).
 //! * `cupd_access_refused_total{code}`: requests refused by access control (`401`: no or
 //!   bad credentials, `403`: not allowed by the policy).
+//! * `cupd_config_reloads_total{outcome}`: reloads of the config directory (`ok`: the new
+//!   set is served; `refused`: the set before keeps serving).
 //! * `cupd_tls_handshake_failures_total{reason}`: TLS connections closed before their
 //!   first request because the handshake failed: `client_certificate` (untrusted, expired
 //!   or revoked), `protocol` (not TLS, no common version or cipher), `io` (the client went
@@ -46,6 +48,7 @@ pub struct Metrics {
     connection_timeouts: Family<Labels<1>, Counter>,
     access_refused: Family<Labels<1>, Counter>,
     tls_handshake_failures: Family<Labels<1>, Counter>,
+    config_reloads: Family<Labels<1>, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -66,6 +69,7 @@ impl Default for Metrics {
         let connection_timeouts = Family::<Labels<1>, Counter>::default();
         let access_refused = Family::<Labels<1>, Counter>::default();
         let tls_handshake_failures = Family::<Labels<1>, Counter>::default();
+        let config_reloads = Family::<Labels<1>, Counter>::default();
         registry.register(
             "cupd_http_requests",
             "HTTP requests by method, route template and status code",
@@ -111,6 +115,11 @@ impl Default for Metrics {
             "TLS handshakes that failed, by reason",
             tls_handshake_failures.clone(),
         );
+        registry.register(
+            "cupd_config_reloads",
+            "Reloads of the config directory by outcome (ok, refused)",
+            config_reloads.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -122,6 +131,7 @@ impl Default for Metrics {
             connection_timeouts,
             access_refused,
             tls_handshake_failures,
+            config_reloads,
         }
     }
 }
@@ -217,6 +227,13 @@ impl Metrics {
     pub fn tls_handshake_failed(&self, reason: &'static str) {
         self.tls_handshake_failures
             .get_or_create(&[("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// A reload of the config directory ended: `outcome` is `ok` or `refused`.
+    pub fn config_reload(&self, outcome: &'static str) {
+        self.config_reloads
+            .get_or_create(&[("outcome", outcome.to_owned())])
             .inc();
     }
 

@@ -9,6 +9,7 @@ use crate::inline_reads::InlineReads;
 use crate::listing::ListLimits;
 use crate::load::Served;
 use crate::metrics::Metrics;
+use crate::reload::ReloadBoard;
 use crate::source::Source;
 use crate::status::StatusBoard;
 
@@ -26,6 +27,8 @@ pub struct AppState {
     pub schema_errors: Semaphore,
     /// Authentication, authorisation and the audit log.
     pub access: AccessControl,
+    /// How reloads of the config directory went.
+    pub reload: ReloadBoard,
 }
 
 /// The route template of a response, for metrics (set by the resource handler).
@@ -49,6 +52,7 @@ impl AppState {
             list_limits,
             schema_errors: Semaphore::new(1),
             access,
+            reload: ReloadBoard::default(),
         }
     }
 
@@ -60,7 +64,8 @@ impl AppState {
             .clone()
     }
 
-    /// Publishes the loaded routes: from now on the server is ready.
+    /// Publishes the loaded routes: from now on the server is ready. A reload publishes
+    /// again: requests that already hold the set before it finish on that set.
     pub fn publish(&self, served: Served) {
         *self
             .served

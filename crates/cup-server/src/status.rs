@@ -52,7 +52,8 @@ pub struct ControllerStatus {
     /// Problems that did not stop it (a binding naming an unknown definition, a route
     /// already served by another controller).
     pub warnings: Vec<String>,
-    /// How the compiled code was obtained: `hit`, `miss`, `replaced`, `shared`, `disabled`.
+    /// How the compiled code was obtained: `hit`, `miss`, `replaced`, `shared`, `disabled`,
+    /// or `reused` (a reload kept the module the set before it had compiled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +96,23 @@ impl StatusBoard {
         if let Some(status) = self.lock().get_mut(name) {
             change(status);
         }
+    }
+
+    /// Takes over everything `other` recorded (a reloaded set's statuses and warnings), in
+    /// place of what this board held.
+    pub fn replace_with(&self, other: &StatusBoard) {
+        let controllers = std::mem::take(&mut *other.lock());
+        let warnings = std::mem::take(
+            &mut *other
+                .warnings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        *self.lock() = controllers;
+        *self
+            .warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = warnings;
     }
 
     pub fn snapshot(&self) -> Vec<ControllerStatus> {

@@ -32,7 +32,13 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(options: Options) -> anyhow::Result<()> {
     let address = options.address.clone();
+    // Watched before anything else: SIGHUP's default action ends the process, and an
+    // operator may send it as soon as cupd says it listens.
+    let hangups = hangups();
     let server = Server::bind(options).await.context("starting cupd")?;
+    if let Some(hangups) = hangups {
+        tokio::spawn(reload_on_hangup(hangups, server.reload_handle()));
+    }
     let bound = server
         .local_addr()
         .with_context(|| format!("reading the address bound for {address}"))?;
@@ -297,6 +303,43 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     Ok(())
+}
+
+/// SIGHUP, when it can be watched (Unix).
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = std::convert::Infallible;
+
+#[cfg(unix)]
+fn hangups() -> Option<Hangups> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGHUP: the config directory cannot be reloaded");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn hangups() -> Option<Hangups> {
+    None
+}
+
+/// Each SIGHUP asks for a reload of the config directory; those arriving while one runs
+/// make one more after it.
+#[cfg(unix)]
+async fn reload_on_hangup(mut hangups: Hangups, reload: cup_server::ReloadHandle) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reload of the config directory requested");
+        reload.request();
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_hangup(hangups: Hangups, _reload: cup_server::ReloadHandle) {
+    match hangups {}
 }
 
 /// Completes on SIGINT or SIGTERM; the server then finishes in-flight requests.
