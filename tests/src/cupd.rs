@@ -230,6 +230,51 @@ impl Cupd {
         request(self.port, method, path, headers, body)
     }
 
+    /// Sends SIGHUP: cupd reloads its config directory.
+    pub fn hangup(&self) {
+        let pid = self.pid().expect("cupd runs");
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -HUP {pid}: {status}");
+    }
+
+    /// `/status`'s `reload` (null before the first reload).
+    pub fn reload_status(&self) -> serde_json::Value {
+        self.get("/status").json()["reload"].clone()
+    }
+
+    /// Sends SIGHUP and waits until a reload that started after it has ended; returns
+    /// `/status`'s `reload` then. Panics (with the log) if none ends within the start
+    /// timeout.
+    pub fn reload(&self) -> serde_json::Value {
+        let before = self.reload_status();
+        let ended = before["count"].as_u64().unwrap_or(0);
+        // A reload running now may have read the directory already: wait for the one after.
+        let want = ended + if before["running"] == true { 2 } else { 1 };
+        self.hangup();
+        self.wait_for_reloads(want)
+    }
+
+    /// Waits until `count` reloads have ended and none runs; returns `/status`'s `reload`.
+    pub fn wait_for_reloads(&self, count: u64) -> serde_json::Value {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let now = self.reload_status();
+            if now["count"].as_u64().unwrap_or(0) >= count && now["running"] == false {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "reload {count} did not end in {READY_TIMEOUT:?}: {now}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status code (None if killed by a signal).
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;

@@ -38,6 +38,7 @@ mod cupd_http;
 mod cupd_keyless;
 mod cupd_list_bounds;
 mod cupd_registry;
+mod cupd_reload;
 mod cupd_runaway;
 mod cupd_sandbox;
 mod cupd_signatures;
