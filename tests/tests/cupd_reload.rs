@@ -547,7 +547,9 @@ fn reloads_under_load_fail_no_request_and_requests_in_flight_finish_on_the_old_s
     }
     let (written, w) = writer.join().unwrap();
     wrong.extend(w);
-    eprintln!("26 reloads in {reloading:?} (+1), {answered} GETs and {written} PUTs meanwhile");
+    eprintln!(
+        "25 reloads in {reloading:?}, then one under a slow read; {answered} GETs and {written} PUTs meanwhile"
+    );
     assert!(
         wrong.is_empty(),
         "{} failed: {:?}",
@@ -555,7 +557,7 @@ fn reloads_under_load_fail_no_request_and_requests_in_flight_finish_on_the_old_s
         &wrong[..wrong.len().min(10)]
     );
     assert!(
-        answered > 200 && written > 20,
+        answered > 200 && written > 10,
         "{answered} GETs, {written} PUTs"
     );
     assert_eq!(reloads(&cupd, "ok"), 26);
