@@ -140,6 +140,21 @@ pub fn open(options: &ScmOptions, remote: &str) -> Result<Arc<dyn PullRequests>,
         .token
         .clone()
         .or_else(|| repository.password.as_deref().and_then(Token::new));
+    if token.is_none() {
+        tracing::warn!(
+            scm = options.forge.as_str(),
+            "no API token (a token file, the environment or a password in the remote URL): \
+             the forge will likely refuse to open pull requests"
+        );
+    }
+    tracing::info!(
+        scm = options.forge.as_str(),
+        api = %base,
+        repository = %repository.full_path(),
+        labels = ?options.labels,
+        reviewers = ?options.reviewers,
+        "pull requests are opened on the forge"
+    );
     let settings = Settings {
         labels: options.labels.clone(),
         reviewers: options.reviewers.clone(),

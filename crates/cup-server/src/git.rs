@@ -12,9 +12,9 @@ use std::time::SystemTime;
 
 use axum::http::StatusCode;
 use cup_git::{
-    AuthProblem, Author, BranchesOnly, CredentialStore, GitError, GitRepo, HostKeyError,
-    MergeStrategy, Merged, Proposal, ProposalDetail, ProposalPage, ProposalQuery, ProposedWrite,
-    PullRequests, RemoteOptions, SnapshotLimits, WriteLimits,
+    AuthProblem, Author, CredentialStore, GitError, GitRepo, HostKeyError, MergeStrategy, Merged,
+    Proposal, ProposalDetail, ProposalPage, ProposalQuery, ProposedWrite, PullRequests,
+    RemoteOptions, SnapshotLimits, WriteLimits,
 };
 
 use crate::error::ApiError;
@@ -35,7 +35,8 @@ pub struct GitOptions {
     pub credentials: Option<PathBuf>,
     /// known_hosts for SSH remotes; `None` = `~/.ssh/known_hosts`.
     pub known_hosts: Option<PathBuf>,
-    /// Told about every pushed proposal (`cup_git::BranchesOnly` opens nothing).
+    /// Told about every pushed proposal: `cup_git::BranchesOnly` opens nothing, the
+    /// `cup-scm` clients open pull requests on a forge (cupd's `-api-git-scm`).
     pub pull_requests: Arc<dyn PullRequests>,
     /// What one write may put in its tree (a controller's checkout is read within these).
     pub write_limits: WriteLimits,
@@ -57,23 +58,6 @@ impl std::fmt::Debug for GitOptions {
             .field("write_limits", &self.write_limits)
             .field("snapshot_limits", &self.snapshot_limits)
             .finish()
-    }
-}
-
-impl GitOptions {
-    /// The pull-request interface `-api-git-scm` names: empty or `none` = proposals are
-    /// branches only. A forge name is refused, never accepted and silently ignored, until
-    /// its [`PullRequests`] implementation exists (see `cup_git::scm` for the drop-in).
-    pub fn pull_requests_for(scm: &str) -> Result<Arc<dyn PullRequests>, String> {
-        match scm {
-            "" | "none" => Ok(Arc::new(BranchesOnly)),
-            "github" | "gitea" => Err(format!(
-                "opening pull requests on {scm} is not wired yet; proposals are the \
-                 cup/proposal/* branches pushed to the remote and served under /proposals \
-                 (list, show, merge): use -api-git-scm none"
-            )),
-            _ => Err("unknown SCM (expected \"none\"; github and gitea are not wired yet)".into()),
-        }
     }
 }
 
