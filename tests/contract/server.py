@@ -2,7 +2,7 @@
 """A contract server for one forge API: answers the operations of a vendored API description
 (Swagger 2.0 or OpenAPI 3.0, trimmed by trim.py), checking every request against it.
 
-    python server.py --provider github|gitea|gitlab --description FILE --token TOKEN
+    python server.py --provider github|gitea --description FILE --token TOKEN
 
 Listens on 127.0.0.1 (an ephemeral port, printed as `PORT <n>` on stdout). For each request:
   * the method and path must match an operation of the description (path templates, typed
@@ -15,7 +15,7 @@ A request that breaks the description is answered 400 with the violation and rec
 `GET /__contract/requests` returns every request with its violations, so a test fails on it.
 
 Answers are the description's documented examples (GitHub) or instances built from the
-response schema (Gitea and GitLab document none), adjusted to the request (numbers, URLs,
+response schema (Gitea documents none), adjusted to the request (numbers, URLs,
 branches, state) and themselves validated against the response schema before being sent.
 
 `POST /__contract/faults` with `{"status": 429|403|502, "count": N, "retry_after": "1",
@@ -176,7 +176,7 @@ class State:
         self.token = token
         self.default_branch = default_branch
         self.labels = labels
-        self.users = users
+        self.users = users  # user names that exist (reviewers)
         self.lock = threading.Lock()
         self.requests = []
         self.faults = []
@@ -256,12 +256,9 @@ class Handler(BaseHTTPRequestHandler):
             return violation(found)
         op, template, params, args = found
         # The token, where the provider documents it.
-        if state.provider == "gitlab":
-            sent = self.headers.get("PRIVATE-TOKEN")
-        else:
-            auth = self.headers.get("Authorization", "")
-            prefix = "Bearer " if state.provider == "github" else "token "
-            sent = auth[len(prefix):] if auth.startswith(prefix) else None
+        auth = self.headers.get("Authorization", "")
+        prefix = "Bearer " if state.provider == "github" else "token "
+        sent = auth[len(prefix):] if auth.startswith(prefix) else None
         record["auth"] = sent is not None
         if sent != state.token:
             return 401, {"message": "Bad credentials"}, []
@@ -328,11 +325,9 @@ class Handler(BaseHTTPRequestHandler):
             headers.append(("Retry-After", str(fault["retry_after"])))
         if fault.get("reset_in") is not None:
             reset = str(int(time.time() + fault["reset_in"]) + (1 if fault.get("round_up") else 0))
-            name = "RateLimit-Reset" if self.server.state.provider == "gitlab" else "X-RateLimit-Reset"
-            headers.append((name, reset))
+            headers.append(("X-RateLimit-Reset", reset))
         if status in (403, 429):
-            remaining = "RateLimit-Remaining" if self.server.state.provider == "gitlab" else "X-RateLimit-Remaining"
-            headers.append((remaining, "0"))
+            headers.append(("X-RateLimit-Remaining", "0"))
             return status, {"message": "API rate limit exceeded"}, headers
         return status, {"message": "Bad Gateway"}, headers
 
@@ -436,6 +431,8 @@ def github(h, state, oid, op, args, query, body, origin):
         p["labels"] += [l if isinstance(l, str) else l["name"] for l in labels]
         return h.reply(op, 200, lambda b: [{**copy.deepcopy(b[0]), "name": n} for n in p["labels"]])
     if oid == "pulls/request-reviewers":
+        if any(u not in state.users for u in body.get("reviewers", [])):
+            return 422, {"message": "Reviews may only be requested from collaborators."}, []
         p["reviewers"] += body.get("reviewers", [])
         return h.reply(op, 201, lambda b: pull_json(p, b))
     return 501, {"message": f"contract server: {oid} not implemented"}, []
@@ -491,52 +488,10 @@ def gitea(h, state, oid, op, args, query, body, origin):
         p.update(state="closed", merged=True)
         return 200, None, []
     if oid == "repoCreatePullReviewRequests":
+        if any(u not in state.users for u in body.get("reviewers", [])):
+            return 422, {"message": "user does not exist"}, []
         p["reviewers"] += body.get("reviewers", [])
         return h.reply(op, 201, lambda b: [])
-    return 501, {"message": f"contract server: {oid} not implemented"}, []
-
-
-def gitlab(h, state, oid, op, args, query, body, origin):
-    project = args.get("id")
-    web = f"{origin}/{project}"
-
-    def mr_json(p, b):
-        b.update(iid=p["number"], id=p["number"], title=p["title"], description=p["body"],
-                 state=p["state"] if p["state"] != "open" else "opened",
-                 source_branch=p["head"], target_branch=p["base"],
-                 web_url=f"{web}/-/merge_requests/{p['number']}",
-                 merge_commit_sha=p["merge_sha"] if p["merged"] else None)
-        if "labels" in b:
-            b["labels"] = p["labels"]
-        return b
-
-    if oid == "getApiV4ProjectsId":
-        return h.reply(op, 200, lambda b: {**b, "path_with_namespace": project, "default_branch": state.default_branch, "web_url": web})
-    if oid == "getApiV4Users":
-        name = query.get("username", [None])[0]
-        found = [(i, u) for i, u in enumerate(state.users, 1) if u == name]
-        return h.reply(op, 200, lambda b: [{**instance(h.server.desc, {"$ref": "#/definitions/API_Entities_UserBasic"}), "id": i, "username": u} for i, u in found])
-    if oid == "postApiV4ProjectsIdMergeRequests":
-        if any(p["head"] == body["source_branch"] and p["state"] == "open" for p in state.pulls):
-            return 409, {"message": ["Another open merge request already exists for this source branch"]}, []
-        p = new_pull(state, body["source_branch"], body["target_branch"], body.get("title", ""), body.get("description", ""))
-        p["labels"] = [l for l in body.get("labels", "").split(",") if l] if isinstance(body.get("labels"), str) else body.get("labels", [])
-        p["reviewers"] = body.get("reviewer_ids", [])
-        return h.reply(op, 201, lambda b: mr_json(p, b))
-    if oid == "getApiV4ProjectsIdMergeRequests":
-        branch = query.get("source_branch", [None])[0]
-        want = query.get("state", ["all"])[0]
-        found = [p for p in reversed(state.pulls) if (branch is None or p["head"] == branch)
-                 and (want == "all" or want == ("opened" if p["state"] == "open" else p["state"]))]
-        return h.reply(op, 200, lambda b: [mr_json(p, instance(h.server.desc, op["responses"]["200"]["schema"]["items"] if "items" in op["responses"]["200"].get("schema", {}) else op["responses"]["200"]["schema"])) for p in found])
-    if oid == "putApiV4ProjectsIdMergeRequestsMergeRequestIidMerge":
-        p = find_pull(state, {"index": args.get("merge_request_iid")})
-        if p is None:
-            return 404, {"message": "404 Not found"}, []
-        if p["state"] != "open":
-            return 405, {"message": "405 Method Not Allowed"}, []
-        p.update(state="merged", merged=True)
-        return h.reply(op, 200, lambda b: mr_json(p, b))
     return 501, {"message": f"contract server: {oid} not implemented"}, []
 
 
@@ -557,7 +512,7 @@ def find_pull(state, args):
     return None
 
 
-PROVIDERS = {"github": github, "gitea": gitea, "gitlab": gitlab}
+PROVIDERS = {"github": github, "gitea": gitea}
 
 
 def main():

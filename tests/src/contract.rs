@@ -19,9 +19,9 @@ pub struct ContractServer {
 }
 
 impl ContractServer {
-    /// Serves `provider`'s description (`github`, `gitea` or `gitlab`), accepting only
-    /// `token`; `labels` exist in the repository (Gitea resolves them to ids), `users` exist
-    /// (GitLab resolves reviewers to ids).
+    /// Serves `provider`'s description (`github` or `gitea`), accepting only `token`;
+    /// `labels` exist in the repository (Gitea resolves them to ids); `users` are the user
+    /// names that exist.
     pub fn start(provider: &str, token: &str, labels: &[&str], users: &[&str]) -> ContractServer {
         let python = crate::python::venv_python("contract-venv", &[JSONSCHEMA]);
         let dir = crate::repo_root().join("tests/contract");
@@ -67,7 +67,6 @@ impl ContractServer {
     pub fn api_base(&self) -> String {
         match self.provider.as_str() {
             "gitea" => format!("{}/api/v1", self.origin()),
-            "gitlab" => self.origin(),
             _ => self.origin(),
         }
     }
