@@ -170,3 +170,75 @@ fn scm_flags_are_checked_at_startup() {
     assert!(log.contains("names no repository on a forge"), "{log}");
     assert!(!log.contains(GIT_PASSWORD), "{log}");
 }
+
+/// Fifty concurrent writers with pull requests on: fifty branches, fifty pull requests, each
+/// named in its own 202 and opened for its own branch, every request within the description.
+#[test]
+fn fifty_concurrent_writers_get_fifty_pull_requests() {
+    use crate::cupd_git_common::{BAZ_PAYLOAD, RESOURCES};
+    let fixture = Fixture::new();
+    let http = exported(&fixture);
+    let server = ContractServer::start("gitea", TOKEN, &["cup"], &[]);
+    let url = http.url_with("git", GIT_PASSWORD, "team/app.git");
+    let token_file = token_file(&fixture);
+    let api_base = server.api_base();
+    let cupd = Cupd::start(&fixture.config(
+        &url,
+        &[
+            "--api-git-scm",
+            "gitea",
+            "--api-git-scm-url",
+            &api_base,
+            "--api-git-scm-token-file",
+            &token_file,
+            "--api-git-scm-labels",
+            "cup",
+        ],
+        &[],
+    ));
+    let cupd = &cupd;
+    let answers: Vec<serde_json::Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                s.spawn(move || {
+                    let name = format!("r{i:02}");
+                    let body = BAZ_PAYLOAD.replace("\"baz\"", &format!("\"{name}\""));
+                    let response = cupd.put(&format!("{RESOURCES}/{name}"), &body);
+                    assert_eq!(response.status, 202, "{}", response.text());
+                    response.json()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let pulls = server.pulls();
+    assert_eq!(pulls.len(), 50);
+    let mut urls: Vec<&str> = answers
+        .iter()
+        .map(|a| {
+            a["proposal"]["url"]
+                .as_str()
+                .expect("every 202 names its pull request")
+        })
+        .collect();
+    urls.sort();
+    urls.dedup();
+    assert_eq!(urls.len(), 50);
+    for answer in &answers {
+        let branch = answer["proposal"]["branch"].as_str().unwrap();
+        let number = answer["proposal"]["url"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap();
+        let pull = &pulls[number - 1];
+        assert_eq!(pull["head"], branch, "{answer}");
+        assert_eq!(pull["labels"], serde_json::json!(["cup"]));
+        let commit = crate::cupd_git_common::git(&fixture.bare(), &["rev-parse", branch]);
+        assert_eq!(answer["proposal"]["commit"], commit);
+    }
+    server.assert_no_violations();
+}
