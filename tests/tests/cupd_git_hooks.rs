@@ -240,9 +240,36 @@ fn a_signed_push_delivery_makes_reads_see_the_new_commit_within_a_second() {
             "{forge:?}: a replay fetched"
         );
     }
+    // A burst of distinct deliveries at once: fetches are coalesced, never one per delivery.
+    const BURST: usize = 20;
+    let settled = upload_packs(&server);
+    let example: serde_json::Value = serde_json::from_slice(&Forge::GitHub.push_payload()).unwrap();
+    let barrier = std::sync::Barrier::new(BURST);
+    std::thread::scope(|s| {
+        for i in 0..BURST {
+            let (cupd, barrier, mut body) = (&cupd, &barrier, example.clone());
+            s.spawn(move || {
+                body["after"] = format!("{i:040x}").into();
+                let body = serde_json::to_vec(&body).unwrap();
+                barrier.wait();
+                let r = deliver(cupd, Forge::GitHub, "push", &format!("burst-{i}"), &body);
+                assert_eq!(r.status, 202, "{}", r.text());
+            });
+        }
+    });
+    wait_for_fetch(&server, settled);
+    std::thread::sleep(Duration::from_millis(1000));
+    let fetches = upload_packs(&server) - settled;
+    eprintln!("{BURST} deliveries at once: {fetches} fetches");
+    assert!(
+        fetches < BURST / 2,
+        "{fetches} fetches for {BURST} deliveries"
+    );
+
     let metrics = cupd.get("/metrics").text();
     for forge in ["github", "gitea", "gitlab"] {
-        for (outcome, n) in [("accepted", 1), ("replayed", 2)] {
+        let accepted = if forge == "github" { 1 + BURST } else { 1 };
+        for (outcome, n) in [("accepted", accepted), ("replayed", 2)] {
             let line = format!(
                 "cupd_webhook_deliveries_total{{forge=\"{forge}\",outcome=\"{outcome}\"}} {n}"
             );
