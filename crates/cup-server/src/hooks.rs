@@ -755,6 +755,125 @@ mod tests {
         assert!(hooks.remember("a", b"one"));
     }
 
+    fn git(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    }
+
+    /// A Git source on a bare repository holding one commit on `main`, with webhooks.
+    fn git_source(tmp: &Path) -> crate::git::GitSource {
+        git(tmp, &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+        git(tmp, &["init", "-q", "-b", "main", "seed"]);
+        let seed = tmp.join("seed");
+        std::fs::write(seed.join("a"), "a").unwrap();
+        git(&seed, &["add", "a"]);
+        git(&seed, &["commit", "-q", "-m", "seed"]);
+        git(&seed, &["push", "-q", "../remote.git", "main"]);
+        let options = crate::git::GitOptions {
+            url: tmp.join("remote.git").to_str().unwrap().to_owned(),
+            cache: tmp.join("cache"),
+            author: cup_git::Author {
+                name: "cup".into(),
+                email: "cup@localhost".into(),
+            },
+            fetch_interval: std::time::Duration::ZERO,
+            credentials: None,
+            known_hosts: None,
+            pull_requests: Arc::new(cup_git::BranchesOnly),
+            write_limits: cup_git::WriteLimits::default(),
+            snapshot_limits: cup_git::SnapshotLimits::default(),
+            webhook_secret: Some(secret(GITHUB_SECRET)),
+        };
+        crate::git::GitSource::open(&options).unwrap()
+    }
+
+    fn signed_github(event: &str, id: &str, body: &[u8]) -> HeaderMap {
+        let mut mac = Hmac::<Sha256>::new_from_slice(GITHUB_SECRET.as_bytes()).unwrap();
+        mac.update(body);
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        headers(&[
+            ("x-github-event", event),
+            ("x-github-delivery", id),
+            ("x-hub-signature-256", &signature),
+        ])
+    }
+
+    fn github_pull_request(head: &str, state: &str, merged: bool) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "action": "closed",
+            "number": 9,
+            "pull_request": {"number": 9, "html_url": "https://github.example/o/r/pull/9",
+                "state": state, "merged": merged, "head": {"ref": head}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pull_request_deliveries_of_proposals_update_the_book_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let git = git_source(tmp.path());
+        let hooks = git.webhooks().expect("webhooks enabled");
+        let branch = "cup/proposal/01JBOOK0000000000000000000";
+        let deliver = |body: &[u8], headers: &HeaderMap| {
+            handle(Forge::GitHub, hooks, &git, headers, body).map(|h| h.status)
+        };
+
+        let closed = github_pull_request(branch, "closed", false);
+        let status = deliver(&closed, &signed_github("pull_request", "d1", &closed));
+        assert_eq!(status, Ok(StatusCode::ACCEPTED));
+        let recorded = git.pull_request_book().get(branch).expect("recorded");
+        assert_eq!(
+            (recorded.number, recorded.state, recorded.url.as_str()),
+            (
+                9,
+                PullRequestState::Closed,
+                "https://github.example/o/r/pull/9"
+            )
+        );
+
+        // Merged later: the book follows.
+        let merged = github_pull_request(branch, "closed", true);
+        let status = deliver(&merged, &signed_github("pull_request", "d2", &merged));
+        assert_eq!(status, Ok(StatusCode::ACCEPTED));
+        assert_eq!(
+            git.pull_request_book().get(branch).unwrap().state,
+            PullRequestState::Merged
+        );
+
+        // The first delivery replayed (same id; then same body, new id): nothing changes.
+        for id in ["d1", "d3"] {
+            let status = deliver(&closed, &signed_github("pull_request", id, &closed));
+            assert_eq!(status, Ok(StatusCode::OK), "{id}");
+            assert_eq!(
+                git.pull_request_book().get(branch).unwrap().state,
+                PullRequestState::Merged,
+                "{id}"
+            );
+        }
+
+        // A bad signature, or a branch that is not a proposal's: not recorded.
+        let other = "cup/proposal/01JOTHER000000000000000000";
+        let open = github_pull_request(other, "open", false);
+        let mut forged = signed_github("pull_request", "d4", &open);
+        forged.insert("x-hub-signature-256", HeaderValue::from_static("sha256=00"));
+        let refused = deliver(&open, &forged).unwrap_err();
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+        assert!(git.pull_request_book().get(other).is_none());
+        let feature = github_pull_request("feature", "open", false);
+        let status = deliver(&feature, &signed_github("pull_request", "d5", &feature));
+        assert_eq!(status, Ok(StatusCode::ACCEPTED));
+        assert!(git.pull_request_book().get("feature").is_none());
+        assert_eq!(git.pull_request_book().len(), 1);
+    }
+
     #[test]
     fn payloads_become_pull_requests() {
         let github = br#"{"action":"closed","number":5,"pull_request":{"number":5,
