@@ -30,6 +30,7 @@ mod cupd_flipt;
 mod cupd_git;
 mod cupd_git_auth;
 mod cupd_git_fetch;
+mod cupd_git_hooks;
 mod cupd_git_hostile;
 mod cupd_git_limits;
 mod cupd_git_scm;

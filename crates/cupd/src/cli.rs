@@ -109,6 +109,10 @@ pub struct Serve {
     /// Git source: known_hosts checked for ssh remotes [default: ~/.ssh/known_hosts].
     #[arg(long, env = "CUPD_API_GIT_KNOWN_HOSTS", value_name = "FILE")]
     pub api_git_known_hosts: Option<PathBuf>,
+    /// Git source: the shared secret of the forge webhooks POST /hooks/{github,gitea,gitlab}
+    /// (read at startup, trimmed; without it the hooks are 404s).
+    #[arg(long, env = "CUPD_API_GIT_WEBHOOK_SECRET_FILE", value_name = "FILE")]
+    pub api_git_webhook_secret_file: Option<PathBuf>,
     /// Pull requests for proposals: none (proposals are cup/proposal/* branches only, merged
     /// with POST /proposals/{id}/merge), github (and GitHub Enterprise), gitea (and Forgejo)
     /// or gitlab (merge requests): one pull request per proposal branch.

@@ -111,6 +111,9 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
     if !git_source && !matches!(scm, "" | "none") {
         tracing::warn!("-api-git-scm {scm:?} is ignored: the source is local");
     }
+    if !git_source && serve.api_git_webhook_secret_file.is_some() {
+        tracing::warn!("--api-git-webhook-secret-file is ignored: the source is local");
+    }
     if git_source && serve.api_git_repo.is_empty() {
         bail!("-api-source git needs -api-git-repo URL");
     }
@@ -140,6 +143,12 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
             .git_author
             .parse()
             .map_err(|e| anyhow::anyhow!("invalid --git-author: {e}"))?;
+        let webhook_secret = serve
+            .api_git_webhook_secret_file
+            .as_deref()
+            .map(cup_server::WebhookSecret::from_file)
+            .transpose()
+            .context("--api-git-webhook-secret-file")?;
         Some(GitOptions {
             url: serve.api_git_repo.clone(),
             cache: serve.git_cache.clone().unwrap_or_else(|| store.join("git")),
@@ -155,6 +164,7 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
                 max_entries: serve.git_snapshot_max_entries,
                 max_depth: serve.git_snapshot_max_depth,
             },
+            webhook_secret,
         })
     } else {
         None
