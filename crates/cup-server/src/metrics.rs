@@ -25,6 +25,10 @@
 //!   first request because the handshake failed: `client_certificate` (untrusted, expired
 //!   or revoked), `protocol` (not TLS, no common version or cipher), `io` (the client went
 //!   away) or `timeout` (not done within the header timeout).
+//! * `cupd_webhook_deliveries_total{forge,outcome}`: forge webhook deliveries (`github`,
+//!   `gitea`, `gitlab`) by outcome: `accepted` (a fetch was asked for), `ignored` (an event
+//!   cupd does nothing on), `replayed` (seen before, nothing done), `unauthorized`,
+//!   `bad_request`, `too_large`.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -48,6 +52,7 @@ pub struct Metrics {
     connection_timeouts: Family<Labels<1>, Counter>,
     access_refused: Family<Labels<1>, Counter>,
     tls_handshake_failures: Family<Labels<1>, Counter>,
+    webhook_deliveries: Family<Labels<2>, Counter>,
     config_reloads: Family<Labels<1>, Counter>,
 }
 
@@ -69,6 +74,7 @@ impl Default for Metrics {
         let connection_timeouts = Family::<Labels<1>, Counter>::default();
         let access_refused = Family::<Labels<1>, Counter>::default();
         let tls_handshake_failures = Family::<Labels<1>, Counter>::default();
+        let webhook_deliveries = Family::<Labels<2>, Counter>::default();
         let config_reloads = Family::<Labels<1>, Counter>::default();
         registry.register(
             "cupd_http_requests",
@@ -116,6 +122,11 @@ impl Default for Metrics {
             tls_handshake_failures.clone(),
         );
         registry.register(
+            "cupd_webhook_deliveries",
+            "Forge webhook deliveries by forge and outcome",
+            webhook_deliveries.clone(),
+        );
+        registry.register(
             "cupd_config_reloads",
             "Reloads of the config directory by outcome (ok, refused)",
             config_reloads.clone(),
@@ -131,6 +142,7 @@ impl Default for Metrics {
             connection_timeouts,
             access_refused,
             tls_handshake_failures,
+            webhook_deliveries,
             config_reloads,
         }
     }
@@ -227,6 +239,14 @@ impl Metrics {
     pub fn tls_handshake_failed(&self, reason: &'static str) {
         self.tls_handshake_failures
             .get_or_create(&[("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// One webhook delivery of `forge` (`github`, `gitea`, `gitlab`) and its `outcome`
+    /// (see the module documentation).
+    pub fn webhook_delivery(&self, forge: &'static str, outcome: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&[("forge", forge.to_owned()), ("outcome", outcome.to_owned())])
             .inc();
     }
 
