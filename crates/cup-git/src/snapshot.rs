@@ -309,42 +309,41 @@ impl GitRepo {
     /// Removes the least recently used snapshots no reader holds while the snapshots are
     /// over either [`SnapshotRetention`] bound.
     pub(crate) fn prune_least_recently_used(&self) {
+        remove_pruned(self.take_out_least_recently_used());
+    }
+
+    /// Takes the least recently used snapshots no reader holds out of the index while the
+    /// snapshots are over either [`SnapshotRetention`] bound, and renames them out of the
+    /// way; returns them, to be removed with [`remove_pruned`].
+    fn take_out_least_recently_used(&self) -> Vec<(Oid, PathBuf)> {
         let dir = self.snapshot_dir();
         let bounds = self.options.snapshot_retention;
-        let doomed = {
-            let mut index = lock(&self.snapshots);
-            let usage = index.usage();
-            let (mut count, mut bytes) = (usage.snapshots, usage.bytes);
-            let over = |count: usize, bytes: u64| {
-                count > bounds.max_snapshots.max(1) || bytes > bounds.max_bytes
-            };
-            if !over(count, bytes) {
-                return;
-            }
-            let mut idle: Vec<(u64, Oid, u64)> = index
-                .entries
-                .iter()
-                .filter(|(_, e)| e.leases == 0)
-                .map(|(commit, e)| (e.last_use, *commit, e.disk.bytes))
-                .collect();
-            idle.sort_unstable();
-            let mut doomed = Vec::new();
-            for (_, commit, size) in idle {
-                if !over(count, bytes) {
-                    break;
-                }
-                count -= 1;
-                bytes = bytes.saturating_sub(size);
-                doomed.extend(index.take_out(&dir, commit).map(|d| (commit, d)));
-            }
-            doomed
+        let mut index = lock(&self.snapshots);
+        let usage = index.usage();
+        let (mut count, mut bytes) = (usage.snapshots, usage.bytes);
+        let over = |count: usize, bytes: u64| {
+            count > bounds.max_snapshots.max(1) || bytes > bounds.max_bytes
         };
-        for (commit, path) in doomed {
-            match std::fs::remove_dir_all(&path) {
-                Ok(()) => tracing::debug!(%commit, "least recently used snapshot removed"),
-                Err(error) => tracing::warn!(%commit, %error, "cannot remove a snapshot"),
-            }
+        let mut doomed = Vec::new();
+        if !over(count, bytes) {
+            return doomed;
         }
+        let mut idle: Vec<(u64, Oid, u64)> = index
+            .entries
+            .iter()
+            .filter(|(_, e)| e.leases == 0)
+            .map(|(commit, e)| (e.last_use, *commit, e.disk.bytes))
+            .collect();
+        idle.sort_unstable();
+        for (_, commit, size) in idle {
+            if !over(count, bytes) {
+                break;
+            }
+            count -= 1;
+            bytes = bytes.saturating_sub(size);
+            doomed.extend(index.take_out(&dir, commit).map(|d| (commit, d)));
+        }
+        doomed
     }
 
     /// A read-only directory holding the tree of `commit`, made once per commit, leased to
@@ -355,16 +354,19 @@ impl GitRepo {
             return Ok(found);
         }
         self.known_unreadable(commit)?;
-        let made = {
+        let (made, pruned) = {
             let _making = lock(&self.making_snapshot);
             // Made (or found unreadable) by the reader this one waited for.
             if let Some(found) = lock(&self.snapshots).lease(&self.snapshots, &dir, commit) {
                 return Ok(found);
             }
             self.known_unreadable(commit)?;
-            self.make_snapshot(commit)?
+            let made = self.make_snapshot(commit)?;
+            // Taken out before the next snapshot is made, so the directory never holds
+            // more than the bounds plus the snapshots leased.
+            (made, self.take_out_least_recently_used())
         };
-        self.prune_least_recently_used();
+        remove_pruned(pruned);
         Ok(made)
     }
 
@@ -429,6 +431,16 @@ impl GitRepo {
     pub fn view(&self, revision: Option<&str>) -> Result<Snapshot, GitError> {
         let resolved = self.resolve(revision)?;
         self.snapshot(resolved.commit)
+    }
+}
+
+/// Removes the snapshots [`GitRepo::take_out_least_recently_used`] took out.
+fn remove_pruned(pruned: Vec<(Oid, PathBuf)>) {
+    for (commit, path) in pruned {
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => tracing::debug!(%commit, "least recently used snapshot removed"),
+            Err(error) => tracing::warn!(%commit, %error, "cannot remove a snapshot"),
+        }
     }
 }
 
