@@ -43,6 +43,8 @@ pub struct GitRepo {
     /// Held while a snapshot is made: readers of a new commit wait for the one snapshot
     /// rather than each writing out its own copy, and at most one is half-made on disk.
     pub(crate) making_snapshot: Mutex<()>,
+    /// The snapshots on disk, their leases and last uses (`snapshot.rs`).
+    pub(crate) snapshots: std::sync::Arc<Mutex<crate::snapshot::SnapshotIndex>>,
     /// Refs pushed so far: the cache's refs are packed every
     /// [`PACK_REFS_EVERY`](crate::propose::PACK_REFS_EVERY).
     pub(crate) pushed_refs: std::sync::atomic::AtomicU64,
@@ -111,6 +113,7 @@ impl GitRepo {
             writes: Mutex::new(()),
             bad_trees: Mutex::new(HashMap::new()),
             making_snapshot: Mutex::new(()),
+            snapshots: std::sync::Arc::default(),
             pushed_refs: std::sync::atomic::AtomicU64::new(0),
             tips: Mutex::new(None),
             fetches_started: AtomicU64::new(0),
@@ -136,6 +139,7 @@ impl GitRepo {
                 }
             }
         }
+        repo.adopt_snapshots()?;
         if let Ok(entries) = std::fs::read_dir(&repo.dir) {
             for e in entries.flatten() {
                 if e.file_name()
@@ -160,6 +164,8 @@ impl GitRepo {
                 last_good_fetch_unix = fetched_at,
                 "the remote cannot be fetched: serving the git cache as last fetched until a fetch succeeds");
         }
+        // What an earlier run left may be over bounds set lower since.
+        repo.prune_least_recently_used();
         Ok(repo)
     }
 

@@ -119,17 +119,29 @@ pub(crate) fn materialise(
     dir: &Path,
     commit: Oid,
     limits: SnapshotLimits,
-) -> Result<(), GitError> {
+) -> Result<DiskUse, GitError> {
     let mut writer = Writer {
         repo,
         odb: repo.odb()?,
         commit,
         limits,
         entries: 0,
+        files: 0,
         total: 0,
     };
     writer.measure(tree, "", 0)?;
-    writer.tree(tree, dir, "")
+    writer.tree(tree, dir, "")?;
+    Ok(DiskUse {
+        bytes: writer.total,
+        files: writer.files,
+    })
+}
+
+/// What a written-out tree holds: the bytes of its files and how many there are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DiskUse {
+    pub(crate) bytes: u64,
+    pub(crate) files: u64,
 }
 
 struct Writer<'r> {
@@ -138,6 +150,8 @@ struct Writer<'r> {
     commit: Oid,
     limits: SnapshotLimits,
     entries: u64,
+    /// Files (not directories) so far.
+    files: u64,
     /// Bytes of the files so far.
     total: u64,
 }
@@ -180,6 +194,7 @@ impl Writer<'_> {
             }
             let (size, _) = self.odb.read_header(entry.id()).map_err(object)?;
             let size = size as u64;
+            self.files += 1;
             let max = self.limits.max_file_bytes;
             if size > max {
                 return Err(self.over(WriteLimit::FileBytes, &entry_path, size, max));

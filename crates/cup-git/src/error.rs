@@ -153,6 +153,18 @@ pub enum GitError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The git program, which garbage collection of the cache runs, is not there.
+    #[error("the git program {program:?} is not found, so the git cache is not garbage-collected")]
+    GcProgramMissing {
+        /// The program as named.
+        program: PathBuf,
+    },
+    /// Garbage collection of the cache failed (the program's message, or why it stopped).
+    #[error("garbage-collecting the git cache: {reason}")]
+    Gc {
+        /// What went wrong.
+        reason: String,
+    },
     /// Any other libgit2 failure.
     #[error("git: {0}")]
     Git(#[from] git2::Error),

@@ -149,7 +149,8 @@ impl GitRepo {
         }
         // The refs are fetched; a snapshot left behind is only disk, not served.
         match self.prune_snapshots() {
-            Ok(()) => *lock(&self.tips) = after.ok(),
+            // Snapshots readers held are looked at again after the next fetch.
+            Ok(all_gone) => *lock(&self.tips) = after.ok().filter(|_| all_gone),
             Err(error) => {
                 tracing::warn!(%error, "removing snapshots of unreachable commits failed")
             }

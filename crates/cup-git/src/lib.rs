@@ -3,7 +3,8 @@
 //! ```text
 //! <cache>/<name>-<hash>.git     bare clone of the remote: refs/remotes/origin/*, refs/tags/*
 //!          ├── cup-snapshots/<commit>/   read-only view of one commit's tree (made once,
-//!          │                             temp dir + rename, so readers never see half a tree)
+//!          │                             temp dir + rename, so readers never see half a tree;
+//!          │                             leased while read, the least recently used pruned)
 //!          └── cup-work/cup-proposal-*   one fresh checkout per write, removed when it ends
 //! ```
 //!
@@ -41,6 +42,9 @@
 //!   remotes) fails every fetch that has something to download while the cache holds one.
 //! * A full fetch is shared: callers that asked for one before it started use it (and its
 //!   outcome) instead of starting another ([`GitRepo::fetch_since`]).
+//! * Snapshots are leased to readers ([`Snapshot`]); beyond the [`SnapshotRetention`]
+//!   bounds the least recently used unleased ones are removed (`snapshot.rs`). The cache is
+//!   packed by running `git gc --auto` under the remote lock ([`GitRepo::collect_garbage`]).
 //! * After each good fetch the remote's default branch and the time are recorded in the
 //!   cache (`cup-remote`), so that [`GitRepo::open`] with an unreachable remote serves the
 //!   last fetched state instead of failing ([`GitRepo::fetch_status`] says since when).
@@ -53,6 +57,7 @@ mod checkout;
 mod credentials;
 mod error;
 mod fetch;
+mod gc;
 mod proposals;
 mod propose;
 mod pull_request_book;
@@ -69,6 +74,7 @@ pub use checkout::{SnapshotLimitExceeded, SnapshotLimits};
 pub use credentials::{CredentialOrigin, CredentialStore, CredentialsError};
 pub use error::{AuthProblem, GitError};
 pub use fetch::{FetchStatus, FetchTicket};
+pub use gc::{Collected, GC_TIMEOUT, ObjectCounts};
 pub use proposals::{
     MergeStrategy, Merged, ProposalDetail, ProposalPage, ProposalQuery, ProposalSummary,
 };
@@ -81,6 +87,7 @@ pub use scm::{
     BranchesOnly, MergedPullRequest, NewProposal, PullRequest, PullRequestState, PullRequests,
     ScmError,
 };
+pub use snapshot::{Snapshot, SnapshotRetention, SnapshotUsage};
 pub use ssh::{AgentProblem, HostKeyError};
 pub use tree::{WriteLimit, WriteLimitExceeded, WriteLimits};
 

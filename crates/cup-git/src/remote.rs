@@ -12,7 +12,7 @@ use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
 
 use crate::{
     AuthProblem, BranchesOnly, CredentialStore, GitError, GitRepo, HostKeyError, PullRequests,
-    SnapshotLimits, WriteLimits, credentials, ssh,
+    SnapshotLimits, SnapshotRetention, WriteLimits, credentials, ssh,
 };
 
 /// Bounds every connection libgit2 makes to a remote (HTTP(S), `git://`, SSH): a connect
@@ -51,6 +51,8 @@ pub struct RemoteOptions {
     pub write_limits: WriteLimits,
     /// What a commit's tree may hold to be read or written on.
     pub snapshot_limits: SnapshotLimits,
+    /// How many snapshots (and bytes of them) are kept once unused.
+    pub snapshot_retention: SnapshotRetention,
 }
 
 impl Default for RemoteOptions {
@@ -61,6 +63,7 @@ impl Default for RemoteOptions {
             pull_requests: Arc::new(BranchesOnly),
             write_limits: WriteLimits::default(),
             snapshot_limits: SnapshotLimits::default(),
+            snapshot_retention: SnapshotRetention::default(),
         }
     }
 }

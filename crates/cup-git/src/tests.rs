@@ -10,6 +10,7 @@ use crate::cache::{REMOTE_RECORD, lock};
 use crate::revision::check_revision;
 use crate::tree::is_executable;
 
+mod retention;
 mod snapshot;
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -740,8 +741,13 @@ fn a_commit_no_branch_or_tag_reaches_is_neither_read_nor_written_on() {
     git(&seed, &["reset", "-q", "--hard", &kept]);
     git(&seed, &["push", "-q", "-f", "origin", "master"]);
     repo.fetch().unwrap();
-    // Its snapshot goes with the fetch that sees it dropped; a reachable one stays.
-    assert!(!view.exists(), "snapshot of the dropped commit removed");
+    // Its snapshot goes with the fetch that sees it dropped, once no reader holds it; a
+    // reachable one stays.
+    assert!(view.join("secret.txt").is_file(), "a held snapshot stays");
+    let gone = view.path().to_owned();
+    drop(view);
+    repo.fetch().unwrap();
+    assert!(!gone.exists(), "snapshot of the dropped commit removed");
     assert!(kept_view.join("d/a.txt").is_file());
     let left: Vec<_> = std::fs::read_dir(repo.snapshot_dir())
         .unwrap()

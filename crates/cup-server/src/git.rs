@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use cup_git::{
     AuthProblem, Author, CredentialStore, GitError, GitRepo, HostKeyError, MergeStrategy, Merged,
     Proposal, ProposalDetail, ProposalPage, ProposalQuery, ProposedWrite, PullRequests,
-    RemoteOptions, SnapshotLimits, WriteLimits,
+    RemoteOptions, Snapshot, SnapshotLimits, SnapshotRetention, SnapshotUsage, WriteLimits,
 };
 
 use crate::error::ApiError;
@@ -43,6 +43,10 @@ pub struct GitOptions {
     pub write_limits: WriteLimits,
     /// What a commit's tree may hold to be read or written on.
     pub snapshot_limits: SnapshotLimits,
+    /// How many snapshots (and bytes of them) are kept once no read uses them.
+    pub snapshot_retention: SnapshotRetention,
+    /// How often `git gc --auto` runs on the cache; zero disables it.
+    pub gc_interval: Duration,
     /// The secret of the forge webhooks (`/hooks/*`); `None` disables them.
     pub webhook_secret: Option<WebhookSecret>,
 }
@@ -60,6 +64,8 @@ impl std::fmt::Debug for GitOptions {
             .field("pull_requests", &self.pull_requests.name())
             .field("write_limits", &self.write_limits)
             .field("snapshot_limits", &self.snapshot_limits)
+            .field("snapshot_retention", &self.snapshot_retention)
+            .field("gc_interval", &self.gc_interval)
             .field("webhook_secret", &self.webhook_secret)
             .finish()
     }
@@ -76,11 +82,23 @@ pub struct FetchReport {
     pub error_at: Option<SystemTime>,
 }
 
+/// What the last garbage collection of the cache did, as `/status` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct GcReport {
+    /// When it last ran (or found the git program missing).
+    pub at: Option<SystemTime>,
+    /// Its outcome: `ok`, or why it failed (the git program missing included).
+    pub outcome: Option<String>,
+    /// Packs and loose objects after it ran.
+    pub after: Option<cup_git::ObjectCounts>,
+}
+
 /// An opened Git source.
 #[derive(Debug)]
 pub struct GitSource {
     repo: Arc<GitRepo>,
     remote_thread: RemoteThread,
+    gc: Arc<std::sync::Mutex<GcReport>>,
     /// Wakes the background fetcher early (a webhook said the remote changed). A `Notify`
     /// holds at most one wake-up: a burst of them while a fetch runs queues one more fetch.
     fetch_nudge: Arc<tokio::sync::Notify>,
@@ -102,6 +120,7 @@ impl GitSource {
             pull_requests: options.pull_requests.clone(),
             write_limits: options.write_limits,
             snapshot_limits: options.snapshot_limits,
+            snapshot_retention: options.snapshot_retention,
         };
         let scm = options.pull_requests.name().to_owned();
         let repo = GitRepo::open(&options.url, &options.cache, options.author.clone(), remote)?;
@@ -122,6 +141,7 @@ impl GitSource {
                 },
             )?,
             repo,
+            gc: Arc::default(),
             fetch_nudge: Arc::new(tokio::sync::Notify::new()),
             webhooks: options.webhook_secret.clone().map(Webhooks::new),
         })
@@ -206,8 +226,69 @@ impl GitSource {
         });
     }
 
-    /// The snapshot directory of `revision` (default branch when `None`).
-    pub async fn view(&self, revision: Option<&str>) -> Result<PathBuf, ApiError> {
+    /// What the snapshots on disk hold now.
+    pub fn snapshot_usage(&self) -> SnapshotUsage {
+        self.repo.snapshot_usage()
+    }
+
+    /// What the last garbage collection of the cache did, paths under the cache root hidden.
+    pub fn gc_report(&self) -> GcReport {
+        let mut report = self.gc.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        report.outcome = report
+            .outcome
+            .map(|o| hide_cache(&o, &self.remote_thread.cache));
+        report
+    }
+
+    /// Starts the periodic `git gc --auto` of the cache on the remote thread (needs a tokio
+    /// runtime). Without a git program it is said once (log and `/status`) and not tried
+    /// again.
+    pub fn spawn_gc(&self, interval: Duration) {
+        if interval.is_zero() {
+            return;
+        }
+        let repo = self.repo.clone();
+        let remote_thread = self.remote_thread.clone();
+        let report = self.gc.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await; // the first tick is immediate; nothing to pack yet
+            loop {
+                ticker.tick().await;
+                let repo = repo.clone();
+                let outcome = remote_thread
+                    .run_raw(move || repo.collect_garbage(Path::new("git")))
+                    .await;
+                let missing = matches!(outcome, Some(Err(GitError::GcProgramMissing { .. })));
+                let mut now = report.lock().unwrap_or_else(|e| e.into_inner());
+                now.at = Some(SystemTime::now());
+                match outcome {
+                    Some(Ok(collected)) => {
+                        now.outcome = Some("ok".into());
+                        now.after = Some(collected.after);
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "garbage-collecting the git cache failed");
+                        now.outcome = Some(error.to_string());
+                    }
+                    None => {
+                        now.outcome = Some(
+                            "did not run: the remote thread was busy or stopped, or it panicked"
+                                .into(),
+                        )
+                    }
+                }
+                if missing {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// The snapshot of `revision` (default branch when `None`), leased for as long as the
+    /// returned value lives.
+    pub async fn view(&self, revision: Option<&str>) -> Result<Snapshot, ApiError> {
         let repo = self.repo.clone();
         let revision = revision.map(str::to_owned);
         let cache = self.remote_thread.cache.clone();
@@ -377,6 +458,21 @@ impl RemoteThread {
             self.queued.fetch_sub(1, Ordering::SeqCst);
             stopped()
         })
+    }
+
+    /// Runs `work` on the thread and gives back its own result; `None` when the thread
+    /// cannot take it (too many jobs queued, stopped) or it panicked.
+    async fn run_raw<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, GitError> + Send + 'static,
+    ) -> Option<Result<T, GitError>> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.send(RemoteJob::Call(Box::new(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            let _ = reply.send(outcome);
+        })))
+        .ok()?;
+        result.await.ok()?.ok()
     }
 
     /// Runs `work` on the thread and waits (asynchronously) for its result.

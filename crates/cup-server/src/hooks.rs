@@ -790,6 +790,8 @@ mod tests {
             pull_requests: Arc::new(cup_git::BranchesOnly),
             write_limits: cup_git::WriteLimits::default(),
             snapshot_limits: cup_git::SnapshotLimits::default(),
+            snapshot_retention: cup_git::SnapshotRetention::default(),
+            gc_interval: std::time::Duration::ZERO,
             webhook_secret: Some(secret(GITHUB_SECRET)),
         };
         crate::git::GitSource::open(&options).unwrap()

@@ -289,6 +289,34 @@ struct SourceDoc {
     /// Git: when the last fetch failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     fetch_error_at: Option<String>,
+    /// Git: the snapshot directories on disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshots: Option<SnapshotsDoc>,
+    /// Git: the last garbage collection of the cache (absent until one ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gc: Option<GcDoc>,
+}
+
+#[derive(Serialize)]
+struct SnapshotsDoc {
+    count: usize,
+    /// Of those, the ones reads hold now.
+    leased: usize,
+    /// Bytes of their files.
+    bytes: u64,
+    files: u64,
+}
+
+#[derive(Serialize)]
+struct GcDoc {
+    /// When it ran (RFC 3339, UTC).
+    at: String,
+    /// `ok`, or why it failed (no git program included).
+    outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    packs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loose_objects: Option<u64>,
 }
 
 /// A time as RFC 3339 UTC, to the second.
@@ -311,9 +339,13 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
                 fetched_at: None,
                 fetch_error: None,
                 fetch_error_at: None,
+                snapshots: None,
+                gc: None,
             },
             Source::Git(git) => {
                 let fetched = git.fetch_status();
+                let usage = git.snapshot_usage();
+                let gc = git.gc_report();
                 SourceDoc {
                     kind: "git",
                     path: git.url().to_owned(),
@@ -321,6 +353,18 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
                     fetched_at: fetched.last_success.map(rfc3339),
                     fetch_error: fetched.error,
                     fetch_error_at: fetched.error_at.map(rfc3339),
+                    snapshots: Some(SnapshotsDoc {
+                        count: usage.snapshots,
+                        leased: usage.leased,
+                        bytes: usage.bytes,
+                        files: usage.files,
+                    }),
+                    gc: gc.at.map(|at| GcDoc {
+                        at: rfc3339(at),
+                        outcome: gc.outcome.clone().unwrap_or_default(),
+                        packs: gc.after.map(|a| a.packs),
+                        loose_objects: gc.after.map(|a| a.loose),
+                    }),
                 }
             }
         },

@@ -64,7 +64,7 @@ pub use cup_access::{
 };
 pub use cup_git::WriteLimit;
 pub use cup_git::set_network_timeouts as set_git_network_timeouts;
-pub use cup_git::{Author, SnapshotLimits, WriteLimits};
+pub use cup_git::{Author, SnapshotLimits, SnapshotRetention, WriteLimits};
 pub use cup_model::IdentitySpec;
 pub use cup_oci::{RegistryOptions, RetryPolicy};
 pub use git::GitOptions;
@@ -247,6 +247,7 @@ impl Server {
                         .map_err(|e| ServerError::GitTask(e.to_string()))??
                 };
                 opened.spawn_fetcher(git.fetch_interval);
+                opened.spawn_gc(git.gc_interval);
                 source::Source::Git(opened)
             }
         };

@@ -170,20 +170,31 @@ impl Call<'_> {
         read: impl FnOnce(&Path) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let (root, reading) = self.read_view().await?;
-        let out = blocking(move || read(&root)).await;
+        // Held by the read itself too: it may outlive this future (a client gone away).
+        let lease = reading.snapshot();
+        let out = blocking(move || {
+            let _lease = lease;
+            read(&root)
+        })
+        .await;
         finish_read(reading)?;
         out
     }
 
-    /// The tree a read runs on, and for the local source its share of the view lock (to be
-    /// finished with [`finish_read`] once the read is done); a git snapshot never changes.
-    async fn read_view(&self) -> Result<(PathBuf, Option<ReadView>), ApiError> {
+    /// The tree a read runs on, and what keeps it as it is until [`finish_read`]: for the
+    /// local source a share of the view lock, for git the lease on the snapshot (which never
+    /// changes, and is not removed while leased).
+    async fn read_view(&self) -> Result<(PathBuf, Reading), ApiError> {
         match &**self.source {
             Source::Local(local) => {
                 self.no_revision()?;
-                Ok((local.root().to_owned(), Some(local.reading().await)))
+                let view = local.reading().await;
+                Ok((local.root().to_owned(), Reading::Local(view)))
             }
-            Source::Git(git) => Ok((git.view(self.revision).await?, None)),
+            Source::Git(git) => {
+                let snapshot = git.view(self.revision).await?;
+                Ok((snapshot.path().to_owned(), Reading::Git(snapshot)))
+            }
         }
     }
 
@@ -360,7 +371,14 @@ impl Call<'_> {
         };
         let result = match self.inline_reads.try_take() {
             Some(_inline) => controller.invoke_async(invocation).await,
-            None => blocking(move || controller.invoke(invocation)).await?,
+            None => {
+                let lease = reading.snapshot();
+                blocking(move || {
+                    let _lease = lease;
+                    controller.invoke(invocation)
+                })
+                .await?
+            }
         };
         finish_read(reading)?;
         self.judge(verb, name, result)
@@ -526,12 +544,33 @@ fn write_on_scratch(
     })
 }
 
-/// Ends a read of the local tree: a read that outlived its hold on the tree while a write
-/// was applied is answered 503 (the client retries), never with what it read.
-fn finish_read(reading: Option<ReadView>) -> Result<(), ApiError> {
-    match reading.map(ReadView::finish) {
-        Some(Err(stale)) => Err(ApiError::unavailable(stale.to_string())),
-        _ => Ok(()),
+/// What keeps a read's tree as it is while the read runs.
+enum Reading {
+    /// A share of the local source's view lock.
+    Local(ReadView),
+    /// The lease on a git snapshot.
+    Git(cup_git::Snapshot),
+}
+
+impl Reading {
+    /// Another hold on the git snapshot, for work that may outlive the request.
+    fn snapshot(&self) -> Option<cup_git::Snapshot> {
+        match self {
+            Reading::Local(_) => None,
+            Reading::Git(snapshot) => Some(snapshot.clone()),
+        }
+    }
+}
+
+/// Ends a read: a read of the local tree that outlived its hold on it while a write was
+/// applied is answered 503 (the client retries), never with what it read; a git snapshot's
+/// lease is given back.
+fn finish_read(reading: Reading) -> Result<(), ApiError> {
+    match reading {
+        Reading::Local(view) => view
+            .finish()
+            .map_err(|stale| ApiError::unavailable(stale.to_string())),
+        Reading::Git(_) => Ok(()),
     }
 }
 

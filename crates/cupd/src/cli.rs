@@ -229,6 +229,18 @@ pub struct Serve {
     /// Git source: the deepest directory (in names) of one revision.
     #[arg(long, env = "CUPD_GIT_SNAPSHOT_MAX_DEPTH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "N")]
     pub git_snapshot_max_depth: u32,
+    /// Git source: snapshot directories (one per commit read) kept once no read uses them;
+    /// beyond this the least recently used go. Snapshots in use are never removed.
+    #[arg(long, env = "CUPD_GIT_SNAPSHOTS", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1_000_000), value_name = "N")]
+    pub git_snapshots: u64,
+    /// Git source: bytes of files all kept snapshots may hold; beyond this the least
+    /// recently used unused ones go (one snapshot in use larger than this is still served).
+    #[arg(long, env = "CUPD_GIT_SNAPSHOTS_SIZE", default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub git_snapshots_size: usize,
+    /// Git source: how often `git gc --auto` packs the bare cache (0 disables; needs the git
+    /// program on the PATH, else said once in the log and /status).
+    #[arg(long, env = "CUPD_GIT_GC_INTERVAL", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub git_gc_interval: Duration,
     /// Git source: author and committer of proposals, "Name <email>".
     #[arg(
         long,

@@ -170,6 +170,11 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
                 max_entries: serve.git_snapshot_max_entries,
                 max_depth: serve.git_snapshot_max_depth,
             },
+            snapshot_retention: cup_server::SnapshotRetention {
+                max_snapshots: usize::try_from(serve.git_snapshots).unwrap_or(usize::MAX),
+                max_bytes: serve.git_snapshots_size as u64,
+            },
+            gc_interval: serve.git_gc_interval,
             webhook_secret,
         })
     } else {
