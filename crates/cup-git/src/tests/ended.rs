@@ -273,9 +273,8 @@ fn pull_requests_are_shown_looked_up_within_bounds_and_merged_through_the_forge(
         .map(|_| format!("{PROPOSAL_PREFIX}{}", Ulid::new()))
         .collect();
     names.sort();
-    let others: Vec<String> = names
-        .into_iter()
-        .map(|branch| {
+    for branch in &names {
+        {
             let mut prs = lock(&forge.pull_requests);
             let number = prs.len() as u64 + 1;
             prs.insert(
@@ -287,9 +286,9 @@ fn pull_requests_are_shown_looked_up_within_bounds_and_merged_through_the_forge(
                     head: branch.clone(),
                 },
             );
-            branch
-        })
-        .collect();
+        }
+    }
+    let others = names;
     let tip = &proposals[0].commit;
     for branch in &others {
         git(&bare, &["update-ref", &format!("refs/heads/{branch}"), tip]);
