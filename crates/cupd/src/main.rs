@@ -116,6 +116,7 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
                 max_entries: serve.git_snapshot_max_entries,
                 max_depth: serve.git_snapshot_max_depth,
             },
+            proposal_retention: serve.git_proposal_retention.0,
         })
     } else {
         None
