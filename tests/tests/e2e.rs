@@ -31,6 +31,7 @@ mod cupd_git;
 mod cupd_git_auth;
 mod cupd_git_fetch;
 mod cupd_git_hostile;
+mod cupd_git_lifecycle;
 mod cupd_git_limits;
 mod cupd_git_snapshots;
 mod cupd_git_ssh;
