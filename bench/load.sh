@@ -14,8 +14,21 @@
 #   names the directory, which libgit2 serves with its local transport: that reads the
 #   object of every ref on each connect, so with ~1,000 proposal branches each fetch and
 #   push costs ~0.1 s more (measured; see docs/RELIABILITY.md).
+#
+# `bench/load.sh --soak`: instead, the soak run (bench/soak.py) on the Git source: a modest
+# steady load (SOAK_WRITE_RATE proposals/s, each merged; SOAK_READ_RATE reads/s at the base
+# and at recent commits) for SOAK_DURATION (6h), sampled every SOAK_SAMPLE (60s): cupd's RSS,
+# the cache's disk use, snapshot directories, packs, loose objects, the remote's refs and the
+# latencies. Writes bench/work/soak.md (the curve) and bench/work/load/soak.csv (every
+# sample). SOAK_CUPD_ARGS adds cupd flags (e.g. "--git-snapshots 16").
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+soak=''
+case "${1:-}" in
+  --soak) soak=1 ;;
+  '') ;;
+  *) echo "usage: bench/load.sh [--soak]  (settings are environment variables: see the script's header)" >&2; exit 2 ;;
+esac
 duration="${LOAD_DURATION:-10m}"
 git_duration="${LOAD_GIT_DURATION:-3m}"
 sources="${LOAD_SOURCES:-local git}"
@@ -62,6 +75,34 @@ run_load() {
   echo "$status" >"$b/$name.status"
 }
 
+if [ -n "$soak" ]; then
+  soak_duration="${SOAK_DURATION:-6h}"
+  start_git_remote
+  # shellcheck disable=SC2086 # SOAK_CUPD_ARGS is a list of flags
+  start_cupd "$b/cupd-soak.log" -api-local-path "$b/unused-source" -api-source git \
+    -api-git-repo "$git_url" --git-cache "$b/git-cache" ${SOAK_CUPD_ARGS:-}
+  cmd=(python3 "$root/bench/soak.py" --url "http://127.0.0.1:$PORT" --pid "$CUPD_PID"
+    --git-cache "$b/git-cache" --remote "$b/remote.git" --duration "$soak_duration"
+    --write-rate "${SOAK_WRITE_RATE:-1}" --read-rate "${SOAK_READ_RATE:-20}"
+    --sample "${SOAK_SAMPLE:-60s}" --csv "$b/soak.csv" --markdown "$b/soak.body.md")
+  echo "==> soak for $soak_duration (load $(loadavg)): ${cmd[*]}" >&2
+  status=0
+  "${cmd[@]}" >"$b/soak.samples" || status=$?
+  cupd_stop
+  {
+    echo "# Soak run ($(date -u +%Y-%m-%dT%H:%MZ))"
+    echo
+    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r);"\
+      "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)');"\
+      "release cupd on the Git source (git:// through git daemon), driver on the same machine; load at the end $(loadavg)."
+    echo "Command: \`SOAK_DURATION=$soak_duration SOAK_WRITE_RATE=${SOAK_WRITE_RATE:-1} SOAK_READ_RATE=${SOAK_READ_RATE:-20} SOAK_CUPD_ARGS='${SOAK_CUPD_ARGS:-}' bench/load.sh --soak\`; exit status $status."
+    echo
+    cat "$b/soak.body.md" 2>/dev/null || echo "(no report: the driver failed, see $b/soak.samples)"
+  } >"$work/soak.md"
+  echo "==> wrote bench/work/soak.md" >&2
+  exit "$status"
+fi
+
 if [[ " $sources " == *" local "* ]]; then
   cp -R examples/flipt/repo "$b/local-source"
   start_cupd "$b/cupd-local.log" -api-local-path "$b/local-source"
@@ -87,27 +128,7 @@ git_push_yardstick() {
 }
 
 if [[ " $sources " == *" git "* ]]; then
-  git init -q --bare -b main "$b/remote.git"
-  git clone -q "$b/remote.git" "$b/seed" 2>/dev/null
-  cp -R examples/flipt/repo/. "$b/seed/"
-  git -C "$b/seed" add -A
-  git -C "$b/seed" -c user.name=seed -c user.email=seed@load commit -q -m "seed: examples/flipt/repo"
-  git -C "$b/seed" push -q origin main
-  git_url="$b/remote.git"
-  DAEMON_PID=''
-  if [ "${LOAD_GIT_TRANSPORT:-daemon}" = daemon ]; then
-    daemon_port=$(free_port)
-    # git-daemon itself, not `git daemon` (which runs it as a child that a kill leaves behind).
-    "$(git --exec-path)/git-daemon" --reuseaddr --export-all --enable=receive-pack --listen=127.0.0.1 \
-      --port="$daemon_port" --base-path="$b" "$b" >"$b/git-daemon.log" 2>&1 &
-    DAEMON_PID=$!
-    trap 'cupd_stop; kill "$DAEMON_PID" 2>/dev/null || true' EXIT
-    for _ in $(seq 1 100); do
-      git ls-remote "git://127.0.0.1:$daemon_port/remote.git" >/dev/null 2>&1 && break
-      sleep 0.1
-    done
-    git_url="git://127.0.0.1:$daemon_port/remote.git"
-  fi
+  start_git_remote
   echo "git remote: $git_url" >&2
   start_cupd "$b/cupd-git.log" -api-local-path "$b/unused-source" -api-source git \
     -api-git-repo "$git_url" --git-cache "$b/git-cache"

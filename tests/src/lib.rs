@@ -2,6 +2,7 @@
 //! the real example controller for `wasm32-wasip1` (a command) and `wasm32-wasip2` (a
 //! component).
 
+pub mod contract;
 pub mod cupd;
 pub mod fake_registry;
 pub mod githttp;

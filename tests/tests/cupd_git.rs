@@ -732,8 +732,7 @@ fn git_flags_are_checked_at_startup() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     assert!(run(&["-api-source", "git"]).contains("needs -api-git-repo"));
-    // A forge is refused, never accepted and ignored (tests/tests/cupd_git_auth.rs has
-    // the full message).
+    // A forge needs a remote that names a repository on it (a path names none).
     assert!(
         run(&[
             "-api-source",
@@ -743,7 +742,7 @@ fn git_flags_are_checked_at_startup() {
             "-api-git-scm",
             "gitea"
         ])
-        .contains("not wired yet")
+        .contains("names no repository on a forge")
     );
     assert!(
         run(&[

@@ -2,7 +2,8 @@
 //! server (`git http-backend` behind Basic auth, `cup_e2e::githttp`) on 127.0.0.1. Plain
 //! http on loopback: cupd's credential logic (URL userinfo, then the credentials file,
 //! a refusal reported with where the credentials came from) is the same for https; only
-//! TLS is not exercised. Also `-api-git-scm`: forges are refused, `none` adds no `url`.
+//! TLS is not exercised. Also `-api-git-scm`: a forge needs a forge's remote, `none` adds no
+//! `url`.
 
 use crate::cupd_git_common::{FOO, Fixture, RESOURCES, put_baz_and_read_back, refused};
 use cup_e2e::cupd::Cupd;
@@ -210,18 +211,18 @@ fn bad_credentials_files_refuse_startup() {
 }
 
 #[test]
-fn forges_are_refused_until_wired_and_none_is_branches_only() {
+fn forges_need_a_forge_remote_and_none_is_branches_only() {
     let fixture = Fixture::new();
-    for scm in ["github", "gitea"] {
+    // A path remote names no repository on a forge (cupd_git_scm.rs opens pull requests).
+    for scm in ["github", "gitea", "gitlab"] {
         let log = refused(&fixture.config(
             fixture.bare().to_str().unwrap(),
             &["-api-git-scm", scm],
             &[],
         ));
         assert!(
-            log.contains(&format!("opening pull requests on {scm} is not wired yet"))
-                && log.contains("cup/proposal/* branches")
-                && log.contains("/proposals"),
+            log.contains(&format!("-api-git-scm {scm}"))
+                && log.contains("names no repository on a forge"),
             "{log}"
         );
     }

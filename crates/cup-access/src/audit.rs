@@ -26,7 +26,7 @@ pub struct AuditEvent<'a> {
     pub user: Option<&'a str>,
     /// The caller's groups.
     pub groups: &'a [String],
-    /// put, delete or merge.
+    /// put, delete or merge; `webhook` for a forge's delivery.
     pub verb: &'a str,
     /// The definition's group (absent for proposals).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -5,7 +5,10 @@
 //! access control existed (startup warns when such a server listens beyond loopback). Once
 //! any authentication is configured it is **guarded**: every request but `/healthz` and
 //! `/readyz` needs a caller, and every request that names a verb needs a policy rule that
-//! allows it (deny by default). The audit log works in both modes.
+//! allows it (deny by default). The forge webhooks (`POST /hooks/*`) are the exception:
+//! forges cannot present the API's credentials, so a delivery is authenticated by its
+//! signature in `hooks` and every one is audited (verb `webhook`, resource `hooks`). The
+//! audit log works in both modes.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -23,6 +26,7 @@ use cup_access::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::text;
+use crate::hooks::{Forge, HookOutcome};
 use crate::routes;
 use crate::serve::Peer;
 use crate::state::AppState;
@@ -179,6 +183,9 @@ enum Target {
     Authenticated,
     /// Needs a rule allowing it.
     Checked(Requested),
+    /// A forge's webhook delivery: authenticated by its signature (checked by the handler),
+    /// never by the API's authenticators, and audited.
+    Hook(Forge),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -238,6 +245,11 @@ fn classify(method: &Method, path: &str) -> Target {
         "/healthz" | "/readyz" => return Target::Open,
         "/apis" | ACCESS_REVIEW_PATH | SUBJECT_REVIEW_PATH => return Target::Authenticated,
         _ => {}
+    }
+    if *method == Method::POST
+        && let Some(forge) = Forge::of_path(path)
+    {
+        return Target::Hook(forge);
     }
     if let Some(api) = routes::parse(path) {
         let verb = match (method, api.name.is_some()) {
@@ -310,6 +322,30 @@ pub async fn check(
     let source = peer
         .as_ref()
         .map_or_else(String::new, |p| p.addr.to_string());
+    if let Target::Hook(forge) = target {
+        let response = next.run(request).await;
+        if let Some(log) = &access.audit {
+            let refusal = response
+                .extensions()
+                .get::<HookOutcome>()
+                .and_then(|o| o.refusal.clone());
+            log.record(&AuditEvent {
+                user: None,
+                groups: &[],
+                verb: "webhook",
+                group: None,
+                resource: "hooks",
+                namespace: None,
+                name: Some(forge.name()),
+                status: response.status().as_u16(),
+                reason: refusal.as_deref(),
+                source: &source,
+                branch: None,
+                commit: None,
+            });
+        }
+        return response;
+    }
     let requested = match &target {
         Target::Checked(requested) => Some(requested),
         _ => None,
@@ -684,6 +720,17 @@ mod tests {
             classify(&Method::GET, "/proposalsX"),
             Target::Checked(Requested::Path {
                 path: "/proposalsX".into()
+            })
+        );
+        assert_eq!(
+            classify(&Method::POST, "/hooks/gitea"),
+            Target::Hook(Forge::Gitea)
+        );
+        // Only a POST is a delivery; anything else is checked as any path.
+        assert_eq!(
+            classify(&Method::GET, "/hooks/gitea"),
+            Target::Checked(Requested::Path {
+                path: "/hooks/gitea".into()
             })
         );
     }

@@ -12,12 +12,13 @@ use std::time::SystemTime;
 
 use axum::http::StatusCode;
 use cup_git::{
-    AuthProblem, Author, BranchesOnly, CredentialStore, GitError, GitRepo, HostKeyError,
-    MergeStrategy, Merged, Proposal, ProposalDetail, ProposalPage, ProposalQuery, ProposedWrite,
-    PullRequests, RemoteOptions, SnapshotLimits, WriteLimits,
+    AuthProblem, Author, CredentialStore, GitError, GitRepo, HostKeyError, MergeStrategy, Merged,
+    Proposal, ProposalDetail, ProposalPage, ProposalQuery, ProposedWrite, PullRequests,
+    RemoteOptions, SnapshotLimits, WriteLimits,
 };
 
 use crate::error::ApiError;
+use crate::hooks::{WebhookSecret, Webhooks};
 
 /// How to open the Git source.
 #[derive(Clone)]
@@ -35,7 +36,8 @@ pub struct GitOptions {
     pub credentials: Option<PathBuf>,
     /// known_hosts for SSH remotes; `None` = `~/.ssh/known_hosts`.
     pub known_hosts: Option<PathBuf>,
-    /// Told about every pushed proposal (`cup_git::BranchesOnly` opens nothing).
+    /// Told about every pushed proposal: `cup_git::BranchesOnly` opens nothing, the
+    /// `cup-scm` clients open pull requests on a forge (cupd's `-api-git-scm`).
     pub pull_requests: Arc<dyn PullRequests>,
     /// What one write may put in its tree (a controller's checkout is read within these).
     pub write_limits: WriteLimits,
@@ -44,6 +46,8 @@ pub struct GitOptions {
     /// How long the branch of an ended proposal (merged, or its pull request merged or
     /// closed) stays on the remote once that is seen; `None` keeps them for good.
     pub proposal_retention: Option<Duration>,
+    /// The secret of the forge webhooks (`/hooks/*`); `None` disables them.
+    pub webhook_secret: Option<WebhookSecret>,
 }
 
 impl std::fmt::Debug for GitOptions {
@@ -60,24 +64,8 @@ impl std::fmt::Debug for GitOptions {
             .field("write_limits", &self.write_limits)
             .field("snapshot_limits", &self.snapshot_limits)
             .field("proposal_retention", &self.proposal_retention)
+            .field("webhook_secret", &self.webhook_secret)
             .finish()
-    }
-}
-
-impl GitOptions {
-    /// The pull-request interface `-api-git-scm` names: empty or `none` = proposals are
-    /// branches only. A forge name is refused, never accepted and silently ignored, until
-    /// its [`PullRequests`] implementation exists (see `cup_git::scm` for the drop-in).
-    pub fn pull_requests_for(scm: &str) -> Result<Arc<dyn PullRequests>, String> {
-        match scm {
-            "" | "none" => Ok(Arc::new(BranchesOnly)),
-            "github" | "gitea" => Err(format!(
-                "opening pull requests on {scm} is not wired yet; proposals are the \
-                 cup/proposal/* branches pushed to the remote and served under /proposals \
-                 (list, show, merge): use -api-git-scm none"
-            )),
-            _ => Err("unknown SCM (expected \"none\"; github and gitea are not wired yet)".into()),
-        }
     }
 }
 
@@ -98,6 +86,11 @@ pub struct GitSource {
     repo: Arc<GitRepo>,
     remote_thread: RemoteThread,
     removals: Removals,
+    /// Wakes the background fetcher early (a webhook said the remote changed). A `Notify`
+    /// holds at most one wake-up: a burst of them while a fetch runs queues one more fetch.
+    fetch_nudge: Arc<tokio::sync::Notify>,
+    /// The forge webhooks, when a secret is configured.
+    webhooks: Option<Webhooks>,
 }
 
 /// When the branches of ended proposals are deleted: after each periodic fetch, after each
@@ -200,7 +193,25 @@ impl GitSource {
                 queued: Arc::default(),
                 last: Arc::default(),
             },
+            fetch_nudge: Arc::new(tokio::sync::Notify::new()),
+            webhooks: options.webhook_secret.clone().map(Webhooks::new),
         })
+    }
+
+    /// The forge webhooks, when they are enabled.
+    pub fn webhooks(&self) -> Option<&Webhooks> {
+        self.webhooks.as_ref()
+    }
+
+    /// What is known of the pull requests of proposals.
+    pub fn pull_request_book(&self) -> &cup_git::PullRequestBook {
+        self.repo.pull_request_book()
+    }
+
+    /// Asks the background fetcher to fetch now, without waiting for it: wake-ups that
+    /// arrive while a fetch runs are coalesced into one more fetch.
+    pub fn nudge_fetch(&self) {
+        self.fetch_nudge.notify_one();
     }
 
     /// The remote URL without credentials.
@@ -225,20 +236,37 @@ impl GitSource {
         }
     }
 
-    /// Starts the periodic fetch (needs a tokio runtime).
+    /// Starts the background fetch (needs a tokio runtime): every `interval` (zero: never
+    /// on a timer) and whenever [`GitSource::nudge_fetch`] asks. Not started when neither
+    /// can happen.
     pub fn spawn_fetcher(&self, interval: Duration) {
-        if interval.is_zero() {
+        if interval.is_zero() && self.webhooks.is_none() {
             return;
         }
         let repo = self.repo.clone();
         let remote_thread = self.remote_thread.clone();
         let removals = self.removals.clone();
+        let nudge = self.fetch_nudge.clone();
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await; // the first tick is immediate; open() just fetched
+            let mut ticker = (!interval.is_zero()).then(|| {
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticker
+            });
+            if let Some(ticker) = &mut ticker {
+                ticker.tick().await; // the first tick is immediate; open() just fetched
+            }
             loop {
-                ticker.tick().await;
+                let trigger = match &mut ticker {
+                    Some(ticker) => tokio::select! {
+                        _ = ticker.tick() => "periodic",
+                        () = nudge.notified() => "webhook",
+                    },
+                    None => {
+                        nudge.notified().await;
+                        "webhook"
+                    }
+                };
                 let repo = repo.clone();
                 let removals = removals.clone();
                 let fetched = remote_thread
@@ -249,8 +277,10 @@ impl GitSource {
                     })
                     .await;
                 match fetched {
-                    Ok(()) => tracing::debug!("fetched"),
-                    Err(error) => tracing::warn!(error = error.message, "periodic fetch failed"),
+                    Ok(()) => tracing::debug!(trigger, "fetched"),
+                    Err(error) => {
+                        tracing::warn!(error = error.message, trigger, "background fetch failed")
+                    }
                 }
             }
         });

@@ -27,6 +27,7 @@ use crate::access;
 use crate::api;
 use crate::cors::{self, CorsPolicy};
 use crate::error::text;
+use crate::hooks::{self, HOOK_PATHS};
 use crate::source::Source;
 use crate::state::{AppState, RouteLabel};
 use crate::status::ControllerStatus;
@@ -67,6 +68,11 @@ pub fn router(state: Arc<AppState>, limits: &AppLimits) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        // Outside the request slots: a forge waits a few seconds at most for its answer,
+        // which never waits for a fetch.
+        .route(HOOK_PATHS[0], axum::routing::post(hooks::deliver))
+        .route(HOOK_PATHS[1], axum::routing::post(hooks::deliver))
+        .route(HOOK_PATHS[2], axum::routing::post(hooks::deliver))
         .merge(api)
         .fallback(|| async { api::not_found_page() })
         .layer(CatchPanicLayer::custom(panicked))
@@ -189,6 +195,9 @@ fn fixed_route(path: &str) -> &'static str {
         "/metrics" => "/metrics",
         "/apis" => "/apis",
         "/proposals" => "/proposals",
+        "/hooks/github" => "/hooks/github",
+        "/hooks/gitea" => "/hooks/gitea",
+        "/hooks/gitlab" => "/hooks/gitlab",
         _ => match path.strip_prefix("/proposals/").map(|rest| rest.split('/')) {
             Some(mut parts) => match (parts.next(), parts.next(), parts.next()) {
                 (Some(id), None, None) if !id.is_empty() => "/proposals/{id}",
@@ -322,5 +331,7 @@ mod tests {
         assert_eq!(fixed_route("/proposals/01J/other"), "unmatched");
         assert_eq!(fixed_route("/proposals//merge"), "unmatched");
         assert_eq!(fixed_route("/anything/else"), "unmatched");
+        assert_eq!(fixed_route("/hooks/gitlab"), "/hooks/gitlab");
+        assert_eq!(fixed_route("/hooks/other"), "unmatched");
     }
 }

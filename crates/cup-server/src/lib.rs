@@ -11,8 +11,8 @@
 //! Modules: [`config_dir`] (the `-api-resources` directory), `load` (controllers and
 //! routes), `image` (OCI), `routes`, `verbs` (one verb on one controller), `inline_reads`
 //! (which wasm reads run on the request's task), `source` (the local directory and its write
-//! guarantees), `git` (the Git source over `cup-git`),
-//! `sweep` (what a killed cupd left behind, removed at start), `api` and `http` (axum),
+//! guarantees), `git` (the Git source over `cup-git`), `hooks` (forge webhooks that wake its
+//! fetcher), `sweep` (what a killed cupd left behind, removed at start), `api` and `http` (axum),
 //! `cors` (cross-origin requests), `serve` (the listener and its connection limits), `tls`
 //! (HTTPS and client certificates, reloaded when their files change),
 //! `metrics`, `status`. The API and every difference from the original are in `docs/API.md`.
@@ -28,6 +28,7 @@ mod discovery;
 mod error;
 mod git;
 mod heap;
+mod hooks;
 mod http;
 mod image;
 mod inline_reads;
@@ -65,6 +66,7 @@ pub use cup_git::{Author, SnapshotLimits, WriteLimits};
 pub use cup_model::IdentitySpec;
 pub use cup_oci::{RegistryOptions, RetryPolicy};
 pub use git::GitOptions;
+pub use hooks::{WebhookSecret, WebhookSecretError};
 pub use listing::ListLimits;
 pub use signatures::{SignatureOptions, SignatureSetupError};
 /// How long one read of the local source may hold writes off by default.

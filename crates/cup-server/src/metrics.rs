@@ -23,6 +23,10 @@
 //!   first request because the handshake failed: `client_certificate` (untrusted, expired
 //!   or revoked), `protocol` (not TLS, no common version or cipher), `io` (the client went
 //!   away) or `timeout` (not done within the header timeout).
+//! * `cupd_webhook_deliveries_total{forge,outcome}`: forge webhook deliveries (`github`,
+//!   `gitea`, `gitlab`) by outcome: `accepted` (a fetch was asked for), `ignored` (an event
+//!   cupd does nothing on), `replayed` (seen before, nothing done), `unauthorized`,
+//!   `bad_request`, `too_large`.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -46,6 +50,7 @@ pub struct Metrics {
     connection_timeouts: Family<Labels<1>, Counter>,
     access_refused: Family<Labels<1>, Counter>,
     tls_handshake_failures: Family<Labels<1>, Counter>,
+    webhook_deliveries: Family<Labels<2>, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -66,6 +71,7 @@ impl Default for Metrics {
         let connection_timeouts = Family::<Labels<1>, Counter>::default();
         let access_refused = Family::<Labels<1>, Counter>::default();
         let tls_handshake_failures = Family::<Labels<1>, Counter>::default();
+        let webhook_deliveries = Family::<Labels<2>, Counter>::default();
         registry.register(
             "cupd_http_requests",
             "HTTP requests by method, route template and status code",
@@ -111,6 +117,11 @@ impl Default for Metrics {
             "TLS handshakes that failed, by reason",
             tls_handshake_failures.clone(),
         );
+        registry.register(
+            "cupd_webhook_deliveries",
+            "Forge webhook deliveries by forge and outcome",
+            webhook_deliveries.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -122,6 +133,7 @@ impl Default for Metrics {
             connection_timeouts,
             access_refused,
             tls_handshake_failures,
+            webhook_deliveries,
         }
     }
 }
@@ -217,6 +229,14 @@ impl Metrics {
     pub fn tls_handshake_failed(&self, reason: &'static str) {
         self.tls_handshake_failures
             .get_or_create(&[("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// One webhook delivery of `forge` (`github`, `gitea`, `gitlab`) and its `outcome`
+    /// (see the module documentation).
+    pub fn webhook_delivery(&self, forge: &'static str, outcome: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&[("forge", forge.to_owned()), ("outcome", outcome.to_owned())])
             .inc();
     }
 

@@ -122,8 +122,13 @@ pub struct Serve {
     /// Git source: known_hosts checked for ssh remotes [default: ~/.ssh/known_hosts].
     #[arg(long, env = "CUPD_API_GIT_KNOWN_HOSTS", value_name = "FILE")]
     pub api_git_known_hosts: Option<PathBuf>,
-    /// Pull requests for proposals: none (proposals are cup/proposal/* branches, merged with
-    /// POST /proposals/{id}/merge). github and gitea are refused: not wired yet.
+    /// Git source: the shared secret of the forge webhooks POST /hooks/{github,gitea,gitlab}
+    /// (read at startup, trimmed; without it the hooks are 404s).
+    #[arg(long, env = "CUPD_API_GIT_WEBHOOK_SECRET_FILE", value_name = "FILE")]
+    pub api_git_webhook_secret_file: Option<PathBuf>,
+    /// Pull requests for proposals: none (proposals are cup/proposal/* branches only, merged
+    /// with POST /proposals/{id}/merge), github (and GitHub Enterprise), gitea (and Forgejo)
+    /// or gitlab (merge requests): one pull request per proposal branch.
     #[arg(
         long,
         env = "CUPD_API_GIT_SCM",
@@ -131,6 +136,31 @@ pub struct Serve {
         value_name = "SCM"
     )]
     pub api_git_scm: String,
+    /// The forge's API base URL [default: from the remote: https://api.github.com for
+    /// github.com, https://HOST/api/v3 for GitHub Enterprise, <origin>[/<sub-path>]/api/v1
+    /// for Gitea, <origin>/api/v4 for GitLab].
+    #[arg(long, env = "CUPD_API_GIT_SCM_URL", value_name = "URL")]
+    pub api_git_scm_url: Option<String>,
+    /// A file holding the forge's API token (one line). Else CUPD_API_GIT_SCM_TOKEN, else
+    /// the password of the remote URL.
+    #[arg(long, env = "CUPD_API_GIT_SCM_TOKEN_FILE", value_name = "FILE")]
+    pub api_git_scm_token_file: Option<PathBuf>,
+    /// Labels added to every pull request (comma-separated names).
+    #[arg(
+        long,
+        env = "CUPD_API_GIT_SCM_LABELS",
+        value_delimiter = ',',
+        value_name = "LABEL,..."
+    )]
+    pub api_git_scm_labels: Vec<String>,
+    /// Users whose review is requested on every pull request (comma-separated user names).
+    #[arg(
+        long,
+        env = "CUPD_API_GIT_SCM_REVIEWERS",
+        value_delimiter = ',',
+        value_name = "USER,..."
+    )]
+    pub api_git_scm_reviewers: Vec<String>,
     /// Tailscale hostname (not supported: refused when set).
     #[arg(
         long,

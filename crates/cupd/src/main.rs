@@ -3,6 +3,8 @@
 mod cli;
 mod units;
 
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
 use cup_server::{
     AccessOptions, AuditTarget, AuthenticatorOptions, GitOptions, HttpOptions, Options,
@@ -46,6 +48,45 @@ async fn run(options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The pull-request interface `-api-git-scm` names: `none` (or empty) = proposals are branches
+/// only; `github`, `gitea` (`forgejo`) or `gitlab` = a client of that forge's API for the
+/// repository of `-api-git-repo`. The token comes from `--api-git-scm-token-file`, else
+/// `CUPD_API_GIT_SCM_TOKEN`, else the remote URL's password.
+fn pull_requests(serve: &Serve) -> anyhow::Result<Arc<dyn cup_git::PullRequests>> {
+    let scm = serve.api_git_scm.as_str();
+    if matches!(scm, "" | "none") {
+        return Ok(Arc::new(cup_git::BranchesOnly));
+    }
+    let forge = cup_scm::Forge::from_name(scm).with_context(|| {
+        format!("-api-git-scm {scm:?}: unknown SCM (expected none, github, gitea or gitlab)")
+    })?;
+    let token = match &serve.api_git_scm_token_file {
+        Some(path) => Some(cup_scm::Token::from_file(path).context("--api-git-scm-token-file")?),
+        None => match std::env::var("CUPD_API_GIT_SCM_TOKEN") {
+            Ok(text) => Some(
+                cup_scm::Token::new(&text)
+                    .context("CUPD_API_GIT_SCM_TOKEN is empty or holds control characters")?,
+            ),
+            Err(_) => None,
+        },
+    };
+    let names = |list: &[String]| -> Vec<String> {
+        list.iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let options = cup_scm::ScmOptions {
+        forge,
+        api_url: serve.api_git_scm_url.clone(),
+        token,
+        labels: names(&serve.api_git_scm_labels),
+        reviewers: names(&serve.api_git_scm_reviewers),
+        limits: cup_scm::HttpLimits::default(),
+    };
+    cup_scm::open(&options, &serve.api_git_repo).with_context(|| format!("-api-git-scm {scm}"))
+}
+
 /// Checks the flags and turns them into server options.
 fn options(serve: &Serve) -> anyhow::Result<Options> {
     let git_source = match serve.api_source.as_str() {
@@ -69,6 +110,9 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
     let scm = serve.api_git_scm.as_str();
     if !git_source && !matches!(scm, "" | "none") {
         tracing::warn!("-api-git-scm {scm:?} is ignored: the source is local");
+    }
+    if !git_source && serve.api_git_webhook_secret_file.is_some() {
+        tracing::warn!("--api-git-webhook-secret-file is ignored: the source is local");
     }
     if git_source && serve.api_git_repo.is_empty() {
         bail!("-api-source git needs -api-git-repo URL");
@@ -94,13 +138,17 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
         max_depth: serve.write_max_depth,
     };
     let git = if git_source {
-        // A forge name is refused, never accepted and silently ignored.
-        let pull_requests = GitOptions::pull_requests_for(scm)
-            .map_err(|why| anyhow::anyhow!("-api-git-scm {scm:?}: {why}"))?;
+        let pull_requests = pull_requests(serve)?;
         let author: cup_server::Author = serve
             .git_author
             .parse()
             .map_err(|e| anyhow::anyhow!("invalid --git-author: {e}"))?;
+        let webhook_secret = serve
+            .api_git_webhook_secret_file
+            .as_deref()
+            .map(cup_server::WebhookSecret::from_file)
+            .transpose()
+            .context("--api-git-webhook-secret-file")?;
         Some(GitOptions {
             url: serve.api_git_repo.clone(),
             cache: serve.git_cache.clone().unwrap_or_else(|| store.join("git")),
@@ -117,6 +165,7 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
                 max_depth: serve.git_snapshot_max_depth,
             },
             proposal_retention: serve.git_proposal_retention.0,
+            webhook_secret,
         })
     } else {
         None
