@@ -184,3 +184,80 @@ fn refs_stay_bounded_under_writes_and_merges() {
     let files = git(&fixture.bare(), &["ls-tree", "-r", "--name-only", "main"]);
     assert_eq!(files.lines().count(), ROUNDS + 1);
 }
+
+/// With `-api-git-scm gitea` (a contract server checking every request against Gitea's API
+/// description): listed with their pull requests, merged through the forge, and the merged
+/// one's branch deleted.
+#[test]
+fn with_a_forge_pull_requests_are_listed_merged_there_and_their_branches_deleted() {
+    use cup_e2e::contract::ContractServer;
+    const SCM_TOKEN: &str = "lifecycle-scm-token";
+    let fixture = Fixture::new();
+    let team = fixture.root().join("team");
+    std::fs::create_dir_all(&team).unwrap();
+    std::os::unix::fs::symlink(fixture.bare(), team.join("app.git")).unwrap();
+    let http = GitHttp::start(&fixture.root(), USER, TOKEN);
+    let forge = ContractServer::start("gitea", SCM_TOKEN, &[], &[]);
+    let token_file = fixture.path("scm-token");
+    std::fs::write(&token_file, SCM_TOKEN).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let url = http.url_with(USER, TOKEN, "team/app.git");
+    let api_base = forge.api_base();
+    let cupd = Cupd::start(&fixture.config(
+        &url,
+        &[
+            "--api-git-scm",
+            "gitea",
+            "--api-git-scm-url",
+            &api_base,
+            "--api-git-scm-token-file",
+            token_file.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let (one, one_branch) = propose(&cupd, "one");
+    let (two, _) = propose(&cupd, "two");
+
+    let listed = cupd.get("/proposals").json();
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{listed}");
+    for item in items {
+        let pr = &item["pull_request"];
+        assert_eq!(pr["state"], "open", "{listed}");
+        let number = pr["number"].as_u64().unwrap();
+        assert!(
+            pr["url"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/pulls/{number}")),
+            "{listed}"
+        );
+    }
+    let shown = cupd.get(&format!("/proposals/{two}")).json();
+    assert_eq!(shown["pull_request"]["state"], "open", "{shown}");
+
+    let merged = merge(&cupd, &one);
+    assert_eq!(merged["fast_forward"], false, "{merged}");
+    assert_eq!(merged["pull_request"]["state"], "merged", "{merged}");
+    let merges: Vec<serde_json::Value> = forge
+        .requests()
+        .into_iter()
+        .filter(|r| r["method"] == "POST" && r["path"].as_str().unwrap_or("").ends_with("/merge"))
+        .collect();
+    assert_eq!(merges.len(), 1, "{merges:?}");
+    assert_eq!(merges[0]["status"], 200, "{merges:?}");
+    forge.assert_no_violations();
+    // The book says merged: with retention 0 the branch is gone when the merge answers.
+    assert!(
+        !remote_proposals(&fixture).contains(&format!("refs/heads/{one_branch}")),
+        "{}",
+        cupd.log()
+    );
+    assert_eq!(remote_proposals(&fixture).len(), 1);
+    // Merged already: its proposal is gone.
+    let again = cupd.request("POST", &format!("/proposals/{one}/merge"), &[], b"");
+    assert_eq!(again.status, 404, "{}", again.text());
+}
