@@ -790,6 +790,7 @@ mod tests {
             pull_requests: Arc::new(cup_git::BranchesOnly),
             write_limits: cup_git::WriteLimits::default(),
             snapshot_limits: cup_git::SnapshotLimits::default(),
+            proposal_retention: None,
             webhook_secret: Some(secret(GITHUB_SECRET)),
         };
         crate::git::GitSource::open(&options).unwrap()
