@@ -33,9 +33,14 @@ pub fn repo_root() -> &'static Path {
 /// Path of a binary of this workspace (`cup`, `cup-embed`, `cupd`), brought up to date once
 /// per test process: `cargo test -p cup-e2e` alone does not rebuild the other packages'
 /// binaries, and a stale binary would test old code. Under `cargo test --workspace` the
-/// build is a no-op.
+/// build is a no-op. `CUP_E2E_BIN_DIR` names a directory of binaries to test instead, used
+/// as they are (a target directory shared by several checkouts holds whichever was built
+/// last under the plain names).
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
+    if let Some(dir) = std::env::var_os("CUP_E2E_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let dir = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))

@@ -32,6 +32,7 @@ mod cupd_git_auth;
 mod cupd_git_fetch;
 mod cupd_git_hooks;
 mod cupd_git_hostile;
+mod cupd_git_lifecycle;
 mod cupd_git_limits;
 mod cupd_git_scm;
 mod cupd_git_snapshots;

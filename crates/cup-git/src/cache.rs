@@ -59,6 +59,11 @@ pub struct GitRepo {
     pub(crate) fetch_status: Mutex<FetchStatus>,
     /// The pull requests of proposals, as opened, reported or looked up.
     pub(crate) pull_request_book: crate::PullRequestBook,
+    /// When the forge was last asked about the pull request of each branch (`/proposals`).
+    pub(crate) pull_request_lookups: Mutex<crate::proposals::Lookups>,
+    /// Proposal branches seen merged, with their tip then and when first seen so: the
+    /// retention of merged branches counts from there.
+    pub(crate) seen_merged: Mutex<crate::ended::SeenMerged>,
     /// Held (flock) for the life of this value: the startup sweep below removes checkouts
     /// and half-made snapshots, which is only safe when no other process uses the cache.
     _cache_lock: std::fs::File,
@@ -123,6 +128,8 @@ impl GitRepo {
                 ..FetchStatus::default()
             }),
             pull_request_book: crate::PullRequestBook::default(),
+            pull_request_lookups: Mutex::default(),
+            seen_merged: Mutex::default(),
             dir,
             _cache_lock: cache_lock,
         };

@@ -118,6 +118,17 @@ pub enum GitError {
         /// What stands in the way.
         why: String,
     },
+    /// A proposal's pull request could not be looked up or merged: its forge did not answer
+    /// (or answered with an error), so nothing was merged.
+    #[error("merging proposal {id}: {scm} cannot be reached: {reason}")]
+    ScmUnavailable {
+        /// The proposal's id.
+        id: String,
+        /// The forge integration's name.
+        scm: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A file operation in the cache failed.
     #[error("{what} {path}: {source}")]
     Io {

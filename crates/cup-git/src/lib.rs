@@ -48,6 +48,10 @@
 //! * After each good fetch the remote's default branch and the time are recorded in the
 //!   cache (`cup-remote`), so that [`GitRepo::open`] with an unreachable remote serves the
 //!   last fetched state instead of failing ([`GitRepo::fetch_status`] says since when).
+//! * Branches of ended proposals (merged into another branch, or whose pull request was
+//!   merged or closed) are deleted on the remote after a retention
+//!   ([`GitRepo::remove_ended_proposals`], `ended.rs`), only where the remote still has them
+//!   at the commit the cache saw.
 
 // Here, not in [workspace.lints]: binaries share that table and need not document every item.
 #![warn(missing_docs)]
@@ -55,6 +59,7 @@
 mod cache;
 mod checkout;
 mod credentials;
+mod ended;
 mod error;
 mod fetch;
 mod gc;
@@ -72,11 +77,13 @@ mod tree;
 pub use cache::GitRepo;
 pub use checkout::{SnapshotLimitExceeded, SnapshotLimits};
 pub use credentials::{CredentialOrigin, CredentialStore, CredentialsError};
+pub use ended::{MAX_REMOVALS_PER_RUN, RemovedProposals};
 pub use error::{AuthProblem, GitError};
 pub use fetch::{FetchStatus, FetchTicket};
 pub use gc::{Collected, GC_TIMEOUT, ObjectCounts};
 pub use proposals::{
-    MergeStrategy, Merged, ProposalDetail, ProposalPage, ProposalQuery, ProposalSummary,
+    MAX_PULL_REQUEST_LOOKUPS, MergeStrategy, Merged, PULL_REQUEST_LOOKUP_INTERVAL, ProposalDetail,
+    ProposalPage, ProposalQuery, ProposalSummary,
 };
 pub use propose::{Author, ChangedFile, PROPOSAL_PREFIX, Proposal, ProposedWrite};
 pub use pull_request_book::{MAX_PULL_REQUESTS, PullRequestBook};

@@ -1,14 +1,96 @@
 //! Proposals as they are on the remote: listing the open ones, one with what it changes,
-//! and merging one into its base branch.
+//! and merging one into its base branch (through the forge's pull request when there is
+//! one). Each shows its pull request as the book has it; the forge is asked about a few
+//! unknown ones per listing, and about one shown alone when unknown or stale.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 
 use git2::{Oid, Repository, Signature};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use ulid::Ulid;
 
 use crate::cache::lock;
 use crate::propose::changed_files;
 use crate::revision::{REMOTE_REFS, check_revision, is_merged, unmerged};
-use crate::{ChangedFile, FetchTicket, GitError, GitRepo, PROPOSAL_PREFIX};
+use crate::{
+    ChangedFile, FetchTicket, GitError, GitRepo, MAX_PULL_REQUESTS, MergedPullRequest,
+    PROPOSAL_PREFIX, PullRequest, PullRequestState, ScmError,
+};
+
+/// At most this many pull requests the book does not know are looked up on the forge per
+/// listing (the first unknown ones of the page, in the order listed): a page of 500 must
+/// not cost 500 forge calls. The others show no `pull_request` until a later listing, a
+/// webhook or `/proposals/{id}` has found theirs.
+pub const MAX_PULL_REQUEST_LOOKUPS: usize = 4;
+
+/// A branch the forge was asked about is not asked about again by a listing for this
+/// long (it may have no pull request at all), and after a failed lookup listings ask
+/// nothing for this long; `/proposals/{id}` trusts the book's state of an open or closed
+/// pull request for this long (a merged one for good).
+pub const PULL_REQUEST_LOOKUP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// When the forge was last asked about each branch, bounded like the book.
+#[derive(Debug, Default)]
+pub(crate) struct Lookups {
+    asked: HashMap<String, SystemTime>,
+    failed_at: Option<SystemTime>,
+}
+
+fn older_than(at: SystemTime, now: SystemTime, age: Duration) -> bool {
+    now.duration_since(at).is_ok_and(|d| d >= age)
+}
+
+impl Lookups {
+    fn due(&self, branch: &str, now: SystemTime) -> bool {
+        self.asked
+            .get(branch)
+            .is_none_or(|&at| older_than(at, now, PULL_REQUEST_LOOKUP_INTERVAL))
+    }
+
+    fn failing(&self, now: SystemTime) -> bool {
+        self.failed_at
+            .is_some_and(|at| !older_than(at, now, PULL_REQUEST_LOOKUP_INTERVAL))
+    }
+
+    fn asked(&mut self, branch: &str, now: SystemTime) {
+        if self.asked.len() >= MAX_PULL_REQUESTS && !self.asked.contains_key(branch) {
+            self.asked
+                .retain(|_, &mut at| !older_than(at, now, PULL_REQUEST_LOOKUP_INTERVAL));
+            if self.asked.len() >= MAX_PULL_REQUESTS {
+                self.asked.clear();
+            }
+        }
+        self.asked.insert(branch.to_owned(), now);
+    }
+
+    pub(crate) fn forget(&mut self, branch: &str) {
+        self.asked.remove(branch);
+    }
+}
+
+/// A pull request as `/proposals` shows it: its number, web page and state (its head is the
+/// proposal's branch, shown beside it).
+fn shown_pull_request<S: Serializer>(
+    pull_request: &Option<PullRequest>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Shown<'a> {
+        number: u64,
+        url: &'a str,
+        state: PullRequestState,
+    }
+    match pull_request {
+        Some(pr) => Shown {
+            number: pr.number,
+            url: &pr.url,
+            state: pr.state,
+        }
+        .serialize(serializer),
+        None => serializer.serialize_none(),
+    }
+}
 
 /// An open proposal, as listed.
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +103,12 @@ pub struct ProposalSummary {
     pub commit: String,
     /// The first line of the commit message.
     pub message: String,
+    /// Its pull request, when one is known (see [`MAX_PULL_REQUEST_LOOKUPS`]).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "shown_pull_request"
+    )]
+    pub pull_request: Option<PullRequest>,
 }
 
 /// One proposal with what it changes relative to where it left the base.
@@ -40,6 +128,12 @@ pub struct ProposalDetail {
     pub message: String,
     /// The files it changes since it left the base.
     pub files: Vec<ChangedFile>,
+    /// Its pull request, when there is one.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "shown_pull_request"
+    )]
+    pub pull_request: Option<PullRequest>,
 }
 
 /// How to land a proposal.
@@ -64,6 +158,12 @@ pub struct Merged {
     pub commit: String,
     /// Whether the base was fast-forwarded rather than given a merge commit.
     pub fast_forward: bool,
+    /// The pull request merged on the forge, when the merge went through one.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "shown_pull_request"
+    )]
+    pub pull_request: Option<PullRequest>,
 }
 
 /// Which open proposals to list ([`GitRepo::proposals_since`]).
@@ -186,27 +286,97 @@ impl GitRepo {
             branches.push((id.to_owned(), oid));
         }
         let tips: Vec<Oid> = branches.iter().map(|(_, oid)| *oid).collect();
-        let open = unmerged(&repo, base, &tips)?;
+        let open = unmerged(&repo, &[base], &tips)?;
         branches.retain(|(_, oid)| open.contains(oid));
         branches.sort();
         let more = branches.len() > query.limit;
         branches.truncate(query.limit);
-        let items = branches
+        let mut items: Vec<ProposalSummary> = branches
             .into_iter()
             .map(|(id, oid)| {
                 let message = repo
                     .find_commit(oid)
                     .map(|c| c.summary().ok().flatten().unwrap_or_default().to_owned())
                     .unwrap_or_default();
+                let branch = format!("{PROPOSAL_PREFIX}{id}");
                 ProposalSummary {
-                    branch: format!("{PROPOSAL_PREFIX}{id}"),
+                    pull_request: self.pull_request_book.get(&branch),
+                    branch,
                     id,
                     commit: oid.to_string(),
                     message,
                 }
             })
             .collect();
+        self.look_up_unknown_pull_requests(&mut items);
         Ok(ProposalPage { items, more })
+    }
+
+    /// Asks the forge about the first few listed proposals whose pull request the book
+    /// does not know ([`MAX_PULL_REQUEST_LOOKUPS`]); stops at the first failure.
+    fn look_up_unknown_pull_requests(&self, items: &mut [ProposalSummary]) {
+        let scm = &self.options.pull_requests;
+        let now = SystemTime::now();
+        if !scm.opens_pull_requests() || lock(&self.pull_request_lookups).failing(now) {
+            return;
+        }
+        let mut budget = MAX_PULL_REQUEST_LOOKUPS;
+        for item in items.iter_mut().filter(|i| i.pull_request.is_none()) {
+            if budget == 0 {
+                break;
+            }
+            if !lock(&self.pull_request_lookups).due(&item.branch, now) {
+                continue;
+            }
+            budget -= 1;
+            match self.look_up_pull_request(&item.branch) {
+                Ok(found) => item.pull_request = found,
+                Err(error) => {
+                    tracing::warn!(%error, scm = scm.name(), branch = item.branch,
+                        "looking up the pull request of a proposal failed; listing without it");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Asks the forge for the pull request of `branch` and records what it says.
+    fn look_up_pull_request(&self, branch: &str) -> Result<Option<PullRequest>, ScmError> {
+        let now = SystemTime::now();
+        lock(&self.pull_request_lookups).asked(branch, now);
+        let found = self.options.pull_requests.find(branch);
+        match &found {
+            Ok(Some(pr)) => self.pull_request_book.record(pr.clone()),
+            Ok(None) => self.pull_request_book.forget(branch),
+            Err(_) => lock(&self.pull_request_lookups).failed_at = Some(now),
+        }
+        found
+    }
+
+    /// The pull request of `branch` for `/proposals/{id}`: the book's when it is fresh (see
+    /// [`PULL_REQUEST_LOOKUP_INTERVAL`]), else the forge's; the book's when the forge
+    /// cannot be asked.
+    fn current_pull_request(&self, branch: &str) -> Option<PullRequest> {
+        let known = self.pull_request_book.get_recorded(branch);
+        let scm = &self.options.pull_requests;
+        if !scm.opens_pull_requests() {
+            return known.map(|(pr, _)| pr);
+        }
+        let now = SystemTime::now();
+        if let Some((pr, at)) = &known
+            && (pr.state == PullRequestState::Merged
+                || !older_than(*at, now, PULL_REQUEST_LOOKUP_INTERVAL))
+        {
+            return Some(pr.clone());
+        }
+        match self.look_up_pull_request(branch) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, scm = scm.name(), branch,
+                    "looking up the pull request of a proposal failed; showing the last known");
+                known.map(|(pr, _)| pr)
+            }
+        }
     }
 
     /// One proposal and the files it changes since it left the base.
@@ -239,9 +409,11 @@ impl GitRepo {
         let commit = repo.find_commit(oid)?;
         let new = commit.tree()?;
         let files = changed_files(&repo, &old, &new)?;
+        let branch_name = format!("{PROPOSAL_PREFIX}{id}");
         Ok(ProposalDetail {
             id: id.to_owned(),
-            branch: format!("{PROPOSAL_PREFIX}{id}"),
+            pull_request: self.current_pull_request(&branch_name),
+            branch: branch_name,
             commit: oid.to_string(),
             base: branch,
             merged: is_merged(&repo, base, oid)?,
@@ -269,6 +441,22 @@ impl GitRepo {
         };
         if is_merged(&repo, base, proposal)? {
             return Err(conflict(format!("already merged into {branch}")));
+        }
+        let scm = &self.options.pull_requests;
+        if scm.opens_pull_requests() {
+            let head = format!("{PROPOSAL_PREFIX}{id}");
+            let found =
+                self.look_up_pull_request(&head)
+                    .map_err(|error| GitError::ScmUnavailable {
+                        id: id.to_owned(),
+                        scm: error.scm,
+                        reason: error.reason,
+                    })?;
+            // No pull request (opening one failed when the branch was pushed): the base is
+            // pushed as without a forge.
+            if let Some(pull_request) = found {
+                return self.merge_pull_request(id, branch, pull_request);
+            }
         }
         let fast_forward = strategy == MergeStrategy::FastForwardOrMerge
             && repo.graph_descendant_of(proposal, base)?;
@@ -320,6 +508,84 @@ impl GitRepo {
             base: branch,
             commit: commit.to_string(),
             fast_forward,
+            pull_request: None,
+        })
+    }
+
+    /// Merges `pull_request` on its forge, then fetches the base it landed on.
+    fn merge_pull_request(
+        &self,
+        id: &str,
+        base: String,
+        pull_request: PullRequest,
+    ) -> Result<Merged, GitError> {
+        let scm = &self.options.pull_requests;
+        let conflict = |why: String| GitError::MergeConflict {
+            id: id.to_owned(),
+            why,
+        };
+        if pull_request.state != PullRequestState::Open {
+            return Err(conflict(format!(
+                "its pull request #{} on {} is already {}",
+                pull_request.number,
+                scm.name(),
+                pull_request.state.as_str()
+            )));
+        }
+        let merged = match scm.merge(&pull_request) {
+            Ok(merged) => merged,
+            // Asked again: a forge that answers refused the merge, one that does not
+            // cannot be reached, and a merge whose answer was lost may have gone through.
+            Err(refusal) => match self.look_up_pull_request(&pull_request.head) {
+                Ok(Some(now)) if now.state == PullRequestState::Merged => {
+                    MergedPullRequest { commit: None }
+                }
+                Ok(_) => {
+                    return Err(conflict(format!(
+                        "{} refused to merge pull request #{}: {}",
+                        scm.name(),
+                        pull_request.number,
+                        refusal.reason
+                    )));
+                }
+                Err(_) => {
+                    return Err(GitError::ScmUnavailable {
+                        id: id.to_owned(),
+                        scm: refusal.scm,
+                        reason: refusal.reason,
+                    });
+                }
+            },
+        };
+        let pull_request = PullRequest {
+            state: PullRequestState::Merged,
+            ..pull_request
+        };
+        self.pull_request_book.record(pull_request.clone());
+        let fetched = self.fetch();
+        let commit = match (merged.commit, fetched) {
+            (Some(commit), _) => commit,
+            (None, Ok(())) => {
+                let repo = self.repo()?;
+                self.base_branch(&repo, Some(&base))?.1.to_string()
+            }
+            (None, Err(error)) => {
+                return Err(GitError::Fetch {
+                    url: self.display_url.clone(),
+                    reason: format!(
+                        "pull request #{} was merged on {}, but fetching the result failed: {error}",
+                        pull_request.number,
+                        scm.name()
+                    ),
+                });
+            }
+        };
+        Ok(Merged {
+            id: id.to_owned(),
+            base,
+            commit,
+            fast_forward: false,
+            pull_request: Some(pull_request),
         })
     }
 }

@@ -69,6 +69,13 @@ impl PullRequestBook {
             .map(|e| e.pull_request.clone())
     }
 
+    /// The pull request whose head is `branch` and when it was last recorded, if one is known.
+    pub fn get_recorded(&self, branch: &str) -> Option<(PullRequest, SystemTime)> {
+        lock(&self.entries)
+            .get(branch)
+            .map(|e| (e.pull_request.clone(), e.recorded))
+    }
+
     /// Branches whose pull request ended (merged or closed) at or before `cutoff`.
     pub fn ended_by(&self, cutoff: SystemTime) -> Vec<String> {
         let mut branches: Vec<String> = lock(&self.entries)

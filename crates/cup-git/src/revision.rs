@@ -69,20 +69,22 @@ pub(crate) fn ref_tips(repo: &Repository) -> Result<RefTips, GitError> {
     Ok(tips)
 }
 
-/// Which of `tips` the history of `base` does not hold, in one walk: every tip pushed, the
-/// base hidden; the walk yields exactly the commits reachable from a tip and not from the
+/// Which of `tips` the history of `bases` does not hold, in one walk: every tip pushed, the
+/// bases hidden; the walk yields exactly the commits reachable from a tip and from no
 /// base, so a tip is unmerged iff the walk yields it. It stops once every tip was seen. A
 /// tip that names no commit is left out.
 pub(crate) fn unmerged(
     repo: &Repository,
-    base: Oid,
+    bases: &[Oid],
     tips: &[Oid],
 ) -> Result<HashSet<Oid>, GitError> {
     let mut walk = repo.revwalk()?;
-    walk.hide(base)?;
+    for &base in bases {
+        walk.hide(base)?;
+    }
     let mut wanted = HashSet::new();
     for &tip in tips {
-        if tip != base && !wanted.contains(&tip) && walk.push(tip).is_ok() {
+        if !bases.contains(&tip) && !wanted.contains(&tip) && walk.push(tip).is_ok() {
             wanted.insert(tip);
         }
     }

@@ -10,6 +10,7 @@ use crate::cache::{REMOTE_RECORD, lock};
 use crate::revision::check_revision;
 use crate::tree::is_executable;
 
+mod ended;
 mod retention;
 mod snapshot;
 

@@ -47,6 +47,9 @@ pub struct GitOptions {
     pub snapshot_retention: SnapshotRetention,
     /// How often `git gc --auto` runs on the cache; zero disables it.
     pub gc_interval: Duration,
+    /// How long the branch of an ended proposal (merged, or its pull request merged or
+    /// closed) stays on the remote once that is seen; `None` keeps them for good.
+    pub proposal_retention: Option<Duration>,
     /// The secret of the forge webhooks (`/hooks/*`); `None` disables them.
     pub webhook_secret: Option<WebhookSecret>,
 }
@@ -66,6 +69,7 @@ impl std::fmt::Debug for GitOptions {
             .field("snapshot_limits", &self.snapshot_limits)
             .field("snapshot_retention", &self.snapshot_retention)
             .field("gc_interval", &self.gc_interval)
+            .field("proposal_retention", &self.proposal_retention)
             .field("webhook_secret", &self.webhook_secret)
             .finish()
     }
@@ -99,11 +103,73 @@ pub struct GitSource {
     repo: Arc<GitRepo>,
     remote_thread: RemoteThread,
     gc: Arc<std::sync::Mutex<GcReport>>,
+    removals: Removals,
     /// Wakes the background fetcher early (a webhook said the remote changed). A `Notify`
     /// holds at most one wake-up: a burst of them while a fetch runs queues one more fetch.
     fetch_nudge: Arc<tokio::sync::Notify>,
     /// The forge webhooks, when a secret is configured.
     webhooks: Option<Webhooks>,
+}
+
+/// When the branches of ended proposals are deleted: after each periodic fetch, after each
+/// merge, and after a proposal call's fetch when no run happened for [`REMOVAL_GAP`].
+#[derive(Debug, Clone)]
+struct Removals {
+    /// `None`: never.
+    retention: Option<Duration>,
+    /// A run is queued on the remote thread.
+    queued: Arc<std::sync::atomic::AtomicBool>,
+    /// When the last run ended.
+    last: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+}
+
+/// The least time between two runs queued after proposal calls (each run walks the history
+/// of every proposal branch).
+const REMOVAL_GAP: Duration = Duration::from_secs(5);
+
+impl Removals {
+    /// Deletes the branches of ended proposals whose retention has passed (on the remote
+    /// thread). A failure is logged: the next run tries again.
+    fn run(&self, repo: &GitRepo) {
+        let Some(retention) = self.retention else {
+            return;
+        };
+        if let Err(error) = repo.remove_ended_proposals(retention) {
+            tracing::warn!(
+                error = with_remedy(&error),
+                "deleting the branches of ended proposals failed"
+            );
+        }
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
+    }
+
+    /// Queues a run behind the jobs waiting for the remote thread, unless one is queued or
+    /// ran within [`REMOVAL_GAP`].
+    fn queue(&self, repo: &Arc<GitRepo>, remote_thread: &RemoteThread) {
+        use std::sync::atomic::Ordering;
+        if self.retention.is_none() {
+            return;
+        }
+        let recent = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < REMOVAL_GAP);
+        if recent || self.queued.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (removals, repo) = (self.clone(), repo.clone());
+        let job = RemoteJob::Call(Box::new(move || {
+            removals.queued.store(false, Ordering::SeqCst);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| removals.run(&repo)));
+        }));
+        if remote_thread.send(job).is_err() {
+            self.queued.store(false, Ordering::SeqCst);
+        }
+    }
 }
 
 impl GitSource {
@@ -142,6 +208,11 @@ impl GitSource {
             )?,
             repo,
             gc: Arc::default(),
+            removals: Removals {
+                retention: options.proposal_retention,
+                queued: Arc::default(),
+                last: Arc::default(),
+            },
             fetch_nudge: Arc::new(tokio::sync::Notify::new()),
             webhooks: options.webhook_secret.clone().map(Webhooks::new),
         })
@@ -194,6 +265,7 @@ impl GitSource {
         }
         let repo = self.repo.clone();
         let remote_thread = self.remote_thread.clone();
+        let removals = self.removals.clone();
         let nudge = self.fetch_nudge.clone();
         tokio::spawn(async move {
             let mut ticker = (!interval.is_zero()).then(|| {
@@ -216,7 +288,15 @@ impl GitSource {
                     }
                 };
                 let repo = repo.clone();
-                match remote_thread.run(move || repo.fetch()).await {
+                let removals = removals.clone();
+                let fetched = remote_thread
+                    .run(move || {
+                        repo.fetch()?;
+                        removals.run(&repo);
+                        Ok(())
+                    })
+                    .await;
+                match fetched {
                     Ok(()) => tracing::debug!(trigger, "fetched"),
                     Err(error) => {
                         tracing::warn!(error = error.message, trigger, "background fetch failed")
@@ -341,7 +421,8 @@ impl GitSource {
         let repo = self.repo.clone();
         let ticket = repo.fetch_ticket();
         let (base, after) = (base.map(str::to_owned), after.map(str::to_owned));
-        self.remote_thread
+        let page = self
+            .remote_thread
             .run(move || {
                 let query = ProposalQuery {
                     revision: base.as_deref(),
@@ -350,16 +431,21 @@ impl GitSource {
                 };
                 repo.proposals_since(ticket, &query)
             })
-            .await
+            .await;
+        self.removals.queue(&self.repo, &self.remote_thread);
+        page
     }
 
     pub async fn proposal(&self, id: &str, base: Option<&str>) -> Result<ProposalDetail, ApiError> {
         let repo = self.repo.clone();
         let ticket = repo.fetch_ticket();
         let (id, base) = (id.to_owned(), base.map(str::to_owned));
-        self.remote_thread
+        let detail = self
+            .remote_thread
             .run(move || repo.proposal_since(ticket, &id, base.as_deref()))
-            .await
+            .await;
+        self.removals.queue(&self.repo, &self.remote_thread);
+        detail
     }
 
     pub async fn merge(
@@ -369,9 +455,16 @@ impl GitSource {
         strategy: MergeStrategy,
     ) -> Result<Merged, ApiError> {
         let repo = self.repo.clone();
+        let removals = self.removals.clone();
         let (id, base) = (id.to_owned(), base.map(str::to_owned));
         self.remote_thread
-            .run(move || repo.merge(&id, base.as_deref(), strategy))
+            .run(move || {
+                let merged = repo.merge(&id, base.as_deref(), strategy)?;
+                // With no retention the merged branch goes before the answer; otherwise
+                // this records when it was seen merged.
+                removals.run(&repo);
+                Ok(merged)
+            })
             .await
     }
 }
@@ -618,6 +711,7 @@ fn status_of(error: &GitError) -> StatusCode {
         | GitError::NoDefaultBranch { .. }
         | GitError::ProposalNotFound(_) => StatusCode::NOT_FOUND,
         GitError::MergeConflict { .. } => StatusCode::CONFLICT,
+        GitError::ScmUnavailable { .. } => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -724,6 +818,14 @@ mod tests {
                 why: "conflicts".into(),
             }),
             StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status(GitError::ScmUnavailable {
+                id: "x".into(),
+                scm: "gitea".into(),
+                reason: "connection refused".into(),
+            }),
+            StatusCode::BAD_GATEWAY
         );
         for internal in [
             GitError::Push {

@@ -792,6 +792,7 @@ mod tests {
             snapshot_limits: cup_git::SnapshotLimits::default(),
             snapshot_retention: cup_git::SnapshotRetention::default(),
             gc_interval: std::time::Duration::ZERO,
+            proposal_retention: None,
             webhook_secret: Some(secret(GITHUB_SECRET)),
         };
         crate::git::GitSource::open(&options).unwrap()

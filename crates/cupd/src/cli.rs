@@ -27,6 +27,19 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// How long the branch of an ended proposal stays: `forever` (or `-1`) keeps them for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    match text.trim() {
+        "forever" | "-1" => Ok(Retention(None)),
+        other => parse_duration(other)
+            .map(|d| Retention(Some(d)))
+            .map_err(|e| format!("{e}, or \"forever\"")),
+    }
+}
+
 /// cupd: serves a directory as cup's typed resource API.
 #[derive(Debug, Parser)]
 // Go's flag package lets a later occurrence of a flag replace an earlier one.
@@ -241,6 +254,11 @@ pub struct Serve {
     /// program on the PATH, else said once in the log and /status).
     #[arg(long, env = "CUPD_GIT_GC_INTERVAL", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub git_gc_interval: Duration,
+    /// Git source: how long the branch of a merged proposal (or one whose pull request was
+    /// merged or closed) stays on the remote once cupd sees it so; 0 deletes it at once,
+    /// "forever" (or -1) never.
+    #[arg(long, env = "CUPD_GIT_PROPOSAL_RETENTION", default_value = "0s", value_parser = parse_retention, value_name = "DURATION", allow_hyphen_values = true)]
+    pub git_proposal_retention: Retention,
     /// Git source: author and committer of proposals, "Name <email>".
     #[arg(
         long,
@@ -726,6 +744,28 @@ mod tests {
         assert_eq!(set.registry_attempts, 1);
         assert_eq!(set.registry_timeout, Duration::from_secs(2));
         assert_eq!(set.controller_pool, 0);
+    }
+
+    #[test]
+    fn the_retention_of_ended_proposals_is_a_duration_or_forever() {
+        assert_eq!(
+            serve(&[]).git_proposal_retention,
+            Retention(Some(Duration::ZERO))
+        );
+        let hour = serve(&["--git-proposal-retention", "1h"]);
+        assert_eq!(
+            hour.git_proposal_retention,
+            Retention(Some(Duration::from_secs(3600)))
+        );
+        for forever in ["forever", "-1"] {
+            let kept = serve(&["--git-proposal-retention", forever]);
+            assert_eq!(kept.git_proposal_retention, Retention(None));
+        }
+        let all = ["cupd", "serve", "--git-proposal-retention", "soon"];
+        let error = Cli::try_parse_from(normalize(args(&all)))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("forever"), "{error}");
     }
 
     #[test]

@@ -175,6 +175,7 @@ fn options(serve: &Serve) -> anyhow::Result<Options> {
                 max_bytes: serve.git_snapshots_size as u64,
             },
             gc_interval: serve.git_gc_interval,
+            proposal_retention: serve.git_proposal_retention.0,
             webhook_secret,
         })
     } else {
