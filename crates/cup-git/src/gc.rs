@@ -113,6 +113,11 @@ fn run_gc(git: &Path, dir: &Path, timeout: Duration) -> Result<(), GitError> {
             "maintenance.autoDetach=false",
         ])
         .args(["-c", "core.hooksPath=/dev/null"])
+        // The objects of deleted proposal branches become unreachable; git's default keeps
+        // such objects loose for two weeks, which at a steady write rate is thousands of
+        // files. The cache is cupd's alone, and an hour is far longer than any write takes
+        // between making its objects and its ref.
+        .args(["-c", "gc.pruneExpire=1.hour.ago"])
         .args(["gc", "--auto", "--quiet"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
