@@ -75,6 +75,32 @@ run_load() {
   echo "$status" >"$b/$name.status"
 }
 
+# start_git_remote: a bare remote seeded with the example's files at $b/remote.git, served
+# by git daemon unless LOAD_GIT_TRANSPORT=path; sets git_url (and DAEMON_PID).
+start_git_remote() {
+  git init -q --bare -b main "$b/remote.git"
+  git clone -q "$b/remote.git" "$b/seed" 2>/dev/null
+  cp -R examples/flipt/repo/. "$b/seed/"
+  git -C "$b/seed" add -A
+  git -C "$b/seed" -c user.name=seed -c user.email=seed@load commit -q -m "seed: examples/flipt/repo"
+  git -C "$b/seed" push -q origin main
+  git_url="$b/remote.git"
+  DAEMON_PID=''
+  if [ "${LOAD_GIT_TRANSPORT:-daemon}" = daemon ]; then
+    daemon_port=$(free_port)
+    # git-daemon itself, not `git daemon` (which runs it as a child that a kill leaves behind).
+    "$(git --exec-path)/git-daemon" --reuseaddr --export-all --enable=receive-pack --listen=127.0.0.1 \
+      --port="$daemon_port" --base-path="$b" "$b" >"$b/git-daemon.log" 2>&1 &
+    DAEMON_PID=$!
+    trap 'cupd_stop; kill "$DAEMON_PID" 2>/dev/null || true' EXIT
+    for _ in $(seq 1 100); do
+      git ls-remote "git://127.0.0.1:$daemon_port/remote.git" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    git_url="git://127.0.0.1:$daemon_port/remote.git"
+  fi
+}
+
 if [ -n "$soak" ]; then
   soak_duration="${SOAK_DURATION:-6h}"
   start_git_remote
