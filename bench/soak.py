@@ -10,7 +10,8 @@ Readers get the Flag list at the base branch and at commits of the last hour pic
 
 Every --sample seconds one row: cupd's RSS (VmRSS), the git cache's size on disk (snapshots
 apart from the rest), the number of snapshot directories, packs and loose objects of the
-cache, the remote's ref count, and the latencies (p50/p99) and errors of that interval.
+cache, the remote's ref count, the latencies (p50/p99) and errors of that interval, and the
+machine's load average (what else competed for the cores).
 Writes a CSV of every row and a Markdown report with the curve (about 24 rows spread over the
 run), the first and last rows and each column's slope per hour over the second half of the run.
 Standard library only: the rates are a few requests per second, so the driver's own cost does
@@ -218,6 +219,7 @@ COLUMNS = [
     ("put_p50", "put p50 ms", "{:.1f}"), ("put_p99", "put p99 ms", "{:.1f}"),
     ("merge_p50", "merge p50 ms", "{:.1f}"), ("read_p50", "read p50 ms", "{:.2f}"),
     ("read_p99", "read p99 ms", "{:.2f}"), ("errors", "errors", "{}"),
+    ("load", "load (1 min)", "{:.1f}"),
 ]
 
 
@@ -284,7 +286,7 @@ def main():
                    "put_p50": pct(latencies["put"], 0.5), "put_p99": pct(latencies["put"], 0.99),
                    "merge_p50": pct(latencies["merge"], 0.5),
                    "read_p50": pct(latencies["read"], 0.5), "read_p99": pct(latencies["read"], 0.99),
-                   "errors": sum(errors.values())}
+                   "errors": sum(errors.values()), "load": os.getloadavg()[0]}
             row.update(cache_facts(args.git_cache))
             rows.append(row)
             writer_csv.writerow({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in row.items()})
