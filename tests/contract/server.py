@@ -2,7 +2,7 @@
 """A contract server for one forge API: answers the operations of a vendored API description
 (Swagger 2.0 or OpenAPI 3.0, trimmed by trim.py), checking every request against it.
 
-    python server.py --provider github|gitea --description FILE --token TOKEN
+    python server.py --provider github|gitea|gitlab --description FILE --token TOKEN
 
 Listens on 127.0.0.1 (an ephemeral port, printed as `PORT <n>` on stdout). For each request:
   * the method and path must match an operation of the description (path templates, typed
@@ -15,12 +15,14 @@ A request that breaks the description is answered 400 with the violation and rec
 `GET /__contract/requests` returns every request with its violations, so a test fails on it.
 
 Answers are the description's documented examples (GitHub) or instances built from the
-response schema (Gitea documents none), adjusted to the request (numbers, URLs,
-branches, state) and themselves validated against the response schema before being sent.
+response schema (Gitea and GitLab document none for these operations), adjusted to the request
+(numbers, URLs, branches, state) and themselves validated against the response schema before
+being sent.
 
 `POST /__contract/faults` with `{"status": 429|403|502, "count": N, "retry_after": "1",
 "reset_in": 2}` answers the next N API requests with that status (403 as an exhausted rate
-limit: `X-RateLimit-Remaining: 0`), `Retry-After` and/or a rate-limit reset header.
+limit: `X-RateLimit-Remaining: 0`), `Retry-After` and/or a rate-limit reset header
+(`X-RateLimit-Reset`; GitLab's `RateLimit-Reset` and `RateLimit-Remaining`).
 """
 
 import argparse
@@ -255,12 +257,18 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(found, str):
             return violation(found)
         op, template, params, args = found
-        # The token, where the provider documents it.
-        auth = self.headers.get("Authorization", "")
-        prefix = "Bearer " if state.provider == "github" else "token "
-        sent = auth[len(prefix):] if auth.startswith(prefix) else None
+        # The token, where the provider documents it (GitLab: its securityDefinitions'
+        # `PRIVATE-TOKEN` header).
+        if state.provider == "gitlab":
+            sent = self.headers.get("PRIVATE-TOKEN")
+        else:
+            auth = self.headers.get("Authorization", "")
+            prefix = "Bearer " if state.provider == "github" else "token "
+            sent = auth[len(prefix):] if auth.startswith(prefix) else None
         record["auth"] = sent is not None
         if sent != state.token:
+            if state.provider == "gitlab":
+                return 401, {"message": "401 Unauthorized"}, []
             return 401, {"message": "Bad credentials"}, []
         # Parameters.
         query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
@@ -315,19 +323,23 @@ class Handler(BaseHTTPRequestHandler):
         with state.lock:
             fault = state.faults.pop(0) if state.faults else None
         if fault:
-            return self.fault(fault)
+            return self.fault(fault, state.provider)
         return self.operate(op, args, query, body)
 
-    def fault(self, fault):
+    def fault(self, fault, provider):
         status = fault["status"]
         headers = []
+        # GitLab names its rate-limit headers without the `X-`.
+        prefix = "" if provider == "gitlab" else "X-"
         if fault.get("retry_after") is not None:
             headers.append(("Retry-After", str(fault["retry_after"])))
         if fault.get("reset_in") is not None:
             reset = str(int(time.time() + fault["reset_in"]) + (1 if fault.get("round_up") else 0))
-            headers.append(("X-RateLimit-Reset", reset))
+            headers.append((f"{prefix}RateLimit-Reset", reset))
         if status in (403, 429):
-            headers.append(("X-RateLimit-Remaining", "0"))
+            headers.append((f"{prefix}RateLimit-Remaining", "0"))
+            if provider == "gitlab":
+                return status, {"message": "Retry later"}, headers
             return status, {"message": "API rate limit exceeded"}, headers
         return status, {"message": "Bad Gateway"}, headers
 
@@ -495,6 +507,65 @@ def gitea(h, state, oid, op, args, query, body, origin):
     return 501, {"message": f"contract server: {oid} not implemented"}, []
 
 
+def gitlab(h, state, oid, op, args, query, body, origin):
+    project = args.get("id", "")
+    web = f"{origin}/{project}"
+    desc = h.server.desc
+
+    def mr_state(p):
+        return "merged" if p["merged"] else ("opened" if p["state"] == "open" else "closed")
+
+    def mr_json(p, b):
+        b.update(id=p["number"], iid=p["number"], title=p["title"], description=p["body"],
+                 state=mr_state(p), source_branch=p["head"], target_branch=p["base"],
+                 web_url=f"{web}/-/merge_requests/{p['number']}",
+                 # The description types `labels` as one string.
+                 labels=",".join(p["labels"]))
+        # Typed as plain strings (no x-nullable): absent until merged.
+        b.pop("merge_commit_sha", None)
+        b.pop("merged_at", None)
+        if p["merged"]:
+            b.update(merge_commit_sha=p["merge_sha"], merged_at="2024-01-01T00:00:00Z")
+        return b
+
+    if oid == "getApiV4ProjectsId":
+        return h.reply(op, 200, lambda b: {**b, "path_with_namespace": project,
+                                           "default_branch": state.default_branch, "web_url": web})
+    if oid == "getApiV4ProjectsIdUsers":
+        search = query.get("search", [""])[0]
+        found = [(i, u) for i, u in enumerate(state.users, 1) if search in u]
+        user = instance(desc, {"$ref": "#/definitions/API_Entities_UserBasic"})
+        return h.reply(op, 200, lambda b: [{**user, "id": i, "username": u, "name": u,
+                                            "web_url": f"{origin}/{u}"} for i, u in found])
+    if oid == "postApiV4ProjectsIdMergeRequests":
+        if any(p["head"] == body["source_branch"] and p["state"] == "open" for p in state.pulls):
+            return 409, {"message": ["Another open merge request already exists for this source branch"]}, []
+        p = new_pull(state, body["source_branch"], body["target_branch"], body["title"], body.get("description", ""))
+        p["labels"] = list(body.get("labels", []))
+        ids = dict(enumerate(state.users, 1))
+        p["reviewers"] = [ids[i] for i in body.get("reviewer_ids", []) if i in ids]
+        return h.reply(op, 201, lambda b: mr_json(p, b))
+    if oid == "getApiV4ProjectsIdMergeRequests":
+        branch = query.get("source_branch", [None])[0]
+        want = query.get("state", ["all"])[0]
+        page = int(query.get("page", ["1"])[0])
+        per_page = int(query.get("per_page", ["20"])[0])
+        found = [p for p in reversed(state.pulls)
+                 if (branch is None or p["head"] == branch) and want in ("all", mr_state(p))]
+        chunk = found[(page - 1) * per_page: page * per_page]
+        basic = {"$ref": "#/definitions/API_Entities_MergeRequestBasic"}
+        return h.reply(op, 200, lambda b: [mr_json(p, instance(desc, basic)) for p in chunk])
+    p = find_pull(state, args)
+    if p is None:
+        return 404, {"message": "404 Not found"}, []
+    if oid == "putApiV4ProjectsIdMergeRequestsMergeRequestIidMerge":
+        if p["state"] != "open":
+            return 405, {"message": "405 Method Not Allowed"}, []
+        p.update(state="closed", merged=True)
+        return h.reply(op, 200, lambda b: mr_json(p, b))
+    return 501, {"message": f"contract server: {oid} not implemented"}, []
+
+
 def new_pull(state, head, base, title, body):
     number = len(state.pulls) + 1
     p = {"number": number, "head": head, "base": base, "title": title, "body": body,
@@ -505,14 +576,15 @@ def new_pull(state, head, base, title, body):
 
 
 def find_pull(state, args):
-    number = args.get("pull_number") or args.get("issue_number") or args.get("index")
+    number = (args.get("pull_number") or args.get("issue_number") or args.get("index")
+              or args.get("merge_request_iid"))
     for p in state.pulls:
         if str(p["number"]) == str(number):
             return p
     return None
 
 
-PROVIDERS = {"github": github, "gitea": gitea}
+PROVIDERS = {"github": github, "gitea": gitea, "gitlab": gitlab}
 
 
 def main():

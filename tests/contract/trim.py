@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Trims a forge's published API description (Swagger 2.0 or OpenAPI 3.0, JSON) to the
+"""Trims a forge's published API description (Swagger 2.0 or OpenAPI 3.0, JSON or YAML) to the
 operations cup's forge clients call and everything they reference.
 
     python3 tests/contract/trim.py PROVIDER ORIGINAL.json tests/contract/PROVIDER/description.json
@@ -30,14 +30,12 @@ OPERATIONS = {
         ("/repos/{owner}/{repo}/pulls/{index}/merge", "post"),
         ("/repos/{owner}/{repo}/pulls/{index}/requested_reviewers", "post"),
     ],
-    # GitLab's client calls these; its description (doc/api/openapi/openapi_v2.yaml in
-    # GitLab's repository) is not vendored yet, so no contract server serves it.
     "gitlab": [
         ("/api/v4/projects/{id}", "get"),
+        ("/api/v4/projects/{id}/users", "get"),
         ("/api/v4/projects/{id}/merge_requests", "get"),
         ("/api/v4/projects/{id}/merge_requests", "post"),
         ("/api/v4/projects/{id}/merge_requests/{merge_request_iid}/merge", "put"),
-        ("/api/v4/users", "get"),
     ],
 }
 

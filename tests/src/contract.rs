@@ -19,7 +19,7 @@ pub struct ContractServer {
 }
 
 impl ContractServer {
-    /// Serves `provider`'s description (`github` or `gitea`), accepting only `token`;
+    /// Serves `provider`'s description (`github`, `gitea` or `gitlab`), accepting only `token`;
     /// `labels` exist in the repository (Gitea resolves them to ids); `users` are the user
     /// names that exist.
     pub fn start(provider: &str, token: &str, labels: &[&str], users: &[&str]) -> ContractServer {
@@ -67,6 +67,8 @@ impl ContractServer {
     pub fn api_base(&self) -> String {
         match self.provider.as_str() {
             "gitea" => format!("{}/api/v1", self.origin()),
+            // GitLab's description spells `/api/v4` in every path.
+            "gitlab" => format!("{}/api/v4", self.origin()),
             _ => self.origin(),
         }
     }
@@ -134,7 +136,7 @@ impl ContractServer {
 
     /// Answers the next `count` API requests with `status` (429, 403 as an exhausted rate
     /// limit, 502), with `Retry-After: retry_after` and/or a rate-limit reset `reset_in`
-    /// seconds from now.
+    /// seconds from now (`X-RateLimit-Reset`; GitLab `RateLimit-Reset`).
     pub fn fault(&self, status: u16, count: u32, retry_after: Option<&str>, reset_in: Option<u64>) {
         let body = serde_json::json!({
             "status": status,

@@ -1,4 +1,4 @@
-//! cupd on the Git source with `-api-git-scm github|gitea`: every write pushes a proposal
+//! cupd on the Git source with `-api-git-scm github|gitea|gitlab`: every write pushes a proposal
 //! branch to a real Git HTTP server and opens a pull request on a contract server that checks
 //! each request against the forge's published API description. The 202 body names the pull
 //! request's web page; cupd's debug log never holds the token.
@@ -100,6 +100,11 @@ fn cupd_opens_gitea_pull_requests() {
 #[test]
 fn cupd_opens_github_pull_requests() {
     opens_a_pull_request("github", "pull", true);
+}
+
+#[test]
+fn cupd_opens_gitlab_merge_requests() {
+    opens_a_pull_request("gitlab", "-/merge_requests", false);
 }
 
 /// A forge that refuses the token: the proposal branch is pushed all the same and the 202

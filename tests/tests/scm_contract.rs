@@ -126,18 +126,24 @@ fn gitea_opens_finds_and_merges() {
 }
 
 #[test]
+fn gitlab_opens_finds_and_merges() {
+    lifecycle("gitlab", "-/merge_requests");
+}
+
+#[test]
 fn a_wrong_token_is_a_clear_error_without_the_token() {
-    for provider in ["github", "gitea"] {
+    for (provider, message) in [
+        ("github", "Bad credentials"),
+        ("gitea", "Bad credentials"),
+        ("gitlab", "401 Unauthorized"),
+    ] {
         let server = ContractServer::start(provider, "the-right-one", &[], &[]);
         let scm = client(&server, forge(provider), fast());
         let err = scm
             .proposed(&proposal(BRANCH, Some("main")))
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("401") && err.contains("Bad credentials"),
-            "{err}"
-        );
+        assert!(err.contains("401") && err.contains(message), "{err}");
         assert!(
             !err.contains(TOKEN) && !err.contains("the-right-one"),
             "{err}"
@@ -166,6 +172,36 @@ fn retry_after_is_honoured() {
     server.assert_no_violations();
 }
 
+/// GitLab answers a rate limit with 429, `Retry-After` and `RateLimit-Reset` (no `X-`).
+#[test]
+fn gitlab_rate_limits_are_waited_out() {
+    let server = ContractServer::start("gitlab", TOKEN, &[], &[]);
+    let scm = client(&server, Forge::GitLab, fast());
+    server.fault(429, 1, Some("2"), Some(30));
+    let started = Instant::now();
+    assert!(scm.find(BRANCH).unwrap().is_none());
+    let waited = started.elapsed();
+    // `Retry-After` first.
+    assert!(waited >= Duration::from_secs(2), "{waited:?}");
+    assert!(waited < Duration::from_secs(6), "{waited:?}");
+
+    // Only `RateLimit-Reset`: in 2 s, in whole epoch seconds, so between 1 and 2 s from now.
+    server.fault(429, 1, None, Some(2));
+    let started = Instant::now();
+    assert!(scm.find(BRANCH).unwrap().is_none());
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+
+    let statuses: Vec<_> = server
+        .requests()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [429, 200, 429, 200]);
+    server.assert_no_violations();
+}
+
 #[test]
 fn an_exhausted_rate_limit_waits_for_its_reset() {
     for provider in ["github", "gitea"] {
@@ -188,7 +224,7 @@ fn an_exhausted_rate_limit_waits_for_its_reset() {
 
 #[test]
 fn server_errors_are_retried_with_backoff() {
-    for provider in ["github", "gitea"] {
+    for provider in ["github", "gitea", "gitlab"] {
         let server = ContractServer::start(provider, TOKEN, &["cup"], &["alice"]);
         let scm = client(&server, forge(provider), fast());
         server.fault(502, 2, None, None);
@@ -360,4 +396,69 @@ fn requests_the_description_refuses_are_recorded() {
         assert!(response.text().contains(why), "{}", response.text());
     }
     assert_eq!(server.violations().len(), 2);
+
+    let server = ContractServer::start("gitlab", TOKEN, &[], &["alice"]);
+    let auth = ("PRIVATE-TOKEN", TOKEN);
+    let project = "/api/v4/projects/team%2Fapp";
+    let bad: [(&str, String, &str, &str); 6] = [
+        // `labels` is an array of names in the description, not one string.
+        (
+            "POST",
+            format!("{project}/merge_requests"),
+            r#"{"source_branch":"b","target_branch":"main","title":"t","labels":"cup"}"#,
+            "'cup' is not of type 'array'",
+        ),
+        // `title` is required.
+        (
+            "POST",
+            format!("{project}/merge_requests"),
+            r#"{"source_branch":"b","target_branch":"main"}"#,
+            "'title' is a required property",
+        ),
+        // The merge takes a body, if only an empty one.
+        (
+            "PUT",
+            format!("{project}/merge_requests/1/merge"),
+            "",
+            "requires a body",
+        ),
+        // `state` is an enum (`opened`, not `open`).
+        (
+            "GET",
+            format!("{project}/merge_requests?state=open"),
+            "",
+            "'open' is not one of",
+        ),
+        // The instance-wide user search is not in the description.
+        (
+            "GET",
+            "/api/v4/users?username=alice".to_owned(),
+            "",
+            "no operation of the description matches",
+        ),
+        // An iid of the wrong type.
+        (
+            "PUT",
+            format!("{project}/merge_requests/one/merge"),
+            "{}",
+            "is not an integer",
+        ),
+    ];
+    for (method, path, body, why) in &bad {
+        let response = cup_e2e::http::request(
+            server.port(),
+            method,
+            path,
+            &[auth, ("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(response.status, 400, "{method} {path}: {}", response.text());
+        assert!(
+            response.text().contains(why),
+            "{method} {path}: {}",
+            response.text()
+        );
+    }
+    assert_eq!(server.violations().len(), bad.len());
 }

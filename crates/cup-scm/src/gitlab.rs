@@ -1,4 +1,5 @@
-//! GitLab's API (v4): merge requests, reviewers by user id, merges.
+//! GitLab's API (v4): merge requests, reviewers by user id, merges. Every call is an operation
+//! of GitLab's published API description (`tests/contract/gitlab/`), checked there.
 
 use cup_git::{
     MergedPullRequest, NewProposal, PullRequest, PullRequestState, PullRequests, ScmError,
@@ -115,18 +116,23 @@ impl GitLab {
         Ok(requests.into_iter().find(|m| m.source_branch == branch))
     }
 
-    /// The ids of the configured reviewers that exist.
+    /// The ids of the configured reviewers among the project's users. The project's user list
+    /// (searched by name, matched exactly) is the documented lookup — and a reviewer must be
+    /// able to see the project anyway.
     fn reviewer_ids(&self) -> Vec<u64> {
         let mut ids = Vec::new();
+        let path = format!("{}/users", self.project_path());
         for name in &self.settings.reviewers {
-            match self
-                .api
-                .json::<Vec<User>>(Method::Get, "/users", &[("username", name)], None)
-            {
+            match self.api.json::<Vec<User>>(
+                Method::Get,
+                &path,
+                &[("search", name), ("per_page", "100")],
+                None,
+            ) {
                 Ok(users) => match users.into_iter().find(|u| u.username == *name) {
                     Some(user) => ids.push(user.id),
                     None => {
-                        tracing::warn!(scm = NAME, reviewer = %name, "no such user; not requested")
+                        tracing::warn!(scm = NAME, reviewer = %name, "no such user in the project; not requested")
                     }
                 },
                 Err(e) => {
@@ -157,7 +163,9 @@ impl PullRequests for GitLab {
             "description": proposal.message,
         });
         if !self.settings.labels.is_empty() {
-            body["labels"] = json!(self.settings.labels.join(","));
+            // An array of names, as the description types it (GitLab also takes one
+            // comma-separated string).
+            body["labels"] = json!(self.settings.labels);
         }
         let reviewers = self.reviewer_ids();
         if !reviewers.is_empty() {
@@ -196,9 +204,10 @@ impl PullRequests for GitLab {
             self.project_path(),
             pull_request.number
         );
+        // The description requires a body; an empty one merges with the project's method.
         let merged: MergeRequest = self
             .api
-            .json(Method::Put, &path, &[], None)
+            .json(Method::Put, &path, &[], Some(&json!({})))
             .map_err(|e| scm_error(NAME, "merging the merge request", e))?;
         Ok(MergedPullRequest {
             commit: merged.merge_commit_sha,
