@@ -242,7 +242,10 @@ fn the_original_source_scenario_on_a_master_repository() {
     let again = cupd.put(&format!("{RESOURCES}/baz"), BAZ_PAYLOAD);
     assert_eq!(again.status, 204, "{}", again.text());
     assert!(again.body.is_empty());
-    assert!(remote.proposal_branches().is_empty(), "merged, deleted, none new");
+    assert!(
+        remote.proposal_branches().is_empty(),
+        "merged, deleted, none new"
+    );
 
     // Delete: a proposal removing foo's file, with the original's delete message.
     let (_, del_branch, _) = proposal(&cupd.delete(&format!("{RESOURCES}/foo")));
