@@ -8,7 +8,8 @@ use cup_git::{
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::http::{Api, ApiError, AuthScheme, HttpLimits, Method, encode_segment};
+use crate::http::{Api, ApiError, AuthScheme, HttpLimits, Method};
+use crate::repos_path::ReposPath;
 use crate::{RemoteRepository, Settings, Token, scm_error, title_of};
 
 const NAME: &str = "gitea";
@@ -23,8 +24,7 @@ const PAGE_SIZE: &str = "50";
 #[derive(Debug)]
 pub struct Gitea {
     api: Api,
-    owner: String,
-    repo: String,
+    repo: ReposPath,
     settings: Settings,
 }
 
@@ -43,11 +43,6 @@ struct Pull {
 struct Head {
     #[serde(rename = "ref")]
     branch: String,
-}
-
-#[derive(Deserialize)]
-struct Repository {
-    default_branch: String,
 }
 
 #[derive(Deserialize)]
@@ -80,7 +75,6 @@ impl Gitea {
         settings: Settings,
         limits: HttpLimits,
     ) -> Gitea {
-        let (owner, repo) = repository.owner_and_name();
         Gitea {
             api: Api::new(
                 NAME,
@@ -90,8 +84,7 @@ impl Gitea {
                 &[("accept", "application/json")],
                 limits,
             ),
-            owner: owner.to_owned(),
-            repo: repo.to_owned(),
+            repo: ReposPath::new(repository),
             settings,
         }
     }
@@ -101,21 +94,8 @@ impl Gitea {
         self.api.base()
     }
 
-    fn repo_path(&self) -> String {
-        format!(
-            "/repos/{}/{}",
-            encode_segment(&self.owner),
-            encode_segment(&self.repo)
-        )
-    }
-
-    fn default_branch(&self) -> Result<String, ApiError> {
-        let repo: Repository = self.api.json(Method::Get, &self.repo_path(), &[], None)?;
-        Ok(repo.default_branch)
-    }
-
     fn find_pull(&self, branch: &str) -> Result<Option<Pull>, ApiError> {
-        let path = format!("{}/pulls", self.repo_path());
+        let path = format!("{}/pulls", self.repo.path());
         for page in 1..=MAX_PAGES {
             let page = page.to_string();
             let pulls: Vec<Pull> = self.api.json(
@@ -152,7 +132,7 @@ impl Gitea {
             .iter()
             .map(|l| (l.as_str(), None))
             .collect();
-        let path = format!("{}/labels", self.repo_path());
+        let path = format!("{}/labels", self.repo.path());
         for page in 1..=MAX_PAGES {
             let page = page.to_string();
             let labels: Vec<Label> = self.api.json(
@@ -194,7 +174,8 @@ impl PullRequests for Gitea {
         let base = match proposal.base {
             Some(base) => base.to_owned(),
             None => self
-                .default_branch()
+                .repo
+                .default_branch(&self.api)
                 .map_err(|e| scm_error(NAME, "reading the default branch", e))?,
         };
         let labels = if self.settings.labels.is_empty() {
@@ -216,7 +197,7 @@ impl PullRequests for Gitea {
         }
         let created: Result<Pull, ApiError> = self.api.json(
             Method::Post,
-            &format!("{}/pulls", self.repo_path()),
+            &format!("{}/pulls", self.repo.path()),
             &[],
             Some(&body),
         );
@@ -234,7 +215,7 @@ impl PullRequests for Gitea {
         if !self.settings.reviewers.is_empty() {
             let path = format!(
                 "{}/pulls/{}/requested_reviewers",
-                self.repo_path(),
+                self.repo.path(),
                 pull.number
             );
             let body = json!({ "reviewers": self.settings.reviewers });
@@ -252,7 +233,7 @@ impl PullRequests for Gitea {
     }
 
     fn merge(&self, pull_request: &PullRequest) -> Result<MergedPullRequest, ScmError> {
-        let path = format!("{}/pulls/{}", self.repo_path(), pull_request.number);
+        let path = format!("{}/pulls/{}", self.repo.path(), pull_request.number);
         self.api
             .call(
                 Method::Post,

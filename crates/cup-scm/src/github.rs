@@ -6,7 +6,8 @@ use cup_git::{
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::http::{Api, ApiError, AuthScheme, HttpLimits, Method, encode_segment};
+use crate::http::{Api, ApiError, AuthScheme, HttpLimits, Method};
+use crate::repos_path::ReposPath;
 use crate::{RemoteRepository, Settings, Token, scm_error, title_of};
 
 const NAME: &str = "github";
@@ -15,8 +16,7 @@ const NAME: &str = "github";
 #[derive(Debug)]
 pub struct GitHub {
     api: Api,
-    owner: String,
-    repo: String,
+    repo: ReposPath,
     settings: Settings,
 }
 
@@ -33,11 +33,6 @@ struct Pull {
 struct Head {
     #[serde(rename = "ref")]
     branch: String,
-}
-
-#[derive(Deserialize)]
-struct Repository {
-    default_branch: String,
 }
 
 #[derive(Deserialize)]
@@ -72,7 +67,6 @@ impl GitHub {
         settings: Settings,
         limits: HttpLimits,
     ) -> GitHub {
-        let (owner, repo) = repository.owner_and_name();
         GitHub {
             api: Api::new(
                 NAME,
@@ -85,8 +79,7 @@ impl GitHub {
                 ],
                 limits,
             ),
-            owner: owner.to_owned(),
-            repo: repo.to_owned(),
+            repo: ReposPath::new(repository),
             settings,
         }
     }
@@ -96,24 +89,11 @@ impl GitHub {
         self.api.base()
     }
 
-    fn repo_path(&self) -> String {
-        format!(
-            "/repos/{}/{}",
-            encode_segment(&self.owner),
-            encode_segment(&self.repo)
-        )
-    }
-
-    fn default_branch(&self) -> Result<String, ApiError> {
-        let repo: Repository = self.api.json(Method::Get, &self.repo_path(), &[], None)?;
-        Ok(repo.default_branch)
-    }
-
     fn find_pull(&self, branch: &str) -> Result<Option<PullRequest>, ApiError> {
-        let head = format!("{}:{branch}", self.owner);
+        let head = format!("{}:{branch}", self.repo.owner);
         let pulls: Vec<Pull> = self.api.json(
             Method::Get,
-            &format!("{}/pulls", self.repo_path()),
+            &format!("{}/pulls", self.repo.path()),
             &[
                 ("head", &head),
                 ("state", "all"),
@@ -131,14 +111,14 @@ impl GitHub {
 
     fn decorate(&self, number: u64) {
         if !self.settings.labels.is_empty() {
-            let path = format!("{}/issues/{number}/labels", self.repo_path());
+            let path = format!("{}/issues/{number}/labels", self.repo.path());
             let body = json!({ "labels": self.settings.labels });
             if let Err(e) = self.api.call(Method::Post, &path, &[], Some(&body)) {
                 tracing::warn!(scm = NAME, pull_request = number, error = %e, "adding labels failed");
             }
         }
         if !self.settings.reviewers.is_empty() {
-            let path = format!("{}/pulls/{number}/requested_reviewers", self.repo_path());
+            let path = format!("{}/pulls/{number}/requested_reviewers", self.repo.path());
             let body = json!({ "reviewers": self.settings.reviewers });
             if let Err(e) = self.api.call(Method::Post, &path, &[], Some(&body)) {
                 tracing::warn!(scm = NAME, pull_request = number, error = %e, "requesting reviewers failed");
@@ -156,7 +136,8 @@ impl PullRequests for GitHub {
         let base = match proposal.base {
             Some(base) => base.to_owned(),
             None => self
-                .default_branch()
+                .repo
+                .default_branch(&self.api)
                 .map_err(|e| scm_error(NAME, "reading the default branch", e))?,
         };
         let body = json!({
@@ -167,7 +148,7 @@ impl PullRequests for GitHub {
         });
         let created: Result<Pull, ApiError> = self.api.json(
             Method::Post,
-            &format!("{}/pulls", self.repo_path()),
+            &format!("{}/pulls", self.repo.path()),
             &[],
             Some(&body),
         );
@@ -193,7 +174,7 @@ impl PullRequests for GitHub {
     }
 
     fn merge(&self, pull_request: &PullRequest) -> Result<MergedPullRequest, ScmError> {
-        let path = format!("{}/pulls/{}/merge", self.repo_path(), pull_request.number);
+        let path = format!("{}/pulls/{}/merge", self.repo.path(), pull_request.number);
         let result: MergeResult = self
             .api
             .json(

@@ -25,6 +25,7 @@ mod github;
 mod gitlab;
 mod http;
 mod remote;
+mod repos_path;
 mod token;
 
 pub use gitea::Gitea;
