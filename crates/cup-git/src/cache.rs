@@ -283,15 +283,29 @@ fn lock_cache(dir: &Path) -> Result<std::fs::File, GitError> {
         .write(true)
         .open(&path)
         .map_err(io("opening the cache lock", &path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(GitError::CacheInUse {
-            path: dir.to_owned(),
-            lock: path,
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io("locking", &path)(e)),
+    // Held a moment longer than its owner lives when a child process was forked (by any
+    // thread) just before the owner closed it: the child keeps the lock until it execs. So
+    // a busy lock is tried again for a short while before the cache is called in use.
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(GitError::CacheInUse {
+                    path: dir.to_owned(),
+                    lock: path,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", &path)(e)),
+        }
     }
 }
+
+/// How long [`lock_cache`] waits for a busy lock before the cache is called in use.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Creates `dir` (and its parents) and sets it to [`PRIVATE_DIR`] whatever the umask, an
 /// existing directory included.
