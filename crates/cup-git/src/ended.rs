@@ -238,13 +238,7 @@ impl GitRepo {
                 }
                 continue;
             }
-            result.map_err(|e| {
-                self.remote_error("pushing to", &e, &state)
-                    .unwrap_or_else(|| GitError::Push {
-                        url: self.display_url.clone(),
-                        reason: self.scrub(e.message()),
-                    })
-            })?;
+            result.map_err(|e| self.push_error(&e, &state))?;
             let rejected = rejected.take();
             for (branch, _) in pending.drain(..) {
                 match rejected.get(&format!("refs/heads/{branch}")) {

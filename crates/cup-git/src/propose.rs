@@ -491,13 +491,7 @@ impl GitRepo {
             // The remote answered for each ref: a refused one is not a failed push.
             return Ok(rejected);
         }
-        result.map_err(|e| {
-            self.remote_error("pushing to", &e, &state)
-                .unwrap_or_else(|| GitError::Push {
-                    url: self.display_url.clone(),
-                    reason: self.scrub(e.message()),
-                })
-        })?;
+        result.map_err(|e| self.push_error(&e, &state))?;
         Ok(rejected)
     }
 }

@@ -235,4 +235,18 @@ impl GitRepo {
             problem: Box::new(problem),
         })
     }
+
+    /// A failed push: the recorded authentication problem, else the error libgit2 gave
+    /// (without anything secret in its message).
+    pub(crate) fn push_error(
+        &self,
+        error: &git2::Error,
+        state: &Rc<RefCell<AuthState>>,
+    ) -> GitError {
+        self.remote_error("pushing to", error, state)
+            .unwrap_or_else(|| GitError::Push {
+                url: self.display_url.clone(),
+                reason: self.scrub(error.message()),
+            })
+    }
 }
