@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::http::{Api, ApiError, AuthScheme, HttpLimits, Method};
 use crate::repos_path::ReposPath;
-use crate::{RemoteRepository, Settings, Token, scm_error, title_of};
+use crate::{RemoteRepository, Settings, Token, base_of, scm_error, title_of};
 
 const NAME: &str = "github";
 
@@ -133,13 +133,7 @@ impl PullRequests for GitHub {
     }
 
     fn proposed(&self, proposal: &NewProposal<'_>) -> Result<Option<PullRequest>, ScmError> {
-        let base = match proposal.base {
-            Some(base) => base.to_owned(),
-            None => self
-                .repo
-                .default_branch(&self.api)
-                .map_err(|e| scm_error(NAME, "reading the default branch", e))?,
-        };
+        let base = base_of(NAME, proposal, || self.repo.default_branch(&self.api))?;
         let body = json!({
             "title": title_of(proposal.message),
             "head": proposal.branch,

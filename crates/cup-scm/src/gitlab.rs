@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::http::{Api, ApiError, AuthScheme, HttpLimits, Method, encode_segment};
-use crate::{RemoteRepository, Settings, Token, scm_error, title_of};
+use crate::{RemoteRepository, Settings, Token, base_of, scm_error, title_of};
 
 const NAME: &str = "gitlab";
 
@@ -150,12 +150,7 @@ impl PullRequests for GitLab {
     }
 
     fn proposed(&self, proposal: &NewProposal<'_>) -> Result<Option<PullRequest>, ScmError> {
-        let target = match proposal.base {
-            Some(base) => base.to_owned(),
-            None => self
-                .default_branch()
-                .map_err(|e| scm_error(NAME, "reading the default branch", e))?,
-        };
+        let target = base_of(NAME, proposal, || self.default_branch())?;
         let mut body = json!({
             "source_branch": proposal.branch,
             "target_branch": target,

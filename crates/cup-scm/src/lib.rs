@@ -246,6 +246,19 @@ pub(crate) fn title_of(message: &str) -> String {
     line.chars().take(250).collect()
 }
 
+/// The branch a pull request goes into: the proposal's base, or else the repository's
+/// default branch as the forge says (`default_branch` is only asked then).
+pub(crate) fn base_of(
+    scm: &str,
+    proposal: &cup_git::NewProposal<'_>,
+    default_branch: impl FnOnce() -> Result<String, ApiError>,
+) -> Result<String, ScmError> {
+    match proposal.base {
+        Some(base) => Ok(base.to_owned()),
+        None => default_branch().map_err(|e| scm_error(scm, "reading the default branch", e)),
+    }
+}
+
 pub(crate) fn scm_error(scm: &str, what: &str, e: ApiError) -> ScmError {
     ScmError {
         scm: scm.to_owned(),
