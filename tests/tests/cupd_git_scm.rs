@@ -107,6 +107,30 @@ fn cupd_opens_gitlab_merge_requests() {
     opens_a_pull_request("gitlab", "-/merge_requests", false);
 }
 
+/// cupd on `fixture` (pushed over `http`) opening pull requests on the Gitea contract server
+/// `server`, its token in a file, with `extra` flags and `env`.
+fn gitea_cupd(
+    fixture: &Fixture,
+    http: &GitHttp,
+    server: &ContractServer,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Cupd {
+    let url = http.url_with("git", GIT_PASSWORD, "team/app.git");
+    let token_file = token_file(fixture);
+    let api_base = server.api_base();
+    let mut flags = vec![
+        "--api-git-scm",
+        "gitea",
+        "--api-git-scm-url",
+        &api_base,
+        "--api-git-scm-token-file",
+        &token_file,
+    ];
+    flags.extend_from_slice(extra);
+    Cupd::start(&fixture.config(&url, &flags, env))
+}
+
 /// A forge that refuses the token: the proposal branch is pushed all the same and the 202
 /// has no URL; the error is logged without the token.
 #[test]
@@ -114,21 +138,7 @@ fn a_refused_pull_request_leaves_the_branch() {
     let fixture = Fixture::new();
     let http = exported(&fixture);
     let server = ContractServer::start("gitea", "another-token", &[], &[]);
-    let url = http.url_with("git", GIT_PASSWORD, "team/app.git");
-    let token_file = token_file(&fixture);
-    let api_base = server.api_base();
-    let cupd = Cupd::start(&fixture.config(
-        &url,
-        &[
-            "--api-git-scm",
-            "gitea",
-            "--api-git-scm-url",
-            &api_base,
-            "--api-git-scm-token-file",
-            &token_file,
-        ],
-        &[("RUST_LOG", "debug")],
-    ));
+    let cupd = gitea_cupd(&fixture, &http, &server, &[], &[("RUST_LOG", "debug")]);
     let body = put_baz_and_read_back(&cupd, &fixture);
     assert!(body["proposal"]["url"].is_null(), "{body}");
     let log = cupd.log();
@@ -184,23 +194,13 @@ fn fifty_concurrent_writers_get_fifty_pull_requests() {
     let fixture = Fixture::new();
     let http = exported(&fixture);
     let server = ContractServer::start("gitea", TOKEN, &["cup"], &[]);
-    let url = http.url_with("git", GIT_PASSWORD, "team/app.git");
-    let token_file = token_file(&fixture);
-    let api_base = server.api_base();
-    let cupd = Cupd::start(&fixture.config(
-        &url,
-        &[
-            "--api-git-scm",
-            "gitea",
-            "--api-git-scm-url",
-            &api_base,
-            "--api-git-scm-token-file",
-            &token_file,
-            "--api-git-scm-labels",
-            "cup",
-        ],
+    let cupd = gitea_cupd(
+        &fixture,
+        &http,
+        &server,
+        &["--api-git-scm-labels", "cup"],
         &[],
-    ));
+    );
     let cupd = &cupd;
     let answers: Vec<serde_json::Value> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..50)
