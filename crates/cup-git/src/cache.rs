@@ -40,6 +40,8 @@ pub struct GitRepo {
     /// commit's content nor the limits change; without it every read of such a revision
     /// would write out its tree again up to the bad entry.
     pub(crate) bad_trees: Mutex<HashMap<Oid, Unreadable>>,
+    /// The commits the remote's branches and tags reach (`reachable.rs`).
+    pub(crate) reachable_commits: Mutex<crate::reachable::ReachableCommits>,
     /// Held while a snapshot is made: readers of a new commit wait for the one snapshot
     /// rather than each writing out its own copy, and at most one is half-made on disk.
     pub(crate) making_snapshot: Mutex<()>,
@@ -117,6 +119,7 @@ impl GitRepo {
             remote: Mutex::new(()),
             writes: Mutex::new(()),
             bad_trees: Mutex::new(HashMap::new()),
+            reachable_commits: Mutex::default(),
             making_snapshot: Mutex::new(()),
             snapshots: std::sync::Arc::default(),
             pushed_refs: std::sync::atomic::AtomicU64::new(0),

@@ -66,6 +66,7 @@ mod gc;
 mod proposals;
 mod propose;
 mod pull_request_book;
+mod reachable;
 mod remote;
 mod remote_url;
 mod revision;
@@ -87,6 +88,7 @@ pub use proposals::{
 };
 pub use propose::{Author, ChangedFile, PROPOSAL_PREFIX, Proposal, ProposedWrite};
 pub use pull_request_book::{MAX_PULL_REQUESTS, PullRequestBook};
+pub use reachable::MAX_REACHABLE_COMMITS;
 pub use remote::{RemoteOptions, set_network_timeouts};
 pub use remote_url::{UNPARSABLE, UrlError, redact};
 pub use revision::Resolved;

@@ -1,11 +1,11 @@
-//! Revisions: resolving a branch, tag or commit id, and which commits the remote's branches
-//! and tags still reach.
+//! Revisions: resolving a branch, tag or commit id (only one the remote still reaches:
+//! `reachable.rs`), and the ancestry checks behind merges and proposal listings.
 
 use std::collections::HashSet;
 
 use git2::{Oid, Repository};
 
-use crate::{GitError, GitRepo, PROPOSAL_PREFIX};
+use crate::{GitError, GitRepo};
 
 pub(crate) const REMOTE_REFS: &str = "refs/remotes/origin/";
 
@@ -17,40 +17,6 @@ const MIN_COMMIT_HEX: usize = 7;
 pub struct Resolved {
     /// The commit the revision names.
     pub commit: Oid,
-}
-
-/// Whether `commit` is reachable from a branch or tag of the remote, as the cache mirrors
-/// them after the last fetch (`refs/remotes/origin/*`, `refs/tags/*`).
-///
-/// Cost: one ancestry check per ref tip, and a remote may have thousands of proposal
-/// branches. Branches and tags other than proposals are checked first, since an ordinary
-/// commit id is almost always reached from one of them; proposal branches only for ids
-/// no other ref reaches (a proposal's own commit, or one that is not there at all).
-pub(crate) fn reachable(repo: &Repository, commit: Oid) -> Result<bool, GitError> {
-    let mut proposals = Vec::new();
-    for glob in [format!("{REMOTE_REFS}*"), "refs/tags/*".to_owned()] {
-        for reference in repo.references_glob(&glob)? {
-            let reference = reference?;
-            let Ok(tip) = reference.peel_to_commit() else {
-                continue; // a tag of a tree or a blob reaches no commit
-            };
-            let proposal = reference
-                .name_bytes()
-                .strip_prefix(REMOTE_REFS.as_bytes())
-                .is_some_and(|n| n.starts_with(PROPOSAL_PREFIX.as_bytes()));
-            if proposal {
-                proposals.push(tip.id());
-            } else if is_merged(repo, tip.id(), commit)? {
-                return Ok(true);
-            }
-        }
-    }
-    for tip in proposals {
-        if is_merged(repo, tip, commit)? {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// Branch and tag names with their targets, sorted: what reachability depends on.
@@ -184,7 +150,7 @@ impl GitRepo {
         // that leaked a secret): only what its branches and tags still reach is served or
         // used as a write base. Unreachable and absent answer alike, so the answer does
         // not tell whether the cache still holds the object.
-        if reachable(repo, commit.id())? {
+        if self.reachable(repo, commit.id())? {
             Ok(commit.id())
         } else {
             Err(not_found())

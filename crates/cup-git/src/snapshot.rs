@@ -13,7 +13,6 @@ use git2::Oid;
 use crate::cache::lock;
 use crate::checkout::{DiskUse, materialise, private_dir_permissions};
 use crate::error::io;
-use crate::revision::reachable;
 use crate::{GitError, GitRepo, SnapshotLimitExceeded};
 
 /// How many unreadable commits [`GitRepo::snapshot`] remembers.
@@ -283,7 +282,7 @@ impl GitRepo {
         let known: Vec<Oid> = lock(&self.snapshots).entries.keys().copied().collect();
         let mut unreachable = Vec::new();
         for commit in known {
-            if !reachable(&repo, commit)? {
+            if !self.reachable(&repo, commit)? {
                 unreachable.push(commit);
             }
         }
