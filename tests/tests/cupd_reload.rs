@@ -562,3 +562,75 @@ fn reloads_under_load_fail_no_request_and_requests_in_flight_finish_on_the_old_s
     );
     assert_eq!(reloads(&cupd, "ok"), 26);
 }
+
+/// `--watch-config`: a change to the directory reloads it without a signal, once quiet; a
+/// bad change is refused as a SIGHUP's would be; reading the directory (every reload does)
+/// triggers nothing.
+#[test]
+fn a_watched_config_directory_reloads_on_change_and_a_bad_change_is_refused() {
+    let config = tempfile::tempdir().unwrap();
+    let source = source();
+    let store = tempfile::tempdir().unwrap();
+    write_probe_controller(config.path(), &["Slow"]);
+    let cupd = start_with(
+        config.path(),
+        source.path(),
+        store.path(),
+        &["--watch-config"],
+    );
+    assert!(cupd.log().contains("watching the config directory"));
+    assert_eq!(cupd.get(ONE).status, 404);
+
+    // Three files written one after another: one reload (two at most, if the directory went
+    // quiet between them), and the new type is served.
+    write_template_controller(config.path(), r#"{"type":"object"}"#);
+    let reload = cupd.wait_for_reloads(1);
+    assert_ok(&reload, &cupd);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cupd.get(ONE).status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not served after a change:\n{}",
+            cupd.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let ok = reloads(&cupd, "ok");
+    assert!((1..=2).contains(&ok), "{ok} reloads for one change");
+    assert!(
+        cupd.log()
+            .contains("config directory changed: reload requested")
+    );
+
+    // A file that does not parse: refused, the set before keeps serving.
+    std::fs::write(config.path().join("bad.json"), "{nope").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads(&cupd, "refused") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no refused reload:\n{}",
+            cupd.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reload = cupd.wait_for_reloads(ok + 1);
+    assert_eq!(reload["ok"], false, "{reload}");
+    assert!(
+        reload["error"].as_str().unwrap().contains("bad.json"),
+        "{reload}"
+    );
+    assert_eq!(cupd.get(ONE).status, 200);
+
+    // Mended: served as before; then nothing changes, and nothing is reloaded.
+    remove(config.path(), &["bad.json"]);
+    let reload = cupd.wait_for_reloads(ok + 2);
+    assert_ok(&reload, &cupd);
+    assert_eq!(cupd.get(ONE).status, 200);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        cupd.reload_status()["count"],
+        ok + 2,
+        "a reload reads, and reading triggers none"
+    );
+}

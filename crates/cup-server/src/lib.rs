@@ -24,6 +24,7 @@
 mod access;
 mod api;
 pub mod config_dir;
+mod config_watch;
 mod cors;
 mod discovery;
 mod error;
@@ -58,6 +59,7 @@ use tokio::net::TcpListener;
 
 pub use access::{AccessOptions, AccessSetupError, RecordUser};
 pub use config_dir::{ConfigDir, ConfigError};
+pub use config_watch::{ConfigWatch, MAX_WAIT, QUIET, WatchError, watch_config};
 pub use cors::BadOrigin;
 pub use cup_access::{
     AuditTarget, AuthenticatorOptions, RequestHeaderOptions, hash_token, parse_trusted_source,

@@ -35,7 +35,7 @@ const MAX_REASON_BYTES: usize = 8 * 1024;
 /// reload runs are coalesced into one more.
 #[derive(Clone, Debug)]
 pub struct ReloadHandle {
-    wake: Arc<Notify>,
+    pub(crate) wake: Arc<Notify>,
 }
 
 impl ReloadHandle {

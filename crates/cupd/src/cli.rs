@@ -196,6 +196,12 @@ pub struct Serve {
     /// $TMPDIR for a copy that does not fit; else $TMPDIR].
     #[arg(long, env = "CUPD_SCRATCH_DIR", value_name = "DIR")]
     pub scratch_dir: Option<PathBuf>,
+    /// Reload the config directory when something in it changes (once it has been quiet for
+    /// half a second), as SIGHUP does; off by default: with it, write changes so that the
+    /// directory is complete whenever it goes quiet.
+    #[arg(long, env = "CUPD_WATCH_CONFIG", default_value = "false", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub watch_config: bool,
     /// Refuse controller images referenced by tag (only `…@sha256:…`).
     #[arg(long, env = "CUPD_STRICT_DIGESTS", default_value = "false", num_args = 0..=1,
           require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]

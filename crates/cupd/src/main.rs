@@ -3,6 +3,7 @@
 mod cli;
 mod units;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -29,10 +30,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(options))
+    let watch = serve.watch_config.then(|| serve.api_resources.clone());
+    runtime.block_on(run(options, watch))
 }
 
-async fn run(options: Options) -> anyhow::Result<()> {
+/// Serves until SIGINT or SIGTERM; `watch`: the config directory to reload on change.
+async fn run(options: Options, watch: Option<PathBuf>) -> anyhow::Result<()> {
     let address = options.address.clone();
     // Watched before anything else: SIGHUP's default action ends the process, and an
     // operator may send it as soon as cupd says it listens.
@@ -41,6 +44,14 @@ async fn run(options: Options) -> anyhow::Result<()> {
     if let Some(hangups) = hangups {
         tokio::spawn(reload_on_hangup(hangups, server.reload_handle()));
     }
+    let _watch = match watch {
+        Some(dir) => {
+            let watch = cup_server::watch_config(&dir, server.reload_handle())?;
+            tracing::info!(dir = %dir.display(), "watching the config directory: a change reloads it");
+            Some(watch)
+        }
+        None => None,
+    };
     let bound = server
         .local_addr()
         .with_context(|| format!("reading the address bound for {address}"))?;
