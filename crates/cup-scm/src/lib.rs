@@ -14,6 +14,9 @@
 //! errors and failed connections with exponential backoff and jitter, honouring
 //! `Retry-After` and the rate-limit reset headers, within a few attempts and a time budget.
 //! The token is sent in a header only, never logged, never in an error.
+//!
+//! The forges' webhooks are read here too (`webhook.rs`): their signatures checked and the
+//! payload fields cupd uses parsed; cup-server serves the hook paths.
 #![warn(missing_docs)]
 
 use std::sync::Arc;
@@ -27,6 +30,7 @@ mod http;
 mod remote;
 mod repos_path;
 mod token;
+mod webhook;
 
 pub use gitea::Gitea;
 pub use github::GitHub;
@@ -34,6 +38,9 @@ pub use gitlab::GitLab;
 pub use http::{ApiError, HttpLimits};
 pub use remote::{RemoteError, RemoteRepository};
 pub use token::{MAX_TOKEN_BYTES, Token, TokenError};
+pub use webhook::{
+    WebhookError, WebhookEvent, parse_webhook, truncated, verify_webhook, webhook_header,
+};
 
 /// The forges with a client here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

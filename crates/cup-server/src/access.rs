@@ -26,10 +26,11 @@ use cup_access::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::text;
-use crate::hooks::{Forge, HookOutcome};
+use crate::hooks::{HookOutcome, forge_of_path};
 use crate::routes;
 use crate::serve::Peer;
 use crate::state::AppState;
+use cup_scm::Forge;
 
 /// How the Git source records who asked for a change (`--git-record-user`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -247,7 +248,7 @@ fn classify(method: &Method, path: &str) -> Target {
         _ => {}
     }
     if *method == Method::POST
-        && let Some(forge) = Forge::of_path(path)
+        && let Some(forge) = forge_of_path(path)
     {
         return Target::Hook(forge);
     }
@@ -336,7 +337,7 @@ pub async fn check(
                 group: None,
                 resource: "hooks",
                 namespace: None,
-                name: Some(forge.name()),
+                name: Some(forge.as_str()),
                 status: response.status().as_u16(),
                 reason: refusal.as_deref(),
                 source: &source,

@@ -5,11 +5,10 @@
 //! only on the Git source and only when `--api-git-webhook-secret-file` names a secret;
 //! otherwise the paths are 404s like any unknown path.
 //!
-//! A delivery is trusted because of its signature, never because of who sends it:
+//! A delivery is trusted because of its signature, never because of who sends it. The
+//! forges' protocols (which headers, which signature, which payload fields) are cup-scm's
+//! (`verify_webhook`, `parse_webhook`); what is served here:
 //!
-//! * GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>`;
-//!   Gitea and Forgejo: `X-Gitea-Signature` / `X-Forgejo-Signature: <hex HMAC-SHA256>`;
-//!   GitLab: `X-Gitlab-Token: <secret>`. Compared in constant time; anything else is a 401.
 //! * The signature covers the body only, not the delivery id or the event name. So a
 //!   delivery is a replay when its id **or** its body was seen before: a captured body sent
 //!   again under a new id is recognised too. The last [`REMEMBERED_DELIVERIES`] accepted
@@ -18,9 +17,8 @@
 //!   answered 200 "already handled" and does nothing: a forge that retries a delivery whose
 //!   answer it lost must not see a failure (GitLab disables hooks that keep failing).
 //! * The body is at most [`MAX_HOOK_BODY`] bytes (413 beyond), read whole before anything
-//!   else. It is parsed into small structs of the fields used; other fields are ignored; a
-//!   body that does not parse is a 400 (JSON only: a GitHub hook must use
-//!   `application/json`).
+//!   else, then checked (401 when the signature does not match) and parsed (400 when it does
+//!   not parse).
 //!
 //! What a delivery does: a push or a pull-request event wakes the background fetcher
 //! (`GitSource::nudge_fetch`; bursts coalesce into one fetch) and is answered 202 at once,
@@ -36,11 +34,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use cup_git::{PROPOSAL_PREFIX, PullRequest, PullRequestState};
-use hmac::{Hmac, KeyInit, Mac};
-use serde::Deserialize;
+use cup_git::PROPOSAL_PREFIX;
+use cup_scm::{
+    Forge, WebhookError, WebhookEvent, parse_webhook, truncated, verify_webhook, webhook_header,
+};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::error::text;
 use crate::source::Source;
@@ -170,58 +168,6 @@ impl Webhooks {
     }
 }
 
-/// The forge a hook path is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Forge {
-    GitHub,
-    Gitea,
-    GitLab,
-}
-
-impl Forge {
-    /// The forge of a hook path.
-    pub fn of_path(path: &str) -> Option<Forge> {
-        match path {
-            "/hooks/github" => Some(Forge::GitHub),
-            "/hooks/gitea" => Some(Forge::Gitea),
-            "/hooks/gitlab" => Some(Forge::GitLab),
-            _ => None,
-        }
-    }
-
-    /// Its name in paths, logs, metrics and the audit log.
-    pub fn name(self) -> &'static str {
-        match self {
-            Forge::GitHub => "github",
-            Forge::Gitea => "gitea",
-            Forge::GitLab => "gitlab",
-        }
-    }
-
-    /// The headers that carry the delivery's id, in order of preference.
-    fn delivery_headers(self) -> &'static [&'static str] {
-        match self {
-            Forge::GitHub => &["x-github-delivery"],
-            Forge::Gitea => &["x-gitea-delivery", "x-forgejo-delivery"],
-            // The idempotency key stays the same across GitLab's retries of one delivery;
-            // older versions send only the UUIDs.
-            Forge::GitLab => &[
-                "idempotency-key",
-                "x-gitlab-webhook-uuid",
-                "x-gitlab-event-uuid",
-            ],
-        }
-    }
-
-    fn event_headers(self) -> &'static [&'static str] {
-        match self {
-            Forge::GitHub => &["x-github-event"],
-            Forge::Gitea => &["x-gitea-event", "x-forgejo-event"],
-            Forge::GitLab => &["x-gitlab-event"],
-        }
-    }
-}
-
 /// Why a delivery was not taken: its status and a short reason (shown to the sender and
 /// written to the audit log; never the secret or a signature).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,208 +183,24 @@ impl Refusal {
             reason: reason.into(),
         }
     }
+}
 
-    fn unauthorized(reason: &str) -> Refusal {
-        Refusal::new(StatusCode::UNAUTHORIZED, reason)
+impl From<WebhookError> for Refusal {
+    fn from(error: WebhookError) -> Refusal {
+        let status = match &error {
+            WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Refusal::new(status, error.to_string())
     }
 }
 
-/// The first of `names` present in `headers`, as text.
-fn header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Result<Option<&'a str>, Refusal> {
-    for name in names {
-        if let Some(value) = headers.get(*name) {
-            return value.to_str().map(|v| Some(v.trim())).map_err(|_| {
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("header {name} is not text"),
-                )
-            });
-        }
-    }
-    Ok(None)
-}
-
-/// Checks the delivery's signature (or token) against `secret`.
-pub fn verify(
-    forge: Forge,
-    secret: &WebhookSecret,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(), Refusal> {
-    let secret = &secret.0;
-    match forge {
-        Forge::GitHub => {
-            let signature = header(headers, &["x-hub-signature-256"])?
-                .ok_or_else(|| Refusal::unauthorized("no X-Hub-Signature-256 header"))?;
-            let hex = signature
-                .strip_prefix("sha256=")
-                .ok_or_else(|| Refusal::unauthorized("X-Hub-Signature-256 is not sha256=<hex>"))?;
-            hmac_matches(secret, body, hex)
-                .then_some(())
-                .ok_or_else(|| Refusal::unauthorized("X-Hub-Signature-256 does not match"))
-        }
-        Forge::Gitea => {
-            let signature = header(headers, &["x-gitea-signature", "x-forgejo-signature"])?
-                .ok_or_else(|| Refusal::unauthorized("no X-Gitea-Signature header"))?;
-            hmac_matches(secret, body, signature)
-                .then_some(())
-                .ok_or_else(|| Refusal::unauthorized("X-Gitea-Signature does not match"))
-        }
-        Forge::GitLab => {
-            let token = header(headers, &["x-gitlab-token"])?
-                .ok_or_else(|| Refusal::unauthorized("no X-Gitlab-Token header"))?;
-            token_matches(secret, token.as_bytes())
-                .then_some(())
-                .ok_or_else(|| Refusal::unauthorized("X-Gitlab-Token does not match"))
-        }
-    }
-}
-
-/// Whether `hex` is the HMAC-SHA256 of `body` under `secret` (compared in constant time).
-fn hmac_matches(secret: &[u8], body: &[u8], hex: &str) -> bool {
-    let Ok(expected) = hex::decode(hex) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(&expected).is_ok()
-}
-
-/// Whether `token` is `secret`: their digests are compared in constant time, so neither
-/// the content nor the length of the secret shows in the time taken.
-fn token_matches(secret: &[u8], token: &[u8]) -> bool {
-    let (a, b) = (Sha256::digest(secret), Sha256::digest(token));
-    bool::from(a.as_slice().ct_eq(b.as_slice()))
-}
-
-/// What a delivery asks for, once parsed.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Event {
-    /// Refs moved (branches or tags).
-    Push,
-    /// A pull request (merge request) changed: where it stands now.
-    PullRequest(PullRequest),
-    /// Anything else (GitHub's `ping` included): nothing to do.
-    Ignored(String),
-}
-
-/// Where a push payload says the refs moved: parsed only to refuse what is no push payload.
-#[derive(Deserialize)]
-struct PushPayload {
-    #[serde(rename = "ref")]
-    _ref: String,
-}
-
-/// GitHub's and Gitea's `pull_request` payload, the fields used.
-#[derive(Deserialize)]
-struct PullRequestPayload {
-    pull_request: PullRequestObject,
-}
-
-#[derive(Deserialize)]
-struct PullRequestObject {
-    number: u64,
-    html_url: String,
-    /// `open` or `closed`.
-    state: String,
-    #[serde(default)]
-    merged: Option<bool>,
-    head: Head,
-}
-
-#[derive(Deserialize)]
-struct Head {
-    #[serde(rename = "ref")]
-    branch: String,
-}
-
-/// GitLab's `Merge Request Hook` payload, the fields used.
-#[derive(Deserialize)]
-struct MergeRequestPayload {
-    object_attributes: MergeRequestAttributes,
-}
-
-#[derive(Deserialize)]
-struct MergeRequestAttributes {
-    iid: u64,
-    /// The merge request's web page.
-    url: String,
-    /// `opened`, `closed`, `locked` or `merged`.
-    state: String,
-    source_branch: String,
-}
-
-fn bad_payload(what: &str, error: serde_json::Error) -> Refusal {
-    Refusal::new(
-        StatusCode::BAD_REQUEST,
-        format!("not a {what} payload (the hook must send application/json): {error}"),
-    )
-}
-
-/// Parses the body of a `forge` delivery of event `event`.
-pub fn parse(forge: Forge, event: &str, body: &[u8]) -> Result<Event, Refusal> {
-    let push = |what| {
-        serde_json::from_slice::<PushPayload>(body)
-            .map(|_| Event::Push)
-            .map_err(|e| bad_payload(what, e))
-    };
-    match (forge, event) {
-        (Forge::GitHub | Forge::Gitea, "push") => push("push"),
-        (Forge::GitLab, "Push Hook" | "Tag Push Hook") => push(event),
-        // Gitea names some pull-request actions in the event itself (`pull_request_sync`).
-        (Forge::GitHub, "pull_request") | (Forge::Gitea, "pull_request" | "pull_request_sync") => {
-            let payload: PullRequestPayload =
-                serde_json::from_slice(body).map_err(|e| bad_payload("pull_request", e))?;
-            let pr = payload.pull_request;
-            let state = match (pr.state.as_str(), pr.merged.unwrap_or(false)) {
-                ("open", _) => PullRequestState::Open,
-                ("closed", true) => PullRequestState::Merged,
-                ("closed", false) => PullRequestState::Closed,
-                (other, _) => {
-                    return Err(Refusal::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("unknown pull request state {:?}", truncated(other)),
-                    ));
-                }
-            };
-            Ok(Event::PullRequest(PullRequest {
-                number: pr.number,
-                url: pr.html_url,
-                state,
-                head: pr.head.branch,
-            }))
-        }
-        (Forge::GitLab, "Merge Request Hook") => {
-            let payload: MergeRequestPayload =
-                serde_json::from_slice(body).map_err(|e| bad_payload("Merge Request Hook", e))?;
-            let mr = payload.object_attributes;
-            let state = match mr.state.as_str() {
-                "opened" | "locked" => PullRequestState::Open,
-                "merged" => PullRequestState::Merged,
-                "closed" => PullRequestState::Closed,
-                other => {
-                    return Err(Refusal::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("unknown merge request state {:?}", truncated(other)),
-                    ));
-                }
-            };
-            Ok(Event::PullRequest(PullRequest {
-                number: mr.iid,
-                url: mr.url,
-                state,
-                head: mr.source_branch,
-            }))
-        }
-        _ => Ok(Event::Ignored(event.to_owned())),
-    }
-}
-
-/// At most 64 characters of a value the sender chose, for a message.
-fn truncated(text: &str) -> String {
-    text.chars().take(64).collect()
+/// The forge a hook path is for.
+pub fn forge_of_path(path: &str) -> Option<Forge> {
+    HOOK_PATHS
+        .iter()
+        .zip([Forge::GitHub, Forge::Gitea, Forge::GitLab])
+        .find_map(|(hook, forge)| (*hook == path).then_some(forge))
 }
 
 /// What the access layer's audit line says about a hook request (set on the response).
@@ -455,7 +217,7 @@ pub async fn deliver(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(forge) = Forge::of_path(uri.path()) else {
+    let Some(forge) = forge_of_path(uri.path()) else {
         return crate::api::not_found_page();
     };
     let git = match &*state.source {
@@ -471,15 +233,15 @@ pub async fn deliver(
             message,
             outcome,
         }) => {
-            state.metrics.webhook_delivery(forge.name(), outcome);
+            state.metrics.webhook_delivery(forge.as_str(), outcome);
             (text(status, &message), HookOutcome { refusal: None })
         }
         Err(refusal) => {
             state
                 .metrics
-                .webhook_delivery(forge.name(), outcome_of(refusal.status));
+                .webhook_delivery(forge.as_str(), outcome_of(refusal.status));
             tracing::warn!(
-                forge = forge.name(),
+                forge = forge.as_str(),
                 status = refusal.status.as_u16(),
                 reason = refusal.reason,
                 "webhook delivery refused"
@@ -526,8 +288,8 @@ fn handle(
             format!("webhook body larger than {MAX_HOOK_BODY} bytes"),
         ));
     }
-    verify(forge, &hooks.secret, headers, body)?;
-    let id = header(headers, forge.delivery_headers())?
+    verify_webhook(forge, &hooks.secret.0, headers, body)?;
+    let id = webhook_header(headers, forge.delivery_headers())?
         .filter(|id| !id.is_empty())
         .ok_or_else(|| {
             Refusal::new(
@@ -544,7 +306,7 @@ fn handle(
             format!("delivery id longer than {MAX_DELIVERY_ID} characters or not printable"),
         ));
     }
-    let event = header(headers, forge.event_headers())?
+    let event = webhook_header(headers, forge.event_headers())?
         .filter(|e| !e.is_empty())
         .ok_or_else(|| {
             Refusal::new(
@@ -552,10 +314,10 @@ fn handle(
                 format!("no event header ({})", forge.event_headers().join(", ")),
             )
         })?;
-    let parsed = parse(forge, event, body)?;
+    let parsed = parse_webhook(forge, event, body)?;
     if !hooks.remember(id, body) {
         tracing::info!(
-            forge = forge.name(),
+            forge = forge.as_str(),
             delivery = id,
             "webhook delivery already handled"
         );
@@ -566,21 +328,26 @@ fn handle(
         });
     }
     match parsed {
-        Event::Push => {
+        WebhookEvent::Push => {
             git.nudge_fetch();
-            tracing::info!(forge = forge.name(), delivery = id, event, "webhook: fetch");
+            tracing::info!(
+                forge = forge.as_str(),
+                delivery = id,
+                event,
+                "webhook: fetch"
+            );
             Ok(Handled {
                 status: StatusCode::ACCEPTED,
                 message: "accepted: fetching".into(),
                 outcome: "accepted",
             })
         }
-        Event::PullRequest(pull_request) => {
+        WebhookEvent::PullRequest(pull_request) => {
             // Merged: the base branch moved; opened or closed: the proposal list changes.
             git.nudge_fetch();
             let proposal = pull_request.head.starts_with(PROPOSAL_PREFIX);
             tracing::info!(
-                forge = forge.name(),
+                forge = forge.as_str(),
                 delivery = id,
                 event,
                 number = pull_request.number,
@@ -607,9 +374,9 @@ fn handle(
                 outcome: "accepted",
             })
         }
-        Event::Ignored(event) => {
+        WebhookEvent::Ignored(event) => {
             tracing::info!(
-                forge = forge.name(),
+                forge = forge.as_str(),
                 delivery = id,
                 event = truncated(&event),
                 "webhook: event ignored"
@@ -627,6 +394,10 @@ fn handle(
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use cup_git::PullRequestState;
+    use hmac::{Hmac, KeyInit, Mac};
+
+    const GITHUB_SECRET: &str = "It's a Secret to Everybody";
 
     fn secret(text: &str) -> WebhookSecret {
         WebhookSecret::new(text).unwrap()
@@ -638,80 +409,6 @@ mod tests {
             map.insert(*name, HeaderValue::from_str(value).unwrap());
         }
         map
-    }
-
-    /// The vector GitHub gives for its signatures: secret "It's a Secret to Everybody",
-    /// body "Hello, World!".
-    const GITHUB_SECRET: &str = "It's a Secret to Everybody";
-    const GITHUB_BODY: &[u8] = b"Hello, World!";
-    const GITHUB_SIGNATURE: &str =
-        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-
-    #[test]
-    fn github_signatures_are_checked_against_the_known_vector() {
-        let s = secret(GITHUB_SECRET);
-        let ok = headers(&[("x-hub-signature-256", GITHUB_SIGNATURE)]);
-        assert_eq!(verify(Forge::GitHub, &s, &ok, GITHUB_BODY), Ok(()));
-        // Another body, another secret, no prefix, not hex, missing: all refused.
-        let refused = |h: &HeaderMap, body: &[u8], s: &WebhookSecret| {
-            verify(Forge::GitHub, s, h, body).unwrap_err().status
-        };
-        assert_eq!(refused(&ok, b"Hello, World?", &s), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            refused(&ok, GITHUB_BODY, &secret("another")),
-            StatusCode::UNAUTHORIZED
-        );
-        let bare = headers(&[(
-            "x-hub-signature-256",
-            GITHUB_SIGNATURE.trim_start_matches("sha256="),
-        )]);
-        assert_eq!(refused(&bare, GITHUB_BODY, &s), StatusCode::UNAUTHORIZED);
-        let junk = headers(&[("x-hub-signature-256", "sha256=zz")]);
-        assert_eq!(refused(&junk, GITHUB_BODY, &s), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            refused(&HeaderMap::new(), GITHUB_BODY, &s),
-            StatusCode::UNAUTHORIZED
-        );
-        // The SHA-1 header alone is not enough.
-        let sha1 = headers(&[(
-            "x-hub-signature",
-            "sha1=01dc10d0c83e72ed246219cdd91669667fe2ca59",
-        )]);
-        assert_eq!(refused(&sha1, GITHUB_BODY, &s), StatusCode::UNAUTHORIZED);
-    }
-
-    /// RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
-    const RFC4231_HMAC: &str = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
-
-    #[test]
-    fn gitea_and_forgejo_signatures_are_bare_hex_hmacs() {
-        let s = secret("Jefe");
-        let body = b"what do ya want for nothing?";
-        for name in ["x-gitea-signature", "x-forgejo-signature"] {
-            let ok = headers(&[(name, RFC4231_HMAC)]);
-            assert_eq!(verify(Forge::Gitea, &s, &ok, body), Ok(()), "{name}");
-            let upper = headers(&[(name, &RFC4231_HMAC.to_uppercase())]);
-            assert_eq!(verify(Forge::Gitea, &s, &upper, body), Ok(()), "{name}");
-        }
-        let prefixed = headers(&[("x-gitea-signature", &format!("sha256={RFC4231_HMAC}"))]);
-        assert!(verify(Forge::Gitea, &s, &prefixed, body).is_err());
-        let ok = headers(&[("x-gitea-signature", RFC4231_HMAC)]);
-        assert!(verify(Forge::Gitea, &s, &ok, b"what do ya want for nothing!").is_err());
-        // A GitHub signature does not open the Gitea hook.
-        let github = headers(&[("x-hub-signature-256", &format!("sha256={RFC4231_HMAC}"))]);
-        assert!(verify(Forge::Gitea, &s, &github, body).is_err());
-    }
-
-    #[test]
-    fn gitlab_tokens_must_equal_the_secret() {
-        let s = secret("  a-token\n");
-        let ok = headers(&[("x-gitlab-token", "a-token")]);
-        assert_eq!(verify(Forge::GitLab, &s, &ok, b"{}"), Ok(()));
-        for wrong in ["a-toke", "a-token2", "A-TOKEN", ""] {
-            let h = headers(&[("x-gitlab-token", wrong)]);
-            assert!(verify(Forge::GitLab, &s, &h, b"{}").is_err(), "{wrong:?}");
-        }
-        assert!(verify(Forge::GitLab, &s, &HeaderMap::new(), b"{}").is_err());
     }
 
     #[test]
@@ -875,46 +572,5 @@ mod tests {
         assert_eq!(status, Ok(StatusCode::ACCEPTED));
         assert!(git.pull_request_book().get("feature").is_none());
         assert_eq!(git.pull_request_book().len(), 1);
-    }
-
-    #[test]
-    fn payloads_become_pull_requests() {
-        let github = br#"{"action":"closed","number":5,"pull_request":{"number":5,
-            "html_url":"https://github.example/o/r/pull/5","state":"closed","merged":true,
-            "head":{"ref":"cup/proposal/01J","sha":"abc"},"extra":[1,2]}}"#;
-        assert_eq!(
-            parse(Forge::GitHub, "pull_request", github),
-            Ok(Event::PullRequest(PullRequest {
-                number: 5,
-                url: "https://github.example/o/r/pull/5".into(),
-                state: PullRequestState::Merged,
-                head: "cup/proposal/01J".into(),
-            }))
-        );
-        let gitlab = br#"{"object_kind":"merge_request","object_attributes":{"iid":3,
-            "url":"https://gitlab.example/o/r/-/merge_requests/3","state":"closed",
-            "source_branch":"cup/proposal/01K"}}"#;
-        let Ok(Event::PullRequest(mr)) = parse(Forge::GitLab, "Merge Request Hook", gitlab) else {
-            panic!("a merge request");
-        };
-        assert_eq!((mr.number, mr.state), (3, PullRequestState::Closed));
-        assert_eq!(
-            parse(Forge::GitHub, "ping", b"anything").unwrap(),
-            Event::Ignored("ping".into())
-        );
-        for (forge, event, body) in [
-            (Forge::GitHub, "push", &b"payload=%7B%7D"[..]),
-            (Forge::GitHub, "pull_request", b"{}"),
-            (Forge::Gitea, "push", b"[1]"),
-            (Forge::GitLab, "Merge Request Hook", b"{\"object_attributes\":{}}"),
-            (
-                Forge::GitHub,
-                "pull_request",
-                br#"{"pull_request":{"number":1,"html_url":"u","state":"weird","head":{"ref":"x"}}}"#,
-            ),
-        ] {
-            let refusal = parse(forge, event, body).unwrap_err();
-            assert_eq!(refusal.status, StatusCode::BAD_REQUEST, "{event}: {body:?}");
-        }
     }
 }
