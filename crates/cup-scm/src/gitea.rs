@@ -2,13 +2,12 @@
 
 use std::collections::HashMap;
 
-use cup_git::{
-    MergedPullRequest, NewProposal, PullRequest, PullRequestState, PullRequests, ScmError,
-};
+use cup_git::{MergedPullRequest, NewProposal, PullRequest, PullRequests, ScmError};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::http::{Api, ApiError, AuthScheme, HttpLimits, Method};
+use crate::pull::Pull;
 use crate::repos_path::ReposPath;
 use crate::{RemoteRepository, Settings, Token, base_of, scm_error, title_of};
 
@@ -29,42 +28,9 @@ pub struct Gitea {
 }
 
 #[derive(Deserialize)]
-struct Pull {
-    number: u64,
-    html_url: String,
-    state: String,
-    #[serde(default)]
-    merged: bool,
-    merge_commit_sha: Option<String>,
-    head: Head,
-}
-
-#[derive(Deserialize)]
-struct Head {
-    #[serde(rename = "ref")]
-    branch: String,
-}
-
-#[derive(Deserialize)]
 struct Label {
     id: i64,
     name: String,
-}
-
-impl Pull {
-    fn to_pull_request(&self) -> PullRequest {
-        let state = match (self.state.as_str(), self.merged) {
-            ("open", _) => PullRequestState::Open,
-            (_, true) => PullRequestState::Merged,
-            _ => PullRequestState::Closed,
-        };
-        PullRequest {
-            number: self.number,
-            url: self.html_url.clone(),
-            state,
-            head: self.head.branch.clone(),
-        }
-    }
 }
 
 impl Gitea {

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::http::{Api, ApiError, AuthScheme, HttpLimits, Method};
+use crate::pull::Pull;
 use crate::repos_path::ReposPath;
 use crate::{RemoteRepository, Settings, Token, base_of, scm_error, title_of};
 
@@ -21,42 +22,11 @@ pub struct GitHub {
 }
 
 #[derive(Deserialize)]
-struct Pull {
-    number: u64,
-    html_url: String,
-    state: String,
-    merged_at: Option<String>,
-    head: Head,
-}
-
-#[derive(Deserialize)]
-struct Head {
-    #[serde(rename = "ref")]
-    branch: String,
-}
-
-#[derive(Deserialize)]
 struct MergeResult {
     sha: Option<String>,
     merged: bool,
     #[serde(default)]
     message: String,
-}
-
-impl Pull {
-    fn into_pull_request(self) -> PullRequest {
-        let state = match (self.state.as_str(), self.merged_at.is_some()) {
-            ("open", _) => PullRequestState::Open,
-            (_, true) => PullRequestState::Merged,
-            _ => PullRequestState::Closed,
-        };
-        PullRequest {
-            number: self.number,
-            url: self.html_url,
-            state,
-            head: self.head.branch,
-        }
-    }
 }
 
 impl GitHub {
@@ -106,7 +76,7 @@ impl GitHub {
         Ok(pulls
             .into_iter()
             .find(|p| p.head.branch == branch)
-            .map(Pull::into_pull_request))
+            .map(|pull| pull.to_pull_request()))
     }
 
     fn decorate(&self, number: u64) {
@@ -147,7 +117,7 @@ impl PullRequests for GitHub {
             Some(&body),
         );
         let pull = match created {
-            Ok(pull) => pull.into_pull_request(),
+            Ok(pull) => pull.to_pull_request(),
             // A retried create whose first attempt went through: GitHub refuses a second
             // pull request for the same head with 422.
             Err(e) if e.status() == Some(422) => {

@@ -27,6 +27,7 @@ mod gitea;
 mod github;
 mod gitlab;
 mod http;
+mod pull;
 mod remote;
 mod repos_path;
 mod token;

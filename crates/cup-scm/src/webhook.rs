@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::Forge;
+use crate::pull::Pull;
 
 /// Why a delivery cannot be taken. The text is short, names no secret or signature, and
 /// may be shown to the sender.
@@ -151,24 +152,7 @@ struct PushPayload {
 /// GitHub's and Gitea's `pull_request` payload, the fields used.
 #[derive(Deserialize)]
 struct PullRequestPayload {
-    pull_request: PullRequestObject,
-}
-
-#[derive(Deserialize)]
-struct PullRequestObject {
-    number: u64,
-    html_url: String,
-    /// `open` or `closed`.
-    state: String,
-    #[serde(default)]
-    merged: Option<bool>,
-    head: Head,
-}
-
-#[derive(Deserialize)]
-struct Head {
-    #[serde(rename = "ref")]
-    branch: String,
+    pull_request: Pull,
 }
 
 /// GitLab's `Merge Request Hook` payload, the fields used.
@@ -208,23 +192,13 @@ pub fn parse_webhook(forge: Forge, event: &str, body: &[u8]) -> Result<WebhookEv
             let payload: PullRequestPayload =
                 serde_json::from_slice(body).map_err(|e| bad_payload("pull_request", e))?;
             let pr = payload.pull_request;
-            let state = match (pr.state.as_str(), pr.merged.unwrap_or(false)) {
-                ("open", _) => PullRequestState::Open,
-                ("closed", true) => PullRequestState::Merged,
-                ("closed", false) => PullRequestState::Closed,
-                (other, _) => {
-                    return Err(WebhookError::BadRequest(format!(
-                        "unknown pull request state {:?}",
-                        truncated(other)
-                    )));
-                }
-            };
-            Ok(WebhookEvent::PullRequest(PullRequest {
-                number: pr.number,
-                url: pr.html_url,
-                state,
-                head: pr.head.branch,
-            }))
+            if !matches!(pr.state.as_str(), "open" | "closed") {
+                return Err(WebhookError::BadRequest(format!(
+                    "unknown pull request state {:?}",
+                    truncated(&pr.state)
+                )));
+            }
+            Ok(WebhookEvent::PullRequest(pr.to_pull_request()))
         }
         (Forge::GitLab, "Merge Request Hook") => {
             let payload: MergeRequestPayload =
