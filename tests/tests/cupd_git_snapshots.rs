@@ -330,6 +330,14 @@ fn the_cache_is_garbage_collected_and_reads_and_writes_go_on() {
     assert_eq!(gc["outcome"], "ok", "{gc}");
     assert!(gc["packs"].as_u64().is_some_and(|p| p >= 1), "{gc}");
     assert!(gc["at"].as_str().is_some_and(|a| a.ends_with('Z')), "{gc}");
+    assert!(
+        gc["duration_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{gc}"
+    );
+    assert!(
+        cupd.log().contains("git cache packed"),
+        "a run that packed is logged"
+    );
     // Reads and writes on the packed cache.
     let r = cupd.get(&format!("{RESOURCES}/foo"));
     assert_eq!(r.status, 200, "{}", r.text());

@@ -95,6 +95,8 @@ pub struct GcReport {
     pub outcome: Option<String>,
     /// Packs and loose objects after it ran.
     pub after: Option<cup_git::ObjectCounts>,
+    /// How long it held the remote lock (fetches, pushes and merges wait meanwhile).
+    pub took: Option<Duration>,
 }
 
 /// An opened Git source.
@@ -345,8 +347,19 @@ impl GitSource {
                 now.at = Some(SystemTime::now());
                 match outcome {
                     Some(Ok(collected)) => {
+                        if collected.after != collected.before {
+                            tracing::info!(
+                                loose_before = collected.before.loose,
+                                loose_after = collected.after.loose,
+                                packs_before = collected.before.packs,
+                                packs_after = collected.after.packs,
+                                took_ms = collected.took.as_secs_f64() * 1000.0,
+                                "git cache packed"
+                            );
+                        }
                         now.outcome = Some("ok".into());
                         now.after = Some(collected.after);
+                        now.took = Some(collected.took);
                     }
                     Some(Err(error)) => {
                         tracing::warn!(%error, "garbage-collecting the git cache failed");

@@ -317,6 +317,9 @@ struct GcDoc {
     packs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     loose_objects: Option<u64>,
+    /// Wall time of the run, in milliseconds (the remote lock is held throughout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<f64>,
 }
 
 /// A time as RFC 3339 UTC, to the second.
@@ -364,6 +367,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
                         outcome: gc.outcome.clone().unwrap_or_default(),
                         packs: gc.after.map(|a| a.packs),
                         loose_objects: gc.after.map(|a| a.loose),
+                        duration_ms: gc.took.map(|t| t.as_secs_f64() * 1000.0),
                     }),
                 }
             }
