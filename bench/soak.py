@@ -8,7 +8,9 @@ so the base branch moves on, proposal branches come and go and every merge is a 
 Readers get the Flag list at the base branch and at commits of the last hour picked at random
 (`?revision=<commit>`), so cupd keeps making snapshots of commits it has not read before.
 
-Every --sample seconds one row: cupd's RSS (VmRSS), the git cache's size on disk (snapshots
+Every --sample seconds one row: cupd's RSS (VmRSS, and RssAnon: the heap and stacks, without
+the pages of mapped files such as the cache's packs, which the kernel may drop), the git
+cache's size on disk (snapshots
 apart from the rest), the number of snapshot directories, packs and loose objects of the
 cache, the remote's ref count, the latencies (p50/p99) and errors of that interval, and the
 machine's load average (what else competed for the cores).
@@ -145,10 +147,10 @@ def reader(args, window, commits, stop, index):
             next_at = time.monotonic()
 
 
-def rss_mib(pid):
+def rss_mib(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -213,6 +215,7 @@ def slope_per_hour(rows, column):
 
 COLUMNS = [
     ("minutes", "min", "{:.1f}"), ("rss_mib", "RSS MiB", "{:.1f}"),
+    ("rss_anon_mib", "anon RSS MiB", "{:.1f}"),
     ("snapshots_mib", "snapshots MiB", "{:.1f}"), ("snapshots", "snapshot dirs", "{}"),
     ("cache_mib", "bare cache MiB", "{:.1f}"), ("packs", "packs", "{}"), ("loose", "loose objects", "{}"),
     ("remote_refs", "remote refs", "{}"), ("puts", "puts", "{}"),
@@ -282,6 +285,7 @@ def main():
             stop.wait(min(args.sample, max(remaining, 0)))
             latencies, errors, last_error = window.take()
             row = {"minutes": (time.monotonic() - started) / 60, "rss_mib": rss_mib(args.pid),
+                   "rss_anon_mib": rss_mib(args.pid, "RssAnon"),
                    "remote_refs": remote_refs(args.remote), "puts": len(latencies["put"]),
                    "put_p50": pct(latencies["put"], 0.5), "put_p99": pct(latencies["put"], 0.99),
                    "merge_p50": pct(latencies["merge"], 0.5),
