@@ -5,9 +5,10 @@
 //! commits. An ancestry check per ref tip walks the history between the tip and the commit,
 //! which for a commit an hour old on a busy branch is thousands of commits: the checks grew
 //! with the history until they were most of the server's work. Instead, the commits the
-//! ordinary branches and tags (every ref but proposal branches) reach are walked once, newest
-//! first, up to [`MAX_REACHABLE_COMMITS`], and after a fetch only the commits that became
-//! reachable are walked (from the new tips down to commits already known).
+//! ordinary branches and tags (every ref but proposal branches) reach are walked once,
+//! nearest the tips first, up to [`MAX_REACHABLE_COMMITS`], and after a fetch only the
+//! commits that became reachable are walked (from the new tips down to commits already
+//! known).
 //!
 //! **Invariant:** the set never holds a commit those refs no longer reach. A set is only
 //! extended when every ref it was made from still exists and only moved forward (its new tip
@@ -22,7 +23,7 @@ use crate::revision::{REMOTE_REFS, is_merged};
 use crate::{GitError, GitRepo, PROPOSAL_PREFIX};
 
 /// At most this many commits are remembered as reachable (about 40 bytes each). A commit
-/// older than that many commits of history is checked by walking, as before.
+/// further from the tips than that is checked by an ancestry walk per ref.
 pub const MAX_REACHABLE_COMMITS: usize = 65_536;
 
 /// The ordinary refs' tips, each peeled to its commit, sorted by ref name.
