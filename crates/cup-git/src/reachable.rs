@@ -100,9 +100,7 @@ impl ReachableCommits {
     }
 
     fn drop_all(&mut self) {
-        self.tips = None;
-        self.commits = HashSet::new();
-        self.complete = false;
+        *self = ReachableCommits::with_bound(self.bound);
     }
 
     /// Brings the set up to the refs' tips `now`.
@@ -253,11 +251,15 @@ mod tests {
                 tmp.path(),
                 &["commit", "-q", "--allow-empty", "-m", &format!("c{i}")],
             );
-            ids.push(git(tmp.path(), &["rev-parse", "HEAD"]).parse().unwrap());
+            ids.push(head(tmp.path()));
         }
         set_ref(tmp.path(), "refs/remotes/origin/main", ids[n - 1]);
         let repo = Repository::open(tmp.path()).unwrap();
         (tmp, repo, ids)
+    }
+
+    fn head(dir: &std::path::Path) -> Oid {
+        git(dir, &["rev-parse", "HEAD"]).parse().unwrap()
     }
 
     fn set_ref(dir: &std::path::Path, name: &str, to: Oid) {
@@ -279,7 +281,7 @@ mod tests {
         // Forward: main gains two commits; the old ones stay, the new ones join.
         git(tmp.path(), &["commit", "-q", "--allow-empty", "-m", "c5"]);
         git(tmp.path(), &["commit", "-q", "--allow-empty", "-m", "c6"]);
-        let head: Oid = git(tmp.path(), &["rev-parse", "HEAD"]).parse().unwrap();
+        let head: Oid = head(tmp.path());
         set_ref(tmp.path(), "refs/remotes/origin/main", head);
         assert_eq!(known(&mut set, &repo, head), Known::Reached);
         assert_eq!(known(&mut set, &repo, ids[4]), Known::Reached);
@@ -302,7 +304,7 @@ mod tests {
             &["checkout", "-q", "-b", "side", &ids[0].to_string()],
         );
         git(tmp.path(), &["commit", "-q", "--allow-empty", "-m", "side"]);
-        let side: Oid = git(tmp.path(), &["rev-parse", "HEAD"]).parse().unwrap();
+        let side: Oid = head(tmp.path());
         set_ref(tmp.path(), "refs/remotes/origin/side", side);
         git(
             tmp.path(),
@@ -312,7 +314,7 @@ mod tests {
             tmp.path(),
             &["commit", "-q", "--allow-empty", "-m", "tagged"],
         );
-        let tagged: Oid = git(tmp.path(), &["rev-parse", "HEAD"]).parse().unwrap();
+        let tagged: Oid = head(tmp.path());
         git(
             tmp.path(),
             &["tag", "-a", "-m", "t", "v1", &tagged.to_string()],
@@ -343,7 +345,7 @@ mod tests {
             tmp.path(),
             &["commit", "-q", "--allow-empty", "-m", "proposed"],
         );
-        let proposed: Oid = git(tmp.path(), &["rev-parse", "HEAD"]).parse().unwrap();
+        let proposed: Oid = head(tmp.path());
         let branch = format!("{REMOTE_REFS}{PROPOSAL_PREFIX}01ABC");
         set_ref(tmp.path(), &branch, proposed);
         let repo = Repository::open(tmp.path()).unwrap();
@@ -370,7 +372,7 @@ mod tests {
         assert!(!set.complete);
         // Moving past the bound starts again from the newest.
         git(tmp.path(), &["commit", "-q", "--allow-empty", "-m", "c5"]);
-        let head: Oid = git(tmp.path(), &["rev-parse", "HEAD"]).parse().unwrap();
+        let head: Oid = head(tmp.path());
         set_ref(tmp.path(), "refs/remotes/origin/main", head);
         assert_eq!(known(&mut set, &repo, head), Known::Reached);
         assert_eq!(known(&mut set, &repo, ids[2]), Known::Unknown);
